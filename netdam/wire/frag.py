@@ -1,0 +1,155 @@
+"""Fragmentation and reassembly of messages larger than one datagram (SPEC §2.4).
+
+Owns how a message is cut into self-describing fragments (each carries the message's
+``req_id``, total ``length`` and its own ``frag_off``; all but the last carry
+MORE_FRAGS and a multiple of PAYLOAD_ALIGN bytes) and how a receiver puts them back
+together with bounded memory. Sans-I/O: the reassembler is fed packets and ``now``.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left
+from dataclasses import dataclass, field
+from typing import Hashable, Iterator
+
+from netdam.wire.codec import Packet, WireError, overhead
+from netdam.wire.fields import MAX_DATAGRAM, MIN_MTU, PAYLOAD_ALIGN, Flag, Status
+
+
+def max_payload(mtu: int, nhops: int = 0) -> int:
+    """Payload bytes one datagram of ``mtu`` bytes carries (a multiple of PAYLOAD_ALIGN)."""
+    if not MIN_MTU <= mtu <= MAX_DATAGRAM:
+        raise ValueError(f"mtu {mtu} outside {MIN_MTU}..{MAX_DATAGRAM}")
+    room = mtu - overhead(nhops)
+    return room - room % PAYLOAD_ALIGN
+
+
+def fragment(template: Packet, data, mtu: int, *, base: int = 0) -> Iterator[Packet]:
+    """Cut ``data`` into packets shaped like ``template`` (SPEC §2.4).
+
+    Each fragment's payload is a view of ``data`` (no copy). ``base`` is added to every
+    ``frag_off`` when ``data`` is a slice of a larger message; ``length`` is then the
+    template's own. A zero-length message is one packet with no payload.
+    """
+    view = memoryview(data).cast("B")
+    total = len(view)
+    length = template.length if base else total
+    step = max_payload(mtu, len(template.route))
+    if total == 0:
+        yield template.copy(frag_off=base, length=length, payload=b"",
+                            flags=template.flags & ~Flag.MORE_FRAGS)
+        return
+    for off in range(0, total, step):
+        end = min(off + step, total)
+        more = end < total or base + end < length
+        flags = (template.flags | Flag.MORE_FRAGS) if more else (template.flags & ~Flag.MORE_FRAGS)
+        yield template.copy(frag_off=base + off, length=length, payload=view[off:end],
+                            flags=flags)
+
+
+def fragment_count(length: int, mtu: int, nhops: int = 0) -> int:
+    """How many datagrams ``fragment`` makes of a message of ``length`` bytes."""
+    return max(1, -(-length // max_payload(mtu, nhops)))
+
+
+@dataclass
+class _Partial:
+    buf: bytearray
+    started: float
+    spans: list[tuple[int, int]] = field(default_factory=list)  # merged [start, end)
+    received: int = 0
+
+    def add(self, start: int, end: int) -> int:
+        """Record [start, end); return how many bytes were new."""
+        spans = self.spans
+        i = bisect_left(spans, (start, start))
+        if i and spans[i - 1][1] >= start:
+            i -= 1
+        new_start, new_end, covered = start, end, 0
+        j = i
+        while j < len(spans) and spans[j][0] <= end:
+            s, e = spans[j]
+            covered += max(0, min(e, end) - max(s, start))
+            new_start, new_end = min(new_start, s), max(new_end, e)
+            j += 1
+        spans[i:j] = [(new_start, new_end)]
+        fresh = (end - start) - covered
+        self.received += fresh
+        return fresh
+
+
+class Reassembler:
+    """Puts fragmented messages back together, bounded in count, bytes and time.
+
+    ``add`` returns the complete message (a bytearray of ``length`` bytes) when its
+    last missing byte arrives, else None. Duplicate and overlapping fragments are
+    harmless. Raises WireError(BUSY) when the bounds are full and WireError(MALFORMED)
+    for a fragment that contradicts its message; either way nothing else is disturbed.
+    """
+
+    def __init__(self, *, max_messages: int = 1024, max_bytes: int = 256 << 20,
+                 timeout: float = 10.0):
+        self.max_messages = max_messages
+        self.max_bytes = max_bytes
+        self.timeout = timeout
+        self._partial: dict[Hashable, _Partial] = {}
+        self._bytes = 0
+        self.expired = 0
+
+    @property
+    def pending(self) -> int:
+        return len(self._partial)
+
+    @property
+    def pending_bytes(self) -> int:
+        return self._bytes
+
+    def add(self, pkt: Packet, now: float, key: Hashable | None = None) -> bytearray | None:
+        key = (pkt.src, pkt.req_id) if key is None else key
+        length, off, n = pkt.length, pkt.frag_off, len(pkt.payload)
+        if off + n > length:
+            raise WireError(Status.MALFORMED, "frag_off",
+                            f"fragment [{off}, {off + n}) beyond message length {length}")
+        part = self._partial.get(key)
+        if part is None:
+            if off == 0 and n == length:  # a whole message in one datagram
+                return bytearray(pkt.payload)
+            if len(self._partial) >= self.max_messages:
+                raise WireError(Status.BUSY, None,
+                                f"{len(self._partial)} messages already in reassembly")
+            if self._bytes + length > self.max_bytes:
+                raise WireError(Status.BUSY, "length",
+                                f"message of {length} bytes exceeds reassembly budget "
+                                f"({self._bytes} of {self.max_bytes} in use)")
+            part = self._partial[key] = _Partial(bytearray(length), now)
+            self._bytes += length
+        elif len(part.buf) != length:
+            raise WireError(Status.MALFORMED, "length",
+                            f"fragment says length {length}, message started as {len(part.buf)}")
+        if n:
+            part.buf[off:off + n] = pkt.payload
+            part.add(off, off + n)
+        if part.received >= length:
+            del self._partial[key]
+            self._bytes -= length
+            return part.buf
+        return None
+
+    def discard(self, key: Hashable) -> bool:
+        part = self._partial.pop(key, None)
+        if part is not None:
+            self._bytes -= len(part.buf)
+        return part is not None
+
+    def expire(self, now: float) -> list[Hashable]:
+        """Drop messages older than ``timeout``; return their keys."""
+        old = [k for k, p in self._partial.items() if now - p.started > self.timeout]
+        for k in old:
+            self.discard(k)
+        self.expired += len(old)
+        return old
+
+    def next_deadline(self) -> float | None:
+        if not self._partial:
+            return None
+        return min(p.started for p in self._partial.values()) + self.timeout
