@@ -1,0 +1,89 @@
+"""Fragmentation round-trips for every size from 0 to a few MTUs, in any order, with
+duplicates, and the reassembler stays within its bounds."""
+
+import random
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from netdam.wire import Flag, Opcode, Packet, Status, WireError, decode, encode
+from netdam.wire.fields import MAX_DATAGRAM, PAYLOAD_ALIGN
+from netdam.wire.frag import Reassembler, fragment, fragment_count, max_payload
+
+MTU = 512  # small, so a few MTUs stay cheap
+
+
+def _roundtrip(size: int, mtu: int, seed: int) -> None:
+    data = random.Random(seed).randbytes(size)
+    frags = [decode(encode(f)) for f in fragment(Packet(opcode=Opcode.WRITE, req_id=9, src=4),
+                                                 data, mtu)]
+    assert len(frags) == fragment_count(size, mtu)
+    for f in frags[:-1]:
+        assert f.has(Flag.MORE_FRAGS) and len(f.payload) % PAYLOAD_ALIGN == 0
+        assert len(encode(f)) <= mtu
+    assert not frags[-1].has(Flag.MORE_FRAGS)
+    rng = random.Random(seed)
+    order = frags + rng.sample(frags, k=min(3, len(frags)))
+    rng.shuffle(order)
+    r = Reassembler()
+    done = [out for f in order if (out := r.add(f, 0.0)) is not None]
+    assert bytes(done[0]) == data
+
+
+def test_every_size_up_to_a_few_mtus():
+    for size in range(0, 4 * MTU + 17):
+        _roundtrip(size, MTU, size)
+
+
+@pytest.mark.parametrize("mtu", [256, 1500, 9000, 65000, MAX_DATAGRAM])
+def test_standard_mtus(mtu):
+    for size in (0, 1, max_payload(mtu), max_payload(mtu) + 1, 3 * max_payload(mtu) - 5):
+        _roundtrip(size, mtu, size)
+
+
+def test_fragments_are_views_not_copies():
+    data = bytearray(3000)
+    frags = list(fragment(Packet(opcode=Opcode.WRITE), data, 1500))
+    data[0] = 7
+    assert bytes(frags[0].payload[:1]) == b"\x07"
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.integers(0, 5000), st.sampled_from([256, 700, 1500]))
+def test_property_roundtrip(size, mtu):
+    _roundtrip(size, mtu, size)
+
+
+def test_mtu_out_of_range():
+    with pytest.raises(ValueError, match="mtu"):
+        max_payload(100)
+
+
+def test_reassembler_bounds_and_expiry():
+    r = Reassembler(max_messages=2, max_bytes=10_000, timeout=1.0)
+    first = Packet(opcode=Opcode.READ_RESP, length=4000, frag_off=0, payload=b"a" * 8,
+                   flags=Flag.MORE_FRAGS)
+    assert r.add(first.copy(req_id=1), 0.0) is None
+    assert r.add(first.copy(req_id=2), 0.0) is None
+    with pytest.raises(WireError) as err:
+        r.add(first.copy(req_id=3), 0.0)
+    assert err.value.status == Status.BUSY
+    assert r.pending == 2 and r.pending_bytes == 8000
+    assert sorted(r.expire(5.0)) == [(0, 1), (0, 2)]
+    assert r.pending == 0 and r.pending_bytes == 0 and r.expired == 2
+    with pytest.raises(WireError) as err:
+        r.add(first.copy(req_id=4, length=20_000), 6.0)
+    assert err.value.status == Status.BUSY
+
+
+def test_reassembler_rejects_inconsistent_fragments():
+    r = Reassembler()
+    p = Packet(opcode=Opcode.READ_RESP, req_id=1, length=100, payload=b"x" * 8,
+               flags=Flag.MORE_FRAGS)
+    r.add(p, 0.0)
+    with pytest.raises(WireError, match="length"):
+        r.add(p.copy(length=200, frag_off=8), 0.0)
+    with pytest.raises(WireError, match="frag_off"):
+        r.add(p.copy(frag_off=96), 0.0)
+    assert r.pending == 1
