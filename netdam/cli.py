@@ -22,6 +22,8 @@ from netdam.errors import NetdamError
 COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("netdam.demo", "run the main job: a local cluster, every collective, checked"),
     "device": ("netdam.device", "run one emulated device (UDP, optional shared memory)"),
+    "coordinator": ("netdam.control.coordinator", "run the control-plane coordinator"),
+    "status": ("netdam.control.status", "live counters and health of a running cluster"),
     "dissect": ("netdam.capture.dissect", "read a pcap of netdam traffic: table, flows, ladder"),
     "dissector": ("netdam.capture.dissect:dissector", "install or locate the Wireshark plugin"),
 }

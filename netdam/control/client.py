@@ -1,0 +1,137 @@
+"""ControlClient: a member's side of the control plane (pyzmq DEALER + SUB).
+
+Owns request/reply with a bound wait (every request carries an ``rid``; a reply to an
+older request is discarded), the background heartbeat that publishes a member's counters,
+and the subscription to membership events. A coordinator that does not answer raises
+ControlTimeout; a refused request raises ControlError with the coordinator's reason.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import threading
+import time
+from typing import Callable
+
+import zmq
+
+from netdam.errors import NetdamError
+
+
+class ControlError(NetdamError):
+    """The coordinator refused a request."""
+
+
+class ControlTimeout(NetdamError, TimeoutError):
+    """The coordinator did not answer within the bound."""
+
+
+class ControlClient:
+    """Talk to a coordinator at ``address`` (``tcp://host:port``).
+
+    Not thread-safe, like the zmq socket inside; the heartbeat thread owns its own.
+    """
+
+    def __init__(self, address: str, *, timeout: float = 5.0):
+        self.address = address
+        self.timeout = timeout
+        self._ctx = zmq.Context.instance()
+        self._sock = self._connect()
+        self._rids = itertools.count(1)
+        self._hb_thread: threading.Thread | None = None
+        self._hb_stop = threading.Event()
+        self.id: int | None = None
+        self.pkey: int | None = None
+
+    def _connect(self) -> zmq.Socket:
+        s = self._ctx.socket(zmq.DEALER)
+        s.setsockopt(zmq.LINGER, 0)
+        s.connect(self.address)
+        return s
+
+    def request(self, op: str, **fields) -> dict:
+        rid = next(self._rids)
+        self._sock.send(json.dumps({"op": op, "rid": rid, **fields}).encode())
+        deadline = time.monotonic() + self.timeout
+        while (left := deadline - time.monotonic()) > 0:
+            if not self._sock.poll(int(left * 1000) + 1):
+                break
+            reply = json.loads(self._sock.recv())
+            if reply.get("rid") != rid:
+                continue  # a late answer to a request that already timed out
+            if not reply.get("ok"):
+                raise ControlError(f"coordinator refused {op}: {reply.get('error')}")
+            return reply
+        raise ControlTimeout(f"coordinator at {self.address} did not answer {op!r} "
+                             f"within {self.timeout:g} s")
+
+    # -- membership ---------------------------------------------------------------------
+
+    def register(self, role: str, **fields) -> dict:
+        reply = self.request("register", role=role, **fields)
+        self.id, self.pkey = reply["id"], reply["pkey"]
+        return reply
+
+    def start_heartbeat(self, interval: float, counters: Callable[[], dict] | None = None):
+        """Send a heartbeat (with counters) every ``interval`` seconds from a thread."""
+        if self.id is None:
+            raise ControlError("register before starting the heartbeat")
+        mid = self.id
+
+        def beat() -> None:
+            client = ControlClient(self.address, timeout=max(interval, 1.0))
+            try:
+                while not self._hb_stop.wait(interval):
+                    try:
+                        client.request("heartbeat", id=mid,
+                                       counters=counters() if counters else {})
+                    except (ControlTimeout, ControlError):
+                        continue
+            finally:
+                client.close()
+
+        self._hb_thread = threading.Thread(target=beat, name="netdam-heartbeat", daemon=True)
+        self._hb_thread.start()
+
+    def topology(self) -> dict:
+        return self.request("topology")
+
+    def status(self) -> dict:
+        return self.request("status")
+
+    def events(self, events_address: str | None = None) -> "EventStream":
+        addr = events_address or self.topology()["events"]
+        return EventStream(self._ctx, addr)
+
+    def close(self) -> None:
+        self._hb_stop.set()
+        if self._hb_thread is not None:
+            self._hb_thread.join(timeout=2.0)
+        self._sock.close()
+
+    def leave(self) -> None:
+        if self.id is not None:
+            try:
+                self.request("leave", id=self.id)
+            except (ControlError, ControlTimeout):
+                pass
+
+
+class EventStream:
+    """Membership events published by the coordinator (joined, dead, alive, left, group)."""
+
+    def __init__(self, ctx: zmq.Context, address: str):
+        self._sock = ctx.socket(zmq.SUB)
+        self._sock.setsockopt(zmq.LINGER, 0)
+        self._sock.setsockopt(zmq.SUBSCRIBE, b"event")
+        self._sock.connect(address)
+
+    def next(self, timeout: float) -> dict | None:
+        if not self._sock.poll(int(timeout * 1000)):
+            return None
+        _topic, body = self._sock.recv_multipart()
+        return json.loads(body)
+
+    def close(self) -> None:
+        self._sock.close()

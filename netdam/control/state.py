@@ -1,0 +1,202 @@
+"""The coordinator's state machine, sans-I/O: membership, topology, groups, health.
+
+Owns what the control plane knows about a cluster: members (devices and hosts) with their
+ids, nodes and endpoints; multicast groups and chains; the regions devices publish (keys
+included); the cluster's partition key; each member's last heartbeat and counters. It is
+fed decoded requests and ``now`` and returns replies and events; the zmq glue in
+``coordinator.py`` moves bytes. Bad requests get an error reply, never an exception.
+
+Requests are dicts with an ``op`` (the table ``HANDLERS`` below); replies are dicts with
+``ok`` and either the result or ``error``.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable
+
+ROLES = ("device", "host")
+FIRST_ID = 1
+MAX_ID = 0xFFFE  # 0xFFFF means "any" on the wire
+
+
+class ControlError(Exception):
+    """A request the coordinator refuses; becomes an error reply."""
+
+
+@dataclass
+class Member:
+    id: int
+    role: str
+    node: int
+    name: str
+    endpoint: tuple[str, int] | None = None  # UDP address of a device
+    shm: str | None = None                    # shared-memory name prefix of a device
+    info: dict = field(default_factory=dict)  # free-form facts (mem_size, pid, rank...)
+    alive: bool = True
+    last_seen: float = 0.0
+    counters: dict = field(default_factory=dict)
+
+    def public(self) -> dict:
+        d = asdict(self)
+        d["endpoint"] = list(self.endpoint) if self.endpoint else None
+        return d
+
+
+@dataclass
+class ClusterState:
+    """Everything the coordinator holds, with the handlers of every request."""
+
+    dead_after: float = 3.0
+    pkey: int = field(default_factory=lambda: secrets.randbelow(0xFFFE) + 1)
+    cluster: str = "netdam"
+    members: dict[int, Member] = field(default_factory=dict)
+    groups: dict[int, tuple[int, ...]] = field(default_factory=dict)
+    regions: dict[str, dict] = field(default_factory=dict)
+    events: list[dict] = field(default_factory=list)  # drained by the glue and published
+
+    # -- dispatch -------------------------------------------------------------------
+
+    def handle(self, request: Any, now: float) -> dict:
+        """One request in, one reply out. Never raises."""
+        try:
+            if not isinstance(request, dict):
+                raise ControlError("request must be a JSON object")
+            op = request.get("op")
+            handler = HANDLERS.get(op)
+            if handler is None:
+                raise ControlError(f"unknown op {op!r}; known: {sorted(HANDLERS)}")
+            if "id" in request and op not in ("register",):
+                self._touch(request["id"], now)
+            return {"ok": True, **handler(self, request, now)}
+        except ControlError as exc:
+            return {"ok": False, "error": str(exc)}
+        except (KeyError, TypeError, ValueError) as exc:
+            return {"ok": False, "error": f"bad request: {type(exc).__name__}: {exc}"}
+
+    def _member(self, mid: Any) -> Member:
+        if not isinstance(mid, int) or mid not in self.members:
+            raise ControlError(f"unknown member id {mid!r}")
+        return self.members[mid]
+
+    def _touch(self, mid: Any, now: float) -> None:
+        m = self._member(mid)
+        m.last_seen = now
+        if not m.alive:
+            m.alive = True
+            self.events.append({"event": "alive", "id": m.id})
+
+    # -- health ---------------------------------------------------------------------
+
+    def check_health(self, now: float) -> list[int]:
+        """Mark members silent for longer than ``dead_after``; return newly dead ids."""
+        dead = []
+        for m in self.members.values():
+            if m.alive and now - m.last_seen > self.dead_after:
+                m.alive = False
+                dead.append(m.id)
+                self.events.append({"event": "dead", "id": m.id, "role": m.role,
+                                    "name": m.name})
+        return dead
+
+    def next_deadline(self) -> float | None:
+        alive = [m.last_seen for m in self.members.values() if m.alive]
+        return min(alive) + self.dead_after if alive else None
+
+    # -- handlers ---------------------------------------------------------------------
+
+    def _register(self, req: dict, now: float) -> dict:
+        role = req["role"]
+        if role not in ROLES:
+            raise ControlError(f"role must be one of {ROLES}, not {role!r}")
+        node = int(req.get("node", 0))
+        want = req.get("want_id")
+        if want is not None:
+            if not isinstance(want, int) or not FIRST_ID <= want <= MAX_ID:
+                raise ControlError(f"want_id {want!r} outside {FIRST_ID}..{MAX_ID}")
+            if want in self.members and self.members[want].alive:
+                raise ControlError(f"id {want} is taken by {self.members[want].name}")
+            mid = want
+        else:
+            mid = next((i for i in range(FIRST_ID, MAX_ID + 1) if i not in self.members), None)
+            if mid is None:
+                raise ControlError("no free member id")
+        endpoint = req.get("endpoint")
+        if endpoint is not None:
+            host, port = endpoint
+            endpoint = (str(host), int(port))
+        m = Member(id=mid, role=role, node=node, name=str(req.get("name", f"{role}{mid}")),
+                   endpoint=endpoint, shm=req.get("shm"), info=dict(req.get("info", {})),
+                   last_seen=now)
+        self.members[mid] = m
+        self.events.append({"event": "joined", "id": mid, "role": role, "node": node})
+        return {"id": mid, "pkey": self.pkey, "cluster": self.cluster,
+                "dead_after": self.dead_after}
+
+    def _heartbeat(self, req: dict, now: float) -> dict:
+        m = self._member(req["id"])
+        if "counters" in req:
+            if not isinstance(req["counters"], dict):
+                raise ControlError("counters must be an object")
+            m.counters = req["counters"]
+        return {"dead": [x.id for x in self.members.values() if not x.alive]}
+
+    def _leave(self, req: dict, now: float) -> dict:
+        m = self._member(req["id"])
+        del self.members[m.id]
+        self.events.append({"event": "left", "id": m.id})
+        return {}
+
+    def _topology(self, req: dict, now: float) -> dict:
+        return {"pkey": self.pkey, "cluster": self.cluster,
+                "members": [m.public() | {"counters": {}} for m in self.members.values()],
+                "groups": {str(g): list(ms) for g, ms in self.groups.items()},
+                "regions": self.regions}
+
+    def _group(self, req: dict, now: float) -> dict:
+        members = tuple(int(x) for x in req["members"])
+        for x in members:
+            self._member(x)
+        if not members:
+            raise ControlError("a group needs at least one member")
+        gid = req.get("group")
+        if gid is None:
+            gid = next(i for i in range(1, 0xFFFF) if i not in self.groups)
+        if not isinstance(gid, int) or not 1 <= gid < 0xFFFF:
+            raise ControlError(f"group id {gid!r} outside 1..65534")
+        self.groups[gid] = members
+        self.events.append({"event": "group", "group": gid, "members": list(members)})
+        return {"group": gid}
+
+    def _region(self, req: dict, now: float) -> dict:
+        m = self._member(req["id"])
+        name = str(req["name"])
+        entry = {"device": m.id, "base": int(req["base"]), "length": int(req["length"]),
+                 "rkey": int(req["rkey"]), "rights": int(req.get("rights", 0))}
+        self.regions[name] = entry
+        return {"region": entry}
+
+    def _lookup(self, req: dict, now: float) -> dict:
+        name = str(req["name"])
+        if name not in self.regions:
+            raise ControlError(f"no region named {name!r}")
+        return {"region": self.regions[name]}
+
+    def _status(self, req: dict, now: float) -> dict:
+        return {"pkey": self.pkey, "cluster": self.cluster, "now": now,
+                "members": [m.public() | {"silent_for": round(now - m.last_seen, 3)}
+                            for m in self.members.values()]}
+
+
+#: op -> handler; the whole control protocol (see docs in README "Control plane")
+HANDLERS: dict[str, Callable[[ClusterState, dict, float], dict]] = {
+    "register": ClusterState._register,
+    "heartbeat": ClusterState._heartbeat,
+    "leave": ClusterState._leave,
+    "topology": ClusterState._topology,
+    "group": ClusterState._group,
+    "region": ClusterState._region,
+    "lookup": ClusterState._lookup,
+    "status": ClusterState._status,
+}
