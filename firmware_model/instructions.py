@@ -319,6 +319,12 @@ def _is_last_hop(ctx, pkt) -> bool:
     return pkt.hop == len(_route(ctx, pkt)) - 1
 
 
+def _is_start(pkt: Packet) -> bool:
+    """A chain descriptor (SPEC §4.9): hop 0 and no payload for a non-empty message; the
+    first device starts the chain from its own memory, so the host sends one packet."""
+    return pkt.hop == 0 and not len(pkt.payload) and pkt.length > 0
+
+
 def _chain_validate(ctx, pkt):
     st = _first(_reduce_valid(pkt), _fragment_fits(pkt))
     if st:
@@ -333,14 +339,33 @@ def _chain_validate(ctx, pkt):
 
 
 def _chain_operands(ctx, pkt):
-    ops = [_data(pkt, (Rights.REDUCE,), _esize(pkt))]
+    if _is_start(pkt):
+        ops = [Access(pkt.addr, pkt.length, (Rights.REDUCE,), _esize(pkt))]
+    else:
+        ops = [_data(pkt, (Rights.REDUCE,), _esize(pkt))]
     if _is_last_hop(ctx, pkt) and pkt.flags & Flag.LAST_HOP_SIGNAL:
         ops.append(_signal(pkt))
     return ops
 
 
+def _chain_start(ctx: Context, pkt: Packet, route: tuple[int, ...]) -> list[Out]:
+    """Run a chain descriptor: cut this device's own data into fragments and send them
+    to the next hop (or, on a one-device chain, finish them here)."""
+    data = bytes(ctx.mem(pkt.addr, pkt.length))
+    if len(route) > 1:
+        template = ctx.forward(route[1], pkt, hop=1, route=route, payload=b"").packet
+        return [Out(route[1], f) for f in fragment(template, data, ctx.mtu)]
+    outs: list[Out] = []
+    template = pkt.copy(payload=b"", flags=pkt.flags & ~Flag.ACK_REQ)
+    for f in fragment(template, data, ctx.mtu):
+        outs += _chain_last_hop(ctx, f, route, reduce=False)
+    return outs
+
+
 def _chain(ctx: Context, pkt: Packet) -> list[Out]:
     route = _route(ctx, pkt)
+    if _is_start(pkt):
+        return _chain_start(ctx, pkt, route)
     n = len(pkt.payload)
     start = pkt.addr + pkt.frag_off
     if pkt.hop < len(route) - 1:
@@ -349,11 +374,19 @@ def _chain(ctx: Context, pkt: Packet) -> list[Out]:
             alu.reduce_into(acc, ctx.mem(start, n), pkt.dtype, pkt.redop)
         nxt = route[pkt.hop + 1]
         return [ctx.forward(nxt, pkt, hop=pkt.hop + 1, route=route, payload=bytes(acc))]
+    return _chain_last_hop(ctx, pkt, route)
+
+
+def _chain_last_hop(ctx: Context, pkt: Packet, route: tuple[int, ...], *,
+                    reduce: bool = True) -> list[Out]:
+    """Write the result back; signal after the message's last byte; multicast it."""
+    n = len(pkt.payload)
+    start = pkt.addr + pkt.frag_off
     signal = bool(pkt.flags & Flag.LAST_HOP_SIGNAL)
     key = _signal_key("chain", route[0], pkt) if signal else None
     if key is not None and not ctx.tracker.has_room(key):
         raise InstructionError(Status.BUSY, "signal message table full")
-    if n:
+    if n and reduce:
         alu.reduce_into(ctx.mem(start, n), pkt.payload, pkt.dtype, pkt.redop)
     if key is not None:
         done = ctx.tracker.add(key, pkt.length, pkt.frag_off, pkt.frag_off + n, ctx.now,

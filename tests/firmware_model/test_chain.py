@@ -119,3 +119,32 @@ def test_chain_configured_by_id_when_the_packet_has_no_route():
     fab.submit(2, pkt)
     fab.run()
     assert np.frombuffer(bytes(fab.devs[1].memory[0:4]), np.int32)[0] == 16
+
+
+@pytest.mark.parametrize("n,mtu,dup", [(1, 65000, 0.0), (3, 512, 0.0), (4, 1500, 0.3)])
+def test_chain_descriptor_runs_an_allreduce_from_device_memory(n, mtu, dup):
+    """The in-network allreduce: one descriptor per block, each starting at a different
+    device; the devices do all the per-fragment work; every device ends with the sum and
+    a signal that counts the blocks."""
+    fab = Fabric(n, mtu, seed=n + mtu, dup=dup)
+    count = 999
+    rng = np.random.default_rng(7)
+    inputs = [rng.integers(-1000, 1000, count).astype(np.int32) for _ in range(n)]
+    for i, d in fab.devs.items():
+        d.memory[ADDR:ADDR + inputs[i].nbytes] = inputs[i].tobytes()
+    spans = np.array_split(np.arange(count), n)
+    for b, idx in enumerate(spans):
+        route = tuple((b + k) % n for k in range(n))
+        fab.submit(route[0], Packet(
+            opcode=Opcode.REDUCE_FWD, src=HOST, dst=route[0], rkey=KEY, dtype=DType.INT32,
+            redop=RedOp.SUM, addr=ADDR + int(idx[0]) * 4, length=len(idx) * 4, addr2=SIGNAL,
+            imm=1, req_id=100 + b, group=9, route=route, hop=0,
+            flags=Flag.LAST_HOP_SIGNAL | Flag.RESULT_MCAST))
+    fab.run()
+    expect = sum(inputs)
+    for i, d in fab.devs.items():
+        got = np.frombuffer(bytes(d.memory[ADDR:ADDR + expect.nbytes]), np.int32)
+        np.testing.assert_array_equal(got, expect)
+        assert int.from_bytes(d.memory[SIGNAL:SIGNAL + 8], "little") == n, i
+        assert not d.counters()["naks"]
+    assert len({p.req_id for p in fab.host_replies}) == n  # one ACK per descriptor
