@@ -1,0 +1,758 @@
+"""The host agent: netdam's primitives over every device, whatever the path (DESIGN.md
+"agent"; SPEC §4, §8).
+
+Owns the host's view of the fabric: a global address space (``Addr(device, offset)`` and
+named buffers), the primitives ``read, write, atomic_add, compare_swap, reduce,
+multicast, put_signal, wait_signal, fence`` (each blocking, each with an ``*_nb`` form
+returning a ``Handle``), the completion queue, path choice per device (shared-memory
+rings when the device offers them on this node, UDP otherwise; callers' code is the
+same), fragmentation of large messages (``frag.fragment``), chunked READs whose
+answers are reassembled (``frag.Reassembler``), and turning answers into results:
+a NAK raises ``NakError`` naming the status, a deadline raises ``NetdamTimeout``
+naming the device and the operation. It never waits without a bound.
+
+Single-threaded: there is no background thread; the agent makes progress inside its
+calls (``Handle.wait``, ``Agent.poll``, the blocking primitives). Reliability is the
+sans-I/O core of ``netdam.transport.reliability``; every request asks for its answer
+(the answer, not a cumulative ack, retires it, so every NAK is reported; a NAK that can
+only mean a copy damaged in transit, MALFORMED / BAD_VERSION, is left to retransmission).
+
+Zero-copy scale-up: a large READ or WRITE (``direct_min``) to a device on this node's
+shared memory, with no other request of ours to it in flight and a region that grants
+the access, copies straight from/to the mapped device memory and completes with a FENCE
+round trip (so a dead device still fails it with NetdamTimeout).
+
+Data passed to a non-blocking write must not change until its handle is done.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import struct
+import time
+from collections import deque
+from dataclasses import dataclass
+
+import numpy as np
+
+from netdam.errors import NetdamError, UsageError
+from netdam.transport.faults import FaultConfig
+from netdam.transport.reliability import RelConfig, Reliability
+from netdam.transport.shm import Backoff
+from netdam.transport.udp import UdpEndpoint
+from netdam.wire.codec import Packet, WireError, decode, encode_parts
+from netdam.wire.fields import (DEFAULT_MTU, DTYPE_NUMPY, DType, Flag, Opcode,
+                                RedOp, Status)
+from netdam.wire.frag import Reassembler, fragment, max_payload
+
+_U64 = struct.Struct("<Q")
+_U64x2 = struct.Struct("<QQ")
+_MASK64 = (1 << 64) - 1
+_READ, _WRITE = int(Opcode.READ), int(Opcode.WRITE)
+_MORE_FRAGS = int(Flag.MORE_FRAGS)
+#: NAK statuses that can only mean our well-formed request was damaged on the way
+_DAMAGED_IN_TRANSIT = frozenset({Status.MALFORMED, Status.BAD_VERSION, Status.BAD_CRC})
+
+#: NumPy dtype -> netdam dtype (the unambiguous ones; bfloat16 and fp8 are named explicitly)
+_FROM_NUMPY = {np.dtype(name): DType(code) for code, name in reversed(DTYPE_NUMPY.items())
+               if code not in (DType.BFLOAT16, DType.FP8_E4M3, DType.FP8_E5M2, DType.NONE)}
+
+
+class NetdamTimeout(NetdamError, TimeoutError):
+    """No answer within the bound: names the device and the operation (status TIMEOUT)."""
+
+    status = Status.TIMEOUT
+
+
+class NakError(NetdamError):
+    """A device refused a request: ``status`` is the SPEC §7 code."""
+
+    def __init__(self, status: int, device: int, what: str):
+        self.status = Status(status) if status in Status._value2member_map_ else status
+        self.device = device
+        name = getattr(self.status, "name", str(status))
+        super().__init__(f"{what} on device {device} was refused: {name}")
+
+
+@dataclass(frozen=True)
+class Addr:
+    """A global address: byte ``offset`` in the memory of member ``device``. ``rkey`` and
+    ``pkey`` default to those of the device's region that contains the offset."""
+
+    device: int
+    offset: int = 0
+    rkey: int | None = None
+    pkey: int | None = None
+
+    def __add__(self, n: int) -> "Addr":
+        return Addr(self.device, self.offset + n, self.rkey, self.pkey)
+
+
+class Handle:
+    """One operation in flight. ``done()`` never blocks; ``wait(timeout)`` drives the
+    agent until the operation finished and returns its result or raises its error."""
+
+    __slots__ = ("agent", "what", "device", "remaining", "result", "error", "finished",
+                 "queued", "deadline", "timeout", "__weakref__")
+
+    def __init__(self, agent: "Agent", what: str, device: int, timeout: float):
+        self.agent = agent
+        self.what = what
+        self.device = device
+        self.remaining = 0
+        self.result = None
+        self.error: BaseException | None = None
+        self.finished = False
+        self.queued = False
+        self.timeout = timeout
+        self.deadline = time.monotonic() + timeout
+
+    def done(self) -> bool:
+        return self.finished
+
+    def wait(self, timeout: float | None = None):
+        """The result (READ: the bytes; atomics: the old value; else None)."""
+        if not self.finished:
+            self.agent._wait(self, timeout)
+        if self.error is not None:
+            raise self.error
+        return self.result
+
+    def __repr__(self) -> str:
+        state = "done" if self.finished else "pending"
+        return f"<Handle {self.what} device={self.device} {state}>"
+
+
+class _Link:
+    """How datagrams reach one device: its UDP address or a claimed shared-memory pair."""
+
+    __slots__ = ("info", "addr", "shm", "kind")
+
+    def __init__(self, info: dict, shm):
+        self.info = info
+        self.addr = (info["host"], int(info["port"]))
+        self.shm = shm
+        self.kind = "shm" if shm is not None else "udp"
+
+
+class Agent:
+    """The host agent. ``add_device(info)`` with the JSON a device prints first, then the
+    primitives. Use as a context manager, or call ``close()``.
+
+    Knobs: ``host_id`` (this host's member id: the device keeps one replay window per
+    id, so two agents must never share one; the control plane assigns them, the default
+    is distinct per agent of a process), ``timeout`` (seconds before an operation fails
+    with NetdamTimeout), ``mtu`` (largest request datagram), ``faults`` (injected on this
+    side's UDP sends), ``reliability`` (window, byte budget, retransmission timers),
+    ``read_chunk`` (bytes per READ request; larger READs are split and pipelined),
+    ``spin`` (seconds of busy-polling for an answer before sleeping: short, because on a
+    small machine a long-spinning host steals the CPU its device needs), ``direct_min``
+    (READ/WRITE of at least this many bytes to a device on this node's shared memory
+    copy straight from/to its mapped memory when the region allows it, then confirm with
+    a FENCE round trip; None: always use the rings).
+    """
+
+    def __init__(self, host_id: int | None = None, *, timeout: float = 5.0,
+                 mtu: int = DEFAULT_MTU, faults: FaultConfig | None = None,
+                 reliability: RelConfig | None = None, bind: str = "127.0.0.1",
+                 read_chunk: int | None = None, seed: int | None = None,
+                 spin: float = 100e-6, direct_min: int | None = 256 << 10):
+        self.host_id = _default_host_id() if host_id is None else host_id
+        self.timeout = timeout
+        self.rel = Reliability(reliability or RelConfig(deadline=timeout), seed=seed)
+        self.read_chunk = read_chunk or max(8, self.rel.config.max_bytes // 4)
+        self.udp = UdpEndpoint(bind, 0, mtu=mtu, faults=faults)
+        self.mtu = self.udp.mtu
+        self._one_datagram = max_payload(self.mtu)
+        self.direct_min = (1 << 64) if direct_min is None else direct_min
+        self._mapped: dict[tuple, object] = {}
+        self.links: dict[int, _Link] = {}
+        self.regions: dict[int, list[dict]] = {}
+        self.buffers: dict[str, tuple[Addr, int]] = {}
+        self.reasm = Reassembler()
+        self._reads: dict[tuple[int, int], tuple[Handle, int, int]] = {}
+        self._req_id = (seed or os.getpid()) * 7919 & 0xFFFFFFF
+        self._cq: deque[Handle] = deque()
+        self._waiters: list[_SignalWaiter] = []
+        self._shm_links: list[_Link] = []
+        self._backoff = Backoff(spin=spin, max_sleep=5e-3)
+        self.counters = {"ops": 0, "dropped_crc": 0, "dropped_malformed": 0,
+                         "unexpected": 0, "naks": 0, "timeouts": 0, "shm_full": 0,
+                         "direct_writes": 0, "direct_reads": 0, "naks_damaged": 0}
+
+    # -- devices and addresses --------------------------------------------------------------
+    def add_device(self, info: dict, *, path: str = "auto") -> str:
+        """Make a device reachable. ``info`` is the JSON a device prints first; ``path`` is
+        "auto" (shared memory when offered and present on this node), "shm" or "udp".
+        Returns the path chosen."""
+        if path not in ("auto", "shm", "udp"):
+            raise UsageError(f"path {path!r}: expected auto, shm or udp")
+        dev = int(info["id"])
+        shm = None
+        if info.get("shm") and path in ("auto", "shm"):
+            from netdam.transport.shm import ShmClient
+            try:
+                shm = ShmClient(info["shm"], wake_port=self.udp.address[1])
+            except (OSError, ConnectionError) as exc:
+                if path == "shm":
+                    raise UsageError(f"device {dev}: shared memory unavailable: {exc}") from None
+
+        elif path == "shm":
+            raise UsageError(f"device {dev} offers no shared memory")
+        link = self.links[dev] = _Link(info, shm)
+        if shm is not None:
+            self._shm_links.append(link)
+        self.regions[dev] = list(info.get("regions") or [])
+        return link.kind
+
+    def path(self, device: int) -> str:
+        return self._link(device).kind
+
+    def buffer(self, name: str, addr: Addr | None = None, length: int | None = None):
+        """Name a buffer (``buffer(name, addr, length)``) or look one up (``buffer(name)``
+        returns ``(addr, length)``)."""
+        if addr is None:
+            try:
+                return self.buffers[name]
+            except KeyError:
+                raise UsageError(f"no buffer named {name!r}") from None
+        self.buffers[name] = (addr, int(length or 0))
+        return addr, length
+
+    def map_device_memory(self, addr: Addr, length: int, *, write: bool = True) -> np.ndarray:
+        """Zero-copy NumPy view of device memory (shared-memory path only; the region's
+        rights decide, see netdam.transport.shm)."""
+        link = self._link(addr.device)
+        if link.shm is None:
+            raise PermissionError(f"device {addr.device} is not on this node's shared memory")
+        rkey, pkey, region = self._target(addr, length)
+        return link.shm.map_device_memory(region, pkey=pkey, offset=addr.offset - region["base"],
+                                          length=length, write=write)
+
+    def _link(self, device: int) -> _Link:
+        try:
+            return self.links[device]
+        except KeyError:
+            raise UsageError(f"device {device} is unknown to this agent (add_device first)") \
+                from None
+
+    def _target(self, addr: Addr, length: int) -> tuple[int, int, dict | None]:
+        for reg in self.regions.get(addr.device, ()):
+            if reg["base"] <= addr.offset and addr.offset + length <= reg["base"] + reg["length"] \
+                    and (addr.rkey is None or addr.rkey == reg["key"]):
+                return (reg["key"], reg.get("pkey", 0) if addr.pkey is None else addr.pkey,
+                        reg)
+        if addr.rkey is not None:
+            return addr.rkey, addr.pkey or 0, None
+        raise UsageError(f"no region of device {addr.device} holds [{addr.offset:#x}, "
+                         f"+{length}) and no rkey was given")
+
+    # -- building and sending requests -------------------------------------------------------
+    def _next_req(self) -> int:
+        self._req_id = (self._req_id + 1) & 0xFFFFFFFF
+        return self._req_id
+
+    def _handle(self, what: str, device: int, timeout: float | None) -> Handle:
+        self._link(device)
+        self.counters["ops"] += 1
+        return Handle(self, what, device, self.timeout if timeout is None else timeout)
+
+    def _template(self, opcode: int, addr: Addr, length: int, **fields) -> Packet:
+        rkey, pkey, _ = self._target(addr, length)
+        return Packet(opcode=opcode, src=self.host_id, dst=addr.device, rkey=rkey, pkey=pkey,
+                      addr=addr.offset, length=length, req_id=self._next_req(), **fields)
+
+    def _submit(self, h: Handle, pkt: Packet, now: float, *, size: int | None = None) -> None:
+        h.remaining += 1
+        self.rel.submit(h.device, pkt, now, token=h, needs_reply=True, size=size,
+                        deadline=h.deadline)
+
+    def _send_message(self, h: Handle, template: Packet, data) -> Handle:
+        now = time.monotonic()
+        if len(data) <= self._one_datagram:   # the common small case: no generator
+            template.payload = data
+            template.length = len(data)
+            template.flags = int(template.flags) & ~_MORE_FRAGS
+            self._submit(h, template, now)
+        else:
+            for pkt in fragment(template, data, self.mtu):
+                self._submit(h, pkt, now)
+        self._pump(now)
+        return h
+
+    def _direct(self, addr: Addr, length: int, *, write: bool):
+        """The zero-copy scale-up path: a view of the device's memory when the device is
+        on this node's shared memory, the region grants the access (netdam.transport.shm
+        rule) and nothing of ours to that device is in flight, so a direct copy is
+        ordered after every earlier request exactly as SPEC §8.4 would apply it."""
+        link = self.links.get(addr.device)
+        if link is None or link.shm is None or self.rel.in_flight(addr.device) \
+                or self.rel.queued(addr.device):
+            return None
+        try:
+            rkey, pkey, region = self._target(addr, length)
+        except UsageError:
+            return None
+        if region is None:
+            return None
+        key = (addr.device, rkey, write)
+        whole = self._mapped.get(key)
+        if whole is None:
+            try:
+                whole = link.shm.map_device_memory(region, pkey=pkey, write=write)
+            except PermissionError:
+                whole = False
+            self._mapped[key] = whole
+        if whole is False:
+            return None
+        start = addr.offset - region["base"]
+        self.counters["direct_writes" if write else "direct_reads"] += 1
+        return memoryview(whole)[start:start + length]
+
+    def _confirm(self, h: Handle) -> Handle:
+        """Finish a direct copy with a FENCE round trip: the device is alive and has
+        applied everything earlier, or the operation fails like any other."""
+        pkt = Packet(opcode=Opcode.FENCE, src=self.host_id, dst=h.device,
+                     req_id=self._next_req(), flags=Flag.FENCE)
+        return self._send_message(h, pkt, b"")
+
+    def _pump(self, now: float) -> None:
+        """Put on the wire whatever the reliability core lets go now."""
+        if not self.rel.wants_send():
+            return
+        links, udp = self.links, self.udp
+        for dev, pkt in self.rel.datagrams_to_send(now):
+            link = links[dev]
+            if link.shm is None:
+                udp.send(pkt, link.addr, now)
+            else:
+                port = link.shm.send(encode_parts(pkt))
+                if port > 0:
+                    udp.ring_doorbell(port)
+                elif port < 0:
+                    self.counters["shm_full"] += 1   # lost; retransmitted on timeout
+
+    # -- the primitives ----------------------------------------------------------------------
+    def read_nb(self, addr: Addr, length: int, *, out=None, timeout: float | None = None,
+                flags: int = 0) -> Handle:
+        """Start reading ``length`` bytes; the handle's result is a bytearray (or ``out``)."""
+        h = self._handle(f"read of {length} bytes at {addr.offset:#x}", addr.device, timeout)
+        h.result = bytearray(length) if out is None else out
+        if out is not None and len(memoryview(out).cast("B")) < length:
+            raise UsageError(f"out buffer of {len(memoryview(out).cast('B'))} bytes < {length}")
+        if flags == 0 and length >= self.direct_min:
+            mem = self._direct(addr, length, write=False)
+            if mem is not None:
+                memoryview(h.result).cast("B")[:length] = mem
+                return self._confirm(h)
+        now = time.monotonic()
+        for off in range(0, max(length, 1), self.read_chunk):
+            n = min(self.read_chunk, length - off)
+            pkt = self._template(_READ, addr + off, n, flags=flags)
+            self._reads[(addr.device, pkt.req_id)] = (h, off, n)
+            self._submit(h, pkt, now, size=n)
+        self._pump(now)
+        return h
+
+    def write_nb(self, addr: Addr, data, *, timeout: float | None = None,
+                 flags: int = 0) -> Handle:
+        view = memoryview(data).cast("B")
+        h = self._handle(f"write of {len(view)} bytes at {addr.offset:#x}", addr.device, timeout)
+        if flags == 0 and len(view) >= self.direct_min:
+            mem = self._direct(addr, len(view), write=True)
+            if mem is not None:
+                mem[:] = view
+                return self._confirm(h)
+        return self._send_message(h, self._template(_WRITE, addr, len(view), flags=flags),
+                                  view)
+
+    def atomic_add_nb(self, addr: Addr, value: int, *, timeout: float | None = None) -> Handle:
+        h = self._handle(f"atomic_add at {addr.offset:#x}", addr.device, timeout)
+        pkt = self._template(Opcode.ATOMIC_FADD, addr, 8, dtype=DType.UINT64,
+                             payload=_U64.pack(value & _MASK64))
+        return self._send_message(h, pkt, pkt.payload)
+
+    def compare_swap_nb(self, addr: Addr, expected: int, new: int, *,
+                        timeout: float | None = None) -> Handle:
+        h = self._handle(f"compare_swap at {addr.offset:#x}", addr.device, timeout)
+        payload = _U64x2.pack(expected & _MASK64, new & _MASK64)
+        pkt = self._template(Opcode.ATOMIC_CAS, addr, 16, dtype=DType.UINT64)
+        return self._send_message(h, pkt, payload)
+
+    def reduce_nb(self, addr: Addr, data, *, op: int = RedOp.SUM, dtype: int | None = None,
+                  timeout: float | None = None, flags: int = 0) -> Handle:
+        """memory[addr ..] = op(memory, data) elementwise; ``dtype`` defaults from a NumPy
+        array's dtype (name BFLOAT16 / FP8 explicitly)."""
+        dt = _dtype_of(data, dtype)
+        view = memoryview(np.ascontiguousarray(data) if isinstance(data, np.ndarray)
+                          else data).cast("B")
+        h = self._handle(f"reduce {RedOp(op).name} of {len(view)} bytes at {addr.offset:#x}",
+                         addr.device, timeout)
+        return self._send_message(
+            h, self._template(Opcode.REDUCE, addr, len(view), dtype=dt, redop=op, flags=flags),
+            view)
+
+    def multicast_nb(self, group: int, addr: Addr, data, *, timeout: float | None = None,
+                     flags: int = 0) -> Handle:
+        """Write ``data`` at ``addr.offset`` on every member of ``group``; ``addr.device``
+        is the member that receives it and replicates it (SPEC §4.8)."""
+        view = memoryview(data).cast("B")
+        h = self._handle(f"multicast of {len(view)} bytes to group {group}", addr.device,
+                         timeout)
+        return self._send_message(
+            h, self._template(Opcode.MULTICAST, addr, len(view), group=group, flags=flags),
+            view)
+
+    def put_signal_nb(self, addr: Addr, data, signal: Addr, value: int = 1, *,
+                      timeout: float | None = None, flags: int = Flag.RELEASE) -> Handle:
+        """Write ``data`` at ``addr`` then add ``value`` to the 8-byte word at ``signal``
+        (same device); the signal is never visible before the data (SPEC §4.10)."""
+        if signal.device != addr.device:
+            raise UsageError("put_signal: data and signal must be on the same device")
+        view = memoryview(data).cast("B")
+        h = self._handle(f"put_signal of {len(view)} bytes at {addr.offset:#x}", addr.device,
+                         timeout)
+        return self._send_message(
+            h, self._template(Opcode.PUT_SIGNAL, addr, len(view), addr2=signal.offset,
+                              imm=value & _MASK64, flags=flags), view)
+
+    def fence_nb(self, device: int, *, timeout: float | None = None) -> Handle:
+        """Completes once every earlier request of this host to ``device`` was applied."""
+        h = self._handle("fence", device, timeout)
+        pkt = Packet(opcode=Opcode.FENCE, src=self.host_id, dst=device,
+                     req_id=self._next_req(), flags=Flag.FENCE)
+        return self._send_message(h, pkt, b"")
+
+    def wait_signal_nb(self, signal: Addr, value: int, *, timeout: float | None = None,
+                       interval: float = 200e-6) -> Handle:
+        """Completes when the 8-byte word at ``signal`` reaches ``value`` (unsigned >=);
+        result: the word. Polls with READs, ``interval`` apart at most."""
+        h = self._handle(f"wait_signal >= {value} at {signal.offset:#x}", signal.device,
+                         timeout)
+        self._waiters.append(_SignalWaiter(h, signal, value, interval))
+        return h
+
+    def read(self, addr: Addr, length: int, **kw) -> bytearray:
+        return self._block(self.read_nb(addr, length, **kw))
+
+    def write(self, addr: Addr, data, **kw) -> None:
+        self._block(self.write_nb(addr, data, **kw))
+
+    def atomic_add(self, addr: Addr, value: int, **kw) -> int:
+        """Fetch-and-add on a uint64 word (wraps); returns the old value."""
+        return self._block(self.atomic_add_nb(addr, value, **kw))
+
+    def compare_swap(self, addr: Addr, expected: int, new: int, **kw) -> int:
+        """Returns the old value; the swap happened iff it equals ``expected``."""
+        return self._block(self.compare_swap_nb(addr, expected, new, **kw))
+
+    def reduce(self, addr: Addr, data, **kw) -> None:
+        self._block(self.reduce_nb(addr, data, **kw))
+
+    def multicast(self, group: int, addr: Addr, data, **kw) -> None:
+        self._block(self.multicast_nb(group, addr, data, **kw))
+
+    def put_signal(self, addr: Addr, data, signal: Addr, value: int = 1, **kw) -> None:
+        self._block(self.put_signal_nb(addr, data, signal, value, **kw))
+
+    def wait_signal(self, signal: Addr, value: int, **kw) -> int:
+        return self._block(self.wait_signal_nb(signal, value, **kw))
+
+    def fence(self, device: int, **kw) -> None:
+        self._block(self.fence_nb(device, **kw))
+
+    # -- completions ---------------------------------------------------------------------------
+    def poll(self, max_items: int | None = None, timeout: float = 0.0) -> list[Handle]:
+        """The completion queue: non-blocking operations that finished since the last call
+        (waiting up to ``timeout`` for at least one)."""
+        end = time.monotonic() + timeout
+        self.progress(0.0)
+        while not self._cq and time.monotonic() < end:
+            self.progress(end - time.monotonic())
+        out = []
+        while self._cq and (max_items is None or len(out) < max_items):
+            h = self._cq.popleft()
+            h.queued = False
+            out.append(h)
+        return out
+
+    def wait_all(self, handles, timeout: float | None = None) -> list:
+        return [h.wait(timeout) for h in handles]
+
+    def _finish(self, h: Handle, error: BaseException | None = None) -> None:
+        if h.finished:
+            return
+        h.finished = True
+        h.error = error
+        if error is not None:
+            self.rel.cancel(h.device, lambda t: t is h)
+            for key in [k for k, (hh, _, _) in self._reads.items() if hh is h]:
+                del self._reads[key]
+                self.reasm.discard(key)
+        if not h.queued:
+            h.queued = True
+            self._cq.append(h)
+
+    def _block(self, h: Handle):
+        """Wait for an operation started by a blocking primitive (it never shows in the
+        completion queue)."""
+        h.queued = True
+        return h.wait()
+
+    def _datagram_done(self, h: Handle) -> None:
+        h.remaining -= 1
+        if h.remaining <= 0:
+            self._finish(h)
+
+    # -- the progress engine -------------------------------------------------------------------
+    def _wait(self, h: Handle, timeout: float | None) -> None:
+        end = None if timeout is None else time.monotonic() + timeout
+        while not h.finished:
+            now = time.monotonic()
+            if end is not None and now >= end:
+                raise NetdamTimeout(f"{h.what} on device {h.device}: not done after "
+                                    f"{timeout} s")
+            limit = h.deadline - now + 0.01
+            if end is not None:
+                limit = min(limit, end - now)
+            self.progress(max(limit, 0.0))
+        if h.queued and self._cq and h in self._cq:  # a wait consumes its own completion
+            self._cq.remove(h)
+
+    def progress(self, timeout: float = 0.0) -> int:
+        """Timers, sends and receives; waits up to ``timeout`` for something to arrive.
+        Returns how many datagrams were taken."""
+        now = time.monotonic()
+        rel = self.rel
+        nt = rel.next_timer()
+        if nt is not None and nt <= now:
+            self._expire(now)
+        if self._waiters:
+            self._run_waiters(now)
+        self._pump(now)
+        nt = rel.next_timer()             # after the pump: retransmissions re-arm there
+        ut = self.udp.next_timer()
+        if ut is not None:
+            self.udp.flush(now)
+        n = self._take()
+        if n:
+            self._backoff.reset()
+            return n
+        if timeout <= 0:
+            return 0
+        wait = timeout
+        for t in (nt, ut, self._waiter_due() if self._waiters else None):
+            if t is not None and t - now < wait:
+                wait = max(0.0, t - now)
+        pause = self._backoff.pause(wait)
+        if not pause:
+            r = self.udp.recv(0.0)             # spinning: an answer is usually near
+        elif self._shm_links:
+            r = None
+            if self._prepare_sleep():
+                r = self.udp.recv(pause)       # a doorbell or a datagram wakes us
+                for link in self._shm_links:
+                    link.shm.awake()
+        else:
+            r = self.udp.recv(wait)
+        if r is not None:
+            self._dispatch(*r)
+            n = 1 + self._take()
+        if n:
+            self._backoff.reset()
+        return n
+
+    def _expire(self, now: float) -> None:
+        for f in self.rel.handle_timer(now):
+            h = f.token
+            if not h.finished:
+                self.counters["timeouts"] += 1
+                link = self.links[h.device]
+                self._finish(h, NetdamTimeout(
+                    f"{h.what} on device {h.device} ({link.addr[0]}:{link.addr[1]} via "
+                    f"{link.kind}): no response within {h.timeout:g} s"))
+
+    def _prepare_sleep(self) -> bool:
+        for i, link in enumerate(self._shm_links):
+            if not link.shm.prepare_sleep():
+                for other in self._shm_links[:i]:
+                    other.shm.awake()
+                return False
+        return True
+
+    def _take(self) -> int:
+        """Drain what has arrived (UDP and every shared-memory response ring)."""
+        n = 0
+        r = self.udp.recv(0.0)
+        while r is not None:
+            self._dispatch(*r)
+            n += 1
+            r = self.udp.recv(0.0)
+        for link in self._shm_links:
+            shm = link.shm
+            view = shm.recv()
+            while view is not None:
+                self._dispatch(view, None)
+                del view
+                shm.release()
+                n += 1
+                view = shm.recv()
+        if n:
+            self._pump(time.monotonic())
+        return n
+
+    def _dispatch(self, view, _addr) -> None:
+        if not view:
+            return                    # a doorbell: something arrived on a ring
+        try:
+            pkt = decode(view)
+        except WireError as exc:
+            key = "dropped_crc" if exc.status == Status.BAD_CRC else "dropped_malformed"
+            self.counters[key] += 1
+            return
+        handler = _HANDLERS.get(pkt.opcode)
+        if handler is None or pkt.src not in self.links:
+            self.counters["unexpected"] += 1
+            return
+        handler(self, pkt, time.monotonic())
+
+    def _on_ack(self, pkt: Packet, now: float) -> None:
+        for r in self.rel.on_reply(pkt.src, pkt, now):
+            self._datagram_done(r.token)
+
+    def _on_nak(self, pkt: Packet, now: float) -> None:
+        if pkt.status in _DAMAGED_IN_TRANSIT:
+            # this agent only encodes well-formed requests: the device saw a damaged
+            # copy (decode checks lengths before the CRC); the retransmission repairs it
+            self.counters["naks_damaged"] += 1
+            return
+        for r in self.rel.on_reply(pkt.src, pkt, now):
+            self.counters["naks"] += 1
+            h = r.token
+            self._finish(h, NakError(pkt.status, pkt.src, h.what))
+
+    def _on_atomic(self, pkt: Packet, now: float) -> None:
+        (old,) = _U64.unpack_from(pkt.payload) if len(pkt.payload) >= 8 else (None,)
+        for r in self.rel.on_reply(pkt.src, pkt, now):
+            r.token.result = old
+            self._datagram_done(r.token)
+
+    def _on_read_resp(self, pkt: Packet, now: float) -> None:
+        key = (pkt.src, pkt.req_id)
+        entry = self._reads.get(key)
+        if entry is None:                      # a late duplicate of a finished READ
+            self.rel.on_reply(pkt.src, pkt, now, final=False)
+            return
+        h, off, n = entry
+        if pkt.length != n:                    # not the answer to what we asked
+            self.counters["dropped_malformed"] += 1
+            return
+        payload = pkt.payload
+        if pkt.frag_off == 0 and len(payload) == pkt.length:
+            whole = payload                    # the whole answer in one datagram
+        else:
+            try:
+                whole = self.reasm.add(pkt, now, key)
+            except WireError:
+                self.counters["dropped_malformed"] += 1
+                return
+            if whole is None:
+                self.rel.on_reply(pkt.src, pkt, now, final=False)
+                return
+        del self._reads[key]
+        memoryview(h.result).cast("B")[off:off + len(whole)] = whole
+        for r in self.rel.on_reply(pkt.src, pkt, now):
+            self._datagram_done(r.token)
+
+    # -- wait_signal -----------------------------------------------------------------------------
+    def _run_waiters(self, now: float) -> None:
+        keep = []
+        for w in self._waiters:
+            if not w.step(self, now):
+                keep.append(w)
+        self._waiters = keep
+
+    def _waiter_due(self) -> float | None:
+        return min((w.next_poll for w in self._waiters), default=None)
+
+    # -- lifetime ----------------------------------------------------------------------------------
+    def close(self) -> None:
+        self._mapped.clear()
+        for link in self._shm_links:
+            link.shm.close()
+        self._shm_links = []
+        self.udp.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+class _SignalWaiter:
+    """Polls a signal word with READs until it reaches a value or the handle's deadline."""
+
+    __slots__ = ("h", "signal", "value", "interval", "read", "next_poll")
+
+    def __init__(self, h: Handle, signal: Addr, value: int, interval: float):
+        self.h, self.signal, self.value, self.interval = h, signal, value & _MASK64, interval
+        self.read: Handle | None = None
+        self.next_poll = 0.0
+
+    def step(self, agent: Agent, now: float) -> bool:
+        """Advance; True when the waiter is finished (its handle completed)."""
+        h = self.h
+        if self.read is not None and self.read.finished:
+            r, self.read = self.read, None
+            if r.error is not None:
+                agent._finish(h, r.error)
+                return True
+            (word,) = _U64.unpack_from(r.result)
+            if word >= self.value:
+                h.result = word
+                agent._finish(h)
+                return True
+            self.next_poll = now + self.interval
+        if now >= h.deadline:
+            agent.counters["timeouts"] += 1
+            agent._finish(h, NetdamTimeout(f"{h.what} on device {h.device}: signal not "
+                                           f"reached within {h.timeout:g} s"))
+            return True
+        if self.read is None and now >= self.next_poll:
+            self.read = agent.read_nb(self.signal, 8, timeout=max(h.deadline - now, 0.001))
+            self.read.queued = True   # internal: never shows in the completion queue
+            self.next_poll = h.deadline
+        return False
+
+
+_agents_made = itertools.count()
+
+
+def _default_host_id() -> int:
+    """A member id for an agent nobody named: distinct for every agent of this process
+    and, best effort, from other processes' (the control plane should assign ids)."""
+    return 0x8000 | (((os.getpid() << 4) + next(_agents_made)) & 0x7FFF)
+
+
+def _dtype_of(data, dtype: int | None) -> int:
+    if dtype is not None:
+        return DType(dtype)
+    if isinstance(data, np.ndarray):
+        try:
+            return _FROM_NUMPY[data.dtype]
+        except KeyError:
+            raise UsageError(f"no netdam dtype for NumPy {data.dtype}; pass dtype=") from None
+    return DType.UINT8
+
+
+#: reply opcode -> handler
+_HANDLERS = {
+    int(Opcode.ACK): Agent._on_ack,
+    int(Opcode.NAK): Agent._on_nak,
+    int(Opcode.ATOMIC_RESP): Agent._on_atomic,
+    int(Opcode.READ_RESP): Agent._on_read_resp,
+}
+
+__all__ = ["Agent", "Addr", "Handle", "NetdamTimeout", "NakError"]

@@ -1,0 +1,452 @@
+"""The device process: one firmware_model ``Device`` behind a UDP socket and, optionally,
+shared-memory rings (DESIGN.md "device"; SPEC §1, §4.8, §4.9, §8).
+
+Owns the I/O loop around the sans-I/O device: receive a datagram (UDP or a ring),
+hand it to ``Device.receive``, send each answer back where the request came from and
+each packet the device originates (REDUCE_FWD next hop, MULTICAST copies) to the member
+it names, through the member-id -> address table and a reliability core of its own
+(the responses to those packets come back here and are fed to that core, never to the
+device). Also: the first stdout line (JSON: address, port, regions, shared-memory
+names) so a parent can find the device, clean exit on SIGTERM/SIGINT with the counters
+as the last stdout line, and the ``netdam device`` subcommand (``add_arguments`` /
+``run``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import signal
+import sys
+import time
+from dataclasses import dataclass, field
+
+from netdam.errors import UsageError
+from netdam.transport.faults import FaultConfig, add_fault_arguments
+from netdam.transport.reliability import RelConfig, Reliability
+from netdam.transport.shm import Backoff
+from netdam.transport.udp import UdpEndpoint, check_mtu
+from netdam.wire.codec import WireError, decode, encode_parts
+from netdam.wire.fields import CAPS, DEFAULT_MTU, Cap
+
+#: opcodes that are responses (answers to packets this device originated)
+_IS_RESPONSE = bytes(1 if op in CAPS and CAPS[op] & Cap.RESPONSE else 0 for op in range(256))
+_OPCODE_AT = 3       # byte offset of the opcode in the fixed header (SPEC §2.1)
+_SRC_AT = 12         # byte offset of the u16 src in the fixed header (SPEC §2.1)
+_VIA_SHM = "shm"     # marks a learned address that is a shared-memory slot
+_BATCH = 64          # datagrams taken from one source before looking at timers again
+_MAX_WAIT = 0.1      # longest sleep, so a signal is noticed promptly
+
+
+@dataclass
+class DeviceConfig:
+    """Everything a device process needs; ``peers`` maps member id -> (host, port)."""
+
+    device_id: int = 1
+    host: str = "127.0.0.1"
+    port: int = 0
+    mem_size: int = 1 << 20
+    mtu: int = DEFAULT_MTU
+    faults: FaultConfig = field(default_factory=FaultConfig)
+    peers: dict[int, tuple[str, int]] = field(default_factory=dict)
+    groups: dict[int, list[int]] = field(default_factory=dict)
+    regions: list[dict] | None = None   #: default: one region over all memory, all rights
+    shm: bool = False
+    shm_slots: int = 4
+    shm_ring_bytes: int = 8 << 20
+    reliability: RelConfig = field(default_factory=RelConfig)
+    spin: float = 5e-4     #: busy-poll this long after the last datagram before sleeping
+
+
+def _rights_names(rights) -> list[str]:
+    return [r.name for r in type(rights) if r.value and (rights & r) == r
+            and bin(r.value).count("1") == 1]
+
+
+class DeviceServer:
+    """A Device with its transports. ``step()`` runs one turn of the loop; ``serve()``
+    loops until ``stop()`` (or a signal)."""
+
+    def __init__(self, config: DeviceConfig):
+        from firmware_model import Device, Rights  # the device engine (sans-I/O)
+
+        self.config = c = config
+        check_mtu(c.mtu)
+        self.shm = None
+        memory = None
+        if c.shm:
+            from netdam.transport.shm import DeviceShm
+            self.shm = DeviceShm(c.mem_size, slots=c.shm_slots, ring_bytes=c.shm_ring_bytes,
+                                 tag=f"d{c.device_id}-")
+            memory = self.shm.memory
+        try:
+            self.device = Device(c.device_id, c.mem_size, memory=memory, mtu=c.mtu)
+            self.udp = UdpEndpoint(c.host, c.port, mtu=c.mtu, faults=c.faults)
+        except BaseException:
+            if self.shm is not None:
+                self.shm.close()
+            raise
+        self.regions = []
+        for spec in c.regions or [{"base": 0, "length": c.mem_size}]:
+            rights = spec.get("rights", Rights.ALL)
+            if isinstance(rights, (list, tuple)):
+                r = Rights(0)
+                for name in rights:
+                    r |= Rights[name.upper()]
+                rights = r
+            reg = self.device.register_region(spec["base"], spec["length"], rights=rights,
+                                              pkey=spec.get("pkey", 0), key=spec.get("key"))
+            self.regions.append({"key": reg.key, "base": reg.base, "length": reg.length,
+                                 "rights": _rights_names(reg.rights), "pkey": reg.pkey})
+        self.peers: dict[int, tuple[str, int]] = {}
+        self._learned: dict[int, tuple] = {}   # member id -> where it last spoke from
+        self.set_peers(c.peers)
+        for gid, members in c.groups.items():
+            self.device.set_group(int(gid), list(members))
+        self.rel = Reliability(c.reliability)
+        self._stop = False
+        self._backoff = Backoff(spin=c.spin, max_sleep=5e-3)
+        if self.shm is not None:
+            self.shm.set_wake_port(self.udp.address[1])
+        self.forward_counters = {"forward_failed": 0, "forward_unroutable": 0,
+                                 "responses_in": 0}
+
+    # -- configuration (the control plane feeds these) ------------------------------------
+    def set_peers(self, peers: dict) -> None:
+        """Member id -> (host, port) for packets the device sends to other members."""
+        for k, v in peers.items():
+            self.peers[int(k)] = (str(v[0]), int(v[1]))
+
+    def set_group(self, group_id: int, members: list[int]) -> None:
+        self.device.set_group(group_id, members)
+
+    def info(self) -> dict:
+        """What a parent or a host agent needs (the first stdout line)."""
+        host, port = self.udp.address
+        return {"id": self.config.device_id, "host": host, "port": port,
+                "mtu": self.config.mtu, "mem_size": self.config.mem_size,
+                "regions": self.regions, "pid": _pid(),
+                "shm": self.shm.info() if self.shm else None}
+
+    def counters(self) -> dict:
+        """The device's counters plus the transports' (named after what they count)."""
+        out = dict(self.device.counters())
+        out.update(self.forward_counters)
+        out.update({f"udp_{k}": v for k, v in self.udp.counters.items()})
+        out.update({f"rel_{k}": v for k, v in self.rel.counters.items()})
+        out.update({f"fault_{k}": v for k, v in self.udp.injector.counters.items()
+                    if self.udp.injector.active})
+        if self.shm is not None:
+            out["shm_dropped_full"] = self.shm.dropped_full
+        return out
+
+    # -- the loop -------------------------------------------------------------------------
+    def _to_member(self, dest: int, pkt, now: float) -> None:
+        """A packet addressed by member id: an answer produced later (a timer) goes to
+        where that member last spoke from; a request the device originates (REDUCE_FWD
+        next hop, MULTICAST copy) goes reliably over UDP to the member's address."""
+        if _IS_RESPONSE[pkt.opcode]:
+            where = self._learned.get(dest)
+            if where is None:
+                self.forward_counters["forward_unroutable"] += 1
+            elif where[0] is _VIA_SHM:
+                port = self.shm.send(where[1], encode_parts(pkt))
+                if port:
+                    self.udp.ring_doorbell(port)
+            else:
+                self.udp.send(pkt, where, now)
+            return
+        if dest not in self.peers:
+            self.forward_counters["forward_unroutable"] += 1
+            return
+        if isinstance(pkt.payload, memoryview):   # held for retransmission: own it
+            pkt.payload = bytes(pkt.payload)
+        self.rel.submit(dest, pkt, now)
+
+    def _emit_udp(self, outs, addr, now: float) -> None:
+        send = self.udp.send
+        for dest, pkt in outs:
+            if dest is None:
+                send(pkt, addr, now)
+            else:
+                self._to_member(dest, pkt, now)
+
+    def _emit_shm(self, outs, slot: int, now: float) -> None:
+        send = self.shm.send
+        for dest, pkt in outs:
+            if dest is None:
+                port = send(slot, encode_parts(pkt))
+                if port:
+                    self.udp.ring_doorbell(port)
+            else:
+                self._to_member(dest, pkt, now)
+
+    def _response(self, view, now: float) -> bool:
+        """Feed a response to the reliability core; False if it is not a valid one."""
+        try:
+            pkt = decode(view)
+        except WireError:
+            return False
+        self.forward_counters["responses_in"] += 1
+        self.rel.on_reply(pkt.src, pkt, now)
+        return True
+
+    def _udp_turn(self, timeout: float) -> int:
+        udp, dev, learned, n = self.udp, self.device, self._learned, 0
+        r = udp.recv(timeout)
+        while r is not None:
+            view, addr = r
+            now = time.monotonic()
+            if not view:
+                pass                        # a doorbell (shared-memory wake-up)
+            elif not (len(view) > _OPCODE_AT and _IS_RESPONSE[view[_OPCODE_AT]]
+                    and self._response(view, now)):
+                if len(view) > _SRC_AT + 1:
+                    src = (view[_SRC_AT] << 8) | view[_SRC_AT + 1]
+                    if learned.get(src) != addr:
+                        learned[src] = addr
+                outs = dev.receive(view, now)
+                if outs:
+                    self._emit_udp(outs, addr, now)
+            n += 1
+            if n >= _BATCH:
+                break
+            r = udp.recv(0.0)
+        return n
+
+    def _shm_turn(self) -> int:
+        shm, dev, learned, n = self.shm, self.device, self._learned, 0
+        for slot, ring in enumerate(shm.requests):
+            view = ring.peek()
+            while view is not None:
+                now = time.monotonic()
+                if len(view) > _SRC_AT + 1:
+                    learned[(view[_SRC_AT] << 8) | view[_SRC_AT + 1]] = (_VIA_SHM, slot)
+                outs = dev.receive(view, now)
+                if outs:
+                    self._emit_shm(outs, slot, now)
+                del view
+                ring.advance()
+                n += 1
+                if n >= _BATCH:
+                    return n
+                view = ring.peek()
+        return n
+
+    def _timers(self, now: float) -> float | None:
+        """Run what is due; return the next deadline."""
+        dev, rel, udp = self.device, self.rel, self.udp
+        t = dev.next_timer()
+        if t is not None and t <= now:
+            for dest, pkt in dev.on_timer(now):
+                self._to_member(pkt.dst if dest is None else dest, pkt, now)
+            t = dev.next_timer()
+        r = rel.next_timer()
+        if r is not None and r <= now:
+            self.forward_counters["forward_failed"] += len(rel.handle_timer(now))
+        if rel.wants_send():
+            peers, send = self.peers, udp.send
+            for dest, pkt in rel.datagrams_to_send(now):
+                send(pkt, peers[dest], now)
+        r = rel.next_timer()              # after sending: retransmissions re-arm there
+        u = udp.next_timer()
+        if u is not None:
+            udp.flush(now)
+            u = udp.next_timer()
+        due = t
+        for x in (r, u):
+            if x is not None and (due is None or x < due):
+                due = x
+        return due
+
+    def step(self, timeout: float = _MAX_WAIT) -> int:
+        """One turn: take datagrams (waiting up to ``timeout`` if there are none), run
+        timers, send what is due. Returns the number of datagrams taken."""
+        now = time.monotonic()
+        due = self._timers(now)
+        wait = timeout if due is None else max(0.0, min(timeout, due - now))
+        n = self._udp_turn(0.0)
+        if self.shm is not None:
+            n += self._shm_turn()
+        if n:
+            self._backoff.reset()
+            return n
+        if wait <= 0:
+            return 0
+        pause = self._backoff.pause(wait)
+        if not pause:
+            return 0                        # spinning: the next datagram is usually near
+        if self.shm is None:
+            return self._udp_turn(wait)     # sleep in poll() until a datagram or a timer
+        if self.shm.prepare_sleep():
+            n = self._udp_turn(pause)       # a doorbell or a datagram wakes us
+            self.shm.awake()
+        return n
+
+    def serve(self) -> dict:
+        """Loop until ``stop()``; returns the counters."""
+        while not self._stop:
+            self.step()
+        return self.counters()
+
+    def stop(self, *_args) -> None:
+        self._stop = True
+
+    def close(self) -> None:
+        self.udp.close()
+        self.device = None            # drop the engine's views of shared memory first
+        if self.shm is not None:
+            gc.collect()
+            self.shm.close()
+            self.shm = None
+
+
+def _pid() -> int:
+    import os
+    return os.getpid()
+
+
+def serve(config: DeviceConfig, *, out=None) -> dict:
+    """Run a device until SIGTERM/SIGINT: print its info as the first line of ``out``
+    (JSON), serve, print ``{"counters": ...}`` as the last line, return the counters."""
+    out = sys.stdout if out is None else out
+    server = DeviceServer(config)
+    old = {s: signal.signal(s, server.stop) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        print(json.dumps(server.info()), file=out, flush=True)
+        counters = server.serve()
+        try:
+            print(json.dumps({"counters": counters}), file=out, flush=True)
+        except OSError:   # the parent went away (broken pipe): the counters go unread
+            pass
+        return counters
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+        server.close()
+
+
+class DeviceProcess:
+    """A device run as a child process (``python -m netdam.device ...``): starts it, reads
+    its info line within ``start_timeout``, and on ``stop()`` / context exit ends it with
+    SIGTERM (SIGKILL after ``stop_timeout``) and collects its final counters."""
+
+    def __init__(self, *args: str, start_timeout: float = 10.0, env: dict | None = None):
+        import os
+        import subprocess
+        self.argv = [sys.executable, "-m", "netdam.device", *map(str, args)]
+        self.proc = subprocess.Popen(self.argv, stdout=subprocess.PIPE, text=True,
+                                     env={**os.environ, **(env or {})})
+        self.final_counters: dict | None = None
+        line = self._readline(start_timeout)
+        if not line:
+            self.kill()
+            raise RuntimeError(f"device did not start: {' '.join(self.argv)} "
+                               f"(exit {self.proc.poll()})")
+        self.info: dict = json.loads(line)
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    @property
+    def address(self) -> tuple[str, int]:
+        return self.info["host"], self.info["port"]
+
+    def _readline(self, timeout: float) -> str:
+        import selectors
+        with selectors.DefaultSelector() as sel:
+            sel.register(self.proc.stdout, selectors.EVENT_READ)
+            if not sel.select(timeout):
+                return ""
+        return self.proc.stdout.readline()
+
+    def stop(self, sig: int = signal.SIGTERM, stop_timeout: float = 5.0) -> int:
+        """End the device (``sig``), wait for it, read its counters; returns its exit code."""
+        import subprocess
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        try:
+            out, _ = self.proc.communicate(timeout=stop_timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            out, _ = self.proc.communicate(timeout=stop_timeout)
+        for line in reversed((out or "").splitlines()):
+            if line.startswith("{") and '"counters"' in line:
+                self.final_counters = json.loads(line)["counters"]
+                break
+        return self.proc.returncode
+
+    def kill(self) -> None:
+        """SIGKILL: the device dies without cleaning up (a crashed device)."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait(5)
+        if self.proc.stdout:
+            self.proc.stdout.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        if self.proc.poll() is None:
+            self.stop()
+        elif self.proc.stdout and not self.proc.stdout.closed:
+            self.proc.stdout.close()
+
+
+# -- the `netdam device` subcommand ----------------------------------------------------
+def _json_arg(text: str):
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise argparse.ArgumentTypeError(f"not JSON: {exc}") from None
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default %(default)s)")
+    parser.add_argument("--port", type=int, default=0, help="UDP port (0: any free port)")
+    parser.add_argument("--id", type=int, default=1, dest="device_id", help="member id")
+    parser.add_argument("--mem-size", type=int, default=1 << 20, help="bytes of memory")
+    parser.add_argument("--mtu", type=int, default=DEFAULT_MTU,
+                        help="largest datagram the device sends (256..65507)")
+    parser.add_argument("--peers", type=_json_arg, default={},
+                        help='JSON {member_id: [host, port]} for forwarding and multicast')
+    parser.add_argument("--groups", type=_json_arg, default={},
+                        help='JSON {group_id: [member ids]}')
+    parser.add_argument("--regions", type=_json_arg, default=None,
+                        help='JSON [{"base":0,"length":N,"rights":["READ",...],"pkey":0}]')
+    parser.add_argument("--shm", action="store_true",
+                        help="also offer shared-memory rings to hosts on this node")
+    parser.add_argument("--shm-slots", type=int, default=4, help="host ring pairs offered")
+    parser.add_argument("--spin", type=float, default=5e-4,
+                        help="seconds to busy-poll after a datagram before sleeping")
+    add_fault_arguments(parser)
+
+
+def config_from_args(args: argparse.Namespace) -> DeviceConfig:
+    try:
+        return DeviceConfig(device_id=args.device_id, host=args.host, port=args.port,
+                            mem_size=args.mem_size, mtu=check_mtu(args.mtu),
+                            faults=FaultConfig.from_args(args), peers=args.peers or {},
+                            groups=args.groups or {}, regions=args.regions, shm=args.shm,
+                            shm_slots=args.shm_slots, spin=args.spin)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def run(args: argparse.Namespace) -> int:
+    serve(config_from_args(args))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m netdam.device",
+                                     description="run one emulated netdam device")
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,366 @@
+"""The sans-I/O reliability core: sequence numbers, acks, retransmission, send window (SPEC §8).
+
+Owns, for one local endpoint talking to many peers, everything SPEC §8.1-§8.2 asks of a
+sender: the per-peer 32-bit sequence counter (serial arithmetic from
+``netdam.wire.seqnum``), the table of outstanding datagrams, cumulative and selective
+acknowledgement, retransmission on timeout with exponential backoff (flag RETRANSMIT),
+a send window per peer bounded both in sequence span (never more than ``window``
+numbers in flight, so a receiver's replay window always covers them) and in bytes
+(``max_bytes``, so a burst fits the receiver's socket buffer), and giving up at a
+deadline.
+
+It never touches a socket or a clock: it is fed packets and ``now`` and is asked for the
+datagrams to send and for its next timer (the aioquic pattern).
+
+Two kinds of datagram (``submit(..., needs_reply=...)``):
+
+- plain requests (WRITE, REDUCE, FENCE...) are retired by the reply that echoes their
+  ``seq`` (selective ack) or by a cumulative ``ack`` beyond them;
+- requests whose *answer* matters (READ, atomics) are retired only when the caller says
+  the answer is complete (``on_reply(..., final=True)``); a cumulative ack merely marks
+  them delivered, and they are retransmitted until their answer arrives (the receiver
+  answers a duplicate with its saved response, SPEC §8.3).
+
+Every datagram the core emits carries ACK_REQ; retransmissions also carry RETRANSMIT.
+A ``token`` chosen by the caller comes back with each retired or failed datagram.
+"""
+
+from __future__ import annotations
+
+import heapq
+import random
+from collections import deque
+from dataclasses import dataclass
+from typing import Any, Hashable
+
+from netdam.wire.codec import Packet
+from netdam.wire.fields import Flag
+from netdam.wire.seqnum import seq_add, seq_diff
+
+_SEQ_MASK = (1 << 32) - 1
+# plain ints: IntFlag arithmetic builds enum members, too slow for the per-datagram path
+_ACK_REQ, _ACK_VALID, _RETRANSMIT = int(Flag.ACK_REQ), int(Flag.ACK_VALID), int(Flag.RETRANSMIT)
+
+
+@dataclass(frozen=True)
+class RelConfig:
+    """Knobs of the reliability core. Times in seconds."""
+
+    window: int = 1024          #: max sequence span in flight per peer (<= replay window)
+    max_bytes: int = 2 << 20    #: max bytes in flight per peer (request + expected answer)
+    rto_initial: float = 0.1    #: retransmission timeout before any RTT sample
+    rto_min: float = 0.03       #: loopback RTTs are tiny, but a busy peer stalls for ms
+    rto_max: float = 0.5
+    backoff: float = 2.0        #: RTO multiplier per retransmission of one datagram
+    deadline: float = 5.0       #: give up on a datagram this long after submit (default)
+
+    def __post_init__(self):
+        if not 1 <= self.window <= 1 << 30:
+            raise ValueError(f"window {self.window} out of range")
+        if self.max_bytes < 1 or self.rto_min <= 0 or self.backoff < 1:
+            raise ValueError("max_bytes, rto_min and backoff must be positive")
+
+
+@dataclass(frozen=True, slots=True)
+class Retired:
+    """A datagram is done: its answer arrived (or a cumulative ack covered it)."""
+
+    peer: Hashable
+    seq: int
+    token: Any
+
+
+@dataclass(frozen=True, slots=True)
+class Failed:
+    """The core gave up on a datagram at its deadline (SPEC §7 TIMEOUT, never on the wire)."""
+
+    peer: Hashable
+    seq: int
+    token: Any
+    tries: int
+
+
+class _Entry:
+    __slots__ = ("seq", "packet", "token", "needs_reply", "size", "deadline", "first_sent",
+                 "due", "rto", "tries", "delivered")
+
+    def __init__(self, packet, token, needs_reply, size, deadline):
+        self.seq = 0
+        self.packet = packet
+        self.token = token
+        self.needs_reply = needs_reply
+        self.size = size
+        self.deadline = deadline
+        self.first_sent = 0.0
+        self.due = 0.0
+        self.rto = 0.0
+        self.tries = 0
+        self.delivered = False
+
+
+class _Peer:
+    __slots__ = ("next_seq", "base", "cum", "outstanding", "queue", "bytes", "srtt",
+                 "rttvar", "rto")
+
+    def __init__(self, initial_seq: int, rto: float):
+        self.next_seq = initial_seq
+        self.base = initial_seq          # oldest sequence number possibly outstanding
+        self.cum = initial_seq           # highest cumulative ack seen
+        self.outstanding: dict[int, _Entry] = {}
+        self.queue: deque[_Entry] = deque()
+        self.bytes = 0
+        self.srtt: float | None = None
+        self.rttvar = 0.0
+        self.rto = rto
+
+
+class Reliability:
+    """Sender-side reliability for one endpoint and all of its peers (SPEC §8.2).
+
+    Drive it with ``submit`` (queue a request), ``datagrams_to_send(now)`` (what to put
+    on the wire now), ``on_reply(peer, packet, now)`` (a response arrived),
+    ``handle_timer(now)`` (at or after ``next_timer()``). Sans-I/O.
+    """
+
+    def __init__(self, config: RelConfig | None = None, *, seed: int | None = None,
+                 initial_seq: int | None = None):
+        self.config = config or RelConfig()
+        self._rng = random.Random(seed)
+        self._initial_seq = initial_seq
+        self._peers: dict[Hashable, _Peer] = {}
+        self._timers: list[tuple[float, int, Hashable, int]] = []
+        self._ready: deque[tuple[Hashable, _Entry]] = deque()   # retransmissions due
+        self._tick = 0
+        self._queued = 0      # datagrams submitted and not yet sent (all peers)
+        self.counters = {"sent": 0, "retransmitted": 0, "retired": 0, "failed": 0,
+                         "duplicate_replies": 0, "window_stalls": 0}
+
+    # -- peers ---------------------------------------------------------------------------
+    def _peer(self, peer: Hashable) -> _Peer:
+        p = self._peers.get(peer)
+        if p is None:
+            init = (self._initial_seq if self._initial_seq is not None
+                    else self._rng.getrandbits(32))
+            p = self._peers[peer] = _Peer(init & _SEQ_MASK, self.config.rto_initial)
+        return p
+
+    def next_seq(self, peer: Hashable) -> int:
+        """The sequence number the next new datagram to ``peer`` will carry."""
+        return self._peer(peer).next_seq
+
+    def in_flight(self, peer: Hashable | None = None) -> int:
+        """Datagrams sent and not yet retired (to ``peer``, or to all peers)."""
+        peers = self._peers.values() if peer is None else [self._peer(peer)]
+        return sum(len(p.outstanding) for p in peers)
+
+    def queued(self, peer: Hashable | None = None) -> int:
+        """Datagrams submitted but held back by the send window."""
+        peers = self._peers.values() if peer is None else [self._peer(peer)]
+        return sum(len(p.queue) for p in peers)
+
+    def rto(self, peer: Hashable) -> float:
+        return self._peer(peer).rto
+
+    def idle(self) -> bool:
+        return not self._queued and not any(p.outstanding for p in self._peers.values())
+
+    # -- sending -------------------------------------------------------------------------
+    def submit(self, peer: Hashable, packet: Packet, now: float, *, token: Any = None,
+               needs_reply: bool = False, size: int | None = None,
+               deadline: float | None = None) -> None:
+        """Queue ``packet`` for ``peer``. The core assigns ``seq`` and sets ACK_REQ.
+
+        ``size`` is the bytes the datagram occupies in the byte window (default its
+        payload; a READ should pass the length of its answer). ``deadline`` is absolute.
+        """
+        n = len(packet.payload) if size is None else size
+        dl = now + self.config.deadline if deadline is None else deadline
+        self._peer(peer).queue.append(_Entry(packet, token, needs_reply, n, dl))
+        self._queued += 1
+
+    def wants_send(self) -> bool:
+        """True when ``datagrams_to_send`` may have something (cheap: for hot loops)."""
+        return bool(self._queued or self._ready)
+
+    def datagrams_to_send(self, now: float) -> list[tuple[Hashable, Packet]]:
+        """Retransmissions that are due, then new datagrams the window admits."""
+        out: list[tuple[Hashable, Packet]] = []
+        ready = self._ready
+        while ready:
+            peer, e = ready.popleft()
+            p = self._peers.get(peer)
+            if p is None or p.outstanding.get(e.seq) is not e:
+                continue
+            e.tries += 1
+            e.rto = min(e.rto * self.config.backoff, self.config.rto_max)
+            self._arm(peer, e, now)
+            self.counters["retransmitted"] += 1
+            out.append((peer, e.packet.copy(flags=int(e.packet.flags) | _RETRANSMIT)))
+        if not self._queued:
+            self.counters["sent"] += len(out)
+            return out
+        window, max_bytes = self.config.window, self.config.max_bytes
+        for peer, p in self._peers.items():
+            q = p.queue
+            while q:
+                e = q[0]
+                if seq_diff(p.next_seq, p.base) >= window or (
+                        p.outstanding and p.bytes + e.size > max_bytes):
+                    self.counters["window_stalls"] += 1
+                    break
+                q.popleft()
+                self._queued -= 1
+                seq = e.seq = p.next_seq
+                p.next_seq = (seq + 1) & _SEQ_MASK
+                pkt = e.packet
+                pkt.seq = seq
+                pkt.flags = int(pkt.flags) | _ACK_REQ
+                p.outstanding[seq] = e
+                p.bytes += e.size
+                e.first_sent = now
+                e.rto = p.rto
+                e.tries = 1
+                self._arm(peer, e, now)
+                out.append((peer, pkt))
+        self.counters["sent"] += len(out)
+        return out
+
+    def _arm(self, peer: Hashable, e: _Entry, now: float) -> None:
+        due = min(now + e.rto, e.deadline)
+        e.due = due
+        self._tick += 1
+        heapq.heappush(self._timers, (due, self._tick, peer, e.seq))
+
+    # -- receiving -----------------------------------------------------------------------
+    def on_reply(self, peer: Hashable, reply: Packet, now: float, *,
+                 final: bool = True) -> list[Retired]:
+        """A response from ``peer`` arrived: apply its cumulative ack (with ACK_VALID)
+        and its echoed ``seq`` as a selective ack. ``final=False`` says the reply is
+        only part of the answer (a READ_RESP fragment of an incomplete message): the
+        request then stays outstanding. Returns the datagrams retired by this reply."""
+        p = self._peers.get(peer)
+        if p is None:
+            return []
+        done: list[Retired] = []
+        e = p.outstanding.get(reply.seq)
+        if e is not None:
+            e.delivered = True
+            if final or not e.needs_reply:
+                self._retire(peer, p, e, now, done)
+        elif final:
+            self.counters["duplicate_replies"] += 1
+        if reply.flags & _ACK_VALID:
+            ack = reply.ack
+            if seq_diff(ack, p.cum) > 0 and seq_diff(ack, p.next_seq) <= 0:
+                start = p.cum if seq_diff(p.cum, p.base) > 0 else p.base
+                p.cum = ack
+                s = start
+                while s != ack:
+                    e = p.outstanding.get(s)
+                    if e is not None:
+                        if e.needs_reply:
+                            e.delivered = True
+                        else:
+                            self._retire(peer, p, e, now, done)
+                    s = (s + 1) & _SEQ_MASK
+        self._advance(p)
+        return done
+
+    def complete(self, peer: Hashable, seq: int, now: float) -> list[Retired]:
+        """Retire ``seq`` explicitly (its answer is complete by other means)."""
+        p = self._peers.get(peer)
+        e = p.outstanding.get(seq) if p else None
+        if e is None:
+            return []
+        done: list[Retired] = []
+        self._retire(peer, p, e, now, done)
+        self._advance(p)
+        return done
+
+    def _retire(self, peer, p: _Peer, e: _Entry, now: float, done: list) -> None:
+        del p.outstanding[e.seq]
+        p.bytes -= e.size
+        if e.tries == 1:  # Karn: sample only datagrams sent once
+            self._sample(p, now - e.first_sent)
+        self.counters["retired"] += 1
+        done.append(Retired(peer, e.seq, e.token))
+
+    def _sample(self, p: _Peer, rtt: float) -> None:
+        c = self.config
+        if p.srtt is None:
+            p.srtt, p.rttvar = rtt, rtt / 2
+        else:
+            p.rttvar = 0.75 * p.rttvar + 0.25 * abs(p.srtt - rtt)
+            p.srtt = 0.875 * p.srtt + 0.125 * rtt
+        p.rto = min(max(p.srtt + 4 * p.rttvar, c.rto_min), c.rto_max)
+
+    @staticmethod
+    def _advance(p: _Peer) -> None:
+        base, nxt, out = p.base, p.next_seq, p.outstanding
+        while base != nxt and base not in out:
+            base = (base + 1) & _SEQ_MASK
+        p.base = base
+
+    # -- timers --------------------------------------------------------------------------
+    def next_timer(self) -> float | None:
+        """When ``handle_timer`` or ``datagrams_to_send`` next has work (None: nothing
+        outstanding). Retransmissions already due make it a time in the past."""
+        if self._ready:
+            return self._ready[0][1].due
+        timers = self._timers
+        while timers:
+            due, _, peer, seq = timers[0]
+            p = self._peers.get(peer)
+            e = p.outstanding.get(seq) if p else None
+            if e is not None and e.due == due:
+                return due
+            heapq.heappop(timers)
+        if self._queued:
+            return min(p.queue[0].deadline for p in self._peers.values() if p.queue)
+        return None
+
+    def handle_timer(self, now: float) -> list[Failed]:
+        """Schedule due retransmissions (sent by ``datagrams_to_send``) and give up on
+        datagrams, sent or still queued, whose deadline has passed."""
+        failed: list[Failed] = []
+        timers = self._timers
+        while timers and timers[0][0] <= now:
+            due, _, peer, seq = heapq.heappop(timers)
+            p = self._peers.get(peer)
+            e = p.outstanding.get(seq) if p else None
+            if e is None or e.due != due:
+                continue
+            if now >= e.deadline:
+                del p.outstanding[seq]
+                p.bytes -= e.size
+                self._advance(p)
+                failed.append(Failed(peer, seq, e.token, e.tries))
+            else:
+                self._ready.append((peer, e))
+        for peer, p in self._peers.items() if self._queued else ():
+            if p.queue and p.queue[0].deadline <= now:
+                keep = deque()
+                for e in p.queue:
+                    if e.deadline <= now:
+                        failed.append(Failed(peer, None, e.token, 0))
+                    else:
+                        keep.append(e)
+                self._queued -= len(p.queue) - len(keep)
+                p.queue = keep
+        self.counters["failed"] += len(failed)
+        return failed
+
+    def cancel(self, peer: Hashable, token_pred) -> int:
+        """Forget queued datagrams to ``peer`` whose token satisfies ``token_pred``
+        (an operation failed; its unsent fragments need not go). Returns how many."""
+        p = self._peers.get(peer)
+        if p is None:
+            return 0
+        keep = deque(e for e in p.queue if not token_pred(e.token))
+        n = len(p.queue) - len(keep)
+        p.queue = keep
+        self._queued -= n
+        return n
+
+
+__all__ = ["RelConfig", "Reliability", "Retired", "Failed", "seq_add"]

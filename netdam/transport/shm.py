@@ -1,0 +1,462 @@
+"""Shared-memory glue: the scale-up path between a host and a device on the same node.
+
+Owns the single-producer single-consumer rings (one per direction per host<->device
+pair) that carry the very same encoded netdam datagrams as UDP, the device's memory
+segment, how a host claims a ring pair, and the rule for mapping device memory into a
+host. No system call per datagram on the data path: producers copy into the ring and
+publish an index, consumers poll the index (``Backoff``: a bounded spin, then short
+sleeps that grow). A consumer about to sleep sets its ring's ``sleeping`` word; a producer
+that sees it after publishing rings the doorbell: an empty UDP datagram to the
+consumer's socket, which the consumer sleeps on. (A wake-up lost to the store/load race
+between the two costs at most one sleep, never a hang: sleeps are bounded.)
+
+Ring layout (one ``multiprocessing.shared_memory`` segment per ring)::
+
+    0    u64 head      bytes ever published by the producer (only it writes)
+    64   u64 tail      bytes ever consumed by the consumer (only it writes)
+    128  u64 capacity  size of the data area, a multiple of 8
+    136  u64 sleeping  1 while the consumer sleeps (only the consumer writes)
+    144  u64 wake port the consumer's UDP port on 127.0.0.1 for a doorbell
+    192  data area     records: u32 length (little-endian), datagram, pad to 8;
+                       a length of 0xFFFFFFFF means "skip to the start of the area"
+
+Memory ordering: a producer writes the record first and then publishes ``head`` with
+one aligned 8-byte store (a NumPy uint64 element assignment, a single instruction);
+the consumer loads ``head`` and only then reads the record, and publishes ``tail`` only
+after it has finished with the record. The data copy and the index store are separate
+C calls, so the compiler cannot reorder them, and x86-64 keeps stores in order with
+stores and loads in order with loads (total store order), which is all this protocol
+needs. A weakly ordered CPU (ARM) would need a release fence before each index store
+and an acquire fence after each index load; ``ORDERED_CPU`` says whether this machine
+is one the rings are known to be correct on.
+
+Claiming a ring pair: the device creates ``slots`` pairs; a host takes the first pair
+whose request ring it can ``flock`` exclusively (on Linux the segment's own file in
+/dev/shm; elsewhere a lock file in a directory the device names). The kernel drops the
+lock if the host dies, so the pair is free again. A new owner discards any
+stale responses and continues the request ring from its published head.
+
+Mapping device memory (``ShmClient.map_device_memory``): a host on the same node may
+map a range of the device's memory segment as a NumPy array for zero-copy access, but
+only through a region it holds the key to, only inside that region, only with the
+partition key of the region, and only with the rights the region grants: a writable
+view needs the region's write right, a read-only view its read right. Anything else
+raises ``PermissionError``. Direct stores bypass the device's ordering (SPEC §8.4), so
+they are for bulk data that a later PUT_SIGNAL or FENCE publishes.
+
+Every named segment is unlinked by its creator on ``close`` (and by Python's resource
+tracker if the creator dies); attaching processes never unlink.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import mmap
+import os
+import platform
+import secrets
+import shutil
+import struct
+import tempfile
+import time
+from multiprocessing import resource_tracker, shared_memory
+
+import numpy as np
+
+ORDERED_CPU = platform.machine().lower() in ("x86_64", "amd64", "i386", "i686")
+
+_HEAD, _TAIL, _CAP, _SLEEPING, _PORT, _DATA = 0, 64, 128, 136, 144, 192
+_LEN = struct.Struct("<I")
+_SKIP = 0xFFFFFFFF
+RING_BYTES = 8 << 20          #: default data area of one ring
+PREFIX = "netdam-"            #: every segment netdam creates starts with this
+_SHM_DIR = "/dev/shm"          # where POSIX shared memory lives on Linux
+
+
+def _align8(n: int) -> int:
+    return (n + 7) & ~7
+
+
+class _Attached:
+    """A segment opened by name without Python's resource tracker (which would unlink
+    it when this process exits, Python < 3.13): only the creator may unlink."""
+
+    def __init__(self, name: str):
+        self.name = name.lstrip("/")
+        fd = os.open(os.path.join(_SHM_DIR, self.name), os.O_RDWR)
+        try:
+            self._mmap = mmap.mmap(fd, os.fstat(fd).st_size)
+        finally:
+            os.close(fd)
+        self.buf = memoryview(self._mmap)
+
+    def close(self) -> None:
+        if self.buf is not None:
+            self.buf.release()
+            self.buf = None
+            self._mmap.close()
+
+
+def _attach(name: str):
+    if os.path.isdir(_SHM_DIR):
+        return _Attached(name)
+    shm = shared_memory.SharedMemory(name=name, create=False)  # not Linux: tracker it is
+    try:
+        resource_tracker.unregister("/" + name.lstrip("/"), "shared_memory")
+    except Exception:  # noqa: BLE001 - tracker absent or already unregistered
+        pass
+    return shm
+
+
+class Ring:
+    """One SPSC ring of datagrams in a named shared-memory segment.
+
+    The producer calls ``push(parts)``; the consumer calls ``peek()`` for a view of the
+    oldest record and ``advance()`` once done with it.
+    """
+
+    def __init__(self, name: str | None = None, capacity: int = RING_BYTES, *,
+                 create: bool = True):
+        if create:
+            capacity = _align8(capacity)
+            self.shm = shared_memory.SharedMemory(
+                name=name or f"{PREFIX}{secrets.token_hex(6)}", create=True,
+                size=_DATA + capacity)
+            self.shm.buf[:_DATA] = bytes(_DATA)
+            struct.pack_into("<Q", self.shm.buf, _CAP, capacity)
+        else:
+            self.shm = _attach(name)
+        self.owner = create
+        self.name = self.shm.name
+        buf = self.shm.buf
+        self.capacity = struct.unpack_from("<Q", buf, _CAP)[0]
+        self._head = np.ndarray((1,), np.uint64, buf, _HEAD)
+        self._tail = np.ndarray((1,), np.uint64, buf, _TAIL)
+        self._ctl = np.ndarray((2,), np.uint64, buf, _SLEEPING)   # sleeping, wake port
+        self._data = buf[_DATA:_DATA + self.capacity]
+        self._my_head = int(self._head[0])    # producer's copy of head
+        self._seen_tail = int(self._tail[0])  # producer's cached view of tail
+        self._my_tail = int(self._tail[0])    # consumer's copy of tail
+        self._seen_head = int(self._head[0])  # consumer's cached view of head
+        self._pending = 0                     # consumer: bytes of the peeked record
+
+    # -- producer ------------------------------------------------------------------------
+    def resume_producing(self) -> None:
+        """Take over as producer from the published head (a new owner of the ring)."""
+        self._my_head = int(self._head[0])
+        self._seen_tail = int(self._tail[0])
+
+    def push(self, parts) -> bool:
+        """Append one datagram given as a sequence of buffers; False if the ring is full."""
+        n = 0
+        for p in parts:
+            n += len(p)
+        need = _align8(4 + n)
+        cap = self.capacity
+        if need > cap // 2:
+            raise ValueError(f"datagram of {n} bytes does not fit a ring of {cap}")
+        head = self._my_head
+        pos = head % cap
+        waste = cap - pos if pos + need > cap else 0
+        if head + waste + need - self._seen_tail > cap:
+            self._seen_tail = int(self._tail[0])
+            if head + waste + need - self._seen_tail > cap:
+                return False
+        data = self._data
+        if waste:
+            _LEN.pack_into(data, pos, _SKIP)
+            head += waste
+            pos = 0
+        _LEN.pack_into(data, pos, n)
+        at = pos + 4
+        for p in parts:
+            m = len(p)
+            data[at:at + m] = p
+            at += m
+        head += need
+        self._my_head = head
+        self._head[0] = head          # publish: after the record is written
+        return True
+
+    def doorbell(self) -> int:
+        """Producer, after ``push``: the consumer's wake port if it sleeps, else 0."""
+        ctl = self._ctl
+        return int(ctl[1]) if ctl[0] else 0
+
+    # -- consumer ------------------------------------------------------------------------
+    def set_wake_port(self, port: int) -> None:
+        """Consumer: where producers ring the doorbell (a UDP port on 127.0.0.1)."""
+        self._ctl[1] = port
+
+    def prepare_sleep(self) -> bool:
+        """Consumer: announce a sleep; False (and no sleep announced) if data arrived."""
+        self._ctl[0] = 1
+        if int(self._head[0]) != self._my_tail:
+            self._ctl[0] = 0
+            return False
+        return True
+
+    def awake(self) -> None:
+        self._ctl[0] = 0
+
+    def peek(self) -> memoryview | None:
+        """A view of the oldest unconsumed datagram, or None if the ring is empty."""
+        tail = self._my_tail
+        if tail == self._seen_head:
+            self._seen_head = int(self._head[0])
+            if tail == self._seen_head:
+                return None
+        cap = self.capacity
+        pos = tail % cap
+        (n,) = _LEN.unpack_from(self._data, pos)
+        if n == _SKIP:
+            tail += cap - pos
+            self._my_tail = tail
+            self._tail[0] = tail
+            return self.peek()
+        self._pending = _align8(4 + n)
+        return self._data[pos + 4:pos + 4 + n]
+
+    def advance(self) -> None:
+        """Release the record returned by the last ``peek``."""
+        self._my_tail += self._pending
+        self._pending = 0
+        self._tail[0] = self._my_tail  # publish: after the record was used
+
+    def discard_all(self) -> None:
+        """Consumer: drop everything published so far (stale records of a previous owner)."""
+        self._my_tail = self._seen_head = int(self._head[0])
+        self._pending = 0
+        self._tail[0] = self._my_tail
+
+    def __len__(self) -> int:
+        """Bytes published and not yet consumed."""
+        return int(self._head[0]) - int(self._tail[0])
+
+    def close(self) -> None:
+        self._head = self._tail = self._ctl = None
+        self._data.release()
+        self._data = None
+        try:
+            self.shm.close()
+        except BufferError:
+            pass
+        if self.owner:
+            try:
+                self.shm.unlink()
+            except FileNotFoundError:
+                pass
+
+
+class Backoff:
+    """Waiting without system calls first: spin ``spin`` seconds, then sleep ``min_sleep``
+    doubling up to ``max_sleep``. ``reset()`` after any progress."""
+
+    def __init__(self, spin: float = 50e-6, min_sleep: float = 20e-6,
+                 max_sleep: float = 1e-3):
+        self.spin, self.min_sleep, self.max_sleep = spin, min_sleep, max_sleep
+        self._since = None
+        self._sleep = min_sleep
+
+    def reset(self) -> None:
+        self._since = None
+        self._sleep = self.min_sleep
+
+    def pause(self, limit: float | None = None) -> float:
+        """Wait a little (spin or sleep); returns the sleep length chosen (0 = spin)."""
+        now = time.monotonic()
+        if self._since is None:
+            self._since = now
+        if now - self._since < self.spin:
+            return 0.0
+        s = self._sleep if limit is None else min(self._sleep, max(limit, 0.0))
+        self._sleep = min(self._sleep * 2, self.max_sleep)
+        return s
+
+
+class DeviceShm:
+    """The device side: its memory segment and ``slots`` ring pairs hosts can claim."""
+
+    def __init__(self, mem_size: int, *, slots: int = 4, ring_bytes: int = RING_BYTES,
+                 tag: str = ""):
+        stem = f"{PREFIX}{tag}{os.getpid()}-{secrets.token_hex(4)}"
+        # hosts flock the request ring's own file where POSIX shared memory is a file
+        # system (Linux): nothing extra to leak if the device dies; else lock files
+        self.lockdir = None if os.path.isdir(_SHM_DIR) else tempfile.mkdtemp(prefix=stem)
+        self.memory_segment = shared_memory.SharedMemory(name=stem + "-mem", create=True,
+                                                         size=max(mem_size, 1))
+        self.mem_size = mem_size
+        self.requests: list[Ring] = []
+        self.responses: list[Ring] = []
+        self.dropped_full = 0
+        try:
+            for i in range(slots):
+                self.requests.append(Ring(f"{stem}-s{i}-req", ring_bytes))
+                self.responses.append(Ring(f"{stem}-s{i}-resp", ring_bytes))
+                if self.lockdir:
+                    open(os.path.join(self.lockdir, f"slot{i}.lock"), "w").close()
+        except BaseException:
+            self.close()
+            raise
+        self.memory = self.memory_segment.buf[:mem_size]
+
+    @property
+    def names(self) -> list[str]:
+        """Every named segment this device created (for leak checks)."""
+        return ([self.memory_segment.name] + [r.name for r in self.requests]
+                + [r.name for r in self.responses])
+
+    def info(self) -> dict:
+        """What a host needs to attach (JSON-serialisable)."""
+        return {"memory": self.memory_segment.name, "mem_size": self.mem_size,
+                "lockdir": self.lockdir,
+                "slots": [[q.name, r.name] for q, r in zip(self.requests, self.responses)]}
+
+    def send(self, slot: int, parts) -> int:
+        """Put a datagram on slot's response ring (a full ring drops it, counted).
+        Returns the host's doorbell port if it must be woken, else 0."""
+        ring = self.responses[slot]
+        if ring.push(parts):
+            return ring.doorbell()
+        self.dropped_full += 1
+        return 0
+
+    def set_wake_port(self, port: int) -> None:
+        for ring in self.requests:
+            ring.set_wake_port(port)
+
+    def prepare_sleep(self) -> bool:
+        """Announce a sleep on every request ring; False if any has data (then awake)."""
+        for ring in self.requests:
+            if not ring.prepare_sleep():
+                self.awake()
+                return False
+        return True
+
+    def awake(self) -> None:
+        for ring in self.requests:
+            ring.awake()
+
+    def close(self) -> None:
+        if getattr(self, "memory", None) is not None:
+            self.memory.release()
+            self.memory = None
+        for ring in self.requests + self.responses:
+            ring.close()
+        self.requests, self.responses = [], []
+        if self.memory_segment is not None:
+            try:
+                self.memory_segment.close()
+            except BufferError:
+                pass
+            try:
+                self.memory_segment.unlink()
+            except FileNotFoundError:
+                pass
+            self.memory_segment = None
+        if self.lockdir:
+            shutil.rmtree(self.lockdir, ignore_errors=True)
+
+
+class ShmClient:
+    """The host side of one claimed ring pair (and the device's memory segment)."""
+
+    def __init__(self, info: dict, wake_port: int = 0):
+        self.info = info
+        self._lock_fd = None
+        self.slot = None
+        for i, (req, resp) in enumerate(info["slots"]):
+            lock = (os.path.join(info["lockdir"], f"slot{i}.lock") if info.get("lockdir")
+                    else os.path.join(_SHM_DIR, req))
+            fd = os.open(lock, os.O_RDWR)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                os.close(fd)
+                continue
+            self._lock_fd, self.slot = fd, i
+            break
+        if self.slot is None:
+            raise ConnectionError(f"all {len(info['slots'])} shared-memory slots of the "
+                                  "device are taken")
+        req, resp = info["slots"][self.slot]
+        self.requests = Ring(req, create=False)
+        self.requests.resume_producing()
+        self.responses = Ring(resp, create=False)
+        self.responses.discard_all()
+        self.responses.set_wake_port(wake_port)
+        self._memory: shared_memory.SharedMemory | None = None
+        self._views: list[np.ndarray] = []
+
+    def send(self, parts) -> int:
+        """Put a request on the ring: -1 if full, else the device's doorbell port if it
+        must be woken, else 0."""
+        ring = self.requests
+        return ring.doorbell() if ring.push(parts) else -1
+
+    def prepare_sleep(self) -> bool:
+        return self.responses.prepare_sleep()
+
+    def awake(self) -> None:
+        self.responses.awake()
+
+    def recv(self) -> memoryview | None:
+        """The next response datagram (view valid until ``release``), or None."""
+        return self.responses.peek()
+
+    def release(self) -> None:
+        self.responses.advance()
+
+    def map_device_memory(self, region: dict, *, pkey: int = 0, offset: int = 0,
+                          length: int | None = None, write: bool = True) -> np.ndarray:
+        """A uint8 NumPy view of ``[base + offset, + length)`` of the device's memory,
+        granted by ``region`` (a dict with key, base, length, rights, pkey as the device
+        announced it). Raises PermissionError unless the protection rule in the module
+        docstring holds."""
+        rights = {r.upper() for r in region.get("rights", ())}
+        need = "WRITE" if write else "READ"
+        if need not in rights and not (write and "REMOTE_WRITE" in rights):
+            raise PermissionError(f"region key 0x{region.get('key', 0):08X} does not grant "
+                                  f"{need.lower()} (rights: {sorted(rights) or 'none'})")
+        if pkey != region.get("pkey", 0):
+            raise PermissionError(f"partition key {pkey} differs from the region's "
+                                  f"{region.get('pkey', 0)}")
+        rlen = region["length"]
+        length = rlen - offset if length is None else length
+        if offset < 0 or length < 0 or offset + length > rlen:
+            raise PermissionError(f"[{offset}, {offset + length}) lies outside the region "
+                                  f"of {rlen} bytes")
+        if self._memory is None:
+            self._memory = _attach(self.info["memory"])
+        view = np.ndarray((length,), np.uint8, self._memory.buf, region["base"] + offset)
+        if not write:
+            view.flags.writeable = False
+        self._views.append(view)
+        return view
+
+    def close(self) -> None:
+        """Detach (never unlinks: the device owns the segments) and free the slot."""
+        self._views.clear()
+        for ring in (self.requests, self.responses):
+            ring.close()
+        if self._memory is not None:
+            try:
+                self._memory.close()
+            except BufferError:
+                pass   # a caller still holds a mapped array; the mapping dies with it
+            self._memory = None
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+
+def leaked(prefix: str = PREFIX) -> list[str]:
+    """Names of shared-memory segments starting with ``prefix`` (Linux: /dev/shm)."""
+    try:
+        return sorted(n for n in os.listdir(_SHM_DIR) if n.startswith(prefix))
+    except FileNotFoundError:
+        return []
+
+
+__all__ = ["Ring", "Backoff", "DeviceShm", "ShmClient", "leaked", "ORDERED_CPU",
+           "RING_BYTES", "PREFIX"]

@@ -1,0 +1,177 @@
+"""UDP glue: the scale-out path between netdam endpoints (SPEC §1, §2.4).
+
+Owns one UDP socket: large socket buffers, receiving into one preallocated buffer
+(``recv`` returns a view of it, valid until the next ``recv``), scatter-gather sends of
+``encode_parts`` (header, payload view, trailer: the payload is never copied in Python),
+the configured MTU, and the fault ``Injector`` on this side's sends (held-back datagrams
+wait in a small heap flushed by ``flush(now)`` / ``next_timer()``). No protocol logic.
+"""
+
+from __future__ import annotations
+
+import errno
+import heapq
+import select
+import socket
+import time
+
+from netdam.transport.faults import FaultConfig, Injector
+from netdam.wire.codec import Packet, encode_parts
+from netdam.wire.fields import DEFAULT_MTU, MAX_DATAGRAM, MIN_MTU
+
+#: socket buffer size asked for: 4 MiB is the largest an unprivileged process gets by
+#: default on Linux (net.core.rmem_max / wmem_max)
+SOCKET_BUFFER = 4 << 20
+
+#: errors a send may hit that mean "the datagram is lost", as on a real network
+_LOSSY = (errno.ENOBUFS, errno.EAGAIN, errno.ECONNREFUSED, errno.EHOSTUNREACH,
+          errno.ENETUNREACH, errno.EPERM)
+
+
+def check_mtu(mtu: int) -> int:
+    if not MIN_MTU <= int(mtu) <= MAX_DATAGRAM:
+        raise ValueError(f"mtu {mtu} outside {MIN_MTU}..{MAX_DATAGRAM}")
+    return int(mtu)
+
+
+class UdpEndpoint:
+    """A bound UDP socket speaking netdam datagrams.
+
+    ``send(packet, addr)`` encodes and sends (through the injector when faults are
+    configured); ``recv(timeout)`` returns ``(view, addr)`` or None. Non-blocking
+    underneath; ``recv`` waits with poll() up to ``timeout`` seconds.
+    """
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, *, mtu: int = DEFAULT_MTU,
+                 faults: FaultConfig | Injector | None = None,
+                 buffer_size: int = SOCKET_BUFFER):
+        self.mtu = check_mtu(mtu)
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        for opt in (socket.SO_RCVBUF, socket.SO_SNDBUF):
+            try:
+                self.sock.setsockopt(socket.SOL_SOCKET, opt, buffer_size)
+            except OSError:
+                pass
+        self.sock.bind((host, port))
+        self.sock.setblocking(False)
+        self.address: tuple[str, int] = self.sock.getsockname()
+        self._buf = bytearray(MAX_DATAGRAM + 1)
+        self._view = memoryview(self._buf)
+        self._poll = select.poll()
+        self._poll.register(self.sock.fileno(), select.POLLIN)
+        inj = faults if isinstance(faults, Injector) else Injector(faults)
+        self.injector = inj
+        self._held: list[tuple[float, int, bytes, tuple]] = []
+        self._tick = 0
+        self.counters = {"tx_datagrams": 0, "tx_bytes": 0, "rx_datagrams": 0, "rx_bytes": 0,
+                         "tx_errors": 0}
+
+    @property
+    def buffer_sizes(self) -> tuple[int, int]:
+        """(SO_RCVBUF, SO_SNDBUF) as the kernel granted them."""
+        return (self.sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF),
+                self.sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF))
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    # -- sending -------------------------------------------------------------------------
+    def send(self, packet: Packet, addr: tuple[str, int], now: float | None = None) -> None:
+        """Encode ``packet`` and send it to ``addr`` (scatter-gather, no payload copy)."""
+        parts = encode_parts(packet)
+        if self.injector.active:
+            self._inject(parts, addr, time.monotonic() if now is None else now)
+        else:
+            self._sendmsg(parts, addr)
+
+    def send_bytes(self, data, addr: tuple[str, int], now: float | None = None) -> None:
+        """Send an already encoded datagram (through the injector when active)."""
+        if self.injector.active:
+            self._inject(data, addr, time.monotonic() if now is None else now)
+        else:
+            self._sendmsg((data,), addr)
+
+    def _sendmsg(self, parts, addr) -> None:
+        try:
+            n = self.sock.sendmsg(parts, (), 0, addr)
+        except BlockingIOError:
+            # the send buffer is full: wait briefly for room rather than drop
+            select.select((), (self.sock,), (), 0.05)
+            try:
+                n = self.sock.sendmsg(parts, (), 0, addr)
+            except OSError:
+                self.counters["tx_errors"] += 1
+                return
+        except OSError as exc:
+            if exc.errno in _LOSSY:
+                self.counters["tx_errors"] += 1
+                return
+            raise
+        self.counters["tx_datagrams"] += 1
+        self.counters["tx_bytes"] += n
+
+    def ring_doorbell(self, port: int) -> None:
+        """Wake a shared-memory consumer on this node: an empty datagram to its port."""
+        try:
+            self.sock.sendto(b"", ("127.0.0.1", port))
+        except OSError:
+            self.counters["tx_errors"] += 1
+
+    def _inject(self, data, addr, now: float) -> None:
+        for at, dgram in self.injector.apply(data, now):
+            if at <= now:
+                self._sendmsg((dgram,), addr)
+            else:
+                self._tick += 1
+                heapq.heappush(self._held, (at, self._tick, dgram, addr))
+
+    def next_timer(self) -> float | None:
+        """When a held-back datagram is due (None: nothing held)."""
+        return self._held[0][0] if self._held else None
+
+    def flush(self, now: float) -> int:
+        """Send every held-back datagram that is due; returns how many."""
+        held, n = self._held, 0
+        while held and held[0][0] <= now:
+            _, _, dgram, addr = heapq.heappop(held)
+            self._sendmsg((dgram,), addr)
+            n += 1
+        return n
+
+    # -- receiving -----------------------------------------------------------------------
+    def recv(self, timeout: float | None = 0.0):
+        """One datagram as ``(memoryview, addr)``, or None after ``timeout`` seconds
+        (0: do not wait; None: wait forever). The view is valid until the next call."""
+        try:
+            n, addr = self.sock.recvfrom_into(self._buf)
+        except BlockingIOError:
+            if timeout == 0.0:
+                return None
+            ms = -1 if timeout is None else max(0, int(timeout * 1000 + 0.999))
+            if not self._poll.poll(ms):
+                return None
+            try:
+                n, addr = self.sock.recvfrom_into(self._buf)
+            except BlockingIOError:
+                return None
+        except ConnectionRefusedError:
+            return None
+        self.counters["rx_datagrams"] += 1
+        self.counters["rx_bytes"] += n
+        return self._view[:n], addr
+
+    def close(self) -> None:
+        try:
+            self._poll.unregister(self.sock.fileno())
+        except (KeyError, ValueError, OSError):
+            pass
+        self.sock.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+__all__ = ["UdpEndpoint", "SOCKET_BUFFER", "check_mtu"]

@@ -1,0 +1,224 @@
+"""The host agent against real device processes: every primitive gives the same results
+on the shared-memory path and on the UDP path; faults (loss, duplication, reordering,
+corruption) never change the effects (exactly-once for reduce, atomics and signals,
+byte-exact reads); a dead device fails pending operations with NetdamTimeout within the
+bound; every MTU works."""
+
+import os
+import time
+
+import numpy as np
+import pytest
+
+from netdam.agent import Addr, Agent, NakError, NetdamTimeout
+from netdam.device import DeviceProcess
+from netdam.transport.faults import FaultConfig
+from netdam.transport.reliability import RelConfig
+from netdam.transport.shm import leaked
+from netdam.wire.fields import MAX_DATAGRAM, RedOp, Status
+
+pytestmark = pytest.mark.timeout(60)
+
+KEY = 0x1234ABCD
+MEM = 1 << 20
+REGIONS = f'[{{"base": 0, "length": {MEM}, "key": {KEY}}}]'
+
+
+def _device(*extra, dev_id=1):
+    return DeviceProcess("--id", dev_id, "--mem-size", MEM, "--regions", REGIONS, *extra)
+
+
+def _exercise(ag: Agent, dev: int) -> dict:
+    """Every primitive once; returns what each produced."""
+    a = Addr(dev, 0)
+    out = {}
+    blob = bytes(range(256)) * 160                       # 40 KiB: several 9000-byte frags
+    ag.write(a + 4096, blob)
+    out["read"] = bytes(ag.read(a + 4096, len(blob)))
+    out["read_small"] = bytes(ag.read(a + 4096 + 13, 7))
+    out["fadd"] = [ag.atomic_add(a + 64, 5), ag.atomic_add(a + 64, 2**64 - 1),
+                   int.from_bytes(ag.read(a + 64, 8), "little")]
+    out["cas"] = [ag.compare_swap(a + 72, 0, 99), ag.compare_swap(a + 72, 0, 7),
+                  ag.compare_swap(a + 72, 99, 7), int.from_bytes(ag.read(a + 72, 8), "little")]
+    vec = np.arange(1000, dtype=np.float32)
+    ag.write(a + 65536, np.ones(1000, np.float32))
+    ag.reduce(a + 65536, vec)
+    ag.reduce(a + 65536, vec, op=RedOp.SUM)
+    out["reduce"] = np.frombuffer(ag.read(a + 65536, 4000), np.float32).tolist()
+    ag.put_signal(a + 100000, b"payload!" * 1000, a + 128, 3)
+    out["signal"] = ag.wait_signal(a + 128, 3, timeout=5)
+    out["signalled_data"] = bytes(ag.read(a + 100000, 8000))
+    ag.fence(dev)
+    ag.multicast(3, a + 150000, b"mcast" * 600)          # group 3 = this device alone
+    out["multicast"] = bytes(ag.read(a + 150000, 3000))
+    hs = [ag.write_nb(a + 200000 + 8 * i, i.to_bytes(8, "little")) for i in range(20)]
+    hs.append(ag.atomic_add_nb(a + 80, 1))
+    got = []
+    end = time.monotonic() + 5
+    while len(got) < len(hs) and time.monotonic() < end:
+        got += ag.poll(timeout=0.5)
+    assert set(got) == set(hs) and all(h.done() for h in hs)
+    out["nb"] = bytes(ag.read(a + 200000, 160))
+    with pytest.raises(NakError) as exc:
+        ag.write(Addr(dev, 0, rkey=KEY ^ 1), b"x")
+    out["nak"] = exc.value.status
+    with pytest.raises(NakError) as exc:
+        ag.read(Addr(dev, MEM - 8, rkey=KEY), 64)
+    out["nak_oob"] = exc.value.status
+    large = bytes(range(251)) * 1200                    # 300 KiB: direct on shm
+    ag.write(a + 300000, large)
+    out["large"] = bytes(ag.read(a + 300000, len(large))) == large
+    out["large_slice"] = bytes(ag.read(a + 300000 + 100, 50))
+    return out
+
+
+@pytest.fixture(scope="module")
+def results():
+    """Run the same program over shm and over UDP (each its own device process)."""
+    res = {}
+    for path in ("shm", "udp"):
+        with _device("--shm", "--groups", '{"3": [5]}', dev_id=5) as dev, \
+                Agent(timeout=5) as ag:
+            assert ag.add_device(dev.info, path=path) == path
+            res[path] = _exercise(ag, 5)
+            direct = ag.counters["direct_writes"] + ag.counters["direct_reads"]
+            assert direct == (2 if path == "shm" else 0)
+    return res
+
+
+def test_primitives_same_results_on_shm_and_udp(results):
+    shm, udp = results["shm"], results["udp"]
+    assert shm == udp
+    blob = bytes(range(256)) * 160
+    assert udp["read"] == blob and udp["read_small"] == blob[13:20]
+    assert udp["fadd"] == [0, 5, 4]
+    assert udp["cas"] == [0, 99, 99, 7]
+    assert udp["reduce"] == (1 + 2 * np.arange(1000, dtype=np.float32)).tolist()
+    assert udp["signal"] == 3 and udp["signalled_data"] == b"payload!" * 1000
+    assert udp["nb"] == b"".join(i.to_bytes(8, "little") for i in range(20))
+    assert udp["nak"] == Status.BAD_KEY and udp["nak_oob"] == Status.OUT_OF_BOUNDS
+    assert udp["multicast"] == b"mcast" * 600
+    assert udp["large"] and udp["large_slice"] == (bytes(range(251)) * 2)[100:150]
+
+
+def test_shm_segments_are_gone_after_the_device_exits():
+    with _device("--shm", dev_id=6) as dev:
+        names = [dev.info["shm"]["memory"]] + [n for pair in dev.info["shm"]["slots"]
+                                               for n in pair]
+        assert set(names) <= set(leaked())
+        with Agent(timeout=3) as ag:
+            ag.add_device(dev.info)
+            view = ag.map_device_memory(Addr(6, 1024), 16)
+            view[:] = 7
+            assert ag.read(Addr(6, 1024), 16) == b"\x07" * 16
+            del view
+    assert not set(names) & set(leaked())
+
+
+def test_faults_keep_exactly_once_and_byte_exact():
+    faults = FaultConfig(loss=0.1, dup=0.05, reorder=0.1, corrupt=0.01, seed=7)
+    rel = RelConfig(rto_initial=0.02, rto_min=0.01, rto_max=0.1, deadline=8)
+    with _device("--mtu", 1500, *FaultConfig(**{**faults.__dict__, "seed": 8}).to_argv(),
+                 dev_id=7) as dev, \
+            Agent(timeout=8, faults=faults, reliability=rel, mtu=1500) as ag:
+        ag.add_device(dev.info, path="udp")
+        a = Addr(7, 0)
+        blob = os.urandom(60000)
+        ag.write(a + 8192, blob)
+        assert ag.read(a + 8192, len(blob)) == blob
+        n = 40
+        olds = [ag.atomic_add(a, 1) for _ in range(n)]
+        assert sorted(olds) == list(range(n))
+        assert int.from_bytes(ag.read(a, 8), "little") == n
+        vec = np.ones(3000, np.int32)           # 12000 bytes: 9 fragments at MTU 1500
+        hs = [ag.reduce_nb(a + 100000, vec) for _ in range(10)]
+        ag.wait_all(hs)
+        assert (np.frombuffer(ag.read(a + 100000, 12000), np.int32) == 10).all()
+        for i in range(5):
+            ag.put_signal(a + 120000, bytes([i]) * 5000, a + 16, 2)
+        assert ag.wait_signal(a + 16, 10, timeout=5) == 10
+        assert int.from_bytes(ag.read(a + 16, 8), "little") == 10
+        assert ag.read(a + 120000, 5000) == bytes([4]) * 5000
+        assert ag.rel.counters["retransmitted"] > 0
+        assert ag.udp.injector.counters["corrupted"] + ag.udp.injector.counters["lost"] > 0
+    k = dev.final_counters
+    assert k is not None and k.get("dropped_crc", 0) > 0
+
+
+@pytest.mark.parametrize("path", ["udp", "shm"])
+def test_killed_device_fails_pending_operations_within_the_bound(path):
+    dev = _device("--shm", dev_id=8)
+    try:
+        with Agent(timeout=1.0) as ag:
+            ag.add_device(dev.info, path=path)
+            ag.write(Addr(8, 0), b"alive")
+            dev.kill()
+            start = time.monotonic()
+            hs = [ag.read_nb(Addr(8, 0), 5), ag.atomic_add_nb(Addr(8, 8), 1),
+                  ag.write_nb(Addr(8, 16), b"x" * 100000),
+                  ag.write_nb(Addr(8, 1 << 19), b"y" * 300000)]   # direct on shm
+            for h in hs:
+                with pytest.raises(NetdamTimeout, match="device 8") as exc:
+                    h.wait()
+                assert isinstance(exc.value, TimeoutError)
+            with pytest.raises(NetdamTimeout, match="fence on device 8"):
+                ag.fence(8)
+            assert time.monotonic() - start < 1.0 + 1.0 + 0.5
+    finally:
+        dev.kill()
+
+
+@pytest.mark.parametrize("mtu", [1500, 9000, MAX_DATAGRAM])
+def test_every_mtu(mtu):
+    with _device("--mtu", mtu, dev_id=9) as dev, Agent(timeout=5, mtu=mtu) as ag:
+        ag.add_device(dev.info, path="udp")
+        blob = os.urandom(200000)
+        ag.write(Addr(9, 1000), blob)
+        assert ag.read(Addr(9, 1000), len(blob)) == blob
+        assert ag.read(Addr(9, 1003), 1) == blob[3:4]
+        assert ag.read(Addr(9, 1000), 0) == b""
+        assert ag.atomic_add(Addr(9, 240000), 3) == 0
+        assert dev.info["mtu"] == mtu
+
+
+def test_usage_errors():
+    with Agent(timeout=1) as ag:
+        from netdam.errors import UsageError
+        with pytest.raises(UsageError, match="unknown"):
+            ag.read(Addr(99, 0), 8)
+        with pytest.raises(UsageError):
+            ag.add_device({"id": 1, "host": "127.0.0.1", "port": 1}, path="carrier-pigeon")
+
+
+def test_nak_for_a_damaged_copy_is_retried_not_reported():
+    """A MALFORMED NAK can only mean the device saw a damaged copy of our request: the
+    agent retransmits instead of failing (a scripted device answers over a raw socket)."""
+    import socket
+
+    from netdam.wire import Flag, Opcode, Packet, decode, encode
+    fake = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    fake.bind(("127.0.0.1", 0))
+    fake.setblocking(False)
+    info = {"id": 11, "host": "127.0.0.1", "port": fake.getsockname()[1],
+            "regions": [{"key": 1, "base": 0, "length": 4096, "rights": ["WRITE"], "pkey": 0}]}
+    answers = [Status.MALFORMED, Status.OK]
+    seen = []
+    with Agent(timeout=3, reliability=RelConfig(rto_initial=0.05, rto_min=0.01)) as ag:
+        ag.add_device(info, path="udp")
+        h = ag.write_nb(Addr(11, 0), b"abc")
+        end = time.monotonic() + 3
+        while not h.done() and time.monotonic() < end:
+            ag.progress(0.005)
+            try:
+                data, addr = fake.recvfrom(70000)
+            except BlockingIOError:
+                continue
+            p = decode(data)
+            seen.append(p.has(Flag.RETRANSMIT))
+            status = answers.pop(0)
+            op = Opcode.NAK if status else Opcode.ACK
+            fake.sendto(encode(Packet(opcode=op, status=status, src=11, dst=p.src, seq=p.seq,
+                                      req_id=p.req_id)), addr)
+        assert h.wait() is None
+        assert seen == [False, True] and ag.counters["naks_damaged"] == 1
+    fake.close()

@@ -1,0 +1,116 @@
+"""The device process: announces itself on its first stdout line, answers netdam
+datagrams over UDP, forwards what the device originates to its peers reliably, counts
+what it drops, and exits cleanly (counters last) on SIGTERM and SIGINT."""
+
+import argparse
+import json
+import signal
+import socket
+import time
+
+import pytest
+
+from netdam.agent import Addr, Agent
+from netdam.device import DeviceProcess, add_arguments, config_from_args
+from netdam.transport.shm import leaked
+from netdam.wire import Flag, Opcode, Packet, decode, encode
+
+pytestmark = pytest.mark.timeout(60)
+
+KEY = 0x0BADCAFE
+REGIONS = json.dumps([{"base": 0, "length": 65536, "key": KEY}])
+
+
+def _free_ports(n):
+    socks = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(n)]
+    for s in socks:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+    return ports
+
+
+def _ask(sock, addr, pkt, timeout=2.0):
+    sock.settimeout(timeout)
+    sock.sendto(encode(pkt), addr)
+    return decode(sock.recv(70000))
+
+
+def test_info_line_raw_datagrams_and_sigterm():
+    with DeviceProcess("--id", 4, "--mem-size", 65536, "--regions", REGIONS) as dev:
+        info = dev.info
+        assert info["id"] == 4 and info["host"] == "127.0.0.1" and info["port"] > 0
+        assert info["regions"][0]["key"] == KEY and info["shm"] is None
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        s.bind(("127.0.0.1", 0))
+        w = Packet(opcode=Opcode.WRITE, src=0x9001, dst=4, rkey=KEY, seq=77, req_id=1,
+                   flags=Flag.ACK_REQ, addr=128, length=5, payload=b"hello")
+        ack = _ask(s, dev.address, w)
+        assert ack.opcode == Opcode.ACK and ack.seq == 77 and ack.has(Flag.ACK_VALID)
+        r = Packet(opcode=Opcode.READ, src=0x9001, dst=4, rkey=KEY, seq=78, req_id=2,
+                   flags=Flag.ACK_REQ, addr=128, length=5)
+        resp = _ask(s, dev.address, r)
+        assert resp.opcode == Opcode.READ_RESP and bytes(resp.payload) == b"hello"
+        bad = bytearray(encode(w.copy(seq=79)))
+        bad[-10] ^= 0xFF                       # corrupted: dropped and counted, no answer
+        s.sendto(bytes(bad), dev.address)
+        s.settimeout(0.3)
+        with pytest.raises(socket.timeout):
+            s.recv(70000)
+        s.close()
+        start = time.monotonic()
+        assert dev.stop(signal.SIGTERM) == 0
+        assert time.monotonic() - start < 3
+    assert dev.final_counters["dropped_crc"] >= 1
+
+
+def test_sigint_exits_cleanly_and_unlinks_shared_memory():
+    dev = DeviceProcess("--id", 2, "--shm", "--shm-slots", 2)
+    names = [dev.info["shm"]["memory"]] + [n for p in dev.info["shm"]["slots"] for n in p]
+    assert set(names) <= set(leaked())
+    assert dev.stop(signal.SIGINT) == 0
+    assert dev.final_counters is not None
+    assert not set(names) & set(leaked())
+
+
+def test_multicast_is_replicated_to_peers():
+    ports = _free_ports(3)
+    peers = json.dumps({str(i + 1): ["127.0.0.1", p] for i, p in enumerate(ports)})
+    groups = json.dumps({"7": [1, 2, 3]})
+    devs = []
+    try:
+        for i, port in enumerate(ports):
+            devs.append(DeviceProcess("--id", i + 1, "--port", port, "--peers", peers,
+                                      "--groups", groups, "--regions", REGIONS,
+                                      "--mem-size", 65536))
+        with Agent(timeout=5) as ag:
+            for d in devs:
+                ag.add_device(d.info, path="udp")
+            data = bytes(range(200)) * 100
+            ag.multicast(7, Addr(1, 1000), data)
+            for dev_id in (1, 2, 3):
+                end = time.monotonic() + 5
+                while ag.read(Addr(dev_id, 1000), len(data)) != data:
+                    assert time.monotonic() < end, f"copy never reached device {dev_id}"
+                    time.sleep(0.01)
+        for d in devs:
+            d.stop()
+        assert devs[0].final_counters["forwarded"] >= 2
+        assert devs[0].final_counters["forward_failed"] == 0
+    finally:
+        for d in devs:
+            d.kill()
+
+
+def test_arguments_build_a_config():
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    args = parser.parse_args(["--id", "3", "--mtu", "9000", "--peers", '{"4": ["127.0.0.1", 5]}',
+                              "--loss", "0.1", "--shm"])
+    cfg = config_from_args(args)
+    assert (cfg.device_id, cfg.mtu, cfg.shm, cfg.faults.loss) == (3, 9000, True, 0.1)
+    assert cfg.peers == {"4": ["127.0.0.1", 5]}
+    from netdam.errors import UsageError
+    with pytest.raises(UsageError):
+        config_from_args(parser.parse_args(["--mtu", "100"]))

@@ -1,0 +1,169 @@
+"""The reliability core (SPEC §8.2) driven in memory: whatever the link loses, duplicates
+or reorders, every submitted datagram is retired exactly once or fails at its deadline,
+and the window is never exceeded."""
+
+import random
+
+import pytest
+
+from netdam.transport.reliability import Failed, RelConfig, Reliability, Retired
+from netdam.wire import Flag, Opcode, Packet
+from netdam.wire.seqnum import seq_add
+
+PEER = 7
+
+
+def _req(n: int = 0) -> Packet:
+    return Packet(opcode=Opcode.WRITE, payload=bytes(n))
+
+
+def _ack(pkt: Packet, cum: int | None = None) -> Packet:
+    flags = Flag.ACK_VALID if cum is not None else 0
+    return Packet(opcode=Opcode.ACK, seq=pkt.seq, req_id=pkt.req_id, flags=flags,
+                  ack=cum or 0)
+
+
+def test_sequence_numbers_are_consecutive_and_wrap():
+    rel = Reliability(initial_seq=0xFFFFFFFE)
+    for i in range(4):
+        rel.submit(PEER, _req(), 0.0, token=i)
+    sent = rel.datagrams_to_send(0.0)
+    assert [p.seq for _, p in sent] == [0xFFFFFFFE, 0xFFFFFFFF, 0, 1]
+    assert all(p.has(Flag.ACK_REQ) and not p.has(Flag.RETRANSMIT) for _, p in sent)
+    done = rel.on_reply(PEER, _ack(sent[0][1], cum=2), 0.001)
+    assert [r.token for r in done] == [0, 1, 2, 3]
+    assert rel.idle() and rel.next_timer() is None
+
+
+def test_selective_ack_retires_one():
+    rel = Reliability(initial_seq=100)
+    for i in range(3):
+        rel.submit(PEER, _req(), 0.0, token=i)
+    sent = [p for _, p in rel.datagrams_to_send(0.0)]
+    assert rel.on_reply(PEER, _ack(sent[1]), 0.001) == [Retired(PEER, 101, 1)]
+    assert rel.in_flight(PEER) == 2
+    # the same reply again is a duplicate: nothing retired twice
+    assert rel.on_reply(PEER, _ack(sent[1]), 0.002) == []
+    assert rel.counters["duplicate_replies"] == 1
+
+
+def test_needs_reply_survives_cumulative_ack_until_final():
+    rel = Reliability(initial_seq=5)
+    rel.submit(PEER, Packet(opcode=Opcode.READ, length=100), 0.0, token="r",
+               needs_reply=True, size=100)
+    (_, pkt), = rel.datagrams_to_send(0.0)
+    part = Packet(opcode=Opcode.READ_RESP, seq=pkt.seq, flags=Flag.ACK_VALID, ack=6)
+    assert rel.on_reply(PEER, part, 0.001, final=False) == []
+    assert rel.in_flight(PEER) == 1
+    assert [r.token for r in rel.on_reply(PEER, part, 0.002, final=True)] == ["r"]
+
+
+def test_retransmit_with_backoff_then_give_up():
+    cfg = RelConfig(rto_initial=0.1, rto_max=0.4, backoff=2.0, deadline=1.0)
+    rel = Reliability(cfg, initial_seq=0)
+    rel.submit(PEER, _req(8), 0.0, token="w")
+    rel.datagrams_to_send(0.0)
+    times, now = [], 0.0
+    while True:
+        now = rel.next_timer()
+        failed = rel.handle_timer(now)
+        if failed:
+            assert failed == [Failed(PEER, 0, "w", len(times) + 1)]
+            break
+        (_, again), = rel.datagrams_to_send(now)
+        assert again.has(Flag.RETRANSMIT) and again.seq == 0
+        times.append(now)
+    gaps = [round(b - a, 6) for a, b in zip([0.0] + times, times)]
+    assert gaps[:3] == [0.1, 0.2, 0.4] and max(gaps) <= 0.4
+    assert now == pytest.approx(1.0) and rel.idle()
+
+
+def test_window_limits_sequence_span_and_bytes():
+    rel = Reliability(RelConfig(window=4, max_bytes=1 << 30), initial_seq=0)
+    for i in range(10):
+        rel.submit(PEER, _req(), 0.0, token=i)
+    first = rel.datagrams_to_send(0.0)
+    assert len(first) == 4 and rel.queued(PEER) == 6
+    # acking a later one does not open the window: the span is counted from the oldest
+    rel.on_reply(PEER, _ack(first[3][1]), 0.001)
+    assert rel.datagrams_to_send(0.001) == []
+    rel.on_reply(PEER, _ack(first[0][1]), 0.002)
+    assert [p.seq for _, p in rel.datagrams_to_send(0.002)] == [4]
+
+    byt = Reliability(RelConfig(window=100, max_bytes=1000), initial_seq=0)
+    for i in range(5):
+        byt.submit(PEER, _req(400), 0.0, token=i)
+    assert len(byt.datagrams_to_send(0.0)) == 2
+
+
+def test_queued_datagrams_fail_at_their_deadline():
+    rel = Reliability(RelConfig(window=1, deadline=0.5), initial_seq=0)
+    rel.submit(PEER, _req(), 0.0, token="a")
+    rel.submit(PEER, _req(), 0.0, token="b")
+    rel.datagrams_to_send(0.0)
+    t = 0.0
+    failed = []
+    while not rel.idle():
+        t = rel.next_timer()
+        failed += rel.handle_timer(t)
+        rel.datagrams_to_send(t)
+    assert sorted(f.token for f in failed) == ["a", "b"] and t <= 0.5
+
+
+def test_rtt_sample_sets_rto():
+    rel = Reliability(RelConfig(rto_min=0.001, rto_initial=0.2), initial_seq=0)
+    rel.submit(PEER, _req(), 0.0)
+    (_, p), = rel.datagrams_to_send(0.0)
+    rel.on_reply(PEER, _ack(p), 0.004)
+    assert rel.rto(PEER) == pytest.approx(0.004 + 4 * 0.002)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_lossy_link_every_datagram_retired_exactly_once(seed):
+    """Invariant: under loss, duplication and reordering every token is retired once."""
+    rng = random.Random(seed)
+    rel = Reliability(RelConfig(window=16, rto_initial=0.01, rto_min=0.01, deadline=60),
+                      initial_seq=rng.getrandbits(32))
+    n = 300
+    for i in range(n):
+        rel.submit(PEER, _req(), 0.0, token=i)
+    received: set[int] = set()
+    cum = None
+    retired: list = []
+    in_flight: list[tuple[float, Packet]] = []
+    now = 0.0
+    while not rel.idle():
+        for _, p in rel.datagrams_to_send(now):
+            assert rel.in_flight(PEER) <= 16
+            if rng.random() < 0.2:
+                continue                                      # request lost
+            copies = 2 if rng.random() < 0.1 else 1
+            for _ in range(copies):
+                in_flight.append((now + rng.random() * 0.005, p.copy()))
+        in_flight.sort(key=lambda x: x[0])
+        now += 0.001
+        while in_flight and in_flight[0][0] <= now:
+            _, p = in_flight.pop(0)
+            received.add(p.seq)
+            if cum is None:
+                cum = p.seq
+            while cum in received:
+                cum = seq_add(cum, 1)
+            if rng.random() < 0.2:
+                continue                                      # reply lost
+            retired += rel.on_reply(PEER, _ack(p, cum), now)
+        assert rel.handle_timer(now) == []
+    assert sorted(r.token for r in retired) == list(range(n))
+    assert rel.counters["retransmitted"] > 0
+
+
+def test_due_retransmission_keeps_the_timer_armed():
+    """Between handle_timer and datagrams_to_send, next_timer still reports the work."""
+    rel = Reliability(RelConfig(rto_initial=0.1), initial_seq=0)
+    rel.submit(PEER, _req(), 0.0)
+    rel.datagrams_to_send(0.0)
+    assert rel.handle_timer(0.1) == []
+    assert rel.next_timer() is not None and rel.next_timer() <= 0.1
+    assert rel.wants_send()
+    (_, p), = rel.datagrams_to_send(0.1)
+    assert p.has(Flag.RETRANSMIT) and rel.next_timer() > 0.1

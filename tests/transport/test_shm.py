@@ -1,0 +1,143 @@
+"""Shared-memory rings carry datagrams in order and byte-exact across processes, wrap
+around, report full instead of overwriting, refuse a memory mapping the region does not
+grant, and leave no named segment behind."""
+
+import multiprocessing as mp
+
+import numpy as np
+import pytest
+
+from netdam.transport.shm import Backoff, DeviceShm, Ring, ShmClient, leaked
+from netdam.wire import Opcode, Packet, decode, encode_parts
+
+
+def test_ring_wraps_and_reports_full():
+    ring = Ring(capacity=4096)
+    try:
+        peer = Ring(ring.name, create=False)
+        for round_ in range(50):
+            sizes = [1 + (round_ * 7 + i * 131) % 900 for i in range(3)]
+            for i, n in enumerate(sizes):
+                assert ring.push([bytes([i]) * n, b"!"])
+            for i, n in enumerate(sizes):
+                v = peer.peek()
+                assert bytes(v) == bytes([i]) * n + b"!"
+                del v
+                peer.advance()
+            assert peer.peek() is None
+        while ring.push([b"x" * 1000]):
+            pass
+        assert len(ring) > 3000
+        with pytest.raises(ValueError):
+            ring.push([b"x" * 3000])
+        peer.close()
+    finally:
+        ring.close()
+    assert ring.name not in leaked()
+
+
+def _producer(name: str, n: int) -> None:
+    ring = Ring(name, create=False)
+    back = Backoff()
+    import time
+    for i in range(n):
+        p = Packet(opcode=Opcode.WRITE, seq=i, payload=i.to_bytes(4, "little") * (i % 50))
+        while not ring.push(encode_parts(p)):
+            time.sleep(back.pause())
+        back.reset()
+    ring.close()
+
+
+def test_ring_across_processes_in_order():
+    n = 3000
+    ring = Ring(capacity=64 << 10)
+    proc = mp.get_context("spawn").Process(target=_producer, args=(ring.name, n))
+    proc.start()
+    try:
+        import time
+        seen, back, end = 0, Backoff(), time.monotonic() + 8
+        while seen < n and time.monotonic() < end:
+            v = ring.peek()
+            if v is None:
+                time.sleep(back.pause())
+                continue
+            back.reset()
+            p = decode(v)
+            assert p.seq == seen and bytes(p.payload) == seen.to_bytes(4, "little") * (seen % 50)
+            del p, v
+            ring.advance()
+            seen += 1
+        assert seen == n
+    finally:
+        proc.join(5)
+        if proc.is_alive():
+            proc.kill()
+        ring.close()
+
+
+def test_device_slots_claim_and_leak_free():
+    dev = DeviceShm(1 << 16, slots=2, ring_bytes=1 << 16, tag="t-")
+    names = dev.names
+    try:
+        assert set(names) <= set(leaked())
+        a, b = ShmClient(dev.info()), ShmClient(dev.info())
+        assert {a.slot, b.slot} == {0, 1}
+        with pytest.raises(ConnectionError):
+            ShmClient(dev.info())
+        assert a.send([b"ping"]) == 0              # sent; the device is awake: no doorbell
+        v = dev.requests[a.slot].peek()
+        assert bytes(v) == b"ping"
+        del v
+        dev.requests[a.slot].advance()
+        assert dev.send(a.slot, [b"pong"]) == 0
+        v = a.recv()
+        assert bytes(v) == b"pong"
+        del v
+        a.release()
+        a.close()
+        c = ShmClient(dev.info())        # a's slot is free again
+        assert c.slot == a.slot
+        c.close()
+        b.close()
+    finally:
+        dev.close()
+    assert not set(names) & set(leaked())
+
+
+def test_map_device_memory_follows_region_rights():
+    dev = DeviceShm(1 << 16, slots=1, ring_bytes=1 << 16, tag="t-")
+    try:
+        cli = ShmClient(dev.info())
+        rw = {"key": 1, "base": 4096, "length": 8192, "rights": ["READ", "WRITE"], "pkey": 3}
+        view = cli.map_device_memory(rw, pkey=3, offset=8, length=16)
+        view[:] = np.arange(16, dtype=np.uint8)
+        assert bytes(dev.memory[4096 + 8:4096 + 24]) == bytes(range(16))
+        ro = dict(rw, rights=["READ"])
+        with pytest.raises(PermissionError, match="write"):
+            cli.map_device_memory(ro, pkey=3)
+        r = cli.map_device_memory(ro, pkey=3, write=False)
+        assert not r.flags.writeable and r[8] == 0
+        with pytest.raises(PermissionError, match="partition"):
+            cli.map_device_memory(rw, pkey=0)
+        with pytest.raises(PermissionError, match="outside"):
+            cli.map_device_memory(rw, pkey=3, offset=8000, length=500)
+        del view, r
+        cli.close()
+    finally:
+        dev.close()
+
+
+def test_doorbell_only_when_the_consumer_sleeps():
+    ring = Ring(capacity=4096)
+    try:
+        ring.set_wake_port(4242)
+        assert ring.push([b"a"]) and ring.doorbell() == 0
+        assert not ring.prepare_sleep()          # data waiting: no sleep announced
+        ring.peek()
+        ring.advance()
+        assert ring.prepare_sleep()
+        assert ring.push([b"b"]) and ring.doorbell() == 4242
+        ring.awake()
+        assert ring.doorbell() == 0
+    finally:
+        ring.close()

@@ -1,0 +1,217 @@
+#!/usr/bin/env python3
+"""Transport benchmarks: prints one table the lead records.
+
+- 8-byte READ round trip through the agent and a device process (UDP and shared memory)
+  against a plain Python UDP echo and a C UDP echo (tools/udp_echo.c, compiled with the C
+  compiler at run time into a temporary directory) of the same datagram size;
+- 64 KiB WRITE throughput (blocking and pipelined);
+- 16 MiB WRITE and READ throughput over UDP and over shared memory (rings only, and with
+  the agent's zero-copy mapping of device memory), against a C UDP stream of the same
+  datagram size.
+
+Loopback only. Each latency figure is the median of several interleaved trials, so the
+baselines and netdam see the same machine noise.
+
+    python tools/bench_transport.py [--trials 5] [--count 2000] [--json FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from netdam.agent import Addr, Agent  # noqa: E402
+from netdam.device import DeviceProcess  # noqa: E402
+from netdam.wire.codec import overhead  # noqa: E402
+from netdam.wire.fields import DEFAULT_MTU  # noqa: E402
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+PY_ECHO = """
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("127.0.0.1", 0))
+print(s.getsockname()[1], flush=True)
+buf = bytearray(65536)
+while True:
+    n, a = s.recvfrom_into(buf)
+    if n == 1:
+        break
+    s.sendto(memoryview(buf)[:n], a)
+"""
+
+
+def free_port() -> int:
+    import socket
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def python_echo_rtt(port: int, size: int, count: int) -> float:
+    import socket
+    c = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    msg = b"x" * size
+    t = time.perf_counter()
+    for _ in range(count):
+        c.sendto(msg, ("127.0.0.1", port))
+        c.recv(65536)
+    dt = (time.perf_counter() - t) / count
+    c.close()
+    return dt * 1e6
+
+
+def c_echo_rtt(exe: str, port: int, size: int, count: int) -> float:
+    out = subprocess.run([exe, "client", str(port), str(size), str(count)],
+                         capture_output=True, text=True, timeout=60)
+    return float(out.stdout.strip())
+
+
+def c_stream(exe: str, size: int, total: int) -> float:
+    """GB/s a C sender achieves into a C sink with datagrams of ``size`` bytes."""
+    port = free_port()
+    sink = subprocess.Popen([exe, "sink", str(port), str(total)], stdout=subprocess.PIPE,
+                            text=True)
+    sink.stdout.readline()
+    subprocess.run([exe, "stream", str(port), str(size), str(total)], timeout=60)
+    got, secs = sink.communicate(timeout=30)[0].split()
+    return int(got) / max(float(secs), 1e-9) / 1e9
+
+
+def agent_rtt(ag: Agent, dev: int, count: int) -> float:
+    a = Addr(dev, 0)
+    for _ in range(50):
+        ag.read(a, 8)
+    t = time.perf_counter()
+    for _ in range(count):
+        ag.read(a, 8)
+    return (time.perf_counter() - t) / count * 1e6
+
+
+def throughput(fn, nbytes: int, repeat: int) -> float:
+    fn()
+    best = 0.0
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        best = max(best, nbytes / (time.perf_counter() - t) / 1e9)
+    return best
+
+
+def compile_echo(tmp: str) -> str | None:
+    cc = shutil.which("gcc") or shutil.which("cc")
+    if cc is None:
+        return None
+    exe = os.path.join(tmp, "udp_echo")
+    subprocess.run([cc, "-O2", "-o", exe, os.path.join(HERE, "udp_echo.c")], check=True)
+    return exe
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--trials", type=int, default=5)
+    ap.add_argument("--count", type=int, default=2000, help="round trips per trial")
+    ap.add_argument("--json", help="also write the numbers to this file")
+    args = ap.parse_args(argv)
+    rows: list[tuple[str, float, str]] = []
+    big = 16 << 20
+    with tempfile.TemporaryDirectory(prefix="netdam-bench-") as tmp:
+        exe = compile_echo(tmp)
+        echo = subprocess.Popen([sys.executable, "-c", PY_ECHO], stdout=subprocess.PIPE,
+                                text=True)
+        py_port = int(echo.stdout.readline())
+        c_port = free_port()
+        c_srv = None
+        if exe:
+            c_srv = subprocess.Popen([exe, "server", str(c_port)], stdout=subprocess.PIPE,
+                                     text=True)
+            c_srv.stdout.readline()
+        dev = DeviceProcess("--id", 1, "--mem-size", 2 * big, "--shm")
+        try:
+            udp_ag = Agent(timeout=10)
+            udp_ag.add_device(dev.info, path="udp")
+            shm_ag = Agent(timeout=10)
+            shm_ag.add_device(dev.info, path="shm")
+            ring_ag = Agent(timeout=10, direct_min=None)   # shm rings only, no mapping
+            ring_ag.add_device(dev.info, path="shm")
+            size = overhead() + 8  # the size of an 8-byte READ_RESP datagram
+            lat = {"py": [], "c": [], "udp": [], "shm": []}
+            for _ in range(args.trials):
+                lat["py"].append(python_echo_rtt(py_port, size, args.count))
+                if exe:
+                    lat["c"].append(c_echo_rtt(exe, c_port, size, args.count))
+                lat["udp"].append(agent_rtt(udp_ag, 1, args.count))
+                lat["shm"].append(agent_rtt(shm_ag, 1, args.count))
+            med = {k: statistics.median(v) for k, v in lat.items() if v}
+            rows.append((f"Python UDP echo RTT ({size} B)", med["py"], "us"))
+            if "c" in med:
+                rows.append((f"C UDP echo RTT ({size} B)", med["c"], "us"))
+            rows.append(("netdam READ 8 B RTT, UDP", med["udp"], "us"))
+            rows.append(("netdam READ 8 B RTT, shm", med["shm"], "us"))
+            rows.append(("  UDP READ / Python echo (target <= 2)", med["udp"] / med["py"], "x"))
+
+            a = Addr(1, 0)
+            blob64 = os.urandom(64 << 10)
+            rows.append(("WRITE 64 KiB blocking, UDP",
+                         throughput(lambda: [udp_ag.write(a, blob64) for _ in range(64)],
+                                    64 * len(blob64), 3), "GB/s"))
+            rows.append(("WRITE 64 KiB pipelined, UDP",
+                         throughput(lambda: udp_ag.wait_all(
+                             [udp_ag.write_nb(a + (i % 64) * len(blob64), blob64)
+                              for i in range(256)]), 256 * len(blob64), 3), "GB/s"))
+            blob = os.urandom(big)
+            res = {}
+            for name, ag in (("UDP", udp_ag), ("shm rings", ring_ag), ("shm", shm_ag)):
+                res[f"w{name}"] = throughput(lambda: ag.write(a, blob), big, 3)
+                out = bytearray(big)
+                res[f"r{name}"] = throughput(lambda: ag.read(a, big, out=out), big, 3)
+                assert out == blob, f"{name} read back differs"
+                rows.append((f"WRITE 16 MiB, {name}", res[f"w{name}"], "GB/s"))
+                rows.append((f"READ 16 MiB, {name}", res[f"r{name}"], "GB/s"))
+            if exe:
+                cs = c_stream(exe, DEFAULT_MTU, big * 4)
+                rows.append((f"C UDP stream, {DEFAULT_MTU} B datagrams", cs, "GB/s"))
+                rows.append(("  WRITE 16 MiB UDP / C stream (target >= 0.6)",
+                             res["wUDP"] / cs, "x"))
+            for kind in ("shm", "shm rings"):
+                rows.append((f"  {kind} / UDP WRITE 16 MiB (target >= 3)",
+                             res[f"w{kind}"] / res["wUDP"], "x"))
+                rows.append((f"  {kind} / UDP READ 16 MiB (target >= 3)",
+                             res[f"r{kind}"] / res["rUDP"], "x"))
+            for ag in (udp_ag, ring_ag, shm_ag):
+                ag.close()
+        finally:
+            dev.stop()
+            import socket
+            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            s.sendto(b"q", ("127.0.0.1", py_port))
+            if c_srv:
+                s.sendto(b"q", ("127.0.0.1", c_port))
+            s.close()
+            echo.wait(5)
+            if c_srv:
+                c_srv.wait(5)
+    width = max(len(r[0]) for r in rows)
+    print(f"{'measurement':<{width}}  {'value':>10}  unit")
+    for name, value, unit in rows:
+        print(f"{name:<{width}}  {value:>10.3f}  {unit}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump([{"measurement": n, "value": v, "unit": u} for n, v, u in rows], f,
+                      indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
