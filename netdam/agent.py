@@ -417,6 +417,31 @@ class Agent:
             h, self._template(Opcode.PUT_SIGNAL, addr, len(view), addr2=signal.offset,
                               imm=value & _MASK64, flags=flags), view)
 
+    def reduce_chain_nb(self, route, addr: Addr, length: int, *, dtype: int,
+                        op: int = RedOp.SUM, signal: Addr | None = None, value: int = 1,
+                        group: int | None = None, timeout: float | None = None) -> Handle:
+        """Start an in-network reduction (a chain descriptor, SPEC §4.9): device
+        ``route[0]`` sends its ``length`` bytes at ``addr.offset`` along ``route``, each
+        hop folds in its own bytes at the same offset, the last hop writes the result;
+        with ``signal`` it then adds ``value`` to that word, with ``group`` it multicasts
+        the result (and the signal) to the group. Done when ``route[0]`` accepted it."""
+        route = tuple(int(d) for d in route)
+        if not route:
+            raise UsageError("reduce_chain needs a route of at least one device")
+        first = Addr(route[0], addr.offset, addr.rkey, addr.pkey)
+        h = self._handle(f"reduce_chain of {length} bytes over {len(route)} devices",
+                         route[0], timeout)
+        flags = (Flag.LAST_HOP_SIGNAL if signal is not None else 0) | \
+                (Flag.RESULT_MCAST if group is not None else 0)
+        pkt = self._template(Opcode.REDUCE_FWD, first, length, dtype=dtype, redop=op,
+                             route=route, hop=0, group=group or 0, flags=flags,
+                             addr2=signal.offset if signal is not None else 0,
+                             imm=value & _MASK64)
+        now = time.monotonic()
+        self._submit(h, pkt, now)
+        self._pump(now)
+        return h
+
     def fence_nb(self, device: int, *, timeout: float | None = None) -> Handle:
         """Completes once every earlier request of this host to ``device`` was applied."""
         h = self._handle("fence", device, timeout)
@@ -458,6 +483,9 @@ class Agent:
 
     def wait_signal(self, signal: Addr, value: int, **kw) -> int:
         return self._block(self.wait_signal_nb(signal, value, **kw))
+
+    def reduce_chain(self, route, addr: Addr, length: int, **kw) -> None:
+        self._block(self.reduce_chain_nb(route, addr, length, **kw))
 
     def fence(self, device: int, **kw) -> None:
         self._block(self.fence_nb(device, **kw))

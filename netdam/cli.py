@@ -21,6 +21,8 @@ from netdam.errors import NetdamError
 #: name -> (module, help). Order is the order of `netdam --help`.
 COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("netdam.demo", "run the main job: a local cluster, every collective, checked"),
+    "launch": ("netdam.launch", "start a local cluster and run SCRIPT as N host ranks"),
+    "run": ("netdam.collectives.run_cmd", "run one collective on a local cluster, checked"),
     "device": ("netdam.device", "run one emulated device (UDP, optional shared memory)"),
     "coordinator": ("netdam.control.coordinator", "run the control-plane coordinator"),
     "status": ("netdam.control.status", "live counters and health of a running cluster"),

@@ -57,6 +57,8 @@ class DeviceConfig:
     shm_ring_bytes: int = 8 << 20
     reliability: RelConfig = field(default_factory=RelConfig)
     spin: float = 5e-4     #: busy-poll this long after the last datagram before sleeping
+    coordinator: str | None = None   #: register with this control plane (tcp://host:port)
+    node: int = 0                    #: the emulated node this device belongs to
 
 
 def _rights_names(rights) -> list[str]:
@@ -313,7 +315,13 @@ def serve(config: DeviceConfig, *, out=None) -> dict:
     out = sys.stdout if out is None else out
     server = DeviceServer(config)
     old = {s: signal.signal(s, server.stop) for s in (signal.SIGTERM, signal.SIGINT)}
+    member = None
     try:
+        if config.coordinator:
+            from netdam.control.member import DeviceMember
+            member = DeviceMember(config.coordinator, server.info(), config.node,
+                                  set_peers=server.set_peers, set_group=server.set_group,
+                                  counters=server.counters)
         print(json.dumps(server.info()), file=out, flush=True)
         counters = server.serve()
         try:
@@ -322,6 +330,8 @@ def serve(config: DeviceConfig, *, out=None) -> dict:
             pass
         return counters
     finally:
+        if member is not None:
+            member.close()
         for s, h in old.items():
             signal.signal(s, h)
         server.close()
@@ -420,6 +430,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--shm", action="store_true",
                         help="also offer shared-memory rings to hosts on this node")
     parser.add_argument("--shm-slots", type=int, default=4, help="host ring pairs offered")
+    parser.add_argument("--coordinator", metavar="ADDRESS",
+                        help="register with the coordinator at tcp://HOST:PORT")
+    parser.add_argument("--node", type=int, default=0, help="emulated node of this device")
     parser.add_argument("--spin", type=float, default=5e-4,
                         help="seconds to busy-poll after a datagram before sleeping")
     add_fault_arguments(parser)
@@ -431,12 +444,16 @@ def config_from_args(args: argparse.Namespace) -> DeviceConfig:
                             mem_size=args.mem_size, mtu=check_mtu(args.mtu),
                             faults=FaultConfig.from_args(args), peers=args.peers or {},
                             groups=args.groups or {}, regions=args.regions, shm=args.shm,
-                            shm_slots=args.shm_slots, spin=args.spin)
+                            shm_slots=args.shm_slots, spin=args.spin,
+                            coordinator=args.coordinator, node=args.node)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.host not in ("127.0.0.1", "localhost", "::1"):
+        print(f"warning: device binds {args.host}, not loopback: anyone who can reach it "
+              "and guess a key can use its memory", file=sys.stderr)
     serve(config_from_args(args))
     return 0
 

@@ -72,11 +72,13 @@ GOOD = [
 #: (name, how to spoil a good datagram, expected status, expected field)
 BAD = [
     ("truncated_header", ("truncate", 40), "MALFORMED", None),
-    ("truncated_payload", ("truncate", -6), "MALFORMED", "payload_len"),
-    ("trailing_garbage", ("append", "00"), "MALFORMED", "payload_len"),
     ("bad_magic", ("poke", 0, "ffff"), "MALFORMED", "magic"),
-    ("bad_version", ("poke", 2, "09"), "BAD_VERSION", "version"),
+    ("truncated_payload", ("truncate", -6), "BAD_CRC", "crc"),
+    ("trailing_garbage", ("append", "00"), "BAD_CRC", "crc"),
     ("bad_crc", ("poke", 80, "ff"), "BAD_CRC", "crc"),
+    ("damaged_version", ("poke", 2, "09"), "BAD_CRC", "crc"),
+    ("bad_version", ("poke_recrc", 2, "09"), "BAD_VERSION", "version"),
+    ("payload_len_too_long", ("poke_recrc", 36, "00000040"), "MALFORMED", "payload_len"),
     ("hop_beyond_route", ("poke_recrc", 9, "09"), "MALFORMED", "hop"),
     ("route_longer_than_datagram", ("poke_recrc", 10, "40"), "MALFORMED", "payload_len"),
 ]

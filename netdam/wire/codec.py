@@ -11,7 +11,7 @@ sends so the payload is not copied there either.
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, fields
 
 from crc32c import crc32c
 
@@ -72,7 +72,13 @@ class Packet:
     version: int = VERSION
 
     def copy(self, **changes) -> "Packet":
-        return replace(self, **changes)
+        """A shallow copy with some fields changed (on the hot path: no dataclasses.replace)."""
+        p = Packet.__new__(Packet)
+        for name in _SLOTS:
+            setattr(p, name, getattr(self, name))
+        for name, value in changes.items():
+            setattr(p, name, value)
+        return p
 
     def has(self, flag: int) -> bool:
         return bool(self.flags & flag)
@@ -82,6 +88,9 @@ class Packet:
         d = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "payload"}
         d["payload_len"] = len(self.payload)
         return d
+
+
+_SLOTS = tuple(f.name for f in fields(Packet))
 
 
 def route_bytes(n: int) -> int:
@@ -156,8 +165,9 @@ def decode(data: bytes | bytearray | memoryview, *, check_crc: bool = True) -> P
     """Parse one datagram. The payload is a view into ``data`` (not copied).
 
     Raises WireError (and nothing else) for anything that is not a well-formed netdam
-    datagram: too short, bad magic or version, lengths that do not add up (SPEC §2.3),
-    CRC mismatch (SPEC §3). Opcode, dtype and the rest are not judged here: that is
+    datagram, in this order: too short or bad magic (not netdam at all), CRC mismatch
+    (SPEC §3: nothing in a damaged datagram is believed), bad version, lengths that do
+    not add up (SPEC §2.3). Opcode, dtype and the rest are not judged here: that is
     the device's business (SPEC §7).
     """
     mv = memoryview(data)
@@ -173,6 +183,13 @@ def decode(data: bytes | bytearray | memoryview, *, check_crc: bool = True) -> P
      frag_off) = HEADER.unpack_from(mv)
     if magic != MAGIC:
         raise WireError(Status.MALFORMED, "magic", f"0x{magic:04X}, expected 0x{MAGIC:04X}")
+    body_end = total - TRAILER_LEN
+    if check_crc:  # before any other field: a damaged header must not be believed (§3)
+        (crc,) = _TRAILER.unpack_from(mv, body_end)
+        actual = crc32c(mv[:body_end])
+        if crc != actual:
+            raise WireError(Status.BAD_CRC, "crc",
+                            f"trailer 0x{crc:08X}, computed 0x{actual:08X}")
     if version != VERSION:
         raise WireError(Status.BAD_VERSION, "version", f"{version}, this side speaks {VERSION}")
     rlen = route_bytes(nhops)
@@ -181,13 +198,6 @@ def decode(data: bytes | bytearray | memoryview, *, check_crc: bool = True) -> P
         raise WireError(Status.MALFORMED, "payload_len",
                         f"header says {payload_len} payload bytes and {nhops} route entries "
                         f"({expected} bytes in all), datagram has {total}")
-    body_end = total - TRAILER_LEN
-    if check_crc:
-        (crc,) = _TRAILER.unpack_from(mv, body_end)
-        actual = crc32c(mv[:body_end])
-        if crc != actual:
-            raise WireError(Status.BAD_CRC, "crc",
-                            f"trailer 0x{crc:08X}, computed 0x{actual:08X}")
     if nhops and hop > nhops:
         raise WireError(Status.MALFORMED, "hop", f"hop {hop} beyond {nhops} route entries")
     route = tuple(_U16.unpack_from(mv, HEADER_LEN + 2 * i)[0] for i in range(nhops))

@@ -1,0 +1,141 @@
+"""``netdam.init()``: turn a host process into a rank with a communicator.
+
+Owns the start-up of a host: read the bootstrap environment (netdam.bootstrap), find
+the cluster through its coordinator, pick this rank's home device (one of its node's
+devices: local rank modulo devices per node), give every device a path (shared memory
+for the node's own devices, UDP for the rest: scale-up and scale-out behind one agent),
+lay out every rank's area on its home device, zero this rank's counters, register, and
+wait until every rank of the job has done the same (the start-up barrier). Returns the
+world ``Communicator``; ``comm.agent`` is the host agent with the primitives.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import time
+
+from netdam.agent import Addr, Agent
+from netdam.bootstrap import detect
+from netdam.collectives.communicator import MAX_SPLITS, Communicator
+from netdam.collectives.p2p import Layout
+from netdam.control.client import ControlClient
+from netdam.errors import NetdamError, UsageError
+from netdam.transport.faults import FaultConfig
+from netdam.wire.fields import DEFAULT_MTU
+
+#: the multicast group LocalCluster creates with every device
+WORLD_GROUP = 1
+
+
+def _stride(layout: Layout) -> int:
+    split = Layout(layout.n, layout.slots, layout.slot_bytes, 0).size
+    total = layout.size + MAX_SPLITS * split
+    return (total + 4095) // 4096 * 4096
+
+
+def init(*, timeout: float = 30.0, deterministic: bool = False, env=None,
+         layout: Layout | None = None) -> Communicator:
+    """Join the job described by the environment; return the world communicator."""
+    env = os.environ if env is None else env
+    b = detect(env)
+    if b.coordinator is None:
+        raise UsageError("no coordinator: set NETDAM_COORDINATOR (netdam launch does) or "
+                         "MASTER_ADDR/MASTER_PORT with a coordinator at MASTER_PORT+1")
+    job = env.get("NETDAM_JOB", "default")
+    client = ControlClient(b.coordinator, timeout=min(timeout, 10.0))
+    topo = client.topology()
+    devices = sorted((m for m in topo["members"] if m["role"] == "device" and m["alive"]),
+                     key=lambda m: m["id"])
+    if not devices:
+        raise NetdamError(f"the cluster at {b.coordinator} has no devices")
+    mine = [m for m in devices if m["node"] == b.node] or devices
+    home = mine[b.local_rank % len(mine)]
+    layout = layout or Layout(b.world_size)
+
+    reply = client.register("host", node=b.node, name=f"rank{b.rank}",
+                            info={"job": job, "rank": b.rank, "home": home["id"]})
+    beat: dict = {}
+    client.start_heartbeat(0.5, lambda: beat)
+    mtu = int(env.get("NETDAM_MTU", DEFAULT_MTU))
+    agent = Agent(host_id=reply["id"], timeout=min(timeout, 10.0), mtu=mtu,
+                  faults=FaultConfig.from_env(env))
+    try:
+        for m in devices:
+            agent.add_device(m["info"], path="auto" if m["node"] == b.node else "udp")
+        ranks = _wait_for_job(client, job, b.world_size, timeout)
+        # areas: ranks sharing a home device are packed in rank order
+        stride = _stride(layout)
+        index: dict[int, int] = {}
+        areas = []
+        for r in range(b.world_size):
+            dev = ranks[r]
+            base = index.get(dev, 0)
+            index[dev] = base + 1
+            areas.append(Addr(dev, base * stride))
+        needed = max(index.values()) * stride
+        mem = min(m["info"]["mem_size"] for m in devices)
+        if needed > mem:
+            raise UsageError(f"{max(index.values())} ranks per device need {needed} bytes of "
+                             f"device memory; devices have {mem} (use more devices per "
+                             f"node or a larger --mem-size)")
+        one_per_device = len(index) == b.world_size and set(index) == {d["id"] for d in devices}
+        comm = Communicator(agent, b.rank, b.world_size, areas, layout=layout,
+                            group=WORLD_GROUP if one_per_device else None, timeout=timeout,
+                            deterministic=deterministic, control=client)
+        # the start-up barrier: my counters are zero before anyone can send to me
+        comm.channels.reset()
+        beat.update(ready=job)
+        client.request("heartbeat", id=reply["id"], counters=beat)
+        _wait_ready(client, job, b.world_size, timeout)
+    except BaseException:
+        agent.close()
+        client.close()
+        raise
+    atexit.register(_close, comm)
+    return comm
+
+
+def _job_hosts(client: ControlClient, job: str) -> list[dict]:
+    return [m for m in client.topology()["members"]
+            if m["role"] == "host" and m["info"].get("job") == job]
+
+
+def _wait_for_job(client: ControlClient, job: str, size: int, timeout: float) -> dict[int, int]:
+    """Rank -> home device of every rank of ``job``, once all have registered."""
+    deadline = time.monotonic() + timeout
+    while True:
+        hosts = _job_hosts(client, job)
+        ranks = {m["info"]["rank"]: m["info"]["home"] for m in hosts if m["alive"]}
+        if len(ranks) == size:
+            return ranks
+        if time.monotonic() > deadline:
+            raise NetdamError(f"only {len(ranks)} of {size} ranks of job {job!r} joined "
+                              f"within {timeout:g} s")
+        time.sleep(0.02)
+
+
+def _wait_ready(client: ControlClient, job: str, size: int, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        status = client.status()["members"]
+        ready = [m for m in status if m["role"] == "host" and m["info"].get("job") == job
+                 and m["counters"].get("ready") == job]
+        if len(ready) >= size:
+            return
+        if time.monotonic() > deadline:
+            raise NetdamError(f"only {len(ready)} of {size} ranks of job {job!r} became "
+                              f"ready within {timeout:g} s")
+        time.sleep(0.02)
+
+
+def _close(comm: Communicator) -> None:
+    try:
+        comm.close()
+    except Exception:
+        pass
+    finally:
+        if comm.control is not None:
+            comm.control.leave()
+            comm.control.close()
+        comm.agent.close()

@@ -1,0 +1,112 @@
+"""The reference answers collectives are checked against, and the bandwidth arithmetic.
+
+Owns: rank-dependent input patterns (so a misplaced block shows), the NumPy reference of
+every collective (computed by any rank from the seed alone), the comparison with per-dtype
+tolerances (stated once in ``types.TOLERANCE``), and nccl-tests' bus-bandwidth factors.
+Shared by the correctness suite, ``netdam demo``, ``netdam run`` and ``netdam bench``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from firmware_model import alu
+from netdam.collectives.types import INTEGER, TOLERANCE, resolve_dtype, resolve_op
+from netdam.wire.fields import DTYPE_NUMPY, DType
+
+#: nccl-tests bus bandwidth = algbw * factor(n): what each link must carry
+BUSBW_FACTOR = {
+    "all_reduce": lambda n: 2 * (n - 1) / n,
+    "reduce_scatter": lambda n: (n - 1) / n,
+    "all_gather": lambda n: (n - 1) / n,
+    "all_to_all": lambda n: (n - 1) / n,
+    "all_to_allv": lambda n: (n - 1) / n,
+    "broadcast": lambda n: 1.0,
+    "reduce": lambda n: 1.0,
+    "barrier": lambda n: 0.0,
+}
+
+
+def numpy_dtype(dtype: str) -> tuple[np.dtype, str | None]:
+    """Storage dtype for a dtype name, and the ``dtype=`` override to pass (bit types)."""
+    native = {"int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64",
+              "float16", "float32", "float64"}
+    if dtype in native:
+        return np.dtype(dtype), None
+    return np.dtype(DTYPE_NUMPY[_bits_dtype(dtype)]), dtype
+
+
+def make_input(rank: int, count: int, dtype: str, seed: int = 0, op: str = "sum") -> np.ndarray:
+    """Rank ``rank``'s input: small values that depend on rank and position, so sums stay
+    exact in every integer type and misplaced blocks are caught."""
+    storage, override = numpy_dtype(dtype)
+    rng = np.random.default_rng([seed, rank, count])
+    if op in ("band", "bor", "bxor"):
+        vals = rng.integers(0, 128, count)
+    elif op == "prod":
+        vals = rng.choice([1, 1, 1, 2, -1] if np.dtype(storage).kind == "i" or override
+                          else [1, 1, 1, 2], count)
+    else:
+        vals = rng.integers(-8, 8, count) + (rank % 4)
+    if override is None:
+        if storage.kind == "u":
+            vals = np.abs(vals)
+        return vals.astype(storage)
+    return encode_bits(vals.astype(np.float32), override)
+
+
+def encode_bits(x: np.ndarray, dtype: str) -> np.ndarray:
+    """float32 values -> bit patterns of bfloat16 / fp8 (round to nearest even)."""
+    from firmware_model import fp8
+    d = _bits_dtype(dtype)
+    if d == DType.BFLOAT16:
+        return fp8.f32_to_bf16(x.astype(np.float32))
+    return fp8.f32_to_fp8(x.astype(np.float32), d)
+
+
+def decode_bits(x: np.ndarray, dtype: str | None) -> np.ndarray:
+    if dtype is None:
+        return x
+    from firmware_model import fp8
+    d = _bits_dtype(dtype)
+    return fp8.bf16_to_f32(x) if d == DType.BFLOAT16 else fp8.fp8_to_f32(x, d)
+
+
+def _bits_dtype(dtype: str) -> DType:
+    from netdam.collectives.types import DTYPE_NAMES
+    return DTYPE_NAMES[dtype.lower()]
+
+
+def reduce_all(inputs: list[np.ndarray], op: str, dtype: str | None) -> np.ndarray:
+    """op over the ranks' inputs in rank order, with the device ALU's own arithmetic."""
+    d = resolve_dtype(inputs[0], dtype)
+    acc = inputs[0].copy()
+    for x in inputs[1:]:
+        alu.reduce_ref(memoryview(acc).cast("B"), memoryview(x).cast("B"), d,
+                       resolve_op(op))
+    return acc
+
+
+def same(got: np.ndarray, want: np.ndarray, dtype: str | None = None) -> bool:
+    """Equal for integers; within the dtype's tolerance for floats (NaN == NaN)."""
+    if got.shape != want.shape:
+        return False
+    d = resolve_dtype(want, dtype)
+    if d in INTEGER:
+        return bool(np.array_equal(got, want))
+    g = decode_bits(got, dtype).astype(np.float64)
+    w = decode_bits(want, dtype).astype(np.float64)
+    rtol, atol = TOLERANCE[d]
+    return bool(np.allclose(g, w, rtol=rtol, atol=atol, equal_nan=True))
+
+
+def busbw(collective: str, nbytes: int, seconds: float, n: int) -> tuple[float, float]:
+    """(algbw, busbw) in GB/s as nccl-tests defines them."""
+    if seconds <= 0:
+        return 0.0, 0.0
+    algbw = nbytes / seconds / 1e9
+    return algbw, algbw * BUSBW_FACTOR[collective](n)
+
+
+__all__ = ["BUSBW_FACTOR", "make_input", "reduce_all", "same", "busbw", "numpy_dtype",
+           "encode_bits", "decode_bits", "DType"]

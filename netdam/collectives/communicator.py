@@ -1,0 +1,365 @@
+"""The Communicator: MPI-style collectives over NumPy arrays on NetDAM devices.
+
+Owns the user-facing collective API (``all_reduce, reduce, broadcast, all_gather,
+reduce_scatter, all_to_all, all_to_allv, barrier``, each with a ``*_nb`` form returning a
+``Request``), argument checking, the choice of algorithm (``algo=`` or automatic), and
+the progress engine that runs algorithm generators (algorithms.py, offload.py) over the
+point-to-point channels (p2p.py). Non-blocking collectives of one communicator run in
+the order they were started, like MPI's; they progress whenever any of them is waited
+on or tested.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from typing import Any, Callable
+
+import numpy as np
+
+from firmware_model import alu
+from netdam.agent import Addr, Agent, NetdamTimeout
+from netdam.collectives import algorithms as A
+from netdam.collectives import offload
+from netdam.collectives.p2p import Channels, Layout, as_bytes
+from netdam.collectives.schedule import Recv, ScheduleError, Send
+from netdam.collectives.types import resolve_dtype, resolve_op
+from netdam.errors import UsageError
+from netdam.wire.fields import DType, RedOp
+
+#: algorithms selectable with ``algo=`` for all_reduce
+ALLREDUCE_ALGOS = ("ring", "recursive_doubling", "chain", "auto")
+#: below this many bytes, latency wins: recursive doubling
+SMALL = 64 << 10
+#: sub-communicators one communicator can split off (each gets its own slots)
+MAX_SPLITS = 3
+
+
+class Request:
+    """A collective in flight: ``test()`` advances it without blocking, ``wait()`` until
+    done (returns its result)."""
+
+    def __init__(self, comm: "Communicator", name: str, gen, finish: Callable[[], Any]):
+        self.comm, self.name, self._gen, self._finish = comm, name, gen, finish
+        self._value: Any = None
+        self._recv: tuple[Recv, bytearray, int] | None = None
+        self._started = False
+        self.finished = False
+        self.result: Any = None
+        self.error: BaseException | None = None
+
+    def _advance(self) -> bool:
+        """Run until blocked; True when the algorithm has returned."""
+        ch = self.comm.channels
+        while True:
+            if self._recv is not None:
+                op, buf, i = self._recv
+                i = ch.recv_some(op, buf, i)
+                if i < ch.pieces(op.nbytes):
+                    self._recv = (op, buf, i)
+                    return False
+                self._recv, self._value = None, memoryview(buf)
+            try:
+                op = self._gen.send(self._value) if self._started else next(self._gen)
+            except StopIteration:
+                return True
+            self._started, self._value = True, None
+            if isinstance(op, Send):
+                ch.send(op)
+            elif isinstance(op, Recv):
+                self._recv = (op, bytearray(op.nbytes), 0)
+            elif callable(op):             # a device step of an offloaded algorithm
+                self._value = op()
+            else:
+                raise ScheduleError(f"{self.name} yielded {op!r}")
+
+    def test(self) -> bool:
+        self.comm._progress()
+        return self.finished
+
+    def done(self) -> bool:
+        return self.test()
+
+    def wait(self, timeout: float | None = None):
+        deadline = time.monotonic() + (self.comm.timeout if timeout is None else timeout)
+        while not self.finished:
+            self.comm._progress()
+            if self.finished:
+                break
+            if time.monotonic() > deadline:
+                raise NetdamTimeout(f"rank {self.comm.rank}: {self.name} did not finish "
+                                    f"within {deadline - time.monotonic() + (timeout or self.comm.timeout):g} s")
+            self.comm.channels.idle()
+        if self.error is not None:
+            raise self.error
+        return self.result
+
+
+class Communicator:
+    """A group of ranks that run collectives together (``netdam.init()`` returns one)."""
+
+    def __init__(self, agent: Agent, rank: int, size: int, areas: list[Addr], *,
+                 layout: Layout | None = None, group: int | None = None,
+                 timeout: float = 30.0, deterministic: bool = False, control=None,
+                 parent: "Communicator | None" = None):
+        if len(areas) != size or not 0 <= rank < size:
+            raise UsageError(f"rank {rank} / size {size} / {len(areas)} areas disagree")
+        self.agent, self.rank, self.size, self.areas = agent, rank, size, areas
+        self.layout = layout or Layout(size)
+        self.group, self.timeout, self.deterministic = group, timeout, deterministic
+        self.control, self.parent = control, parent
+        self.max_splits = MAX_SPLITS
+        self.channels = Channels(agent, rank, areas, self.layout, timeout=timeout)
+        self._queue: deque[Request] = deque()
+        self._splits = 0
+        self.chain_blocks = 0     # blocks the in-network engine finished (signal target)
+        self.offload_ok = len({a.device for a in areas}) == size and \
+            len({a.offset for a in areas}) == 1 and group is not None
+
+    # -- progress ------------------------------------------------------------------------
+    def _progress(self) -> None:
+        self.channels.progress()
+        while self._queue:
+            req = self._queue[0]
+            try:
+                if not req._advance():
+                    return
+                req.result = req._finish()
+            except BaseException as exc:  # reported by wait(), never swallowed
+                req.error = exc
+            req.finished = True
+            self._queue.popleft()
+
+    def _start(self, name: str, gen, finish: Callable[[], Any], block: bool):
+        req = Request(self, name, gen, finish)
+        self._queue.append(req)
+        self._progress()
+        return req.wait() if block else req
+
+    # -- helpers -------------------------------------------------------------------------
+    def _reducer(self, dtype: DType, op: RedOp):
+        st = alu.check(dtype, op)
+        if st:
+            raise UsageError(f"reduce op {op.name} is not defined for {dtype.name}")
+
+        def red(dst, src):
+            alu.reduce_into(dst, src, dtype, op)
+        return red
+
+    @staticmethod
+    def _contiguous(x) -> np.ndarray:
+        if not isinstance(x, np.ndarray):
+            raise UsageError(f"expected a NumPy array, got {type(x).__name__}")
+        return np.ascontiguousarray(x)
+
+    def _root(self, root: int) -> int:
+        if not isinstance(root, (int, np.integer)) or not 0 <= root < self.size:
+            raise UsageError(f"root {root!r} outside 0..{self.size - 1}")
+        return int(root)
+
+    # -- collectives ---------------------------------------------------------------------
+    def all_reduce(self, x: np.ndarray, op: str = "sum", *, out: np.ndarray | None = None,
+                   algo: str | None = None, dtype: str | None = None,
+                   deterministic: bool | None = None, block: bool = True):
+        """Every rank gets op(x_0, ..., x_{n-1}). ``out=x`` reduces in place."""
+        x = self._contiguous(x)
+        dt, rop = resolve_dtype(x, dtype), resolve_op(op)
+        red = self._reducer(dt, rop)
+        res = self._out(x, out)
+        buf = as_bytes(res)
+        det = self.deterministic if deterministic is None else deterministic
+        name = self._choose_allreduce(algo, buf.nbytes, det)
+        esize = x.dtype.itemsize
+        if name == "chain":
+            gen = offload.chain_allreduce(self, buf, dt, rop, deterministic=det)
+        elif det:
+            gen = A.allreduce_canonical(self.rank, self.size, buf, esize, red)
+        else:
+            gen = A.ALLREDUCE[name](self.rank, self.size, buf, esize, red)
+        return self._start(f"all_reduce({name})", gen, lambda: res, block)
+
+    def _choose_allreduce(self, algo: str | None, nbytes: int, det: bool) -> str:
+        if algo not in (None, *ALLREDUCE_ALGOS):
+            raise UsageError(f"unknown all_reduce algorithm {algo!r}; choose from "
+                             f"{', '.join(ALLREDUCE_ALGOS)}")
+        if algo == "chain" and not self.offload_ok:
+            raise UsageError("the chain (in-network) algorithm needs one rank per device "
+                             "and a multicast group of those devices")
+        if algo in (None, "auto"):
+            if det:
+                return "chain" if self.offload_ok and nbytes >= SMALL else "canonical"
+            if nbytes < SMALL or self.size & (self.size - 1) == 0 and nbytes < 4 * SMALL:
+                return "recursive_doubling"
+            return "chain" if self.offload_ok else "ring"
+        return algo
+
+    def _out(self, x: np.ndarray, out: np.ndarray | None) -> np.ndarray:
+        if out is None:
+            return x.copy()
+        if out.shape != x.shape or out.dtype != x.dtype or not out.flags.c_contiguous:
+            raise UsageError(f"out must be a contiguous {x.dtype} array of shape {x.shape}")
+        if out is not x:
+            out[...] = x
+        return out
+
+    def reduce(self, x: np.ndarray, root: int = 0, op: str = "sum", *,
+               out: np.ndarray | None = None, dtype: str | None = None, block: bool = True):
+        """The root gets op over all ranks (returned; other ranks get None)."""
+        x, root = self._contiguous(x), self._root(root)
+        dt, rop = resolve_dtype(x, dtype), resolve_op(op)
+        red = self._reducer(dt, rop)
+        work = x.copy()
+        gen = A.reduce_binomial(self.rank, self.size, as_bytes(work), root, red)
+        if self.deterministic:
+            gen = A.allreduce_canonical(self.rank, self.size, as_bytes(work),
+                                        x.dtype.itemsize, red)
+
+        def finish():
+            if self.rank != root:
+                return None
+            if out is not None:
+                out[...] = work
+                return out
+            return work
+        return self._start("reduce", gen, finish, block)
+
+    def broadcast(self, x: np.ndarray, root: int = 0, *, block: bool = True):
+        """Every rank's ``x`` becomes the root's (in place; returns x)."""
+        root = self._root(root)
+        if not isinstance(x, np.ndarray) or not x.flags.c_contiguous:
+            raise UsageError("broadcast needs a C-contiguous NumPy array (it works in place)")
+        gen = A.broadcast_binomial(self.rank, self.size, as_bytes(x), root)
+        return self._start("broadcast", gen, lambda: x, block)
+
+    def all_gather(self, x: np.ndarray, *, out: np.ndarray | None = None, block: bool = True):
+        """Returns an array of shape (size, *x.shape): row r is rank r's x."""
+        x = self._contiguous(x)
+        res = np.empty((self.size, *x.shape), x.dtype) if out is None else out
+        if res.shape != (self.size, *x.shape) or res.dtype != x.dtype:
+            raise UsageError(f"out must have shape {(self.size, *x.shape)} and dtype {x.dtype}")
+        res[self.rank] = x
+        spans = [(r * x.nbytes, (r + 1) * x.nbytes) for r in range(self.size)]
+        gen = A.all_gather_ring(self.rank, self.size, as_bytes(res), spans)
+        return self._start("all_gather", gen, lambda: res, block)
+
+    def reduce_scatter(self, x: np.ndarray, op: str = "sum", *, counts=None,
+                       dtype: str | None = None, block: bool = True):
+        """Rank r gets block r of op over all ranks; blocks are ``counts`` elements (default:
+        x split as evenly as possible)."""
+        x = self._contiguous(x).reshape(-1)
+        dt, rop = resolve_dtype(x, dtype), resolve_op(op)
+        red = self._reducer(dt, rop)
+        spans = self._spans(x, counts)
+        work = x.copy()
+        buf = as_bytes(work)
+        fn = A.reduce_scatter_canonical if self.deterministic else A.reduce_scatter_ring
+        gen = fn(self.rank, self.size, buf, spans, red)
+        es = x.dtype.itemsize
+        lo, hi = spans[self.rank]
+        return self._start("reduce_scatter", gen, lambda: work[lo // es:hi // es].copy(),
+                           block)
+
+    def _spans(self, x: np.ndarray, counts) -> list[tuple[int, int]]:
+        es = x.dtype.itemsize
+        if counts is None:
+            return A.blocks(x.size, self.size, es)
+        counts = [int(c) for c in counts]
+        if len(counts) != self.size or min(counts) < 0 or sum(counts) != x.size:
+            raise UsageError(f"counts must be {self.size} non-negative numbers summing to "
+                             f"{x.size}, not {counts}")
+        out, start = [], 0
+        for c in counts:
+            out.append((start * es, (start + c) * es))
+            start += c
+        return out
+
+    def all_to_all(self, x: np.ndarray, *, block: bool = True):
+        """x's first axis is split in ``size`` equal parts; part p goes to rank p."""
+        x = self._contiguous(x)
+        if x.ndim == 0 or x.shape[0] % self.size:
+            raise UsageError(f"all_to_all needs a first axis divisible by {self.size}, "
+                             f"got shape {x.shape}")
+        per = x.shape[0] // self.size
+        counts = [per * int(np.prod(x.shape[1:], dtype=np.int64))] * self.size
+        req = self.all_to_allv(x.reshape(-1), counts, counts, block=block)
+        if block:
+            return req.reshape(x.shape)
+        return req
+
+    def all_to_allv(self, x: np.ndarray, send_counts, recv_counts=None, *,
+                    block: bool = True):
+        """Rank r sends send_counts[p] elements (in order) to p and returns the
+        concatenation of what every rank sent it. ``recv_counts`` defaults to being
+        exchanged first (one extra all-to-all of counts)."""
+        x = self._contiguous(x).reshape(-1)
+        send_spans = self._spans(x, send_counts)
+        if recv_counts is None:
+            counts = np.array([int(c) for c in send_counts], np.int64)
+            recv_counts = self.all_to_all(counts).tolist()
+        recv_counts = [int(c) for c in recv_counts]
+        if len(recv_counts) != self.size or min(recv_counts, default=0) < 0:
+            raise UsageError(f"recv_counts must be {self.size} non-negative numbers")
+        res = np.empty(sum(recv_counts), x.dtype)
+        recv_spans = self._spans(res, recv_counts)
+        gen = A.all_to_all_pairwise(self.rank, self.size, as_bytes(x), send_spans,
+                                    as_bytes(res), recv_spans)
+        return self._start("all_to_allv", gen, lambda: res, block)
+
+    def barrier(self, *, block: bool = True):
+        return self._start("barrier", A.barrier_dissemination(self.rank, self.size),
+                           lambda: None, block)
+
+    # non-blocking forms (MPI's I-prefixed calls)
+    def all_reduce_nb(self, x, op="sum", **kw) -> Request:
+        return self.all_reduce(x, op, block=False, **kw)
+
+    def reduce_nb(self, x, root=0, op="sum", **kw) -> Request:
+        return self.reduce(x, root, op, block=False, **kw)
+
+    def broadcast_nb(self, x, root=0) -> Request:
+        return self.broadcast(x, root, block=False)
+
+    def all_gather_nb(self, x, **kw) -> Request:
+        return self.all_gather(x, block=False, **kw)
+
+    def reduce_scatter_nb(self, x, op="sum", **kw) -> Request:
+        return self.reduce_scatter(x, op, block=False, **kw)
+
+    def all_to_allv_nb(self, x, send_counts, recv_counts, **kw) -> Request:
+        return self.all_to_allv(x, send_counts, recv_counts, block=False, **kw)
+
+    def barrier_nb(self) -> Request:
+        return self.barrier(block=False)
+
+    # -- sub-communicators -----------------------------------------------------------------
+    def split(self, color: int | None, key: int | None = None) -> "Communicator | None":
+        """MPI_Comm_split: ranks with the same color form a new communicator, ordered by
+        (key, rank). ``color=None`` takes no part (returns None). Collective; a world
+        communicator can split up to ``max_splits`` times (each split gets its own slots
+        in the ranks' areas)."""
+        if self.parent is not None:
+            raise UsageError("split a sub-communicator's parent instead (one level only)")
+        if self._splits >= self.max_splits:
+            raise UsageError(f"at most {self.max_splits} splits per communicator")
+        self._splits += 1
+        mine = np.array([-1 if color is None else int(color),
+                         self.rank if key is None else int(key), self.rank], np.int64)
+        table = self.all_gather(mine)
+        sub_layout = Layout(self.size, self.layout.slots, self.layout.slot_bytes, 0)
+        shift = self.layout.size + (self._splits - 1) * sub_layout.size
+        sub = None
+        if color is not None:
+            members = sorted((int(k), int(r)) for c, k, r in table if c == int(color))
+            ranks = [r for _, r in members]
+            sub = Communicator(self.agent, ranks.index(self.rank), len(ranks),
+                               [self.areas[r] + shift for r in ranks],
+                               layout=Layout(len(ranks), self.layout.slots,
+                                             self.layout.slot_bytes, 0),
+                               timeout=self.timeout, deterministic=self.deterministic,
+                               control=self.control, parent=self)
+            sub.channels.reset()
+        self.barrier()   # nobody sends in a new communicator before everyone has reset
+        return sub
+
+    def close(self) -> None:
+        self.channels.flush()

@@ -1,0 +1,50 @@
+"""Device-offloaded collectives: the in-network reduce engine (NetDAM's chain).
+
+Owns the host side of an allreduce that the devices run themselves. Each rank copies
+its data into the work area of its home device (same offset on every device), the ranks
+meet at a barrier, then each rank hands one chain descriptor (SPEC §4.9) to the first
+device of its block's route. From there the devices do all the work: REDUCE_FWD
+fragments hop device to device accumulating the block, the last hop writes the sum back
+and multicasts it to every member of the communicator's group, and every device bumps
+its signal word once per finished block. A rank waits on its own device's signal word
+(a memory poll on the scale-up path) and copies the result out.
+
+Block b's route starts at rank b's device and walks the ring, so every device starts one
+chain and links are used evenly. In reproducible mode every route is rank order
+0..n-1, so each element is ((x_0 op x_1) op ...) op x_{n-1}, bit for bit what the
+canonical host algorithm computes. Buffers larger than the work area run in rounds.
+
+The generators here yield the same ``Send``/``Recv`` as the host algorithms (for the
+barriers) plus callables: device steps the communicator's progress engine runs in turn.
+"""
+
+from __future__ import annotations
+
+from netdam.collectives import algorithms as A
+from netdam.wire.fields import DTYPE_SIZE, DType, RedOp
+
+
+def chain_allreduce(comm, buf: memoryview, dtype: DType, op: RedOp, *,
+                    deterministic: bool = False):
+    n, rank, lay = comm.size, comm.rank, comm.layout
+    agent, ch = comm.agent, comm.channels
+    esize = DTYPE_SIZE[dtype]
+    home = comm.areas[rank]
+    devices = [a.device for a in comm.areas]
+    step = lay.work_bytes - lay.work_bytes % (esize * n)
+    for start in range(0, len(buf), step):
+        part = buf[start:start + step]
+        yield lambda: agent.write(home + lay.work, part, timeout=comm.timeout)
+        yield from A.barrier_dissemination(rank, n)
+        spans = A.blocks(len(part) // esize, n, esize)
+        lo, hi = spans[rank]
+        route = devices if deterministic else devices[rank:] + devices[:rank]
+        comm.chain_blocks += sum(1 for a, b in spans if b > a)  # empty blocks run no chain
+        target = comm.chain_blocks
+        if hi > lo:
+            yield lambda: agent.reduce_chain(
+                route, home + (lay.work + lo), hi - lo, dtype=dtype, op=op,
+                signal=home + lay.offload_signal, group=comm.group, timeout=comm.timeout)
+        yield lambda: ch.wait_word(lay.offload_signal, target, "in-network allreduce")
+        yield lambda: ch.home.read_into(lay.work, part)
+        yield from A.barrier_dissemination(rank, n)  # the work area is free again

@@ -1,0 +1,245 @@
+"""Point-to-point messages between ranks through NetDAM device memory.
+
+Owns how a host-driven algorithm's ``Send`` / ``Recv`` (schedule.py) become device
+operations. Every rank has a *home* device (one of its node's devices) and an *inbox*
+there: per sender, a ring of ``slots`` slots of ``slot_bytes`` and a head word; and per
+receiver, a credit word. A message is cut into pieces of at most ``slot_bytes``:
+
+- the sender waits for a free slot (``sent - credits < slots``, reading its own credit
+  word), then PUT_SIGNALs the piece into the receiver's slot and adds 1 to the head
+  word the receiver keeps for it: the data is visible before the count (SPEC §4.10);
+- the receiver waits until that head word passes the piece's number, copies the piece
+  out of its home device's memory, and gives the slot back with an ATOMIC_FADD of 1 on
+  the sender's credit word (an add, so reordered credits never go backwards).
+
+Reading home-device memory is a zero-copy view of the device's shared memory when the
+host is on the device's node (the scale-up path), else READs. Sends are non-blocking and
+progress whenever the rank waits, so no algorithm deadlocks on flow control.
+
+Layout of one rank's area on its home device, for a communicator of ``n`` ranks
+(``Layout``): head words [n x 8], credit words [n x 8], slots [n x slots x slot_bytes],
+then the offload work area used by the in-network algorithms.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from dataclasses import dataclass
+
+import numpy as np
+
+from netdam.agent import Addr, Agent, NetdamTimeout
+from netdam.collectives.schedule import Recv, Send
+from netdam.errors import NetdamError
+
+WORD = 8
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Offsets inside one rank's area of its home device (all ranks compute the same)."""
+
+    n: int
+    slots: int = 4
+    slot_bytes: int = 256 << 10
+    work_bytes: int = 16 << 20
+
+    @property
+    def heads(self) -> int:
+        return 0
+
+    @property
+    def credits(self) -> int:
+        return self.n * WORD
+
+    @property
+    def slot_base(self) -> int:
+        return 2 * self.n * WORD
+
+    @property
+    def work(self) -> int:
+        """Offset of the offload work area (64-byte aligned)."""
+        end = self.slot_base + self.n * self.slots * self.slot_bytes
+        return (end + 63) // 64 * 64
+
+    @property
+    def offload_signal(self) -> int:
+        return self.work + self.work_bytes
+
+    @property
+    def size(self) -> int:
+        return self.offload_signal + 64
+
+    def slot(self, sender: int, index: int) -> int:
+        return self.slot_base + (sender * self.slots + index % self.slots) * self.slot_bytes
+
+
+class _HomeMemory:
+    """This rank's own area on its home device: a mapped view, or READs when remote."""
+
+    def __init__(self, agent: Agent, base: Addr, size: int):
+        self.agent, self.base = agent, base
+        try:
+            self.view = agent.map_device_memory(base, size, write=False)
+        except (PermissionError, NetdamError):
+            self.view = None
+        self.words = None if self.view is None else self.view[:size - size % 8].view("<u8")
+
+    @property
+    def mapped(self) -> bool:
+        return self.view is not None
+
+    def word(self, offset: int) -> int:
+        if self.words is not None:
+            return int(self.words[offset // WORD])
+        return int.from_bytes(self.agent.read(self.base + offset, WORD), "little")
+
+    def read_into(self, offset: int, out: memoryview) -> None:
+        if self.view is not None:
+            out[:] = self.view[offset:offset + len(out)].data
+        else:
+            out[:] = self.agent.read(self.base + offset, len(out))
+
+
+class Channels:
+    """All point-to-point channels of one rank in one communicator."""
+
+    def __init__(self, agent: Agent, rank: int, areas: list[Addr], layout: Layout, *,
+                 timeout: float = 30.0):
+        self.agent, self.rank, self.areas, self.layout = agent, rank, areas, layout
+        self.timeout = timeout
+        self.home = _HomeMemory(agent, areas[rank], layout.size)
+        n = layout.n
+        self.sent = [0] * n        # pieces sent to each peer
+        self.received = [0] * n    # pieces received from each peer
+        self._outbox: deque[tuple[int, bytes]] = deque()  # pieces waiting for credit
+        self._inflight: deque = deque()                   # handles of posted operations
+        self._idle_spins = 0
+        self.counters = {"pieces_sent": 0, "pieces_received": 0, "bytes_sent": 0,
+                         "bytes_received": 0, "credit_waits": 0}
+
+    def reset(self) -> None:
+        """Zero this rank's head, credit and offload-signal words (before the job's
+        start-up barrier: nobody sends to a rank that has not reset)."""
+        lay, home = self.layout, self.areas[self.rank]
+        self.agent.write(home, bytes(lay.slot_base), timeout=self.timeout)
+        if lay.work_bytes:
+            self.agent.write(home + lay.offload_signal, bytes(WORD), timeout=self.timeout)
+        self.sent = [0] * lay.n
+        self.received = [0] * lay.n
+
+    # -- sending ---------------------------------------------------------------------------
+    def pieces(self, nbytes: int) -> int:
+        return max(1, -(-nbytes // self.layout.slot_bytes))
+
+    def send(self, op: Send) -> None:
+        data = memoryview(op.data).cast("B")
+        step = self.layout.slot_bytes
+        for i in range(self.pieces(len(data))):
+            self._outbox.append((op.peer, bytes(data[i * step:(i + 1) * step])))
+        self._push()
+
+    def _push(self) -> None:
+        """Post queued pieces that have a free slot (in order per peer)."""
+        lay, blocked = self.layout, set()
+        for _ in range(len(self._outbox)):
+            peer, piece = self._outbox.popleft()
+            k = self.sent[peer]
+            if peer in blocked or k - self.home.word(lay.credits + peer * WORD) >= lay.slots:
+                blocked.add(peer)
+                self._outbox.append((peer, piece))
+                continue
+            dst = self.areas[peer]
+            h = self.agent.put_signal_nb(dst + lay.slot(self.rank, k), piece,
+                                         dst + (lay.heads + self.rank * WORD), 1,
+                                         timeout=self.timeout)
+            self.sent[peer] = k + 1
+            self._inflight.append(h)
+            self.counters["pieces_sent"] += 1
+            self.counters["bytes_sent"] += len(piece)
+        if blocked:
+            self.counters["credit_waits"] += 1
+
+    def _reap(self) -> None:
+        while self._inflight and self._inflight[0].done():
+            self._idle_spins = 0
+            self._inflight.popleft().wait(0)  # raises the operation's error, if any
+
+    # -- receiving -------------------------------------------------------------------------
+    def recv_some(self, op: Recv, buf: bytearray, i: int) -> int:
+        """Copy pieces i, i+1, ... of message ``op`` into ``buf`` as far as they have
+        arrived; return the index of the first piece still missing."""
+        lay, step = self.layout, self.layout.slot_bytes
+        view = memoryview(buf)
+        total = self.pieces(op.nbytes)
+        head = lay.heads + op.peer * WORD
+        while i < total:
+            k = self.received[op.peer]
+            if self.home.word(head) <= k:
+                return i
+            chunk = view[i * step:min((i + 1) * step, op.nbytes)]
+            if len(chunk):
+                self.home.read_into(lay.slot(op.peer, k), chunk)
+            self.received[op.peer] = k + 1
+            self._inflight.append(self.agent.atomic_add_nb(
+                self.areas[op.peer] + (lay.credits + self.rank * WORD), 1,
+                timeout=self.timeout))
+            self.counters["pieces_received"] += 1
+            self.counters["bytes_received"] += len(chunk)
+            self._idle_spins = 0
+            i += 1
+        return i
+
+    def recv(self, op: Recv) -> memoryview:
+        """Blocking receive of a whole message."""
+        buf = bytearray(op.nbytes)
+        i = 0
+        deadline = time.monotonic() + self.timeout
+        while (i := self.recv_some(op, buf, i)) < self.pieces(op.nbytes):
+            if time.monotonic() > deadline:
+                raise NetdamTimeout(f"rank {self.rank}: message from rank {op.peer} did not "
+                                    f"arrive within {self.timeout:g} s")
+            self.progress()
+            self.idle()
+        return memoryview(buf)
+
+    def wait_word(self, offset: int, value: int, what: str) -> int:
+        """Wait until the home word at ``offset`` reaches ``value``; return it."""
+        deadline = time.monotonic() + self.timeout
+        while (word := self.home.word(offset)) < value:
+            if time.monotonic() > deadline:
+                raise NetdamTimeout(f"rank {self.rank}: {what} not reached within "
+                                    f"{self.timeout:g} s (at {word} of {value})")
+            self.progress()
+            self.idle()
+        return word
+
+    # -- progress ---------------------------------------------------------------------------
+    def progress(self) -> None:
+        """Post what has credit, retire what finished, let the agent move datagrams."""
+        self._push()
+        self._reap()
+        self.agent.progress(0.0)
+
+    def idle(self) -> None:
+        """Nothing to do right now: wait a little (spin first, then short sleeps)."""
+        self._idle_spins += 1
+        if self._idle_spins > 64:
+            time.sleep(50e-6 if self.home.mapped else 200e-6)
+
+    def flush(self) -> None:
+        """Wait until every posted piece and credit has been acknowledged."""
+        deadline = time.monotonic() + self.timeout
+        while self._outbox or self._inflight:
+            self.progress()
+            if time.monotonic() > deadline:
+                raise NetdamTimeout(f"rank {self.rank}: {len(self._outbox)} queued and "
+                                    f"{len(self._inflight)} posted operations not done "
+                                    f"within {self.timeout:g} s")
+            self.idle()
+
+
+def as_bytes(a: np.ndarray) -> memoryview:
+    """A flat writable byte view of a C-contiguous array."""
+    return memoryview(a).cast("B") if a.size else memoryview(bytearray())

@@ -1,0 +1,78 @@
+"""``netdam run COLLECTIVE --nodes N --size BYTES ...``: one collective, checked.
+
+Owns the one-case command: parse the collective's parameters, run it on a fresh local
+cluster (one rank per device) with optional capture and fault injection, and print one
+row with time, bandwidths and #wrong. Exit status 1 when the result was wrong.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from rich.console import Console
+
+from netdam.collectives.check import BUSBW_FACTOR, numpy_dtype
+from netdam.collectives.runner import run_cases
+from netdam.collectives.types import OP_NAMES
+from netdam.demo import report
+from netdam.errors import UsageError
+from netdam.transport.faults import add_fault_arguments
+
+ALGOS = {"all_reduce": ("auto", "ring", "recursive_doubling", "chain")}
+
+
+def parse_size(text: str) -> int:
+    units = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
+    t = text.strip().lower().rstrip("b").rstrip("i")
+    try:
+        if t and t[-1] in units:
+            return int(float(t[:-1]) * units[t[-1]])
+        return int(t)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a size: {text!r} (e.g. 4096, 64K, 16M)") \
+            from None
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("collective", choices=sorted(BUSBW_FACTOR))
+    p.add_argument("--nodes", type=int, default=4)
+    p.add_argument("--devices-per-node", type=int, default=1, metavar="K")
+    p.add_argument("--size", type=parse_size, default=1 << 20, help="bytes per rank")
+    p.add_argument("--dtype", default="float32")
+    p.add_argument("--op", default="sum", choices=sorted(OP_NAMES))
+    p.add_argument("--algo", default=None, help="all_reduce: auto, ring, "
+                   "recursive_doubling, chain")
+    p.add_argument("--root", type=int, default=0)
+    p.add_argument("--iters", type=int, default=5)
+    p.add_argument("--warmup", type=int, default=1)
+    p.add_argument("--deterministic", action="store_true",
+                   help="reproducible mode: sums in rank order, bit-exact run after run")
+    p.add_argument("--check", action=argparse.BooleanOptionalAction, default=True,
+                   help="compare every iteration with NumPy (default on)")
+    p.add_argument("--pcap", metavar="FILE")
+    p.add_argument("--mtu", type=int, default=None)
+    add_fault_arguments(p)
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        storage, bits = numpy_dtype(args.dtype)
+    except (UsageError, KeyError):
+        raise UsageError(f"unknown dtype {args.dtype!r}") from None
+    if args.algo and args.algo not in ALGOS.get(args.collective, (args.algo,)):
+        raise UsageError(f"{args.collective} has no algorithm {args.algo!r}")
+    n = args.nodes * args.devices_per_node
+    if not 0 <= args.root < n:
+        raise UsageError(f"--root {args.root} outside 0..{n - 1}")
+    case = {"collective": args.collective, "count": args.size // storage.itemsize,
+            "dtype": args.dtype, "bits": bits, "op": args.op, "algo": args.algo,
+            "root": args.root, "iters": args.iters, "warmup": args.warmup,
+            "deterministic": args.deterministic, "check": args.check}
+    faults = {k: getattr(args, k) for k in ("loss", "dup", "reorder", "delay", "corrupt",
+                                            "seed", "rate_gbps") if getattr(args, k, None)}
+    [res] = run_cases([case], nprocs=n, nodes=args.nodes,
+                      devices_per_node=args.devices_per_node, mtu=args.mtu, pcap=args.pcap,
+                      faults=faults)
+    Console().print(report([res], n, f"netdam run {args.collective}, {n} ranks"))
+    return 0 if res.ok else 1
+

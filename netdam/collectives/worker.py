@@ -1,0 +1,144 @@
+"""The host program behind ``netdam demo``, ``netdam run`` and ``netdam bench``.
+
+Owns running a list of collective cases on one rank and reporting each as a JSON line:
+every rank builds its own rank-dependent input, runs warm-up and timed iterations, checks
+every iteration's result against the NumPy reference (which it can compute alone, from
+the seed), and appends ``{"case": i, "rank": r, "times_us": [...], "wrong": k, ...}`` to
+its output file. The parent (``netdam.collectives.runner``) merges the ranks' lines.
+
+Run as ``python -m netdam.collectives.worker CASES.json OUT_DIR`` under the bootstrap
+environment (``netdam launch`` sets it).
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from netdam.collectives import check as C
+
+
+def _reference(case: dict, n: int, rank: int, inputs: list[np.ndarray]):
+    coll, op, bits = case["collective"], case.get("op", "sum"), case.get("bits")
+    root = case.get("root", 0)
+    if coll == "all_reduce":
+        return C.reduce_all(inputs, op, bits)
+    if coll == "reduce":
+        return C.reduce_all(inputs, op, bits) if rank == root else None
+    if coll == "broadcast":
+        return inputs[root]
+    if coll == "all_gather":
+        return np.stack(inputs)
+    if coll == "reduce_scatter":
+        total = C.reduce_all(inputs, op, bits)
+        return np.array_split(total, n)[rank]
+    if coll == "all_to_all":
+        return np.concatenate([np.array_split(x, n)[rank] for x in inputs])
+    if coll == "all_to_allv":
+        counts = _v_counts(n, len(inputs[0]))
+        parts = []
+        for src, x in enumerate(inputs):
+            start = sum(counts[src][:rank])
+            parts.append(x[start:start + counts[src][rank]])
+        return np.concatenate(parts)
+    if coll == "barrier":
+        return None
+    raise ValueError(f"unknown collective {coll!r}")
+
+
+def _v_counts(n: int, count: int) -> list[list[int]]:
+    """all_to_allv send counts: rank s sends an uneven, rank-dependent share to each p."""
+    out = []
+    for s in range(n):
+        weights = [(s + p) % 3 + 1 for p in range(n)]
+        raw = [count * w // sum(weights) for w in weights]
+        raw[-1] += count - sum(raw)
+        out.append(raw)
+    return out
+
+
+def _run_once(comm, case: dict, x: np.ndarray):
+    coll, kw = case["collective"], {}
+    if case.get("bits"):
+        kw["dtype"] = case["bits"]
+    op = case.get("op", "sum")
+    root = case.get("root", 0)
+    if coll == "all_reduce":
+        return comm.all_reduce(x, op, algo=case.get("algo"),
+                               deterministic=case.get("deterministic"), **kw)
+    if coll == "reduce":
+        return comm.reduce(x, root, op, **kw)
+    if coll == "broadcast":
+        y = x.copy() if comm.rank == root else np.zeros_like(x)
+        return comm.broadcast(y, root)
+    if coll == "all_gather":
+        return comm.all_gather(x)
+    if coll == "reduce_scatter":
+        return comm.reduce_scatter(x, op, **kw)
+    if coll == "all_to_all":
+        return comm.all_to_allv(x, [len(p) for p in np.array_split(x, comm.size)],
+                                [len(np.array_split(np.empty(len(x)), comm.size)[comm.rank])]
+                                * comm.size)
+    if coll == "all_to_allv":
+        counts = _v_counts(comm.size, len(x))
+        return comm.all_to_allv(x, counts[comm.rank], [counts[s][comm.rank]
+                                                       for s in range(comm.size)])
+    if coll == "barrier":
+        return comm.barrier()
+    raise ValueError(f"unknown collective {coll!r}")
+
+
+def run_case(comm, case: dict) -> dict:
+    n, rank = comm.size, comm.rank
+    count, dtype, seed = case["count"], case["dtype"], case.get("seed", 0)
+    op = case.get("op", "sum")
+    inputs = [C.make_input(r, count, dtype, seed, op) for r in range(n)]
+    want = _reference(case, n, rank, inputs) if case.get("check", True) else None
+    times, wrong = [], 0
+    cpu0 = resource.getrusage(resource.RUSAGE_SELF)
+    for i in range(case.get("warmup", 1) + case.get("iters", 1)):
+        comm.barrier()
+        t0 = time.perf_counter()
+        got = _run_once(comm, case, inputs[rank])
+        dt = time.perf_counter() - t0
+        if i >= case.get("warmup", 1):
+            times.append(dt * 1e6)
+            if want is not None and not C.same(np.asarray(got), want, case.get("bits")):
+                wrong += 1
+    cpu1 = resource.getrusage(resource.RUSAGE_SELF)
+    cpu = (cpu1.ru_utime + cpu1.ru_stime) - (cpu0.ru_utime + cpu0.ru_stime)
+    return {"rank": rank, "times_us": times, "wrong": wrong,
+            "cpu_s": cpu / max(len(times) + case.get("warmup", 1), 1),
+            "nbytes": int(inputs[rank].nbytes)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    cases = json.loads(Path(argv[0]).read_text())
+    out_dir = Path(argv[1])
+    import netdam
+    comm = netdam.init(deterministic=False)
+    out = out_dir / f"rank{comm.rank}.jsonl"
+    failed = 0
+    with out.open("w") as f:
+        for i, case in enumerate(cases):
+            try:
+                res = run_case(comm, case)
+            except Exception as exc:   # reported per case; the run goes on
+                res = {"rank": comm.rank, "error": f"{type(exc).__name__}: {exc}"}
+                failed += 1
+            res["case"] = i
+            f.write(json.dumps(res) + "\n")
+            f.flush()
+            if "error" in res:
+                break   # the ranks' message streams are no longer in step
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

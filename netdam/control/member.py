@@ -1,0 +1,81 @@
+"""A device process's membership: register, heartbeat, follow the topology.
+
+Owns the control-plane side of a device: it registers the device with the coordinator
+under its id (with the JSON it announces: endpoint, regions, shared memory), sends a
+heartbeat carrying the device's counters, and follows membership events so that the
+device learns where the other devices are (for REDUCE_FWD and multicast forwarding)
+and which multicast groups exist. It runs in one background thread; the updates it
+makes to the device server (whole dict entries and tuples replaced, never mutated in
+place) are atomic for the device's loop thread.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Callable
+
+from netdam.control.client import ControlClient, ControlError, ControlTimeout
+
+
+class DeviceMember:
+    def __init__(self, coordinator: str, info: dict, node: int, *,
+                 set_peers: Callable[[dict], None], set_group: Callable[[int, list], None],
+                 counters: Callable[[], dict], interval: float = 0.5):
+        self.coordinator, self.info, self.node = coordinator, info, node
+        self._set_peers, self._set_group, self._counters = set_peers, set_group, counters
+        self.interval = interval
+        self.groups: dict[int, tuple[int, ...]] = {}
+        self._stop = threading.Event()
+        self.client = ControlClient(coordinator, timeout=5.0)
+        reply = self.client.register("device", node=node, want_id=int(info["id"]),
+                                     endpoint=[info["host"], info["port"]], info=info,
+                                     name=f"device{info['id']}")
+        self.pkey = reply["pkey"]
+        self._refresh(self.client)
+        self._thread = threading.Thread(target=self._run, name="netdam-member", daemon=True)
+        self._thread.start()
+
+    def _refresh(self, client: ControlClient) -> None:
+        topo = client.topology()
+        peers = {m["id"]: m["endpoint"] for m in topo["members"]
+                 if m["role"] == "device" and m.get("endpoint")}
+        self._set_peers(peers)
+        for gid, members in topo["groups"].items():
+            members = tuple(members)
+            if self.groups.get(int(gid)) != members:
+                self._set_group(int(gid), list(members))
+                self.groups[int(gid)] = members
+
+    def heartbeat_counters(self) -> dict:
+        c = dict(self._counters())
+        c["groups"] = sorted(self.groups)
+        return c
+
+    def _run(self) -> None:
+        client = ControlClient(self.coordinator, timeout=max(self.interval * 4, 1.0))
+        events = None
+        try:
+            events = client.events()
+            while not self._stop.is_set():
+                try:
+                    client.request("heartbeat", id=int(self.info["id"]),
+                                   counters=self.heartbeat_counters())
+                    ev = events.next(self.interval)
+                    changed = ev is not None
+                    while ev is not None:  # drain a burst of events, refresh once
+                        ev = events.next(0.0)
+                    if changed:
+                        self._refresh(client)
+                except (ControlTimeout, ControlError):
+                    self._stop.wait(self.interval)
+        finally:
+            if events is not None:
+                events.close()
+            client.close()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5.0)
+        self.client.timeout = 1.0
+        self.client.leave()
+        self.client.close()
