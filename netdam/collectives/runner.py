@@ -33,6 +33,7 @@ class Result:
     nbytes: int = 0
     cpu_s: float = 0.0                   # host CPU seconds per iteration, mean over ranks
     ranks: int = 0
+    digests: dict[int, str] = field(default_factory=dict)   # rank -> hash of its result
 
     @property
     def ok(self) -> bool:
@@ -64,6 +65,7 @@ def merge(cases: list[dict], lines: list[dict]) -> list[Result]:
         slowest = max(ranks, key=lambda r: statistics.median(r["times_us"] or [0]))
         res.times_us = slowest["times_us"]
         res.cpu_s = statistics.mean(r["cpu_s"] for r in ranks)
+        res.digests = {r["rank"]: r.get("digest") for r in ranks}
     return out
 
 
