@@ -28,6 +28,20 @@ from netdam.wire.fields import DEFAULT_MTU
 WORLD_GROUP = 1
 
 
+#: (slot bytes, work bytes) tried in order until the ranks' areas fit device memory
+LAYOUTS = ((256 << 10, 16 << 20), (128 << 10, 4 << 20), (64 << 10, 1 << 20),
+           (16 << 10, 256 << 10))
+
+
+def _fit(n: int, per_device: int, mem: int) -> Layout:
+    for slot, work in LAYOUTS:
+        lay = Layout(n, slot_bytes=slot, work_bytes=work)
+        if per_device * _stride(lay) <= mem:
+            return lay
+    raise UsageError(f"{per_device} ranks per device do not fit devices of {mem} bytes "
+                     f"(use more devices per node or a larger --mem-size)")
+
+
 def _stride(layout: Layout) -> int:
     split = Layout(layout.n, layout.slots, layout.slot_bytes, 0).size
     total = layout.size + MAX_SPLITS * split
@@ -51,7 +65,6 @@ def init(*, timeout: float = 30.0, deterministic: bool = False, env=None,
         raise NetdamError(f"the cluster at {b.coordinator} has no devices")
     mine = [m for m in devices if m["node"] == b.node] or devices
     home = mine[b.local_rank % len(mine)]
-    layout = layout or Layout(b.world_size)
 
     reply = client.register("host", node=b.node, name=f"rank{b.rank}",
                             info={"job": job, "rank": b.rank, "home": home["id"]})
@@ -65,20 +78,18 @@ def init(*, timeout: float = 30.0, deterministic: bool = False, env=None,
             agent.add_device(m["info"], path="auto" if m["node"] == b.node else "udp")
         ranks = _wait_for_job(client, job, b.world_size, timeout)
         # areas: ranks sharing a home device are packed in rank order
+        per_device: dict[int, int] = {}
+        for r in range(b.world_size):
+            per_device[ranks[r]] = per_device.get(ranks[r], 0) + 1
+        mem = min(m["info"]["mem_size"] for m in devices)
+        layout = layout or _fit(b.world_size, max(per_device.values()), mem)
         stride = _stride(layout)
         index: dict[int, int] = {}
         areas = []
         for r in range(b.world_size):
             dev = ranks[r]
-            base = index.get(dev, 0)
-            index[dev] = base + 1
-            areas.append(Addr(dev, base * stride))
-        needed = max(index.values()) * stride
-        mem = min(m["info"]["mem_size"] for m in devices)
-        if needed > mem:
-            raise UsageError(f"{max(index.values())} ranks per device need {needed} bytes of "
-                             f"device memory; devices have {mem} (use more devices per "
-                             f"node or a larger --mem-size)")
+            areas.append(Addr(dev, index.get(dev, 0) * stride))
+            index[dev] = index.get(dev, 0) + 1
         one_per_device = len(index) == b.world_size and set(index) == {d["id"] for d in devices}
         comm = Communicator(agent, b.rank, b.world_size, areas, layout=layout,
                             group=WORLD_GROUP if one_per_device else None, timeout=timeout,

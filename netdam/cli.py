@@ -16,7 +16,7 @@ from rich.console import Console
 from rich_argparse import RichHelpFormatter
 
 from netdam import __version__
-from netdam.errors import NetdamError
+from netdam.errors import NetdamError, UsageError
 
 #: name -> (module, help). Order is the order of `netdam --help`.
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -35,7 +35,7 @@ class Parser(argparse.ArgumentParser):
     """An ArgumentParser whose errors are one line on stderr."""
 
     def error(self, message: str):  # noqa: D401 - argparse API
-        Console(stderr=True).print(f"[bold red]{self.prog}: error:[/] {message} "
+        Console(stderr=True, soft_wrap=True).print(f"[bold red]{self.prog}: error:[/] {message} "
                                    f"(see `{self.prog} --help`)", highlight=False)
         raise SystemExit(2)
 
@@ -75,9 +75,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args._run(args) or 0)
     except NetdamError as exc:
-        Console(stderr=True).print(f"[bold red]netdam {args.command}:[/] {exc}",
-                                   highlight=False)
-        return 1
+        Console(stderr=True, soft_wrap=True).print(f"[bold red]netdam {args.command}:[/] {exc}",
+                                                   highlight=False)
+        return 2 if isinstance(exc, UsageError) else 1
     except KeyboardInterrupt:
         return 130
 

@@ -55,6 +55,7 @@ class ClusterState:
     groups: dict[int, tuple[int, ...]] = field(default_factory=dict)
     regions: dict[str, dict] = field(default_factory=dict)
     events: list[dict] = field(default_factory=list)  # drained by the glue and published
+    next_id: int = FIRST_ID   # ids are not reused (see _fresh_id)
 
     # -- dispatch -------------------------------------------------------------------
 
@@ -118,10 +119,9 @@ class ClusterState:
             if want in self.members and self.members[want].alive:
                 raise ControlError(f"id {want} is taken by {self.members[want].name}")
             mid = want
+            self.next_id = max(self.next_id, want + 1)
         else:
-            mid = next((i for i in range(FIRST_ID, MAX_ID + 1) if i not in self.members), None)
-            if mid is None:
-                raise ControlError("no free member id")
+            mid = self._fresh_id()
         endpoint = req.get("endpoint")
         if endpoint is not None:
             host, port = endpoint
@@ -133,6 +133,17 @@ class ClusterState:
         self.events.append({"event": "joined", "id": mid, "role": role, "node": node})
         return {"id": mid, "pkey": self.pkey, "cluster": self.cluster,
                 "dead_after": self.dead_after}
+
+    def _fresh_id(self) -> int:
+        """An id never handed out before (until the space wraps): a device keeps a replay
+        window per sender id, so a new member must not inherit a departed one's."""
+        span = MAX_ID - FIRST_ID + 1
+        for step in range(span):
+            mid = FIRST_ID + (self.next_id - FIRST_ID + step) % span
+            if mid not in self.members:
+                self.next_id = mid + 1
+                return mid
+        raise ControlError("no free member id")
 
     def _heartbeat(self, req: dict, now: float) -> dict:
         m = self._member(req["id"])

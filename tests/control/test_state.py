@@ -89,3 +89,11 @@ def test_any_request_gets_a_reply(req):
     s.handle({"op": "register", "role": "device"}, 0.0)
     reply = s.handle(req, 1.0)
     assert reply["ok"] in (True, False)
+
+
+def test_ids_of_departed_members_are_not_reused():
+    s = ClusterState()
+    first = _ok(s.handle({"op": "register", "role": "host"}, 0.0))["id"]
+    _ok(s.handle({"op": "leave", "id": first}, 0.0))
+    second = _ok(s.handle({"op": "register", "role": "host"}, 0.0))["id"]
+    assert second != first

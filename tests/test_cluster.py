@@ -1,0 +1,160 @@
+"""LocalCluster and netdam launch with real processes. Invariants: every start is
+matched by a stop that leaves no process and no shared-memory segment behind; a killed
+device is declared dead within the bound and operations on it fail fast; two clusters
+side by side do not see each other."""
+
+import io
+import os
+import subprocess
+import sys
+import textwrap
+import time
+
+import numpy as np
+import pytest
+
+from netdam.agent import Addr, Agent, NetdamTimeout
+from netdam.cluster import LocalCluster
+from netdam.control import ControlClient
+from netdam.launch import run_hosts
+from netdam.transport.shm import leaked
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # a zombie is dead too
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split()[2] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def _devices(c: LocalCluster) -> list[dict]:
+    client = ControlClient(c.coordinator, timeout=5)
+    try:
+        return [m for m in client.topology()["members"] if m["role"] == "device"]
+    finally:
+        client.close()
+
+
+@pytest.mark.timeout(120)
+def test_start_stop_1_to_8_nodes_leaves_nothing_behind():
+    before = set(leaked())
+    for nodes in (1, 2, 3, 8):
+        with LocalCluster(nodes=nodes, mem_size=1 << 20) as c:
+            pids = c.pids
+            assert len(_devices(c)) == nodes
+            assert set(leaked()) - before, "devices offer shared memory"
+        assert not [p for p in pids if _alive(p)], "processes left after stop"
+        assert set(leaked()) == before, "shared memory left after stop"
+
+
+@pytest.mark.timeout(60)
+def test_killed_device_declared_dead_and_operations_fail_fast():
+    with LocalCluster(nodes=2, mem_size=1 << 20, dead_after=0.5) as c:
+        info = {m["id"]: m["info"] for m in _devices(c)}
+        c.kill_device(2)
+        client = ControlClient(c.coordinator, timeout=5)
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            alive = {m["id"]: m["alive"] for m in client.status()["members"]}
+            if alive.get(2) is False:
+                break
+            time.sleep(0.05)
+        elapsed_ok = time.monotonic() < deadline
+        client.close()
+        assert elapsed_ok and alive == {1: True, 2: False}
+        with Agent(host_id=500, timeout=0.5) as agent:
+            agent.add_device(info[2], path="udp")
+            t0 = time.monotonic()
+            with pytest.raises(NetdamTimeout, match="device 2"):
+                agent.read(Addr(2, 0), 8)
+            assert time.monotonic() - t0 < 3.0
+    assert not leaked("netdam-d2-")
+
+
+@pytest.mark.timeout(60)
+def test_two_clusters_side_by_side_do_not_interfere():
+    with LocalCluster(nodes=1, mem_size=1 << 20) as a, LocalCluster(nodes=1, mem_size=1 << 20) as b:
+        assert a.coordinator != b.coordinator and a.rkey != b.rkey
+        ia, ib = _devices(a)[0]["info"], _devices(b)[0]["info"]
+        with Agent(host_id=501, timeout=1.0) as agent:
+            agent.add_device(ia, path="udp")
+            agent.write(Addr(1, 0), b"cluster a")
+            assert bytes(agent.read(Addr(1, 0), 9)) == b"cluster a"
+            # the same device id in cluster b, with cluster a's key: refused
+            agent.add_device(dict(ib, regions=ia["regions"]), path="udp")
+            from netdam.agent import NakError
+            with pytest.raises(NakError, match="BAD_KEY"):
+                agent.write(Addr(1, 0), b"intruder")
+
+
+SCRIPT = textwrap.dedent("""
+    import sys, numpy as np, netdam
+    comm = netdam.init(timeout=20)
+    x = np.full(4, comm.rank + 1, np.int64)
+    total = comm.all_reduce(x)
+    print("rank", comm.rank, "of", comm.size, "sum", int(total[0]))
+    sys.exit(int(sys.argv[1]) if comm.rank == comm.size - 1 else 0)
+""")
+
+
+@pytest.mark.timeout(120)
+def test_launch_prefixes_output_and_fails_with_the_failing_rank(tmp_path):
+    script = tmp_path / "job.py"
+    script.write_text(SCRIPT)
+    with LocalCluster(nodes=3, mem_size=8 << 20) as c:
+        out = io.StringIO()
+        code = run_hosts(c, 3, [sys.executable, str(script), "0"], out=out, err=out,
+                         timeout=60, extra_env={"NETDAM_JOB": "ok"})
+        assert code == 0, out.getvalue()
+        for r in range(3):
+            assert f"[{r}] rank {r} of 3 sum 6" in out.getvalue()
+        out = io.StringIO()
+        code = run_hosts(c, 3, [sys.executable, str(script), "7"], out=out, err=out,
+                         timeout=60, extra_env={"NETDAM_JOB": "fail"})
+        assert code == 7 and "rank 2 exited with 7" in out.getvalue(), out.getvalue()
+
+
+@pytest.mark.timeout(120)
+def test_netdam_launch_command(tmp_path):
+    script = tmp_path / "job.py"
+    script.write_text(SCRIPT)
+    before = set(leaked())
+    p = subprocess.run([sys.executable, "-m", "netdam", "launch", "-n", "2", str(script), "0"],
+                       capture_output=True, text=True, timeout=90)
+    assert p.returncode == 0, p.stderr
+    assert "[0] rank 0 of 2 sum 3" in p.stdout and "[1] rank 1 of 2 sum 3" in p.stdout
+    assert set(leaked()) == before
+    bad = subprocess.run([sys.executable, "-m", "netdam", "launch", "-n", "0", str(script)],
+                         capture_output=True, text=True, timeout=30)
+    assert bad.returncode == 2 and "must be at least 1" in bad.stderr
+    assert "Traceback" not in bad.stderr
+
+
+@pytest.mark.timeout(60)
+def test_interrupted_launch_tears_everything_down(tmp_path):
+    script = tmp_path / "sleep.py"
+    script.write_text("import time, netdam\ncomm = netdam.init()\nprint('up', flush=True)\n"
+                      "time.sleep(60)\n")
+    before = set(leaked())
+    p = subprocess.Popen([sys.executable, "-m", "netdam", "launch", "-n", "2", str(script)],
+                         stdout=subprocess.PIPE, text=True)
+    seen = 0
+    deadline = time.monotonic() + 30
+    while seen < 2 and time.monotonic() < deadline:
+        line = p.stdout.readline()
+        seen += "up" in line
+    assert seen == 2
+    children = subprocess.run(["pgrep", "-P", str(p.pid)], capture_output=True,
+                              text=True).stdout.split()
+    p.send_signal(2)  # Ctrl-C
+    p.wait(timeout=20)
+    p.stdout.close()
+    time.sleep(0.5)
+    assert children and not [c for c in children if _alive(int(c))]
+    assert set(leaked()) == before
