@@ -157,12 +157,14 @@ class Agent:
                  mtu: int = DEFAULT_MTU, faults: FaultConfig | None = None,
                  reliability: RelConfig | None = None, bind: str = "127.0.0.1",
                  read_chunk: int | None = None, seed: int | None = None,
-                 spin: float = 100e-6, direct_min: int | None = 256 << 10):
+                 spin: float = 100e-6, direct_min: int | None = 256 << 10,
+                 capture=None):
         self.host_id = _default_host_id() if host_id is None else host_id
         self.timeout = timeout
         self.rel = Reliability(reliability or RelConfig(deadline=timeout), seed=seed)
         self.read_chunk = read_chunk or max(8, self.rel.config.max_bytes // 4)
         self.udp = UdpEndpoint(bind, 0, mtu=mtu, faults=faults)
+        self.udp.capture = self.capture = capture   # a netdam.capture.pcap.Capture or None
         self.mtu = self.udp.mtu
         self._one_datagram = max_payload(self.mtu)
         self.direct_min = (1 << 64) if direct_min is None else direct_min
@@ -327,7 +329,10 @@ class Agent:
             if link.shm is None:
                 udp.send(pkt, link.addr, now)
             else:
-                port = link.shm.send(encode_parts(pkt))
+                parts = encode_parts(pkt)
+                port = link.shm.send(parts)
+                if self.capture is not None:   # scale-up datagrams are recorded here
+                    self.capture.record(None, self.udp.address, link.addr, parts)
                 if port > 0:
                     udp.ring_doorbell(port)
                 elif port < 0:
@@ -621,6 +626,8 @@ class Agent:
             shm = link.shm
             view = shm.recv()
             while view is not None:
+                if self.capture is not None and view:
+                    self.capture.record(None, link.addr, self.udp.address, view)
                 self._dispatch(view, None)
                 del view
                 shm.release()
@@ -706,6 +713,8 @@ class Agent:
 
     # -- lifetime ----------------------------------------------------------------------------------
     def close(self) -> None:
+        if self.capture is not None:
+            self.capture.close()
         self._mapped.clear()
         for link in self._shm_links:
             link.shm.close()

@@ -20,6 +20,7 @@ from netdam.bootstrap import detect
 from netdam.collectives.communicator import MAX_SPLITS, Communicator
 from netdam.collectives.p2p import Layout
 from netdam.control.client import ControlClient
+from netdam.capture.pcap import capture_from_env
 from netdam.errors import NetdamError, UsageError
 from netdam.transport.faults import FaultConfig
 from netdam.wire.fields import DEFAULT_MTU
@@ -72,7 +73,7 @@ def init(*, timeout: float = 30.0, deterministic: bool = False, env=None,
     client.start_heartbeat(0.5, lambda: beat)
     mtu = int(env.get("NETDAM_MTU", DEFAULT_MTU))
     agent = Agent(host_id=reply["id"], timeout=min(timeout, 10.0), mtu=mtu,
-                  faults=FaultConfig.from_env(env))
+                  faults=FaultConfig.from_env(env), capture=capture_from_env(env))
     try:
         for m in devices:
             agent.add_device(m["info"], path="auto" if m["node"] == b.node else "udp")

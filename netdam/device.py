@@ -58,6 +58,7 @@ class DeviceConfig:
     reliability: RelConfig = field(default_factory=RelConfig)
     spin: float = 5e-4     #: busy-poll this long after the last datagram before sleeping
     coordinator: str | None = None   #: register with this control plane (tcp://host:port)
+    pcap: str | None = None          #: capture every datagram this device sends here
     node: int = 0                    #: the emulated node this device belongs to
 
 
@@ -85,6 +86,9 @@ class DeviceServer:
         try:
             self.device = Device(c.device_id, c.mem_size, memory=memory, mtu=c.mtu)
             self.udp = UdpEndpoint(c.host, c.port, mtu=c.mtu, faults=c.faults)
+            if c.pcap:
+                from netdam.capture.pcap import Capture
+                self.udp.capture = Capture(c.pcap)
         except BaseException:
             if self.shm is not None:
                 self.shm.close()
@@ -296,6 +300,8 @@ class DeviceServer:
         self._stop = True
 
     def close(self) -> None:
+        if self.udp.capture is not None:
+            self.udp.capture.close()
         self.udp.close()
         self.device = None            # drop the engine's views of shared memory first
         if self.shm is not None:
@@ -433,6 +439,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--coordinator", metavar="ADDRESS",
                         help="register with the coordinator at tcp://HOST:PORT")
     parser.add_argument("--node", type=int, default=0, help="emulated node of this device")
+    parser.add_argument("--pcap", metavar="FILE",
+                        help="write every datagram this device sends to FILE (pcap)")
     parser.add_argument("--spin", type=float, default=5e-4,
                         help="seconds to busy-poll after a datagram before sleeping")
     add_fault_arguments(parser)
@@ -445,7 +453,7 @@ def config_from_args(args: argparse.Namespace) -> DeviceConfig:
                             faults=FaultConfig.from_args(args), peers=args.peers or {},
                             groups=args.groups or {}, regions=args.regions, shm=args.shm,
                             shm_slots=args.shm_slots, spin=args.spin,
-                            coordinator=args.coordinator, node=args.node)
+                            coordinator=args.coordinator, node=args.node, pcap=args.pcap)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
 

@@ -61,10 +61,13 @@ class UdpEndpoint:
         self._poll.register(self.sock.fileno(), select.POLLIN)
         inj = faults if isinstance(faults, Injector) else Injector(faults)
         self.injector = inj
-        self._held: list[tuple[float, int, bytes, tuple]] = []
+        self._held: list[tuple[float, int, bytes, tuple, str | None]] = []
         self._tick = 0
         self.counters = {"tx_datagrams": 0, "tx_bytes": 0, "rx_datagrams": 0, "rx_bytes": 0,
                          "tx_errors": 0}
+        #: a netdam.capture.pcap.Capture recording every datagram this endpoint sends
+        #: (and every one its injector drops, marked); None: no capture
+        self.capture = None
 
     @property
     def buffer_sizes(self) -> tuple[int, int]:
@@ -91,7 +94,7 @@ class UdpEndpoint:
         else:
             self._sendmsg((data,), addr)
 
-    def _sendmsg(self, parts, addr) -> None:
+    def _sendmsg(self, parts, addr, note: str | None = None) -> None:
         try:
             n = self.sock.sendmsg(parts, (), 0, addr)
         except BlockingIOError:
@@ -109,6 +112,8 @@ class UdpEndpoint:
             raise
         self.counters["tx_datagrams"] += 1
         self.counters["tx_bytes"] += n
+        if self.capture is not None:
+            self.capture.record(None, self.address, addr, parts, note)
 
     def ring_doorbell(self, port: int) -> None:
         """Wake a shared-memory consumer on this node: an empty datagram to its port."""
@@ -118,12 +123,21 @@ class UdpEndpoint:
             self.counters["tx_errors"] += 1
 
     def _inject(self, data, addr, now: float) -> None:
-        for at, dgram in self.injector.apply(data, now):
+        before = dict(self.injector.counters) if self.capture is not None else None
+        outs = self.injector.apply(data, now)
+        note = None
+        if before is not None:   # name what the injector did, for the capture
+            done = [k for k in ("lost", "corrupted", "duplicated", "reordered", "delayed",
+                                "rate_limited") if self.injector.counters[k] != before[k]]
+            note = ", ".join(done) or None
+            if not outs:
+                self.capture.record(None, self.address, addr, data, note, dropped=True)
+        for at, dgram in outs:
             if at <= now:
-                self._sendmsg((dgram,), addr)
+                self._sendmsg((dgram,), addr, note)
             else:
                 self._tick += 1
-                heapq.heappush(self._held, (at, self._tick, dgram, addr))
+                heapq.heappush(self._held, (at, self._tick, dgram, addr, note))
 
     def next_timer(self) -> float | None:
         """When a held-back datagram is due (None: nothing held)."""
@@ -133,8 +147,8 @@ class UdpEndpoint:
         """Send every held-back datagram that is due; returns how many."""
         held, n = self._held, 0
         while held and held[0][0] <= now:
-            _, _, dgram, addr = heapq.heappop(held)
-            self._sendmsg((dgram,), addr)
+            _, _, dgram, addr, note = heapq.heappop(held)
+            self._sendmsg((dgram,), addr, note)
             n += 1
         return n
 
