@@ -73,7 +73,8 @@ def init(*, timeout: float = 30.0, deterministic: bool = False, env=None,
     client.start_heartbeat(0.5, lambda: beat)
     mtu = int(env.get("NETDAM_MTU", DEFAULT_MTU))
     agent = Agent(host_id=reply["id"], timeout=min(timeout, 10.0), mtu=mtu,
-                  faults=FaultConfig.from_env(env), capture=capture_from_env(env))
+                  faults=FaultConfig.from_env(env), capture=capture_from_env(env),
+                  bind=env.get("NETDAM_BIND", "127.0.0.1"))
     try:
         for m in devices:
             agent.add_device(m["info"], path="auto" if m["node"] == b.node else "udp")

@@ -165,10 +165,19 @@ class LocalCluster:
             while time.monotonic() < deadline:
                 got = {m["id"] for m in client.topology()["members"] if m["role"] == "device"}
                 if want <= got:
-                    client.request("group", group=1, members=sorted(want))
+                    break
+                time.sleep(0.05)
+            else:
+                raise NetdamError(f"devices {sorted(want - got)} did not register in time")
+            # group 1 = every device (the world's multicast group); wait until every
+            # device has learnt it, so the first in-network collective finds it
+            client.request("group", group=1, members=sorted(want))
+            while time.monotonic() < deadline:
+                counters = {m["id"]: m["counters"] for m in client.status()["members"]}
+                if all(1 in counters.get(d, {}).get("groups", []) for d in want):
                     return
                 time.sleep(0.05)
-            raise NetdamError(f"devices {sorted(want - got)} did not register in time")
+            raise NetdamError("devices did not learn the multicast group in time")
         finally:
             client.close()
 
