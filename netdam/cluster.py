@@ -237,8 +237,8 @@ class LocalCluster:
         parts = sorted(self.pcap.parent.glob(f".{self.pcap.name}.*.part"))
         if parts:
             merge(parts, self.pcap)
-            for p in parts:
-                p.unlink(missing_ok=True)
+        for p in self.pcap.parent.glob(f".{self.pcap.name}.*.part*"):  # parts + notes
+            p.unlink(missing_ok=True)
 
     def __enter__(self) -> "LocalCluster":
         return self.start()

@@ -25,6 +25,7 @@ class DeviceMember:
         self._set_peers, self._set_group, self._counters = set_peers, set_group, counters
         self.interval = interval
         self.groups: dict[int, tuple[int, ...]] = {}
+        self.version = -1   # the topology version last applied
         self._stop = threading.Event()
         self.client = ControlClient(coordinator, timeout=5.0)
         reply = self.client.register("device", node=node, want_id=int(info["id"]),
@@ -37,6 +38,7 @@ class DeviceMember:
 
     def _refresh(self, client: ControlClient) -> None:
         topo = client.topology()
+        self.version = topo["version"]
         peers = {m["id"]: m["endpoint"] for m in topo["members"]
                  if m["role"] == "device" and m.get("endpoint")}
         self._set_peers(peers)
@@ -58,8 +60,10 @@ class DeviceMember:
             events = client.events()
             while not self._stop.is_set():
                 try:
-                    client.request("heartbeat", id=int(self.info["id"]),
-                                   counters=self.heartbeat_counters())
+                    reply = client.request("heartbeat", id=int(self.info["id"]),
+                                           counters=self.heartbeat_counters())
+                    if reply["version"] != self.version:   # an event we may have missed
+                        self._refresh(client)
                     ev = events.next(self.interval)
                     changed = ev is not None
                     while ev is not None:  # drain a burst of events, refresh once

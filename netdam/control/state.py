@@ -56,6 +56,7 @@ class ClusterState:
     regions: dict[str, dict] = field(default_factory=dict)
     events: list[dict] = field(default_factory=list)  # drained by the glue and published
     next_id: int = FIRST_ID   # ids are not reused (see _fresh_id)
+    version: int = 0          # bumped by every change of members, groups or regions
 
     # -- dispatch -------------------------------------------------------------------
 
@@ -81,12 +82,16 @@ class ClusterState:
             raise ControlError(f"unknown member id {mid!r}")
         return self.members[mid]
 
+    def _changed(self, event: dict) -> None:
+        self.version += 1
+        self.events.append(event)
+
     def _touch(self, mid: Any, now: float) -> None:
         m = self._member(mid)
         m.last_seen = now
         if not m.alive:
             m.alive = True
-            self.events.append({"event": "alive", "id": m.id})
+            self._changed({"event": "alive", "id": m.id})
 
     # -- health ---------------------------------------------------------------------
 
@@ -97,7 +102,7 @@ class ClusterState:
             if m.alive and now - m.last_seen > self.dead_after:
                 m.alive = False
                 dead.append(m.id)
-                self.events.append({"event": "dead", "id": m.id, "role": m.role,
+                self._changed({"event": "dead", "id": m.id, "role": m.role,
                                     "name": m.name})
         return dead
 
@@ -130,7 +135,7 @@ class ClusterState:
                    endpoint=endpoint, shm=req.get("shm"), info=dict(req.get("info", {})),
                    last_seen=now)
         self.members[mid] = m
-        self.events.append({"event": "joined", "id": mid, "role": role, "node": node})
+        self._changed({"event": "joined", "id": mid, "role": role, "node": node})
         return {"id": mid, "pkey": self.pkey, "cluster": self.cluster,
                 "dead_after": self.dead_after}
 
@@ -151,16 +156,17 @@ class ClusterState:
             if not isinstance(req["counters"], dict):
                 raise ControlError("counters must be an object")
             m.counters = req["counters"]
-        return {"dead": [x.id for x in self.members.values() if not x.alive]}
+        return {"dead": [x.id for x in self.members.values() if not x.alive],
+                "version": self.version}
 
     def _leave(self, req: dict, now: float) -> dict:
         m = self._member(req["id"])
         del self.members[m.id]
-        self.events.append({"event": "left", "id": m.id})
+        self._changed({"event": "left", "id": m.id})
         return {}
 
     def _topology(self, req: dict, now: float) -> dict:
-        return {"pkey": self.pkey, "cluster": self.cluster,
+        return {"pkey": self.pkey, "cluster": self.cluster, "version": self.version,
                 "members": [m.public() | {"counters": {}} for m in self.members.values()],
                 "groups": {str(g): list(ms) for g, ms in self.groups.items()},
                 "regions": self.regions}
@@ -177,7 +183,7 @@ class ClusterState:
         if not isinstance(gid, int) or not 1 <= gid < 0xFFFF:
             raise ControlError(f"group id {gid!r} outside 1..65534")
         self.groups[gid] = members
-        self.events.append({"event": "group", "group": gid, "members": list(members)})
+        self._changed({"event": "group", "group": gid, "members": list(members)})
         return {"group": gid}
 
     def _region(self, req: dict, now: float) -> dict:
@@ -186,6 +192,7 @@ class ClusterState:
         entry = {"device": m.id, "base": int(req["base"]), "length": int(req["length"]),
                  "rkey": int(req["rkey"]), "rights": int(req.get("rights", 0))}
         self.regions[name] = entry
+        self.version += 1
         return {"region": entry}
 
     def _lookup(self, req: dict, now: float) -> dict:

@@ -100,7 +100,7 @@ class _Entry:
 
 class _Peer:
     __slots__ = ("next_seq", "base", "cum", "outstanding", "queue", "bytes", "srtt",
-                 "rttvar", "rto")
+                 "rttvar", "rto", "anchored")
 
     def __init__(self, initial_seq: int, rto: float):
         self.next_seq = initial_seq
@@ -112,6 +112,10 @@ class _Peer:
         self.srtt: float | None = None
         self.rttvar = 0.0
         self.rto = rto
+        # Until the peer has answered once, only one datagram is in flight: the receiver
+        # anchors its replay window at the first sequence number it sees (SPEC §8.3), so
+        # that number must be our first one, not a later one overtaking a lost first.
+        self.anchored = False
 
 
 class Reliability:
@@ -204,8 +208,8 @@ class Reliability:
             q = p.queue
             while q:
                 e = q[0]
-                if seq_diff(p.next_seq, p.base) >= window or (
-                        p.outstanding and p.bytes + e.size > max_bytes):
+                if seq_diff(p.next_seq, p.base) >= window or (p.outstanding and (
+                        not p.anchored or p.bytes + e.size > max_bytes)):
                     self.counters["window_stalls"] += 1
                     break
                 q.popleft()
@@ -245,6 +249,7 @@ class Reliability:
         e = p.outstanding.get(reply.seq)
         if e is not None:
             e.delivered = True
+            p.anchored = True
             if final or not e.needs_reply:
                 self._retire(peer, p, e, now, done)
         elif final:

@@ -145,7 +145,7 @@ def test_empty_filter_matches_everything():
 
 def test_bad_filter_on_the_command_line_is_one_line(sample, capsys):
     code, out, err = _run(capsys, sample[0], "--filter", "opcode=READ")
-    assert code == 1 and "column 7" in err
+    assert code == 2 and "column 7" in err
 
 
 @pytest.mark.parametrize("fmt", ["pcap", "pcapng"])
@@ -215,7 +215,7 @@ def test_png_without_matplotlib_is_one_line(sample, capsys, tmp_path, monkeypatc
         return real(name, *a, **kw)
     monkeypatch.setattr(builtins, "__import__", no_matplotlib)
     code, _, err = _run(capsys, sample[0], "--png", tmp_path / "l.png")
-    assert code == 1 and "needs matplotlib" in err
+    assert code == 2 and "needs matplotlib" in err
 
 
 def test_dissector_install_and_path(tmp_path, capsys, monkeypatch):

@@ -23,8 +23,31 @@ def _ack(pkt: Packet, cum: int | None = None) -> Packet:
                   ack=cum or 0)
 
 
+def _anchor(rel: Reliability, now: float = 0.0) -> None:
+    """Send one datagram and have it answered: the peer has anchored its window."""
+    rel.submit(PEER, _req(), now, token="anchor")
+    (_, first), = rel.datagrams_to_send(now)
+    assert [r.token for r in rel.on_reply(PEER, _ack(first), now)] == ["anchor"]
+
+
+def test_first_datagram_goes_alone_until_answered():
+    """The receiver anchors its replay window at the first seq it sees (SPEC §8.3): a
+    later datagram must not overtake a lost first one."""
+    rel = Reliability(initial_seq=40)
+    for i in range(3):
+        rel.submit(PEER, _req(), 0.0, token=i)
+    assert [p.seq for _, p in rel.datagrams_to_send(0.0)] == [40]
+    assert rel.datagrams_to_send(0.01) == []          # still unanswered: nothing more
+    rel.handle_timer(1.0)
+    again = rel.datagrams_to_send(1.0)                # the first one, retransmitted
+    assert [p.seq for _, p in again] == [40] and again[0][1].has(Flag.RETRANSMIT)
+    rel.on_reply(PEER, _ack(again[0][1]), 1.01)
+    assert [p.seq for _, p in rel.datagrams_to_send(1.01)] == [41, 42]
+
+
 def test_sequence_numbers_are_consecutive_and_wrap():
-    rel = Reliability(initial_seq=0xFFFFFFFE)
+    rel = Reliability(initial_seq=0xFFFFFFFD)
+    _anchor(rel)
     for i in range(4):
         rel.submit(PEER, _req(), 0.0, token=i)
     sent = rel.datagrams_to_send(0.0)
@@ -36,7 +59,8 @@ def test_sequence_numbers_are_consecutive_and_wrap():
 
 
 def test_selective_ack_retires_one():
-    rel = Reliability(initial_seq=100)
+    rel = Reliability(initial_seq=99)
+    _anchor(rel)
     for i in range(3):
         rel.submit(PEER, _req(), 0.0, token=i)
     sent = [p for _, p in rel.datagrams_to_send(0.0)]
@@ -79,7 +103,8 @@ def test_retransmit_with_backoff_then_give_up():
 
 
 def test_window_limits_sequence_span_and_bytes():
-    rel = Reliability(RelConfig(window=4, max_bytes=1 << 30), initial_seq=0)
+    rel = Reliability(RelConfig(window=4, max_bytes=1 << 30), initial_seq=0xFFFFFFFF)
+    _anchor(rel)
     for i in range(10):
         rel.submit(PEER, _req(), 0.0, token=i)
     first = rel.datagrams_to_send(0.0)
@@ -91,6 +116,7 @@ def test_window_limits_sequence_span_and_bytes():
     assert [p.seq for _, p in rel.datagrams_to_send(0.002)] == [4]
 
     byt = Reliability(RelConfig(window=100, max_bytes=1000), initial_seq=0)
+    _anchor(byt)
     for i in range(5):
         byt.submit(PEER, _req(400), 0.0, token=i)
     assert len(byt.datagrams_to_send(0.0)) == 2
