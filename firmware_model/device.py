@@ -30,6 +30,8 @@ from netdam.wire.codec import Packet, WireError, decode, overhead, peek_header
 from netdam.wire.fields import CAPS, DEFAULT_MTU, MAGIC, Cap, Flag, Opcode, Status
 from netdam.wire.frag import max_payload
 
+_RESPONSE, _ACK_REQ = int(Cap.RESPONSE), int(Flag.ACK_REQ)   # plain ints for the hot path
+
 MEMBER_MAX = 0xFFFE
 GROUP_MAX = 0xFFFF
 _ORDER_FLAGS = Flag.FENCE | Flag.RELEASE
@@ -189,7 +191,7 @@ class Device:
     def _handle(self, pkt: Packet, now: float, size: int) -> list[Out]:
         self._ctx.now = now
         caps = CAPS.get(pkt.opcode)
-        if caps is not None and caps & Cap.RESPONSE:
+        if caps is not None and int(caps) & _RESPONSE:
             # a response reached a device: NAK it, except a NAK (no NAK storms)
             self._counters.add("responses_ignored")
             if pkt.opcode == Opcode.NAK:
@@ -197,7 +199,7 @@ class Device:
             return self._reject(pkt, Status.UNKNOWN_OPCODE, self._peers.get(pkt.src), None)
         row = self._table.get(pkt.opcode)
         self._counters.request(row.name if row else opcode_name(pkt.opcode), size)
-        if not pkt.flags & Flag.ACK_REQ:
+        if not pkt.flags & _ACK_REQ:
             # unsequenced (no ACK_REQ): applied on arrival, no replay window, never held
             return self._execute(row, pkt, self._peers.get(pkt.src), None, record=False)
         peer, evicted = self._peers.touch(pkt.src, pkt.seq, now)

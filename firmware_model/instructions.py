@@ -44,6 +44,7 @@ FP8_SOURCES = (DType.FLOAT32, DType.BFLOAT16, DType.FLOAT16)
 FORWARD_KEEP = Flag.MORE_FRAGS | Flag.LAST_HOP_SIGNAL | Flag.RESULT_MCAST | Flag.MCAST_COPY
 #: rights that let a request bump a signal word
 SIGNAL_NEED = (Rights.ATOMIC,) + WRITE_ANY
+_PAYLOAD = int(Cap.PAYLOAD)
 
 
 class Out(NamedTuple):
@@ -160,12 +161,16 @@ class Instruction:
     implied: int = 0          #: flags the opcode implies (FENCE -> Flag.FENCE)
     user: bool = False
 
+    def __post_init__(self):
+        # capability bits as a plain int: IntFlag arithmetic is slow on the hot path
+        object.__setattr__(self, "bits", int(self.caps))
+
     def has(self, cap: int) -> bool:
-        return bool(self.caps & cap)
+        return bool(self.bits & int(cap))
 
     def operand_bytes(self, pkt: Packet) -> int:
         """Bytes the instruction moves (for the cost model)."""
-        return len(pkt.payload) if self.caps & Cap.PAYLOAD else pkt.length
+        return len(pkt.payload) if self.bits & _PAYLOAD else pkt.length
 
 
 # -- shared checks -------------------------------------------------------------------------

@@ -160,8 +160,8 @@ class Memory:
         addr, length = access.addr, access.length
         if addr < region.base or length < 0 or addr + length > region.end:
             return Status.OUT_OF_BOUNDS
-        granted = region.rights
-        if not any((granted & need) == need for need in access.need):
+        granted = int(region.rights)
+        if not any((granted & int(need)) == need for need in access.need):
             return Status.ACCESS_DENIED
         if access.align > 1 and (addr % access.align or length % access.align):
             return Status.MISALIGNED

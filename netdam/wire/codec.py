@@ -73,9 +73,10 @@ class Packet:
 
     def copy(self, **changes) -> "Packet":
         """A shallow copy with some fields changed (on the hot path: no dataclasses.replace)."""
-        p = Packet.__new__(Packet)
-        for name in _SLOTS:
-            setattr(p, name, getattr(self, name))
+        p = Packet(self.opcode, self.flags, self.status, self.dtype, self.redop, self.hop,
+                   self.src, self.dst, self.pkey, self.group, self.rkey, self.seq, self.ack,
+                   self.req_id, self.addr, self.addr2, self.imm, self.length, self.frag_off,
+                   self.route, self.payload, self.version)
         for name, value in changes.items():
             setattr(p, name, value)
         return p
@@ -88,9 +89,6 @@ class Packet:
         d = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "payload"}
         d["payload_len"] = len(self.payload)
         return d
-
-
-_SLOTS = tuple(f.name for f in fields(Packet))
 
 
 def route_bytes(n: int) -> int:

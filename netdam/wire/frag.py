@@ -16,6 +16,9 @@ from netdam.wire.codec import Packet, WireError, overhead
 from netdam.wire.fields import MAX_DATAGRAM, MIN_MTU, PAYLOAD_ALIGN, Flag, Status
 
 
+_MORE = int(Flag.MORE_FRAGS)
+
+
 def max_payload(mtu: int, nhops: int = 0) -> int:
     """Payload bytes one datagram of ``mtu`` bytes carries (a multiple of PAYLOAD_ALIGN)."""
     if not MIN_MTU <= mtu <= MAX_DATAGRAM:
@@ -37,12 +40,12 @@ def fragment(template: Packet, data, mtu: int, *, base: int = 0) -> Iterator[Pac
     step = max_payload(mtu, len(template.route))
     if total == 0:
         yield template.copy(frag_off=base, length=length, payload=b"",
-                            flags=template.flags & ~Flag.MORE_FRAGS)
+                            flags=int(template.flags) & ~_MORE)
         return
     for off in range(0, total, step):
         end = min(off + step, total)
         more = end < total or base + end < length
-        flags = (template.flags | Flag.MORE_FRAGS) if more else (template.flags & ~Flag.MORE_FRAGS)
+        flags = int(template.flags) | _MORE if more else int(template.flags) & ~_MORE
         yield template.copy(frag_off=base + off, length=length, payload=view[off:end],
                             flags=flags)
 
