@@ -4,6 +4,7 @@ device is declared dead within the bound and operations on it fail fast; two clu
 side by side do not see each other."""
 
 import io
+import json
 import os
 import subprocess
 import sys
@@ -158,3 +159,25 @@ def test_interrupted_launch_tears_everything_down(tmp_path):
     time.sleep(0.5)
     assert children and not [c for c in children if _alive(int(c))]
     assert set(leaked()) == before
+
+
+@pytest.mark.timeout(60)
+def test_netdam_status_reports_members_and_counters():
+    with LocalCluster(nodes=2, mem_size=1 << 20) as c:
+        p = subprocess.run([sys.executable, "-m", "netdam", "status", "--json",
+                            "--coordinator", c.coordinator], capture_output=True, text=True,
+                           timeout=30)
+        assert p.returncode == 0, p.stderr
+        status = json.loads(p.stdout)
+        devices = {m["id"]: m for m in status["members"] if m["role"] == "device"}
+        assert set(devices) == {1, 2} and all(m["alive"] for m in devices.values())
+        assert "rx_packets" in devices[1]["counters"] and devices[1]["counters"]["groups"] == [1]
+        table = subprocess.run([sys.executable, "-m", "netdam", "status", "--coordinator",
+                                c.coordinator], capture_output=True, text=True, timeout=30,
+                               env={**os.environ, "COLUMNS": "250"})
+        assert table.returncode == 0 and "device1" in table.stdout and "alive" in table.stdout
+    gone = subprocess.run([sys.executable, "-m", "netdam", "status", "--coordinator",
+                           "tcp://127.0.0.1:9", "--timeout", "0.3"], capture_output=True,
+                          text=True, timeout=30)
+    assert gone.returncode == 1 and "did not answer" in gone.stderr
+    assert "Traceback" not in gone.stderr
