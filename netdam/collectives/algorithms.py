@@ -125,17 +125,7 @@ def allreduce_canonical(rank: int, n: int, buf: memoryview, esize: int,
     if n == 1:
         return
     spans = blocks(len(buf) // esize, n, esize)
-    for s in range(1, n):
-        peer = (rank + s) % n
-        yield Send(peer, _block(buf, spans[peer]), "canon")
-    mine = _block(buf, spans[rank])
-    parts: dict[int, bytes] = {rank: bytes(mine)}
-    for s in range(1, n):
-        peer = (rank - s) % n
-        parts[peer] = yield Recv(peer, len(mine), "canon")
-    mine[:] = parts[0]
-    for r in range(1, n):
-        red(mine, memoryview(parts[r]))
+    yield from reduce_scatter_canonical(rank, n, buf, spans, red)
     yield from _ring_all_gather(rank, n, buf, spans)
 
 

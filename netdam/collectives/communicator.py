@@ -81,14 +81,15 @@ class Request:
         return self.test()
 
     def wait(self, timeout: float | None = None):
-        deadline = time.monotonic() + (self.comm.timeout if timeout is None else timeout)
+        bound = self.comm.timeout if timeout is None else timeout
+        deadline = time.monotonic() + bound
         while not self.finished:
             self.comm._progress()
             if self.finished:
                 break
             if time.monotonic() > deadline:
                 raise NetdamTimeout(f"rank {self.comm.rank}: {self.name} did not finish "
-                                    f"within {deadline - time.monotonic() + (timeout or self.comm.timeout):g} s")
+                                    f"within {bound:g} s")
             self.comm.channels.idle()
         if self.error is not None:
             raise self.error
@@ -209,10 +210,11 @@ class Communicator:
         dt, rop = resolve_dtype(x, dtype), resolve_op(op)
         red = self._reducer(dt, rop)
         work = x.copy()
-        gen = A.reduce_binomial(self.rank, self.size, as_bytes(work), root, red)
-        if self.deterministic:
+        if self.deterministic:   # rank order, like every reproducible reduction
             gen = A.allreduce_canonical(self.rank, self.size, as_bytes(work),
                                         x.dtype.itemsize, red)
+        else:
+            gen = A.reduce_binomial(self.rank, self.size, as_bytes(work), root, red)
 
         def finish():
             if self.rank != root:

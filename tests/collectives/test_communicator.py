@@ -1,0 +1,74 @@
+"""Communicator features beyond the matrix, on a real cluster: sub-communicators that
+run collectives at the same time, non-blocking collectives completing in order, in-place
+and out-of-place forms, and argument errors as one readable UsageError."""
+
+import io
+import sys
+import textwrap
+
+import pytest
+
+from netdam.cluster import LocalCluster
+from netdam.launch import run_hosts
+
+SCRIPT = textwrap.dedent("""
+    import numpy as np, netdam
+    from netdam.errors import UsageError
+    comm = netdam.init(timeout=30)
+    r, n = comm.rank, comm.size
+
+    # sub-communicators: evens and odds reduce at the same time
+    sub = comm.split(color=r % 2, key=-r)          # reversed order inside each group
+    members = [q for q in range(n) if q % 2 == r % 2]
+    assert sub.size == len(members) and sub.rank == sorted(members, reverse=True).index(r)
+    got = sub.all_reduce(np.full(1000, r, np.int64))
+    assert (got == sum(members)).all(), got[:3]
+    none = comm.split(color=None if r == 0 else 1)
+    assert (none is None) == (r == 0)
+    if none is not None:
+        assert none.all_reduce(np.ones(3, np.int32)).tolist() == [n - 1] * 3
+
+    # non-blocking: started together, finished in order, overlapping local work
+    a = np.arange(5000, dtype=np.float64) * (r + 1)
+    h1 = comm.all_reduce_nb(a)
+    h2 = comm.broadcast_nb(np.full(7, r, np.int16), root=n - 1)
+    h3 = comm.barrier_nb()
+    busy = sum(i * i for i in range(1000))         # the host does something else
+    assert np.array_equal(h1.wait(), np.arange(5000) * (n * (n + 1) / 2))
+    assert h2.wait().tolist() == [n - 1] * 7 and h3.wait() is None and h1.done()
+
+    # in place and out of place
+    x = np.full(10, r + 1, np.int32)
+    y = comm.all_reduce(x)
+    assert (x == r + 1).all() and (y == n * (n + 1) // 2).all()
+    comm.all_reduce(x, out=x)
+    assert (x == n * (n + 1) // 2).all()
+
+    # bad arguments: one readable error, nothing sent
+    for call in (lambda: comm.all_reduce(x, op="avg"), lambda: comm.broadcast(x, root=n),
+                 lambda: comm.all_reduce(np.zeros(3, np.float32), op="bxor"),
+                 lambda: comm.all_to_all(np.zeros(n + 1)),
+                 lambda: comm.all_reduce(x, algo="magic")):
+        try:
+            call()
+        except UsageError as exc:
+            assert str(exc) and "\\n" not in str(exc)
+        else:
+            raise AssertionError("accepted a bad argument")
+    comm.barrier()
+    print("rank", r, "ok", flush=True)
+""")
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("n", [3, 4])
+def test_split_nonblocking_inplace_and_errors(tmp_path, n):
+    script = tmp_path / "job.py"
+    script.write_text(SCRIPT)
+    out = io.StringIO()
+    with LocalCluster(nodes=n, mem_size=64 << 20) as c:
+        code = run_hosts(c, n, [sys.executable, str(script)], out=out, err=out, timeout=90,
+                         extra_env={"NETDAM_JOB": f"comm{n}"})
+    assert code == 0, out.getvalue()
+    for r in range(n):
+        assert f"rank {r} ok" in out.getvalue()
