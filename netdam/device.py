@@ -127,6 +127,9 @@ class DeviceServer:
     def set_group(self, group_id: int, members: list[int]) -> None:
         self.device.set_group(group_id, members)
 
+    def set_chain(self, chain_id: int, members: list[int]) -> None:
+        self.device.set_chain(chain_id, tuple(members))
+
     def info(self) -> dict:
         """What a parent or a host agent needs (the first stdout line)."""
         host, port = self.udp.address
@@ -327,7 +330,7 @@ def serve(config: DeviceConfig, *, out=None) -> dict:
             from netdam.control.member import DeviceMember
             member = DeviceMember(config.coordinator, server.info(), config.node,
                                   set_peers=server.set_peers, set_group=server.set_group,
-                                  counters=server.counters)
+                                  set_chain=server.set_chain, counters=server.counters)
         print(json.dumps(server.info()), file=out, flush=True)
         counters = server.serve()
         try:

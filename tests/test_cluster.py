@@ -181,3 +181,18 @@ def test_netdam_status_reports_members_and_counters():
                           text=True, timeout=30)
     assert gone.returncode == 1 and "did not answer" in gone.stderr
     assert "Traceback" not in gone.stderr
+
+
+@pytest.mark.timeout(60)
+def test_devices_learn_chains_from_the_coordinator():
+    with LocalCluster(nodes=3, mem_size=1 << 20) as c:
+        client = ControlClient(c.coordinator, timeout=5)
+        cid = client.request("chain", members=[3, 1, 2])["chain"]
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            counters = {m["id"]: m["counters"] for m in client.status()["members"]}
+            if all(cid in counters[d].get("chains", []) for d in (1, 2, 3)):
+                break
+            time.sleep(0.05)
+        client.close()
+        assert all(cid in counters[d]["chains"] for d in (1, 2, 3))

@@ -20,9 +20,12 @@ from netdam.control.client import ControlClient, ControlError, ControlTimeout
 class DeviceMember:
     def __init__(self, coordinator: str, info: dict, node: int, *,
                  set_peers: Callable[[dict], None], set_group: Callable[[int, list], None],
-                 counters: Callable[[], dict], interval: float = 0.5):
+                 counters: Callable[[], dict], set_chain: Callable[[int, list], None] | None = None,
+                 interval: float = 0.5):
         self.coordinator, self.info, self.node = coordinator, info, node
         self._set_peers, self._set_group, self._counters = set_peers, set_group, counters
+        self._set_chain = set_chain
+        self.chains: dict[int, tuple[int, ...]] = {}
         self.interval = interval
         self.groups: dict[int, tuple[int, ...]] = {}
         self.version = -1   # the topology version last applied
@@ -47,10 +50,16 @@ class DeviceMember:
             if self.groups.get(int(gid)) != members:
                 self._set_group(int(gid), list(members))
                 self.groups[int(gid)] = members
+        for cid, route in topo.get("chains", {}).items():
+            route = tuple(route)
+            if self._set_chain is not None and self.chains.get(int(cid)) != route:
+                self._set_chain(int(cid), list(route))
+                self.chains[int(cid)] = route
 
     def heartbeat_counters(self) -> dict:
         c = dict(self._counters())
         c["groups"] = sorted(self.groups)
+        c["chains"] = sorted(self.chains)
         return c
 
     def _run(self) -> None:

@@ -53,6 +53,7 @@ class ClusterState:
     cluster: str = "netdam"
     members: dict[int, Member] = field(default_factory=dict)
     groups: dict[int, tuple[int, ...]] = field(default_factory=dict)
+    chains: dict[int, tuple[int, ...]] = field(default_factory=dict)   # REDUCE_FWD routes
     regions: dict[str, dict] = field(default_factory=dict)
     events: list[dict] = field(default_factory=list)  # drained by the glue and published
     next_id: int = FIRST_ID   # ids are not reused (see _fresh_id)
@@ -169,6 +170,7 @@ class ClusterState:
         return {"pkey": self.pkey, "cluster": self.cluster, "version": self.version,
                 "members": [m.public() | {"counters": {}} for m in self.members.values()],
                 "groups": {str(g): list(ms) for g, ms in self.groups.items()},
+                "chains": {str(c): list(ms) for c, ms in self.chains.items()},
                 "regions": self.regions}
 
     def _group(self, req: dict, now: float) -> dict:
@@ -185,6 +187,23 @@ class ClusterState:
         self.groups[gid] = members
         self._changed({"event": "group", "group": gid, "members": list(members)})
         return {"group": gid}
+
+    def _chain(self, req: dict, now: float) -> dict:
+        """A named REDUCE_FWD route (SPEC §4.9): packets that carry no route use it."""
+        route = tuple(int(x) for x in req["members"])
+        if not route:
+            raise ControlError("a chain needs at least one device")
+        for x in route:
+            if self._member(x).role != "device":
+                raise ControlError(f"chain member {x} is not a device")
+        cid = req.get("chain")
+        if cid is None:
+            cid = next(i for i in range(1, 0xFFFF) if i not in self.chains)
+        if not isinstance(cid, int) or not 1 <= cid < 0xFFFF:
+            raise ControlError(f"chain id {cid!r} outside 1..65534")
+        self.chains[cid] = route
+        self._changed({"event": "chain", "chain": cid, "members": list(route)})
+        return {"chain": cid}
 
     def _region(self, req: dict, now: float) -> dict:
         m = self._member(req["id"])
@@ -214,6 +233,7 @@ HANDLERS: dict[str, Callable[[ClusterState, dict, float], dict]] = {
     "leave": ClusterState._leave,
     "topology": ClusterState._topology,
     "group": ClusterState._group,
+    "chain": ClusterState._chain,
     "region": ClusterState._region,
     "lookup": ClusterState._lookup,
     "status": ClusterState._status,

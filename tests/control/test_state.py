@@ -97,3 +97,13 @@ def test_ids_of_departed_members_are_not_reused():
     _ok(s.handle({"op": "leave", "id": first}, 0.0))
     second = _ok(s.handle({"op": "register", "role": "host"}, 0.0))["id"]
     assert second != first
+
+
+def test_chains_are_held_and_checked():
+    s = ClusterState()
+    devs = [_ok(s.handle({"op": "register", "role": "device"}, 0.0))["id"] for _ in range(3)]
+    host = _ok(s.handle({"op": "register", "role": "host"}, 0.0))["id"]
+    cid = _ok(s.handle({"op": "chain", "members": devs[::-1]}, 0.0))["chain"]
+    assert _ok(s.handle({"op": "topology"}, 0.0))["chains"] == {str(cid): devs[::-1]}
+    bad = s.handle({"op": "chain", "members": [devs[0], host]}, 0.0)
+    assert not bad["ok"] and "not a device" in bad["error"]
