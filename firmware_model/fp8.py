@@ -20,7 +20,8 @@ multi-byte codes in device memory are little-endian.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -39,10 +40,6 @@ class Format:
     has_inf: bool            # all-ones exponent with zero mantissa is +-inf
     saturate: bool           # out-of-range values (and inf) clamp to +-max_value
     nan_code: int            # the canonical quiet NaN (positive)
-    _lut: np.ndarray = field(init=False, repr=False, compare=False)
-
-    def __post_init__(self):
-        object.__setattr__(self, "_lut", self._build_lut())
 
     @property
     def bits(self) -> int:
@@ -69,7 +66,10 @@ class Format:
             return sign * m * 2.0 ** (self.min_normal_exp - self.mbits)
         return sign * (1.0 + m / 2 ** self.mbits) * 2.0 ** (e - self.bias)
 
-    def _build_lut(self) -> np.ndarray:
+    @cached_property
+    def _lut(self) -> np.ndarray:
+        """Value of every code, built on first use (65536 entries for 16-bit formats:
+        building them at import slowed every process start)."""
         return np.array([self._value_of(c) for c in range(1 << self.bits)], np.float64)
 
     def decode(self, codes) -> np.ndarray:
