@@ -23,6 +23,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("netdam.demo", "run the main job: a local cluster, every collective, checked"),
     "launch": ("netdam.launch", "start a local cluster and run SCRIPT as N host ranks"),
     "run": ("netdam.collectives.run_cmd", "run one collective on a local cluster, checked"),
+    "bench": ("netdam.collectives.bench", "nccl-tests style sweep: time, algbw, busbw, #wrong"),
     "device": ("netdam.device", "run one emulated device (UDP, optional shared memory)"),
     "coordinator": ("netdam.control.coordinator", "run the control-plane coordinator"),
     "status": ("netdam.control.status", "live counters and health of a running cluster"),
