@@ -93,9 +93,11 @@ def init(*, timeout: float = 30.0, deterministic: bool = False, env=None,
             areas.append(Addr(dev, index.get(dev, 0) * stride))
             index[dev] = index.get(dev, 0) + 1
         one_per_device = len(index) == b.world_size and set(index) == {d["id"] for d in devices}
+        node_of = {m["id"]: m["node"] for m in devices}
         comm = Communicator(agent, b.rank, b.world_size, areas, layout=layout,
                             group=WORLD_GROUP if one_per_device else None, timeout=timeout,
-                            deterministic=deterministic, control=client)
+                            deterministic=deterministic, control=client,
+                            nodes=[node_of[ranks[r]] for r in range(b.world_size)])
         # the start-up barrier: my counters are zero before anyone can send to me
         comm.channels.reset()
         beat.update(ready=job)

@@ -1,11 +1,12 @@
 """``netdam demo``: the main job on defaults.
 
-Owns the demo's plan and its report: start a local cluster (4 nodes of one device and
-one host each by default, so every byte between ranks crosses UDP and every device can
-take part in the in-network engine), run every collective with every algorithm on a few
-sizes and dtypes, check each iteration against NumPy, show progress and a rich table
-(collective, algorithm, dtype, size, time, algbw, busbw, #wrong), and exit 0 only if
-every case was correct.
+Owns the demo's plan and its report: start a local cluster (2 nodes of 2 devices by
+default, one host rank per device, so ranks of one node talk over shared memory (scale-up)
+and ranks of different nodes over UDP (scale-out), and every device takes part in the
+in-network engine), run every collective with every algorithm on a few sizes and dtypes,
+check each iteration against NumPy, show progress and a rich table (collective,
+algorithm, dtype, size, time, algbw, busbw, #wrong), and exit 0 only if every case was
+correct.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ def plan(n: int, *, chain: bool) -> list[dict]:
         cases.append({"collective": coll, "count": nbytes // esize, "dtype": dtype,
                       "warmup": 1, "iters": 3, **kw})
 
-    algos = ["ring", "recursive_doubling"] + (["chain"] if chain else [])
+    algos = ["ring", "recursive_doubling", "hierarchical"] + (["chain"] if chain else [])
     for size in SIZES:
         for algo in algos:
             add("all_reduce", size, algo=algo)
@@ -71,9 +72,9 @@ def report(results: list[Result], n: int, title: str) -> Table:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--nodes", type=int, default=4, help="emulated nodes (default 4)")
-    p.add_argument("--devices-per-node", type=int, default=1, metavar="K",
-                   help="devices per node; one host rank runs per device (default 1)")
+    p.add_argument("--nodes", type=int, default=2, help="emulated nodes (default 2)")
+    p.add_argument("--devices-per-node", type=int, default=2, metavar="K",
+                   help="devices per node; one host rank runs per device (default 2)")
     p.add_argument("--pcap", metavar="FILE", help="capture every netdam datagram to FILE")
     p.add_argument("--mtu", type=int, default=None, help="datagram size (default 65000)")
     add_fault_arguments(p)

@@ -34,6 +34,21 @@ def _alive(pid: int) -> bool:
         return False
 
 
+def _orphans() -> set[str]:
+    """Shared-memory segments whose creating device process is gone: leaks. (Segments of
+    live netdam processes, ours or anyone's, are not leaks.)"""
+    out = set()
+    for name in leaked():
+        parts = name.split("-")            # netdam-d<id>-<pid>-<token>-...
+        if len(parts) > 2 and parts[2].isdigit() and not _alive(int(parts[2])):
+            out.add(name)
+    return out
+
+
+def _names(c: LocalCluster) -> set[str]:
+    return {n for d in c.devices for n in [d.shm["memory"]] + sum(d.shm["slots"], [])}
+
+
 def _devices(c: LocalCluster) -> list[dict]:
     client = ControlClient(c.coordinator, timeout=5)
     try:
@@ -44,14 +59,16 @@ def _devices(c: LocalCluster) -> list[dict]:
 
 @pytest.mark.timeout(120)
 def test_start_stop_1_to_8_nodes_leaves_nothing_behind():
-    before = set(leaked())
+    before = _orphans()
     for nodes in (1, 2, 3, 8):
         with LocalCluster(nodes=nodes, mem_size=1 << 20) as c:
             pids = c.pids
             assert len(_devices(c)) == nodes
-            assert set(leaked()) - before, "devices offer shared memory"
+            names = _names(c)
+            assert names and names <= set(leaked()), "devices offer shared memory"
         assert not [p for p in pids if _alive(p)], "processes left after stop"
-        assert set(leaked()) == before, "shared memory left after stop"
+        assert not names & set(leaked()), "shared memory left after stop"
+        assert _orphans() <= before
 
 
 @pytest.mark.timeout(60)
@@ -75,7 +92,8 @@ def test_killed_device_declared_dead_and_operations_fail_fast():
             with pytest.raises(NetdamTimeout, match="device 2"):
                 agent.read(Addr(2, 0), 8)
             assert time.monotonic() - t0 < 3.0
-    assert not leaked("netdam-d2-")
+        names = _names(c)
+    assert not names & set(leaked())
 
 
 @pytest.mark.timeout(60)
@@ -125,12 +143,12 @@ def test_launch_prefixes_output_and_fails_with_the_failing_rank(tmp_path):
 def test_netdam_launch_command(tmp_path):
     script = tmp_path / "job.py"
     script.write_text(SCRIPT)
-    before = set(leaked())
+    before = _orphans()
     p = subprocess.run([sys.executable, "-m", "netdam", "launch", "-n", "2", str(script), "0"],
                        capture_output=True, text=True, timeout=90)
     assert p.returncode == 0, p.stderr
     assert "[0] rank 0 of 2 sum 3" in p.stdout and "[1] rank 1 of 2 sum 3" in p.stdout
-    assert set(leaked()) == before
+    assert _orphans() <= before
     bad = subprocess.run([sys.executable, "-m", "netdam", "launch", "-n", "0", str(script)],
                          capture_output=True, text=True, timeout=30)
     assert bad.returncode == 2 and "must be at least 1" in bad.stderr
@@ -142,7 +160,7 @@ def test_interrupted_launch_tears_everything_down(tmp_path):
     script = tmp_path / "sleep.py"
     script.write_text("import time, netdam\ncomm = netdam.init()\nprint('up', flush=True)\n"
                       "time.sleep(60)\n")
-    before = set(leaked())
+    before = _orphans()
     p = subprocess.Popen([sys.executable, "-m", "netdam", "launch", "-n", "2", str(script)],
                          stdout=subprocess.PIPE, text=True)
     seen = 0
@@ -158,7 +176,7 @@ def test_interrupted_launch_tears_everything_down(tmp_path):
     p.stdout.close()
     time.sleep(0.5)
     assert children and not [c for c in children if _alive(int(c))]
-    assert set(leaked()) == before
+    assert _orphans() <= before
 
 
 @pytest.mark.timeout(60)

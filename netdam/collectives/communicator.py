@@ -28,7 +28,7 @@ from netdam.errors import UsageError
 from netdam.wire.fields import DType, RedOp
 
 #: algorithms selectable with ``algo=`` for all_reduce
-ALLREDUCE_ALGOS = ("ring", "recursive_doubling", "chain", "auto")
+ALLREDUCE_ALGOS = ("ring", "recursive_doubling", "chain", "hierarchical", "auto")
 #: below this many bytes, latency wins: recursive doubling
 SMALL = 64 << 10
 #: sub-communicators one communicator can split off (each gets its own slots)
@@ -44,13 +44,18 @@ class Request:
         self._value: Any = None
         self._recv: tuple[Recv, bytearray, int] | None = None
         self._started = False
+        self._returned = False
         self.finished = False
         self.result: Any = None
         self.error: BaseException | None = None
 
     def _advance(self) -> bool:
-        """Run until blocked; True when the algorithm has returned."""
+        """Run until blocked; True when the algorithm has returned and every piece it sent
+        has left this rank (a piece still waiting for credit would otherwise be stranded
+        when the rank moves on to another communicator)."""
         ch = self.comm.channels
+        if self._returned:
+            return not ch.queued_pieces
         while True:
             if self._recv is not None:
                 op, buf, i = self._recv
@@ -62,7 +67,8 @@ class Request:
             try:
                 op = self._gen.send(self._value) if self._started else next(self._gen)
             except StopIteration:
-                return True
+                self._returned = True
+                return not ch.queued_pieces
             self._started, self._value = True, None
             if isinstance(op, Send):
                 ch.send(op)
@@ -102,7 +108,7 @@ class Communicator:
     def __init__(self, agent: Agent, rank: int, size: int, areas: list[Addr], *,
                  layout: Layout | None = None, group: int | None = None,
                  timeout: float = 30.0, deterministic: bool = False, control=None,
-                 parent: "Communicator | None" = None):
+                 parent: "Communicator | None" = None, nodes: list[int] | None = None):
         if len(areas) != size or not 0 <= rank < size:
             raise UsageError(f"rank {rank} / size {size} / {len(areas)} areas disagree")
         self.agent, self.rank, self.size, self.areas = agent, rank, size, areas
@@ -110,6 +116,10 @@ class Communicator:
         self.group, self.timeout, self.deterministic = group, timeout, deterministic
         self.control, self.parent = control, parent
         self.max_splits = MAX_SPLITS
+        #: the node of every rank (hierarchical algorithms group ranks by it)
+        self.nodes = list(nodes) if nodes is not None else list(range(size))
+        self._hier: tuple | None = None   # (intra-node, leaders) communicators, made once
+        self._children: list[Communicator] = []
         self.channels = Channels(agent, rank, areas, self.layout, timeout=timeout)
         self._queue: deque[Request] = deque()
         self._splits = 0
@@ -173,6 +183,9 @@ class Communicator:
         esize = x.dtype.itemsize
         if name == "chain":
             gen = offload.chain_allreduce(self, buf, dt, rop, deterministic=det)
+        elif name == "hierarchical":
+            self._hier_comms()   # collective splits, before this request is queued
+            gen = self._hierarchical(res, op, dtype)
         elif det:
             gen = A.allreduce_canonical(self.rank, self.size, buf, esize, red)
         else:
@@ -183,6 +196,9 @@ class Communicator:
         if algo not in (None, *ALLREDUCE_ALGOS):
             raise UsageError(f"unknown all_reduce algorithm {algo!r}; choose from "
                              f"{', '.join(ALLREDUCE_ALGOS)}")
+        if algo == "hierarchical" and det:
+            raise UsageError("hierarchical sums per node first; reproducible mode needs "
+                             "ring, recursive_doubling or chain")
         if algo == "chain" and not self.offload_ok:
             raise UsageError("the chain (in-network) algorithm needs one rank per device "
                              "and a multicast group of those devices")
@@ -193,6 +209,23 @@ class Communicator:
                 return "recursive_doubling"
             return "chain" if self.offload_ok else "ring"
         return algo
+
+    def _hier_comms(self) -> None:
+        """The intra-node and node-leader communicators, split once (collective)."""
+        if self._hier is None:
+            intra = self.split(self.nodes[self.rank], key=self.rank)
+            leaders = self.split(0 if intra.rank == 0 else None, key=self.rank)
+            self._hier = (intra, leaders)
+
+    def _hierarchical(self, res: np.ndarray, op, dtype):
+        """Reduce inside each node (scale-up: the node's devices share memory with its
+        hosts), all-reduce across nodes among one leader per node (scale-out), broadcast
+        back inside each node."""
+        intra, leaders = self._hier
+        yield lambda: intra.reduce(res, 0, op, out=res, dtype=dtype)
+        if leaders is not None:
+            yield lambda: leaders.all_reduce(res, op, out=res, dtype=dtype)
+        yield lambda: intra.broadcast(res, 0)
 
     def _out(self, x: np.ndarray, out: np.ndarray | None) -> np.ndarray:
         if out is None:
@@ -360,8 +393,13 @@ class Communicator:
                                timeout=self.timeout, deterministic=self.deterministic,
                                control=self.control, parent=self)
             sub.channels.reset()
+            self._children.append(sub)
         self.barrier()   # nobody sends in a new communicator before everyone has reset
         return sub
 
     def close(self) -> None:
+        """Wait until everything this rank sent (here and in its sub-communicators) has
+        been acknowledged, so leaving cannot strand a peer."""
+        for child in self._children:
+            child.close()
         self.channels.flush()

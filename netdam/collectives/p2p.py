@@ -130,6 +130,11 @@ class Channels:
         self.received = [0] * lay.n
 
     # -- sending ---------------------------------------------------------------------------
+    @property
+    def queued_pieces(self) -> int:
+        """Pieces sent by the algorithm but still waiting here for a free slot."""
+        return len(self._outbox)
+
     def pieces(self, nbytes: int) -> int:
         return max(1, -(-nbytes // self.layout.slot_bytes))
 

@@ -104,3 +104,17 @@ def test_reproducible_mode_is_bit_exact_across_runs_algorithms_and_faults():
     faulty = run(det, 4, faults={"loss": 0.05, "reorder": 0.1, "seed": 3})
     digests = {d for r in clean + faulty for d in r.digests.values()}
     assert len(digests) == 1, digests
+
+
+@pytest.mark.timeout(300)
+def test_nodes_with_several_ranks_and_the_hierarchical_algorithm():
+    """4 ranks on 2 nodes sharing one device each: scale-up inside a node, scale-out
+    across; hierarchical reduces per node first."""
+    cases = []
+    for algo in ("hierarchical", "ring", "recursive_doubling"):
+        for dtype, op in (("float32", "sum"), ("int16", "max"), ("bfloat16", "sum"),
+                          ("uint32", "bxor")):
+            for count in (0, 1, 3001):
+                cases.append(case("all_reduce", count, dtype, op=op, algo=algo))
+    cases += other_matrix(4)[:8]
+    run(cases, 4, nodes=2, devices_per_node=1)
