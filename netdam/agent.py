@@ -399,15 +399,21 @@ class Agent:
             view)
 
     def multicast_nb(self, group: int, addr: Addr, data, *, timeout: float | None = None,
-                     flags: int = 0) -> Handle:
+                     flags: int = 0, signal: Addr | None = None, value: int = 1) -> Handle:
         """Write ``data`` at ``addr.offset`` on every member of ``group``; ``addr.device``
-        is the member that receives it and replicates it (SPEC §4.8)."""
+        is the member that receives it and replicates it (SPEC §4.8). With ``signal``
+        (an offset, the same on every member), each member then adds ``value`` to its
+        own signal word there once the whole message has landed."""
         view = memoryview(data).cast("B")
         h = self._handle(f"multicast of {len(view)} bytes to group {group}", addr.device,
                          timeout)
+        extra = {}
+        if signal is not None:
+            flags |= Flag.LAST_HOP_SIGNAL
+            extra = {"addr2": signal.offset, "imm": value & _MASK64}
         return self._send_message(
-            h, self._template(Opcode.MULTICAST, addr, len(view), group=group, flags=flags),
-            view)
+            h, self._template(Opcode.MULTICAST, addr, len(view), group=group, flags=flags,
+                              **extra), view)
 
     def put_signal_nb(self, addr: Addr, data, signal: Addr, value: int = 1, *,
                       timeout: float | None = None, flags: int = Flag.RELEASE) -> Handle:

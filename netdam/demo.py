@@ -32,7 +32,8 @@ def plan(n: int, *, chain: bool) -> list[dict]:
         cases.append({"collective": coll, "count": nbytes // esize, "dtype": dtype,
                       "warmup": 1, "iters": 3, **kw})
 
-    algos = ["ring", "recursive_doubling", "hierarchical"] + (["chain"] if chain else [])
+    algos = ["ring", "recursive_doubling", "hierarchical"]
+    algos += ["chain", "tree"] if chain else []
     for size in SIZES:
         for algo in algos:
             add("all_reduce", size, algo=algo)

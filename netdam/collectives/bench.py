@@ -25,7 +25,7 @@ from netdam.errors import UsageError
 from netdam.transport.faults import add_fault_arguments
 
 #: algorithms swept per collective when --algo is not given
-ALGOS = {"all_reduce": ["ring", "recursive_doubling", "chain"]}
+ALGOS = {"all_reduce": ["ring", "recursive_doubling", "chain", "tree"]}
 
 
 def sizes(begin: int, end: int, factor: float, step: int | None) -> list[int]:

@@ -28,7 +28,7 @@ from netdam.errors import UsageError
 from netdam.wire.fields import DType, RedOp
 
 #: algorithms selectable with ``algo=`` for all_reduce
-ALLREDUCE_ALGOS = ("ring", "recursive_doubling", "chain", "hierarchical", "auto")
+ALLREDUCE_ALGOS = ("ring", "recursive_doubling", "chain", "tree", "hierarchical", "auto")
 #: below this many bytes, latency wins: recursive doubling
 SMALL = 64 << 10
 #: sub-communicators one communicator can split off (each gets its own slots)
@@ -124,6 +124,7 @@ class Communicator:
         self._queue: deque[Request] = deque()
         self._splits = 0
         self.chain_blocks = 0     # blocks the in-network engine finished (signal target)
+        self.tree_contributions = 0   # contributions folded in by my device (aggregation)
         self.offload_ok = len({a.device for a in areas}) == size and \
             len({a.offset for a in areas}) == 1 and group is not None
 
@@ -183,6 +184,8 @@ class Communicator:
         esize = x.dtype.itemsize
         if name == "chain":
             gen = offload.chain_allreduce(self, buf, dt, rop, deterministic=det)
+        elif name == "tree":
+            gen = offload.tree_allreduce(self, buf, dt, rop)
         elif name == "hierarchical":
             self._hier_comms()   # collective splits, before this request is queued
             gen = self._hierarchical(res, op, dtype)
@@ -199,9 +202,12 @@ class Communicator:
         if algo == "hierarchical" and det:
             raise UsageError("hierarchical sums per node first; reproducible mode needs "
                              "ring, recursive_doubling or chain")
-        if algo == "chain" and not self.offload_ok:
-            raise UsageError("the chain (in-network) algorithm needs one rank per device "
+        if algo in ("chain", "tree") and not self.offload_ok:
+            raise UsageError(f"the {algo} (in-network) algorithm needs one rank per device "
                              "and a multicast group of those devices")
+        if algo == "tree" and det:
+            raise UsageError("the aggregation tree folds contributions in arrival order; "
+                             "reproducible mode needs ring, recursive_doubling or chain")
         if algo in (None, "auto"):
             if det:
                 return "chain" if self.offload_ok and nbytes >= SMALL else "canonical"

@@ -14,6 +14,12 @@ chain and links are used evenly. In reproducible mode every route is rank order
 0..n-1, so each element is ((x_0 op x_1) op ...) op x_{n-1}, bit for bit what the
 canonical host algorithm computes. Buffers larger than the work area run in rounds.
 
+The aggregation tree (``tree_allreduce``) makes the devices aggregation nodes, as SHARP
+does in switches: device b aggregates block b. Every other device sends its block b
+there as a two-hop chain whose last hop accumulates into its memory and bumps an
+aggregation counter; when all n-1 contributions are in, rank b multicasts the sum down
+from its device with a signal on every member. The tree has one level (fan-in n-1).
+
 The generators here yield the same ``Send``/``Recv`` as the host algorithms (for the
 barriers) plus callables: device steps the communicator's progress engine runs in turn.
 """
@@ -48,3 +54,48 @@ def chain_allreduce(comm, buf: memoryview, dtype: DType, op: RedOp, *,
         yield lambda: ch.wait_word(lay.offload_signal, target, "in-network allreduce")
         yield lambda: ch.home.read_into(lay.work, part)
         yield from A.barrier_dissemination(rank, n)  # the work area is free again
+
+
+def tree_allreduce(comm, buf: memoryview, dtype: DType, op: RedOp):
+    n, rank, lay = comm.size, comm.rank, comm.layout
+    agent, ch = comm.agent, comm.channels
+    esize = DTYPE_SIZE[dtype]
+    home = comm.areas[rank]
+    devices = [a.device for a in comm.areas]
+    step = lay.work_bytes - lay.work_bytes % (esize * n)
+    for start in range(0, len(buf), step):
+        part = buf[start:start + step]
+        yield lambda: agent.write(home + lay.work, part, timeout=comm.timeout)
+        yield from A.barrier_dissemination(rank, n)
+        spans = A.blocks(len(part) // esize, n, esize)
+        handles = []
+
+        def contribute():   # my block b, folded into device b's memory
+            for b, (lo, hi) in enumerate(spans):
+                if b != rank and hi > lo:
+                    handles.append(agent.reduce_chain_nb(
+                        [devices[rank], devices[b]], home + (lay.work + lo), hi - lo,
+                        dtype=dtype, op=op, signal=home + lay.aggregate_signal,
+                        timeout=comm.timeout))
+        yield contribute
+        lo, hi = spans[rank]
+        comm.tree_contributions += n - 1 if hi > lo else 0
+        want = comm.tree_contributions
+        if hi > lo:
+            yield lambda: ch.wait_word(lay.aggregate_signal, want, "aggregation")
+            yield lambda: agent.multicast(
+                comm.group, home + (lay.work + lo), _block_of(ch, lay.work + lo, hi - lo),
+                signal=home + lay.offload_signal, timeout=comm.timeout)
+        comm.chain_blocks += sum(1 for a, b in spans if b > a)
+        target = comm.chain_blocks
+        yield lambda: [h.wait() for h in handles]
+        yield lambda: ch.wait_word(lay.offload_signal, target, "aggregation tree result")
+        yield lambda: ch.home.read_into(lay.work, part)
+        yield from A.barrier_dissemination(rank, n)  # the work area is free again
+
+
+def _block_of(ch, offset: int, length: int) -> bytes:
+    """The aggregated block, copied out of this rank's device memory."""
+    out = bytearray(length)
+    ch.home.read_into(offset, memoryview(out))
+    return bytes(out)

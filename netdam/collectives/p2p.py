@@ -65,7 +65,13 @@ class Layout:
 
     @property
     def offload_signal(self) -> int:
+        """Bumped once per finished block of an in-network collective (result landed)."""
         return self.work + self.work_bytes
+
+    @property
+    def aggregate_signal(self) -> int:
+        """Bumped once per contribution an aggregation node has folded in."""
+        return self.offload_signal + 8
 
     @property
     def size(self) -> int:
@@ -125,7 +131,7 @@ class Channels:
         lay, home = self.layout, self.areas[self.rank]
         self.agent.write(home, bytes(lay.slot_base), timeout=self.timeout)
         if lay.work_bytes:
-            self.agent.write(home + lay.offload_signal, bytes(WORD), timeout=self.timeout)
+            self.agent.write(home + lay.offload_signal, bytes(2 * WORD), timeout=self.timeout)
         self.sent = [0] * lay.n
         self.received = [0] * lay.n
 

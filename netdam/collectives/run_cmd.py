@@ -18,7 +18,7 @@ from netdam.demo import report
 from netdam.errors import UsageError
 from netdam.transport.faults import add_fault_arguments
 
-ALGOS = {"all_reduce": ("auto", "ring", "recursive_doubling", "chain")}
+ALGOS = {"all_reduce": ("auto", "ring", "recursive_doubling", "chain", "tree", "hierarchical")}
 
 
 def parse_size(text: str) -> int:
@@ -41,7 +41,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dtype", default="float32")
     p.add_argument("--op", default="sum", choices=sorted(OP_NAMES))
     p.add_argument("--algo", default=None, help="all_reduce: auto, ring, "
-                   "recursive_doubling, chain")
+                   "recursive_doubling, chain, tree, hierarchical")
     p.add_argument("--root", type=int, default=0)
     p.add_argument("--iters", type=int, default=5)
     p.add_argument("--warmup", type=int, default=1)

@@ -19,7 +19,8 @@ def test_bench_sweep_writes_rows(tmp_path):
     rows = json.loads(out.read_text())
     sizes = [1024, 4096, 16384]
     assert [(r["collective"], r["algo"], r["size"]) for r in rows] == (
-        [("all_reduce", a, s) for a in ("ring", "recursive_doubling", "chain") for s in sizes]
+        [("all_reduce", a, s) for a in ("ring", "recursive_doubling", "chain", "tree")
+         for s in sizes]
         + [("all_gather", None, s) for s in sizes])
     for r in rows:
         assert r["wrong"] == 0 and r["error"] is None and r["time_us"] > 0

@@ -41,7 +41,7 @@ def run(cases, n, **kw):
 
 def allreduce_matrix(n):
     out = []
-    for algo in ("ring", "recursive_doubling", "chain"):
+    for algo in ("ring", "recursive_doubling", "chain", "tree"):
         for dtype in DTYPES:
             for op in (INT_OPS if dtype.startswith(("int", "uint")) else FLOAT_OPS):
                 out.append(case("all_reduce", 33, dtype, op=op, algo=algo))
@@ -88,7 +88,7 @@ def test_world_of_eight():
 @pytest.mark.timeout(300)
 def test_under_faults():
     cases = [case("all_reduce", 20_000, "float32", algo=a) for a in
-             ("ring", "recursive_doubling", "chain")]
+             ("ring", "recursive_doubling", "chain", "tree")]
     cases += [case("all_to_allv", 5000, "int32"), case("broadcast", 20_000, "int32", root=1),
               case("reduce_scatter", 3000, "float64"), case("barrier", 0, iters=3)]
     results = run(cases, 3, faults={"loss": 0.05, "dup": 0.05, "reorder": 0.1,
