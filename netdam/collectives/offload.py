@@ -30,44 +30,50 @@ from netdam.collectives import algorithms as A
 from netdam.wire.fields import DTYPE_SIZE, DType, RedOp
 
 
-def chain_allreduce(comm, buf: memoryview, dtype: DType, op: RedOp, *,
-                    deterministic: bool = False):
+def _rounds(comm, buf: memoryview, esize: int, body):
+    """Run an in-device algorithm round by round over ``buf``: each round puts this rank's
+    part in its device's work area, meets the others at a barrier, runs
+    ``body(part, spans)`` (which leaves the result in the work area), copies the result
+    out, and meets again so that the work area is free for the next round."""
     n, rank, lay = comm.size, comm.rank, comm.layout
-    agent, ch = comm.agent, comm.channels
-    esize = DTYPE_SIZE[dtype]
     home = comm.areas[rank]
-    devices = [a.device for a in comm.areas]
     step = lay.work_bytes - lay.work_bytes % (esize * n)
     for start in range(0, len(buf), step):
         part = buf[start:start + step]
-        yield lambda: agent.write(home + lay.work, part, timeout=comm.timeout)
+        yield lambda: comm.agent.write(home + lay.work, part, timeout=comm.timeout)
         yield from A.barrier_dissemination(rank, n)
-        spans = A.blocks(len(part) // esize, n, esize)
+        yield from body(A.blocks(len(part) // esize, n, esize))
+        yield lambda: comm.channels.home.read_into(lay.work, part)
+        yield from A.barrier_dissemination(rank, n)
+
+
+def chain_allreduce(comm, buf: memoryview, dtype: DType, op: RedOp, *,
+                    deterministic: bool = False):
+    rank, lay, agent = comm.rank, comm.layout, comm.agent
+    home = comm.areas[rank]
+    devices = [a.device for a in comm.areas]
+    route = devices if deterministic else devices[rank:] + devices[:rank]
+
+    def body(spans):
         lo, hi = spans[rank]
-        route = devices if deterministic else devices[rank:] + devices[:rank]
         comm.chain_blocks += sum(1 for a, b in spans if b > a)  # empty blocks run no chain
         target = comm.chain_blocks
         if hi > lo:
             yield lambda: agent.reduce_chain(
                 route, home + (lay.work + lo), hi - lo, dtype=dtype, op=op,
                 signal=home + lay.offload_signal, group=comm.group, timeout=comm.timeout)
-        yield lambda: ch.wait_word(lay.offload_signal, target, "in-network allreduce")
-        yield lambda: ch.home.read_into(lay.work, part)
-        yield from A.barrier_dissemination(rank, n)  # the work area is free again
+        yield lambda: comm.channels.wait_word(lay.offload_signal, target,
+                                              "in-network allreduce")
+
+    yield from _rounds(comm, buf, DTYPE_SIZE[dtype], body)
 
 
 def tree_allreduce(comm, buf: memoryview, dtype: DType, op: RedOp):
-    n, rank, lay = comm.size, comm.rank, comm.layout
-    agent, ch = comm.agent, comm.channels
-    esize = DTYPE_SIZE[dtype]
+    n, rank, lay, agent, ch = comm.size, comm.rank, comm.layout, comm.agent, comm.channels
     home = comm.areas[rank]
     devices = [a.device for a in comm.areas]
-    step = lay.work_bytes - lay.work_bytes % (esize * n)
-    for start in range(0, len(buf), step):
-        part = buf[start:start + step]
-        yield lambda: agent.write(home + lay.work, part, timeout=comm.timeout)
-        yield from A.barrier_dissemination(rank, n)
-        spans = A.blocks(len(part) // esize, n, esize)
+
+    def body(spans):
         handles = []
 
         def contribute():   # my block b, folded into device b's memory
@@ -79,9 +85,9 @@ def tree_allreduce(comm, buf: memoryview, dtype: DType, op: RedOp):
                         timeout=comm.timeout))
         yield contribute
         lo, hi = spans[rank]
-        comm.tree_contributions += n - 1 if hi > lo else 0
-        want = comm.tree_contributions
-        if hi > lo:
+        if hi > lo:   # every other rank folded its piece of my block into my device
+            comm.tree_contributions += n - 1
+            want = comm.tree_contributions
             yield lambda: ch.wait_word(lay.aggregate_signal, want, "aggregation")
             yield lambda: agent.multicast(
                 comm.group, home + (lay.work + lo), _block_of(ch, lay.work + lo, hi - lo),
@@ -90,8 +96,8 @@ def tree_allreduce(comm, buf: memoryview, dtype: DType, op: RedOp):
         target = comm.chain_blocks
         yield lambda: [h.wait() for h in handles]
         yield lambda: ch.wait_word(lay.offload_signal, target, "aggregation tree result")
-        yield lambda: ch.home.read_into(lay.work, part)
-        yield from A.barrier_dissemination(rank, n)  # the work area is free again
+
+    yield from _rounds(comm, buf, DTYPE_SIZE[dtype], body)
 
 
 def _block_of(ch, offset: int, length: int) -> bytes:
