@@ -31,6 +31,8 @@ from netdam.wire.fields import DType, RedOp
 ALLREDUCE_ALGOS = ("ring", "recursive_doubling", "chain", "tree", "hierarchical", "auto")
 #: below this many bytes, latency wins: recursive doubling
 SMALL = 64 << 10
+#: from this many bytes on, the bandwidth algorithms win on this emulator (BENCHMARKS.md)
+LARGE = 1 << 20
 #: sub-communicators one communicator can split off (each gets its own slots)
 MAX_SPLITS = 3
 
@@ -209,12 +211,26 @@ class Communicator:
             raise UsageError("the aggregation tree folds contributions in arrival order; "
                              "reproducible mode needs ring, recursive_doubling or chain")
         if algo in (None, "auto"):
+            # by size and topology, after the figures in BENCHMARKS.md: latency-bound sizes
+            # take log2(n) exchanges; larger ones go hierarchical when nodes hold several
+            # ranks (scale-up first), else around the ring
             if det:
                 return "chain" if self.offload_ok and nbytes >= SMALL else "canonical"
-            if nbytes < SMALL or self.size & (self.size - 1) == 0 and nbytes < 4 * SMALL:
+            if nbytes < LARGE:
                 return "recursive_doubling"
-            return "chain" if self.offload_ok else "ring"
+            if self._multi_rank_nodes() and (self._hier is not None
+                                             or self._splits + 2 <= self.max_splits):
+                return "hierarchical"
+            return "ring"
         return algo
+
+    def algorithm_for(self, nbytes: int, deterministic: bool = False) -> str:
+        """The all_reduce algorithm ``algo=None`` picks for ``nbytes`` on this topology."""
+        return self._choose_allreduce(None, nbytes, deterministic)
+
+    def _multi_rank_nodes(self) -> bool:
+        nodes = self.nodes
+        return len(set(nodes)) > 1 and len(set(nodes)) < len(nodes) and self.parent is None
 
     def _hier_comms(self) -> None:
         """The intra-node and node-leader communicators, split once (collective)."""

@@ -37,6 +37,11 @@ SCRIPT = textwrap.dedent("""
     assert np.array_equal(h1.wait(), np.arange(5000) * (n * (n + 1) / 2))
     assert h2.wait().tolist() == [n - 1] * 7 and h3.wait() is None and h1.done()
 
+    # automatic choice: one rank per node here, so latency vs bandwidth by size
+    assert comm.algorithm_for(4096) == "recursive_doubling"
+    assert comm.algorithm_for(4 << 20) == "ring"
+    assert comm.algorithm_for(4 << 20, deterministic=True) == "chain"
+
     # in place and out of place
     x = np.full(10, r + 1, np.int32)
     y = comm.all_reduce(x)

@@ -116,5 +116,6 @@ def test_nodes_with_several_ranks_and_the_hierarchical_algorithm():
                           ("uint32", "bxor")):
             for count in (0, 1, 3001):
                 cases.append(case("all_reduce", count, dtype, op=op, algo=algo))
+    cases += [case("all_reduce", 300_000, "float32")]    # auto: hierarchical here
     cases += other_matrix(4)[:8]
     run(cases, 4, nodes=2, devices_per_node=1)
