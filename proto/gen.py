@@ -35,8 +35,8 @@ def _enum_block(cls: str, base: str, entries, doc: str, key=lambda e: e.code) ->
 
 def fields_py(d: Definition) -> str:
     p = d.protocol
-    out = [f'"""The netdam wire tables: enums, header layout and opcode capabilities.\n\n'
-           f'Derived from proto/netdam.toml (SPEC §2-§7). Generated; see proto/gen.py.\n"""\n',
+    out = ['"""The netdam wire tables: enums, header layout and opcode capabilities.\n\n'
+           'Derived from proto/netdam.toml (SPEC §2-§7). Generated; see proto/gen.py.\n"""\n',
            BANNER, "from __future__ import annotations\n",
            "import struct",
            "from enum import IntEnum, IntFlag\n",
@@ -45,7 +45,7 @@ def fields_py(d: Definition) -> str:
            f"UDP_PORT = {p['udp_port']}",
            f"HEADER_LEN = {p['header_len']}",
            f"ROUTE_ALIGN = {p['route_align']}",
-           f"TRAILER_LEN = 4",
+           "TRAILER_LEN = 4",
            f"MAX_DATAGRAM = {p['max_datagram']}",
            f"MIN_MTU = {p['min_mtu']}",
            f"DEFAULT_MTU = {p['default_mtu']}",
@@ -152,7 +152,7 @@ def scapy_py(d: Definition) -> str:
         else:
             lines.append(f'        LongField("{n}", 0),')
     lines += [
-        f"        PadField(FieldListField(\"route\", [], ShortField(\"entry\", 0),",
+        "        PadField(FieldListField(\"route\", [], ShortField(\"entry\", 0),",
         f"                                count_from=lambda p: p.nhops), {p['route_align']}, padwith=b\"\\x00\"),",
         '        StrLenField("data", b"", length_from=lambda p: p.payload_len),',
         '        XIntField("crc", None),',

@@ -11,7 +11,6 @@ import sys
 import textwrap
 import time
 
-import numpy as np
 import pytest
 
 from netdam.agent import Addr, Agent, NetdamTimeout

@@ -4,7 +4,6 @@ garbage with the column, a truncated or corrupt capture is one line naming the r
 the ladder draws as text and SVG, and `netdam dissector` installs the Lua plugin."""
 
 import argparse
-import os
 import statistics
 import xml.etree.ElementTree as ET
 from collections import Counter, defaultdict

@@ -59,8 +59,7 @@ def test_tcpdump_and_netdam_capture_agree(tmp_path):
                                 stderr=subprocess.PIPE, text=True)
         try:
             deadline = time.monotonic() + 10      # wait until tcpdump listens
-            while "listening" not in (line := dump.stderr.readline()) and \
-                    time.monotonic() < deadline:
+            while "listening" not in dump.stderr.readline() and time.monotonic() < deadline:
                 pass
             client = ControlClient(c.coordinator, timeout=5)
             infos = {m["id"]: m["info"] for m in client.topology()["members"]
