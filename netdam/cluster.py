@@ -23,9 +23,10 @@ from pathlib import Path
 from netdam.control.client import ControlClient
 from netdam.control.status import runtime_dir
 from netdam.errors import NetdamError, UsageError
+from netdam.transport.faults import FLAGS, FaultConfig
 
-#: faults accepted as keyword arguments and forwarded to every device (see transport.faults)
-FAULT_KEYS = ("loss", "dup", "reorder", "delay", "corrupt", "seed", "rate_gbps")
+#: faults accepted as keyword arguments and forwarded to every member (see transport.faults)
+FAULT_KEYS = tuple(FLAGS)
 
 
 def _die_with_parent() -> None:  # runs in the child between fork and exec
@@ -97,7 +98,10 @@ class LocalCluster:
         self.nodes, self.devices_per_node = nodes, devices_per_node
         self.mem_size, self.mtu, self.shm, self.host = mem_size, mtu, shm, host
         self.dead_after, self.start_timeout = dead_after, start_timeout
-        self.faults = {k: v for k, v in faults.items() if v is not None}
+        try:
+            self.faults = FaultConfig(**{k: v for k, v in faults.items() if v is not None})
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
         self.pcap = Path(pcap) if pcap else None
         self.name = name or f"netdam-{os.getpid()}-{int(time.time() * 1000) % 100000}"
         self.coordinator: str | None = None
@@ -143,8 +147,7 @@ class LocalCluster:
                     cmd += ["--mtu", str(self.mtu)]
                 if self.shm:
                     cmd += ["--shm"]
-                for key, value in self.faults.items():
-                    cmd += [f"--{key.replace('_', '-')}", str(value)]
+                cmd += self.faults.to_argv()
                 if self.pcap:
                     cmd += ["--pcap", str(self.pcap_part(f"dev{dev_id}"))]
                 proc = spawn(cmd, stdout=subprocess.PIPE, text=True)
@@ -264,8 +267,7 @@ class LocalCluster:
             env["NETDAM_MTU"] = str(self.mtu)
         if self.pcap:
             env["NETDAM_PCAP"] = str(self.pcap_part(f"host{rank}"))
-        for key, value in self.faults.items():
-            env[f"NETDAM_{key.upper()}"] = str(value)
+        env.update(self.faults.to_env())
         return env
 
     def kill_device(self, dev_id: int, sig: int = signal.SIGKILL) -> None:

@@ -19,7 +19,7 @@ from rich.table import Table
 
 from netdam.collectives.runner import Result, run_cases
 from netdam.errors import UsageError
-from netdam.transport.faults import add_fault_arguments
+from netdam.transport.faults import add_fault_arguments, given_faults
 
 SIZES = (4 << 10, (1 << 20) + 12)     # a latency size and a bandwidth size (odd count)
 
@@ -86,8 +86,7 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("--nodes and --devices-per-node must be at least 1")
     n = args.nodes * args.devices_per_node
     cases = plan(n, chain=True)
-    faults = {k: getattr(args, k) for k in ("loss", "dup", "reorder", "delay", "corrupt",
-                                            "seed", "rate_gbps") if getattr(args, k, None)}
+    faults = given_faults(args)
     console = Console()
     console.print(f"netdam demo: {args.nodes} nodes x {args.devices_per_node} device(s), "
                   f"{n} host ranks, {len(cases)} checked cases")

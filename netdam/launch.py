@@ -19,7 +19,7 @@ from pathlib import Path
 
 from netdam.cluster import LocalCluster, spawn
 from netdam.errors import UsageError
-from netdam.transport.faults import add_fault_arguments
+from netdam.transport.faults import add_fault_arguments, given_faults
 
 
 def _pump(stream, prefix: str, out, lock: threading.Lock) -> None:
@@ -110,8 +110,7 @@ def run(args: argparse.Namespace) -> int:
         if not Path(args.script).is_file():
             raise UsageError(f"no such script: {args.script}")
         argv = [sys.executable, args.script, *args.args]
-    faults = {k: getattr(args, k) for k in ("loss", "dup", "reorder", "delay", "corrupt",
-                                            "seed", "rate_gbps") if getattr(args, k, None)}
+    faults = given_faults(args)
     with LocalCluster(nodes=nodes, devices_per_node=args.devices_per_node,
                       mem_size=args.mem_size, mtu=args.mtu, pcap=args.pcap, **faults) as c:
         try:

@@ -22,7 +22,7 @@ from netdam.collectives.run_cmd import parse_size
 from netdam.collectives.runner import Result, run_cases
 from netdam.collectives.types import OP_NAMES
 from netdam.errors import UsageError
-from netdam.transport.faults import add_fault_arguments
+from netdam.transport.faults import add_fault_arguments, given_faults
 
 #: algorithms swept per collective when --algo is not given
 ALGOS = {"all_reduce": ["ring", "recursive_doubling", "chain", "tree"]}
@@ -86,8 +86,7 @@ def run(args: argparse.Namespace) -> int:
                               "dtype": args.dtype, "bits": bits, "op": args.op,
                               "root": args.root, "warmup": args.warmup, "iters": args.iters,
                               "check": not args.no_check})
-    faults = {k: getattr(args, k) for k in ("loss", "dup", "reorder", "delay", "corrupt",
-                                            "seed", "rate_gbps") if getattr(args, k, None)}
+    faults = given_faults(args)
     console = Console()
     console.print(f"netdam bench: {n} ranks ({args.nodes} nodes x {args.devices_per_node}), "
                   f"{len(cases)} cases, {args.warmup} warm-up + {args.iters} iterations each")

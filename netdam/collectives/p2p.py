@@ -202,19 +202,6 @@ class Channels:
             i += 1
         return i
 
-    def recv(self, op: Recv) -> memoryview:
-        """Blocking receive of a whole message."""
-        buf = bytearray(op.nbytes)
-        i = 0
-        deadline = time.monotonic() + self.timeout
-        while (i := self.recv_some(op, buf, i)) < self.pieces(op.nbytes):
-            if time.monotonic() > deadline:
-                raise NetdamTimeout(f"rank {self.rank}: message from rank {op.peer} did not "
-                                    f"arrive within {self.timeout:g} s")
-            self.progress()
-            self.idle()
-        return memoryview(buf)
-
     def wait_word(self, offset: int, value: int, what: str) -> int:
         """Wait until the home word at ``offset`` reaches ``value``; return it."""
         deadline = time.monotonic() + self.timeout

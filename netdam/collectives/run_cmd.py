@@ -16,7 +16,7 @@ from netdam.collectives.runner import run_cases
 from netdam.collectives.types import OP_NAMES
 from netdam.demo import report
 from netdam.errors import UsageError
-from netdam.transport.faults import add_fault_arguments
+from netdam.transport.faults import add_fault_arguments, given_faults
 
 ALGOS = {"all_reduce": ("auto", "ring", "recursive_doubling", "chain", "tree", "hierarchical")}
 
@@ -68,8 +68,7 @@ def run(args: argparse.Namespace) -> int:
             "dtype": args.dtype, "bits": bits, "op": args.op, "algo": args.algo,
             "root": args.root, "iters": args.iters, "warmup": args.warmup,
             "deterministic": args.deterministic, "check": args.check}
-    faults = {k: getattr(args, k) for k in ("loss", "dup", "reorder", "delay", "corrupt",
-                                            "seed", "rate_gbps") if getattr(args, k, None)}
+    faults = given_faults(args)
     [res] = run_cases([case], nprocs=n, nodes=args.nodes,
                       devices_per_node=args.devices_per_node, mtu=args.mtu, pcap=args.pcap,
                       faults=faults)

@@ -81,10 +81,9 @@ def _run_once(comm, case: dict, x: np.ndarray):
         return comm.all_gather(x)
     if coll == "reduce_scatter":
         return comm.reduce_scatter(x, op, **kw)
-    if coll == "all_to_all":
-        return comm.all_to_allv(x, [len(p) for p in np.array_split(x, comm.size)],
-                                [len(np.array_split(np.empty(len(x)), comm.size)[comm.rank])]
-                                * comm.size)
+    if coll == "all_to_all":   # equal-length inputs: everyone sends me the same share
+        counts = [len(p) for p in np.array_split(x, comm.size)]
+        return comm.all_to_allv(x, counts, [counts[comm.rank]] * comm.size)
     if coll == "all_to_allv":
         counts = _v_counts(comm.size, len(x))
         return comm.all_to_allv(x, counts[comm.rank], [counts[s][comm.rank]

@@ -173,17 +173,22 @@ class ClusterState:
                 "chains": {str(c): list(ms) for c, ms in self.chains.items()},
                 "regions": self.regions}
 
+    @staticmethod
+    def _table_id(table: dict, wanted, what: str) -> int:
+        """The id a group or chain is stored under: the one asked for, else the lowest free."""
+        if wanted is None:
+            return next(i for i in range(1, 0xFFFF) if i not in table)
+        if not isinstance(wanted, int) or not 1 <= wanted < 0xFFFF:
+            raise ControlError(f"{what} id {wanted!r} outside 1..65534")
+        return wanted
+
     def _group(self, req: dict, now: float) -> dict:
         members = tuple(int(x) for x in req["members"])
         for x in members:
             self._member(x)
         if not members:
             raise ControlError("a group needs at least one member")
-        gid = req.get("group")
-        if gid is None:
-            gid = next(i for i in range(1, 0xFFFF) if i not in self.groups)
-        if not isinstance(gid, int) or not 1 <= gid < 0xFFFF:
-            raise ControlError(f"group id {gid!r} outside 1..65534")
+        gid = self._table_id(self.groups, req.get("group"), "group")
         self.groups[gid] = members
         self._changed({"event": "group", "group": gid, "members": list(members)})
         return {"group": gid}
@@ -196,11 +201,7 @@ class ClusterState:
         for x in route:
             if self._member(x).role != "device":
                 raise ControlError(f"chain member {x} is not a device")
-        cid = req.get("chain")
-        if cid is None:
-            cid = next(i for i in range(1, 0xFFFF) if i not in self.chains)
-        if not isinstance(cid, int) or not 1 <= cid < 0xFFFF:
-            raise ControlError(f"chain id {cid!r} outside 1..65534")
+        cid = self._table_id(self.chains, req.get("chain"), "chain")
         self.chains[cid] = route
         self._changed({"event": "chain", "chain": cid, "members": list(route)})
         return {"chain": cid}

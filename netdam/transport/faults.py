@@ -129,6 +129,11 @@ def add_fault_arguments(parser: argparse.ArgumentParser) -> None:
         group.add_argument(flag, dest=name, type=kind, default=None, help=help_text)
 
 
+def given_faults(args: argparse.Namespace) -> dict:
+    """The fault flags a command line actually gave, as LocalCluster keyword arguments."""
+    return {name: v for name in FLAGS if (v := getattr(args, name, None)) is not None}
+
+
 class Injector:
     """Applies a FaultConfig to the datagrams of one link (sans-I/O, seeded)."""
 
@@ -190,4 +195,5 @@ def describe(config: FaultConfig) -> str:
     return ", ".join(parts) or "no faults"
 
 
-__all__ = ["FaultConfig", "Injector", "add_fault_arguments", "describe", "ENV", "FLAGS"]
+__all__ = ["FaultConfig", "Injector", "add_fault_arguments", "given_faults", "describe",
+           "ENV", "FLAGS"]
