@@ -3,8 +3,9 @@
 
 Owns the host's view of the fabric: a global address space (``Addr(device, offset)`` and
 named buffers), the primitives ``read, write, atomic_add, compare_swap, reduce,
-multicast, put_signal, wait_signal, fence`` (each blocking, each with an ``*_nb`` form
-returning a ``Handle``), the completion queue, path choice per device (shared-memory
+multicast, put_signal, wait_signal, fence`` and the near-memory fp8 casts
+``quantize_fp8, dequantize_fp8`` (each blocking, each with an ``*_nb`` form returning a
+``Handle``; Addr, Handle and the errors live in netdam.handle), the completion queue, path choice per device (shared-memory
 rings when the device offers them on this node, UDP otherwise; callers' code is the
 same), fragmentation of large messages (``frag.fragment``), chunked READs whose
 answers are reassembled (``frag.Reassembler``), and turning answers into results:
@@ -32,17 +33,17 @@ import os
 import struct
 import time
 from collections import deque
-from dataclasses import dataclass
 
 import numpy as np
 
-from netdam.errors import NetdamError, UsageError
+from netdam.errors import UsageError
+from netdam.handle import Addr, Handle, NakError, NetdamTimeout
 from netdam.transport.faults import FaultConfig
 from netdam.transport.reliability import RelConfig, Reliability
 from netdam.transport.shm import Backoff
 from netdam.transport.udp import UdpEndpoint
 from netdam.wire.codec import Packet, WireError, decode, encode_parts
-from netdam.wire.fields import (DEFAULT_MTU, DTYPE_NUMPY, DType, Flag, Opcode,
+from netdam.wire.fields import (DEFAULT_MTU, DTYPE_NUMPY, DTYPE_SIZE, DType, Flag, Opcode,
                                 RedOp, Status)
 from netdam.wire.frag import Reassembler, fragment, max_payload
 
@@ -57,71 +58,6 @@ _DAMAGED_IN_TRANSIT = frozenset({Status.MALFORMED, Status.BAD_VERSION, Status.BA
 #: NumPy dtype -> netdam dtype (the unambiguous ones; bfloat16 and fp8 are named explicitly)
 _FROM_NUMPY = {np.dtype(name): DType(code) for code, name in reversed(DTYPE_NUMPY.items())
                if code not in (DType.BFLOAT16, DType.FP8_E4M3, DType.FP8_E5M2, DType.NONE)}
-
-
-class NetdamTimeout(NetdamError, TimeoutError):
-    """No answer within the bound: names the device and the operation (status TIMEOUT)."""
-
-    status = Status.TIMEOUT
-
-
-class NakError(NetdamError):
-    """A device refused a request: ``status`` is the SPEC §7 code."""
-
-    def __init__(self, status: int, device: int, what: str):
-        self.status = Status(status) if status in Status._value2member_map_ else status
-        self.device = device
-        name = getattr(self.status, "name", str(status))
-        super().__init__(f"{what} on device {device} was refused: {name}")
-
-
-@dataclass(frozen=True)
-class Addr:
-    """A global address: byte ``offset`` in the memory of member ``device``. ``rkey`` and
-    ``pkey`` default to those of the device's region that contains the offset."""
-
-    device: int
-    offset: int = 0
-    rkey: int | None = None
-    pkey: int | None = None
-
-    def __add__(self, n: int) -> "Addr":
-        return Addr(self.device, self.offset + n, self.rkey, self.pkey)
-
-
-class Handle:
-    """One operation in flight. ``done()`` never blocks; ``wait(timeout)`` drives the
-    agent until the operation finished and returns its result or raises its error."""
-
-    __slots__ = ("agent", "what", "device", "remaining", "result", "error", "finished",
-                 "queued", "deadline", "timeout", "__weakref__")
-
-    def __init__(self, agent: "Agent", what: str, device: int, timeout: float):
-        self.agent = agent
-        self.what = what
-        self.device = device
-        self.remaining = 0
-        self.result = None
-        self.error: BaseException | None = None
-        self.finished = False
-        self.queued = False
-        self.timeout = timeout
-        self.deadline = time.monotonic() + timeout
-
-    def done(self) -> bool:
-        return self.finished
-
-    def wait(self, timeout: float | None = None):
-        """The result (READ: the bytes; atomics: the old value; else None)."""
-        if not self.finished:
-            self.agent._wait(self, timeout)
-        if self.error is not None:
-            raise self.error
-        return self.result
-
-    def __repr__(self) -> str:
-        state = "done" if self.finished else "pending"
-        return f"<Handle {self.what} device={self.device} {state}>"
 
 
 class _Link:
@@ -453,6 +389,37 @@ class Agent:
         self._pump(now)
         return h
 
+    def quantize_fp8_nb(self, src: Addr, count: int, dst: Addr, scales: Addr, *,
+                        dtype: int, fp8: int = DType.FP8_E4M3,
+                        timeout: float | None = None) -> Handle:
+        """Near-memory cast (SPEC §4.13): the device reads ``count`` elements of ``dtype``
+        at ``src`` and writes their fp8 codes at ``dst`` and one float32 scale per 128
+        elements at ``scales`` (all three on one device, one region)."""
+        return self._fp8_op(Opcode.QUANT_FP8, src, count * DTYPE_SIZE[DType(dtype)], dst,
+                            scales, dtype, fp8, f"quantize of {count} {DType(dtype).name}",
+                            timeout)
+
+    def dequantize_fp8_nb(self, src: Addr, count: int, dst: Addr, scales: Addr, *,
+                          dtype: int, fp8: int = DType.FP8_E4M3,
+                          timeout: float | None = None) -> Handle:
+        """The reverse cast: ``count`` fp8 codes at ``src`` with their scales at
+        ``scales`` become elements of ``dtype`` at ``dst``."""
+        return self._fp8_op(Opcode.DEQUANT_FP8, src, count, dst, scales, dtype, fp8,
+                            f"dequantize of {count} {DType(fp8).name}", timeout)
+
+    def _fp8_op(self, opcode, src: Addr, length: int, dst: Addr, scales: Addr, dtype, fp8,
+                what: str, timeout) -> Handle:
+        if not src.device == dst.device == scales.device:
+            raise UsageError("fp8 casts run inside one device: src, dst and scales must "
+                             "be on the same device")
+        h = self._handle(what, src.device, timeout)
+        pkt = self._template(opcode, src, length, dtype=dtype, redop=fp8,
+                             addr2=dst.offset, imm=scales.offset)
+        now = time.monotonic()
+        self._submit(h, pkt, now)    # no operand: length names the source, not a payload
+        self._pump(now)
+        return h
+
     def fence_nb(self, device: int, *, timeout: float | None = None) -> Handle:
         """Completes once every earlier request of this host to ``device`` was applied."""
         h = self._handle("fence", device, timeout)
@@ -497,6 +464,12 @@ class Agent:
 
     def reduce_chain(self, route, addr: Addr, length: int, **kw) -> None:
         self._block(self.reduce_chain_nb(route, addr, length, **kw))
+
+    def quantize_fp8(self, src: Addr, count: int, dst: Addr, scales: Addr, **kw) -> None:
+        self.quantize_fp8_nb(src, count, dst, scales, **kw).wait()
+
+    def dequantize_fp8(self, src: Addr, count: int, dst: Addr, scales: Addr, **kw) -> None:
+        self.dequantize_fp8_nb(src, count, dst, scales, **kw).wait()
 
     def fence(self, device: int, **kw) -> None:
         self._block(self.fence_nb(device, **kw))

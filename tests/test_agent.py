@@ -10,12 +10,13 @@ import time
 import numpy as np
 import pytest
 
+from firmware_model import alu
 from netdam.agent import Addr, Agent, NakError, NetdamTimeout
 from netdam.device import DeviceProcess
 from netdam.transport.faults import FaultConfig
 from netdam.transport.reliability import RelConfig
 from netdam.transport.shm import leaked
-from netdam.wire.fields import MAX_DATAGRAM, RedOp, Status
+from netdam.wire.fields import MAX_DATAGRAM, DType, RedOp, Status
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -65,6 +66,12 @@ def _exercise(ag: Agent, dev: int) -> dict:
     with pytest.raises(NakError) as exc:
         ag.read(Addr(dev, MEM - 8, rkey=KEY), 64)
     out["nak_oob"] = exc.value.status
+    acts = np.linspace(-3, 5, 300, dtype=np.float32)     # 3 fp8 blocks, the last short
+    ag.write(a + 400000, acts)
+    ag.quantize_fp8(a + 400000, 300, a + 402000, a + 402400, dtype=DType.FLOAT32)
+    out["fp8"] = bytes(ag.read(a + 402000, 300)) + bytes(ag.read(a + 402400, 12))
+    ag.dequantize_fp8(a + 402000, 300, a + 403000, a + 402400, dtype=DType.FLOAT32)
+    out["dequant"] = bytes(ag.read(a + 403000, 1200))
     large = bytes(range(251)) * 1200                    # 300 KiB: direct on shm
     ag.write(a + 300000, large)
     out["large"] = bytes(ag.read(a + 300000, len(large))) == large
@@ -98,6 +105,10 @@ def test_primitives_same_results_on_shm_and_udp(results):
     assert udp["nb"] == b"".join(i.to_bytes(8, "little") for i in range(20))
     assert udp["nak"] == Status.BAD_KEY and udp["nak_oob"] == Status.OUT_OF_BOUNDS
     assert udp["multicast"] == b"mcast" * 600
+    q, scales = alu.quantize_fp8(np.linspace(-3, 5, 300, dtype=np.float32), DType.FLOAT32,
+                                 DType.FP8_E4M3)
+    assert udp["fp8"] == q + scales
+    assert udp["dequant"] == alu.dequantize_fp8(q, scales, DType.FP8_E4M3, DType.FLOAT32)
     assert udp["large"] and udp["large_slice"] == (bytes(range(251)) * 2)[100:150]
 
 

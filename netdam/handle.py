@@ -1,0 +1,85 @@
+"""What one operation of the host agent is addressed to and how it ends (SPEC §4, §7).
+
+Owns ``Addr`` (a global address: device + offset, with the region's keys), ``Handle``
+(one operation in flight: ``done()`` / ``wait(timeout)``) and the two ways an operation
+fails: ``NakError`` (a device refused it; carries the SPEC §7 status) and
+``NetdamTimeout`` (no answer within the bound; names the device and the operation).
+The agent (netdam.agent) creates and completes handles; callers only wait on them.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from netdam.errors import NetdamError
+from netdam.wire.fields import Status
+
+if TYPE_CHECKING:
+    from netdam.agent import Agent
+
+
+class NetdamTimeout(NetdamError, TimeoutError):
+    """No answer within the bound: names the device and the operation (status TIMEOUT)."""
+
+    status = Status.TIMEOUT
+
+
+class NakError(NetdamError):
+    """A device refused a request: ``status`` is the SPEC §7 code."""
+
+    def __init__(self, status: int, device: int, what: str):
+        self.status = Status(status) if status in Status._value2member_map_ else status
+        self.device = device
+        name = getattr(self.status, "name", str(status))
+        super().__init__(f"{what} on device {device} was refused: {name}")
+
+
+@dataclass(frozen=True)
+class Addr:
+    """A global address: byte ``offset`` in the memory of member ``device``. ``rkey`` and
+    ``pkey`` default to those of the device's region that contains the offset."""
+
+    device: int
+    offset: int = 0
+    rkey: int | None = None
+    pkey: int | None = None
+
+    def __add__(self, n: int) -> "Addr":
+        return Addr(self.device, self.offset + n, self.rkey, self.pkey)
+
+
+class Handle:
+    """One operation in flight. ``done()`` never blocks; ``wait(timeout)`` drives the
+    agent until the operation finished and returns its result or raises its error."""
+
+    __slots__ = ("agent", "what", "device", "remaining", "result", "error", "finished",
+                 "queued", "deadline", "timeout", "__weakref__")
+
+    def __init__(self, agent: "Agent", what: str, device: int, timeout: float):
+        self.agent = agent
+        self.what = what
+        self.device = device
+        self.remaining = 0
+        self.result = None
+        self.error: BaseException | None = None
+        self.finished = False
+        self.queued = False
+        self.timeout = timeout
+        self.deadline = time.monotonic() + timeout
+
+    def done(self) -> bool:
+        return self.finished
+
+    def wait(self, timeout: float | None = None):
+        """The result (READ: the bytes; atomics: the old value; else None)."""
+        if not self.finished:
+            self.agent._wait(self, timeout)
+        if self.error is not None:
+            raise self.error
+        return self.result
+
+    def __repr__(self) -> str:
+        state = "done" if self.finished else "pending"
+        return f"<Handle {self.what} device={self.device} {state}>"
