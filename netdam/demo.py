@@ -51,6 +51,8 @@ def plan(n: int, *, chain: bool) -> list[dict]:
         add("reduce_scatter", size, algo="ring")
         add("all_to_all", size, algo="pairwise")
         add("all_to_allv", size, algo="pairwise")
+    for tokens in (16, 256):   # MoE: fp8 dispatch quantized by the devices, bf16 combine
+        add("moe", tokens * 1024 * 4, hidden=1024, k=4, algo="fp8 + bf16")
     add("barrier", 0, algo="dissemination", iters=5)
     return cases
 

@@ -24,6 +24,7 @@ BUSBW_FACTOR = {
     "broadcast": lambda n: 1.0,
     "reduce": lambda n: 1.0,
     "barrier": lambda n: 0.0,
+    "moe": lambda n: (n - 1) / n,   # dispatch + combine: two all-to-alls
 }
 
 
@@ -102,6 +103,35 @@ def same(got: np.ndarray, want: np.ndarray, dtype: str | None = None) -> bool:
     return bool(np.allclose(g, w, rtol=rtol, atol=atol, equal_nan=True))
 
 
+def moe_input(rank: int, tokens: int, hidden: int, experts: int, k: int,
+              seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Rank ``rank``'s MoE tokens: activations [tokens, hidden] (float32, scaled by rank),
+    top-k expert ids (distinct per token, some routes -1) and their weights."""
+    rng = np.random.default_rng([seed, rank, tokens, hidden, experts, k])
+    x = (rng.standard_normal((tokens, hidden)) * (rank + 1)).astype(np.float32)
+    topk = np.array([rng.choice(experts, k, replace=False) for _ in range(tokens)],
+                    np.int64).reshape(tokens, k)
+    topk[rng.random((tokens, k)) < 0.15] = -1
+    return x, topk, rng.random((tokens, k)).astype(np.float32)
+
+
+def moe_expert(expert: int, x: np.ndarray) -> np.ndarray:
+    """The stand-in expert of the checks: a per-expert scale."""
+    return x * np.float32(1 + expert / 8)
+
+
+def moe_reference(x: np.ndarray, topk: np.ndarray, weights: np.ndarray,
+                  fp8_dtype: DType = DType.FP8_E4M3) -> np.ndarray:
+    """What dispatch + experts + combine give a rank's tokens, as float32: each token's
+    weighted sum of its experts' outputs on its fp8-quantized activations."""
+    from netdam.collectives.moe import dequantize_rows, quantize_rows
+    deq = dequantize_rows(*quantize_rows(x, DType.FLOAT32, fp8_dtype), fp8_dtype)
+    out = np.zeros_like(deq)
+    for t, j in zip(*np.nonzero(topk >= 0)):
+        out[t] += weights[t, j] * moe_expert(int(topk[t, j]), deq[t])
+    return out
+
+
 def busbw(collective: str, nbytes: int, seconds: float, n: int) -> tuple[float, float]:
     """(algbw, busbw) in GB/s as nccl-tests defines them."""
     if seconds <= 0:
@@ -111,4 +141,4 @@ def busbw(collective: str, nbytes: int, seconds: float, n: int) -> tuple[float, 
 
 
 __all__ = ["BUSBW_FACTOR", "make_input", "reduce_all", "same", "busbw", "numpy_dtype",
-           "encode_bits", "decode_bits", "DType"]
+           "encode_bits", "decode_bits", "DType", "moe_input", "moe_expert", "moe_reference"]

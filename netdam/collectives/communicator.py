@@ -18,9 +18,10 @@ from typing import Any, Callable
 import numpy as np
 
 from firmware_model import alu
+from firmware_model import fp8 as fp8_codec
 from netdam.agent import Addr, Agent, NetdamTimeout
 from netdam.collectives import algorithms as A
-from netdam.collectives import offload
+from netdam.collectives import moe, offload
 from netdam.collectives.p2p import Channels, Layout, as_bytes
 from netdam.collectives.schedule import Recv, ScheduleError, Send
 from netdam.collectives.types import resolve_dtype, resolve_op
@@ -127,6 +128,8 @@ class Communicator:
         self._splits = 0
         self.chain_blocks = 0     # blocks the in-network engine finished (signal target)
         self.tree_contributions = 0   # contributions folded in by my device (aggregation)
+        self.node_groups: dict[int, int] | None = None   # node -> multicast group (MoE)
+        self.moe_counters = {"multicasts": 0, "unicasts": 0}
         self.offload_ok = len({a.device for a in areas}) == size and \
             len({a.offset for a in areas}) == 1 and group is not None
 
@@ -366,6 +369,43 @@ class Communicator:
         return self._start("barrier", A.barrier_dissemination(self.rank, self.size),
                            lambda: None, block)
 
+    # -- expert parallelism (moe.py) -------------------------------------------------------
+    def moe_dispatch(self, x: np.ndarray, topk_idx, num_experts: int, *, topk_weights=None,
+                     dtype: str | None = None, fp8: str = "e4m3", block: bool = True):
+        """Send each token (a row of ``x``, [tokens, hidden]) to the ranks holding its
+        experts (``topk_idx`` [tokens, k], -1 for none; ``num_experts`` spread evenly, rank
+        r holding ``r*E/n ..``), quantized to fp8 by this rank's device, once per node
+        and replicated inside the node by multicast. Returns a ``moe.Dispatch``: the rows
+        routed here (``.fp8``, ``.scales``, ``.x`` dequantized), their local experts and
+        weights, and what ``moe_combine`` needs."""
+        x = self._contiguous(x)
+        p = moe.plan(self, x, resolve_dtype(x, dtype), topk_idx, num_experts, topk_weights,
+                     fp8)
+        if self.node_groups is None:
+            self.node_groups = moe.node_groups(self)   # collective, once, before queueing
+        return self._start("moe_dispatch", moe.dispatch(self, p), lambda: p.result, block)
+
+    def moe_combine(self, y: np.ndarray, dispatch: "moe.Dispatch", *,
+                    dtype: str | None = None, block: bool = True):
+        """Return every row of ``y`` (one per row ``dispatch`` received: this rank's
+        experts' weighted outputs for that token) to the token's rank, which sums them in
+        rank order; returns bfloat16 bits (uint16) of shape [tokens, hidden]."""
+        y = self._contiguous(y)
+        want = (len(dispatch.src_rank), dispatch.hidden)
+        if y.shape != want:
+            raise UsageError(f"moe_combine needs one row per dispatched row: shape {want}, "
+                             f"got {y.shape}")
+        dt = resolve_dtype(y, dtype)
+        if dt == DType.BFLOAT16:
+            bits = y
+        elif dt in (DType.FLOAT32, DType.FLOAT16, DType.FLOAT64):
+            bits = fp8_codec.f32_to_bf16(y.astype(np.float32))
+        else:
+            raise UsageError(f"moe_combine takes float or bfloat16 outputs, not {dt.name}")
+        out = np.empty((dispatch.tokens, dispatch.hidden), np.uint16)
+        return self._start("moe_combine", moe.combine(self, dispatch, bits, out),
+                           lambda: out, block)
+
     # non-blocking forms (MPI's I-prefixed calls)
     def all_reduce_nb(self, x, op="sum", **kw) -> Request:
         return self.all_reduce(x, op, block=False, **kw)
@@ -384,6 +424,12 @@ class Communicator:
 
     def all_to_allv_nb(self, x, send_counts, recv_counts, **kw) -> Request:
         return self.all_to_allv(x, send_counts, recv_counts, block=False, **kw)
+
+    def moe_dispatch_nb(self, x, topk_idx, num_experts, **kw) -> Request:
+        return self.moe_dispatch(x, topk_idx, num_experts, block=False, **kw)
+
+    def moe_combine_nb(self, y, dispatch, **kw) -> Request:
+        return self.moe_combine(y, dispatch, block=False, **kw)
 
     def barrier_nb(self) -> Request:
         return self.barrier(block=False)

@@ -49,7 +49,30 @@ def _reference(case: dict, n: int, rank: int, inputs: list[np.ndarray]):
         return np.concatenate(parts)
     if coll == "barrier":
         return None
+    if coll == "moe":
+        return C.encode_bits(C.moe_reference(*inputs[rank]), "bfloat16")
     raise ValueError(f"unknown collective {coll!r}")
+
+
+def _inputs(case: dict, n: int) -> list:
+    if case["collective"] == "moe":   # (tokens, topk, weights); count = tokens x hidden
+        hidden, k = case.get("hidden", 256), case.get("k", 4)
+        return [C.moe_input(r, case["count"] // hidden, hidden, case.get("experts", 2 * n),
+                            k, case.get("seed", 0)) for r in range(n)]
+    return [C.make_input(r, case["count"], case["dtype"], case.get("seed", 0),
+                         case.get("op", "sum")) for r in range(n)]
+
+
+def _moe(comm, case: dict, x, topk, weights):
+    """Dispatch, the stand-in experts on the dequantized rows, combine."""
+    experts = case.get("experts", 2 * comm.size)
+    d = comm.moe_dispatch(x, topk, experts, topk_weights=weights)
+    first = comm.rank * (experts // comm.size)
+    xd, y = d.x, np.zeros((len(d.src_rank), d.hidden), np.float32)
+    for row, j in zip(*np.nonzero(d.topk_idx >= 0)):
+        y[row] += d.topk_weights[row, j] * C.moe_expert(first + int(d.topk_idx[row, j]),
+                                                        xd[row])
+    return comm.moe_combine(y, d)
 
 
 def _v_counts(n: int, count: int) -> list[list[int]]:
@@ -90,14 +113,15 @@ def _run_once(comm, case: dict, x: np.ndarray):
                                                        for s in range(comm.size)])
     if coll == "barrier":
         return comm.barrier()
+    if coll == "moe":
+        return _moe(comm, case, *x)
     raise ValueError(f"unknown collective {coll!r}")
 
 
 def run_case(comm, case: dict) -> dict:
     n, rank = comm.size, comm.rank
-    count, dtype, seed = case["count"], case["dtype"], case.get("seed", 0)
-    op = case.get("op", "sum")
-    inputs = [C.make_input(r, count, dtype, seed, op) for r in range(n)]
+    inputs = _inputs(case, n)
+    bits = "bfloat16" if case["collective"] == "moe" else case.get("bits")  # combine's type
     want = _reference(case, n, rank, inputs) if case.get("check", True) else None
     times, wrong, digest = [], 0, None
     cpu0 = resource.getrusage(resource.RUSAGE_SELF)
@@ -108,7 +132,7 @@ def run_case(comm, case: dict) -> dict:
         dt = time.perf_counter() - t0
         if i >= case.get("warmup", 1):
             times.append(dt * 1e6)
-            if want is not None and not C.same(np.asarray(got), want, case.get("bits")):
+            if want is not None and not C.same(np.asarray(got), want, bits):
                 wrong += 1
             if got is not None:
                 digest = hashlib.sha256(np.asarray(got).tobytes()).hexdigest()[:16]
@@ -116,7 +140,11 @@ def run_case(comm, case: dict) -> dict:
     cpu = (cpu1.ru_utime + cpu1.ru_stime) - (cpu0.ru_utime + cpu0.ru_stime)
     return {"rank": rank, "times_us": times, "wrong": wrong, "digest": digest,
             "cpu_s": cpu / max(len(times) + case.get("warmup", 1), 1),
-            "nbytes": int(inputs[rank].nbytes)}
+            "nbytes": int(_first(inputs[rank]).nbytes)}
+
+
+def _first(x):
+    return x[0] if isinstance(x, tuple) else x
 
 
 def main(argv: list[str] | None = None) -> int:
