@@ -17,6 +17,7 @@ NAMES = (
     "dropped_crc",          # CRC32C mismatch: dropped, never answered
     "dropped_malformed",    # not a netdam datagram at all (short, bad magic): dropped
     "duplicates",           # sequenced requests seen again (not applied again)
+    "rx_retransmits",       # requests that carried the RETRANSMIT flag (new or duplicate)
     "held",                 # requests held for an ordering condition
     "hold_expired",         # held requests NAKed BUSY at their deadline
     "responses_ignored",    # response opcodes that reached the device (NAKs are never answered)

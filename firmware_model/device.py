@@ -31,6 +31,7 @@ from netdam.wire.fields import CAPS, DEFAULT_MTU, MAGIC, Cap, Flag, Opcode, Stat
 from netdam.wire.frag import max_payload
 
 _RESPONSE, _ACK_REQ = int(Cap.RESPONSE), int(Flag.ACK_REQ)   # plain ints for the hot path
+_RETRANSMIT = int(Flag.RETRANSMIT)
 
 MEMBER_MAX = 0xFFFE
 GROUP_MAX = 0xFFFF
@@ -190,6 +191,8 @@ class Device:
 
     def _handle(self, pkt: Packet, now: float, size: int) -> list[Out]:
         self._ctx.now = now
+        if pkt.flags & _RETRANSMIT:
+            self._counters.add("rx_retransmits")
         caps = CAPS.get(pkt.opcode)
         if caps is not None and int(caps) & _RESPONSE:
             # a response reached a device: NAK it, except a NAK (no NAK storms)

@@ -6,7 +6,9 @@ devices: local rank modulo devices per node), give every device a path (shared m
 for the node's own devices, UDP for the rest: scale-up and scale-out behind one agent),
 lay out every rank's area on its home device, zero this rank's counters, register, and
 wait until every rank of the job has done the same (the start-up barrier). Returns the
-world ``Communicator``; ``comm.agent`` is the host agent with the primitives.
+world ``Communicator``; ``comm.agent`` is the host agent with the primitives. The
+control plane's CURVE keys come from NETDAM_AUTH (see ``netdam.control.auth``); an
+agent bound elsewhere than loopback (NETDAM_BIND) is announced with a warning.
 """
 
 from __future__ import annotations
@@ -19,10 +21,12 @@ from netdam.agent import Addr, Agent
 from netdam.bootstrap import detect
 from netdam.collectives.communicator import MAX_SPLITS, Communicator
 from netdam.collectives.p2p import Layout
+from netdam.control.auth import from_env as auth_from_env
 from netdam.control.client import ControlClient
 from netdam.capture.pcap import capture_from_env
 from netdam.errors import NetdamError, UsageError
 from netdam.transport.faults import FaultConfig
+from netdam.transport.udp import warn_if_exposed
 from netdam.wire.fields import DEFAULT_MTU
 
 #: the multicast group LocalCluster creates with every device
@@ -58,7 +62,8 @@ def init(*, timeout: float = 30.0, deterministic: bool = False, env=None,
         raise UsageError("no coordinator: set NETDAM_COORDINATOR (netdam launch does) or "
                          "MASTER_ADDR/MASTER_PORT with a coordinator at MASTER_PORT+1")
     job = env.get("NETDAM_JOB", "default")
-    client = ControlClient(b.coordinator, timeout=min(timeout, 10.0))
+    client = ControlClient(b.coordinator, timeout=min(timeout, 10.0),
+                           auth=auth_from_env(env))
     topo = client.topology()
     devices = sorted((m for m in topo["members"] if m["role"] == "device" and m["alive"]),
                      key=lambda m: m["id"])
@@ -72,9 +77,11 @@ def init(*, timeout: float = 30.0, deterministic: bool = False, env=None,
     beat: dict = {}
     client.start_heartbeat(0.5, lambda: beat)
     mtu = int(env.get("NETDAM_MTU", DEFAULT_MTU))
+    bind = env.get("NETDAM_BIND", "127.0.0.1")
+    warn_if_exposed(bind, f"rank {b.rank}'s agent")
     agent = Agent(host_id=reply["id"], timeout=min(timeout, 10.0), mtu=mtu,
                   faults=FaultConfig.from_env(env), capture=capture_from_env(env),
-                  bind=env.get("NETDAM_BIND", "127.0.0.1"))
+                  bind=bind)
     try:
         for m in devices:
             agent.add_device(m["info"], path="auto" if m["node"] == b.node else "udp")

@@ -5,6 +5,12 @@ device processes (each registered with the coordinator under a fixed id), the bo
 environment for host processes, the cluster file that ``netdam status`` finds, and
 teardown with no orphans (children die with their parent: PR_SET_PDEATHSIG on Linux) and
 no leftover shared memory. ``netdam launch`` and ``netdam demo`` are built on it.
+
+Isolation (RELIABILITY.md): everything binds loopback unless ``host=`` says otherwise
+(a warning then); every cluster has its own random partition key and region key; with
+``auth=True`` (or a key directory) the control plane requires CURVE keys, which the
+cluster's own processes get through the environment; ``limits=`` sets the devices'
+resource limits (``netdam.limits``).
 """
 
 from __future__ import annotations
@@ -23,7 +29,10 @@ from pathlib import Path
 from netdam.control.client import ControlClient
 from netdam.control.status import runtime_dir
 from netdam.errors import NetdamError, UsageError
+from netdam import limits as _limits
+from netdam.control import auth as _auth
 from netdam.transport.faults import FLAGS, FaultConfig
+from netdam.transport.udp import warn_if_exposed
 
 #: faults accepted as keyword arguments and forwarded to every member (see transport.faults)
 FAULT_KEYS = tuple(FLAGS)
@@ -87,7 +96,9 @@ class LocalCluster:
     def __init__(self, nodes: int = 2, devices_per_node: int = 1, *, mem_size: int = 64 << 20,
                  mtu: int | None = None, pcap: str | os.PathLike | None = None,
                  dead_after: float = 3.0, shm: bool = True, host: str = "127.0.0.1",
-                 start_timeout: float = 30.0, name: str | None = None, **faults):
+                 start_timeout: float = 30.0, name: str | None = None,
+                 auth: bool | str | os.PathLike | None = None, limits: dict | None = None,
+                 **faults):
         bad = set(faults) - set(FAULT_KEYS)
         if bad:
             raise UsageError(f"unknown LocalCluster options {sorted(bad)}; faults are "
@@ -103,6 +114,11 @@ class LocalCluster:
         except ValueError as exc:
             raise UsageError(str(exc)) from None
         self.pcap = Path(pcap) if pcap else None
+        self.limits = dict(limits or {})
+        _limits.resolve(self.limits)            # unknown or bad limits: UsageError now
+        self._auth_arg = auth
+        self.auth: Path | None = None           # the key directory, once started
+        self._auth_tmp: str | None = None
         self.name = name or f"netdam-{os.getpid()}-{int(time.time() * 1000) % 100000}"
         self.coordinator: str | None = None
         self.pkey: int | None = None
@@ -123,9 +139,20 @@ class LocalCluster:
             raise
         return self
 
+    def _auth_argv(self) -> list[str]:
+        return ["--auth", str(self.auth)] if self.auth else []
+
     def _start(self) -> None:
+        warn_if_exposed(self.host, f"cluster {self.name}")
+        if self._auth_arg is True:
+            import tempfile
+            self._auth_tmp = tempfile.mkdtemp(prefix="netdam-keys-")
+            self.auth = _auth.create_keys(self._auth_tmp)
+        elif self._auth_arg:
+            self.auth = Path(self._auth_arg)
         coord = spawn(self._cmd("coordinator", "--host", self.host, "--dead-after",
-                                str(self.dead_after), "--cluster", self.name),
+                                str(self.dead_after), "--cluster", self.name,
+                                *self._auth_argv()),
                       stdout=subprocess.PIPE, text=True)
         self._procs.append(coord)
         info = read_json_line(coord, self.start_timeout, "coordinator")
@@ -147,7 +174,8 @@ class LocalCluster:
                     cmd += ["--mtu", str(self.mtu)]
                 if self.shm:
                     cmd += ["--shm"]
-                cmd += self.faults.to_argv()
+                cmd += self.faults.to_argv() + self._auth_argv()
+                cmd += _limits.to_argv(self.limits)
                 if self.pcap:
                     cmd += ["--pcap", str(self.pcap_part(f"dev{dev_id}"))]
                 proc = spawn(cmd, stdout=subprocess.PIPE, text=True)
@@ -161,7 +189,7 @@ class LocalCluster:
         self._write_cluster_file()
 
     def _wait_registered(self) -> None:
-        client = ControlClient(self.coordinator, timeout=self.start_timeout)
+        client = self.control()
         try:
             deadline = time.monotonic() + self.start_timeout
             want = {d.id for d in self.devices}
@@ -183,6 +211,11 @@ class LocalCluster:
             raise NetdamError("devices did not learn the multicast group in time")
         finally:
             client.close()
+
+    def control(self, timeout: float | None = None) -> ControlClient:
+        """A control-plane client of this cluster (with its keys when authenticated)."""
+        return ControlClient(self.coordinator, timeout=timeout or self.start_timeout,
+                             auth=self.auth)
 
     def _write_cluster_file(self) -> None:
         d = runtime_dir()
@@ -220,6 +253,10 @@ class LocalCluster:
             self._cluster_file = None
         if self.pcap is not None and self.devices:
             self._merge_pcap()
+        if self._auth_tmp is not None:
+            import shutil
+            shutil.rmtree(self._auth_tmp, ignore_errors=True)
+            self._auth_tmp = None
 
     def _cleanup_shm(self) -> None:
         """Unlink shared memory a killed device could not unlink itself."""
@@ -268,6 +305,7 @@ class LocalCluster:
         if self.pcap:
             env["NETDAM_PCAP"] = str(self.pcap_part(f"host{rank}"))
         env.update(self.faults.to_env())
+        env.update(_auth.env_for(self.auth))
         return env
 
     def kill_device(self, dev_id: int, sig: int = signal.SIGKILL) -> None:

@@ -10,6 +10,13 @@ device). Also: the first stdout line (JSON: address, port, regions, shared-memor
 names) so a parent can find the device, clean exit on SIGTERM/SIGINT with the counters
 as the last stdout line, and the ``netdam device`` subcommand (``add_arguments`` /
 ``run``).
+
+Fair service: each turn drains the socket into a ``FairQueue`` keyed by the sender's
+address (bounded per source and in bytes) and then serves the sources round robin;
+shared-memory rings are served round robin with a quota per ring. A flooding peer thus
+waits behind itself, and what it sends beyond its share is dropped here, counted. Every
+bound is a row of ``netdam.limits`` (flags of ``netdam device``). Region keys granted
+or revoked through the control plane are applied here (``set_regions``).
 """
 
 from __future__ import annotations
@@ -20,13 +27,15 @@ import json
 import signal
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
+from netdam import limits as _limits
 from netdam.errors import UsageError
+from netdam.transport.fair import FairQueue
 from netdam.transport.faults import FaultConfig, add_fault_arguments
 from netdam.transport.reliability import RelConfig, Reliability
 from netdam.transport.shm import Backoff
-from netdam.transport.udp import UdpEndpoint, check_mtu
+from netdam.transport.udp import UdpEndpoint, check_mtu, warn_if_exposed
 from netdam.wire.codec import WireError, decode, encode_parts
 from netdam.wire.fields import CAPS, DEFAULT_MTU, Cap
 
@@ -35,7 +44,8 @@ _IS_RESPONSE = bytes(1 if op in CAPS and CAPS[op] & Cap.RESPONSE else 0 for op i
 _OPCODE_AT = 3       # byte offset of the opcode in the fixed header (SPEC §2.1)
 _SRC_AT = 12         # byte offset of the u16 src in the fixed header (SPEC §2.1)
 _VIA_SHM = "shm"     # marks a learned address that is a shared-memory slot
-_BATCH = 64          # datagrams taken from one source before looking at timers again
+_BATCH = 64          # datagrams served per turn before looking at timers again
+_INGEST = 1024       # datagrams drained from the socket per turn (cheap: no decoding)
 _MAX_WAIT = 0.1      # longest sleep, so a signal is noticed promptly
 
 
@@ -60,6 +70,9 @@ class DeviceConfig:
     coordinator: str | None = None   #: register with this control plane (tcp://host:port)
     pcap: str | None = None          #: capture every datagram this device sends here
     node: int = 0                    #: the emulated node this device belongs to
+    limits: dict = field(default_factory=dict)   #: overrides of netdam.limits.LIMITS
+    auth: str | None = None          #: CURVE key directory for the control plane
+    instructions: list[str] = field(default_factory=list)   #: "module:function" plugins
 
 
 def _rights_names(rights) -> list[str]:
@@ -76,6 +89,7 @@ class DeviceServer:
 
         self.config = c = config
         check_mtu(c.mtu)
+        self.limits = lim = _limits.resolve(c.limits)
         self.shm = None
         memory = None
         if c.shm:
@@ -84,7 +98,10 @@ class DeviceServer:
                                  tag=f"d{c.device_id}-")
             memory = self.shm.memory
         try:
-            self.device = Device(c.device_id, c.mem_size, memory=memory, mtu=c.mtu)
+            self.device = Device(c.device_id, c.mem_size, memory=memory, mtu=c.mtu,
+                                 **_limits.part(lim, "engine"))
+            for spec in c.instructions:
+                _load_instructions(spec)(self.device)
             self.udp = UdpEndpoint(c.host, c.port, mtu=c.mtu, faults=c.faults)
             if c.pcap:
                 from netdam.capture.pcap import Capture
@@ -107,16 +124,21 @@ class DeviceServer:
                                  "rights": _rights_names(reg.rights), "pkey": reg.pkey})
         self.peers: dict[int, tuple[str, int]] = {}
         self._learned: dict[int, tuple] = {}   # member id -> where it last spoke from
+        self._max_learned = lim["max_peers"]
         self.set_peers(c.peers)
         for gid, members in c.groups.items():
             self.device.set_group(int(gid), list(members))
-        self.rel = Reliability(c.reliability)
+        self.rel = Reliability(replace(c.reliability, max_queue=lim["forward_queue"],
+                                       deadline=lim["forward_deadline"]))
+        self.rxq = FairQueue(lim["peer_queue"], lim["rx_queue_bytes"])
+        self._shm_next = 0                     # the ring served first next turn
+        self._granted: set[int] = set()        # keys registered through set_regions
         self._stop = False
         self._backoff = Backoff(spin=c.spin, max_sleep=5e-3)
         if self.shm is not None:
             self.shm.set_wake_port(self.udp.address[1])
         self.forward_counters = {"forward_failed": 0, "forward_unroutable": 0,
-                                 "responses_in": 0}
+                                 "responses_in": 0, "regions_refused": 0}
 
     # -- configuration (the control plane feeds these) ------------------------------------
     def set_peers(self, peers: dict) -> None:
@@ -129,6 +151,33 @@ class DeviceServer:
 
     def set_chain(self, chain_id: int, members: list[int]) -> None:
         self.device.set_chain(chain_id, tuple(members))
+
+    def set_regions(self, grants: list[dict], revoked: list[int]) -> None:
+        """Apply the control plane's region keys: register granted ones not yet known,
+        deregister revoked ones (from then on every request naming them fails BAD_KEY,
+        including requests already queued or held). Whole-dict updates: safe against
+        the loop thread."""
+        from firmware_model import Rights
+        dev = self.device
+        for key in revoked:
+            if dev is not None and dev.region(key) is not None:
+                dev.deregister_region(key)
+                self._granted.discard(key)
+                self.regions = [r for r in self.regions if r["key"] != key]
+        for g in grants:
+            key = int(g["key"])
+            if key in self._granted or key in revoked or dev is None:
+                continue
+            rights = Rights(0)
+            for name in g.get("rights", ()):
+                rights |= Rights[str(name).upper()]
+            try:
+                dev.register_region(int(g["base"]), int(g["length"]), rights=rights,
+                                    pkey=int(g.get("pkey", 0)), key=key)
+            except (ValueError, KeyError):
+                self.forward_counters["regions_refused"] += 1
+                continue
+            self._granted.add(key)
 
     def info(self) -> dict:
         """What a parent or a host agent needs (the first stdout line)."""
@@ -144,6 +193,9 @@ class DeviceServer:
         out.update(self.forward_counters)
         out.update({f"udp_{k}": v for k, v in self.udp.counters.items()})
         out.update({f"rel_{k}": v for k, v in self.rel.counters.items()})
+        out.update({f"rx_{k}": v for k, v in self.rxq.counters.items()})
+        out["rx_waiting"] = len(self.rxq)
+        out["udp_kernel_drops"] = self.udp.kernel_drops()
         out.update({f"fault_{k}": v for k, v in self.udp.injector.counters.items()
                     if self.udp.injector.active})
         if self.shm is not None:
@@ -201,45 +253,75 @@ class DeviceServer:
         self.rel.on_reply(pkt.src, pkt, now)
         return True
 
+    def _learn(self, data, where) -> None:
+        """Remember where member ``src`` spoke from (answers made later go there);
+        bounded by ``max_peers`` (oldest first out)."""
+        if len(data) > _SRC_AT + 1:
+            learned = self._learned
+            src = (data[_SRC_AT] << 8) | data[_SRC_AT + 1]
+            if learned.get(src) != where:
+                learned[src] = where
+                if len(learned) > self._max_learned:
+                    del learned[next(iter(learned))]
+
     def _udp_turn(self, timeout: float) -> int:
-        udp, dev, learned, n = self.udp, self.device, self._learned, 0
-        r = udp.recv(timeout)
+        """Drain the socket into the fair queue (answers to this device's own forwards
+        go straight to the reliability core), then serve it round robin by source."""
+        return self._ingest(timeout) + self._serve_udp()
+
+    def _ingest(self, timeout: float) -> int:
+        udp, q, n = self.udp, self.rxq, 0
+        r = udp.recv(timeout) if not len(q) else udp.recv(0.0)
         while r is not None:
             view, addr = r
-            now = time.monotonic()
-            if not view:
-                pass                        # a doorbell (shared-memory wake-up)
-            elif not (len(view) > _OPCODE_AT and _IS_RESPONSE[view[_OPCODE_AT]]
-                    and self._response(view, now)):
-                if len(view) > _SRC_AT + 1:
-                    src = (view[_SRC_AT] << 8) | view[_SRC_AT + 1]
-                    if learned.get(src) != addr:
-                        learned[src] = addr
-                outs = dev.receive(view, now)
-                if outs:
-                    self._emit_udp(outs, addr, now)
-            n += 1
-            if n >= _BATCH:
+            if view and not (len(view) > _OPCODE_AT and _IS_RESPONSE[view[_OPCODE_AT]]
+                             and self._response(view, time.monotonic())):
+                q.push(addr, bytes(view), len(view))
+            n += 1                          # a doorbell counts: it is progress
+            if n >= _INGEST:
                 break
             r = udp.recv(0.0)
         return n
 
+    def _serve_udp(self) -> int:
+        q, dev, n = self.rxq, self.device, 0
+        while n < _BATCH:
+            item = q.pop()
+            if item is None:
+                break
+            addr, data = item
+            now = time.monotonic()
+            self._learn(data, addr)
+            outs = dev.receive(data, now)
+            if outs:
+                self._emit_udp(outs, addr, now)
+            n += 1
+        return n
+
     def _shm_turn(self) -> int:
-        shm, dev, learned, n = self.shm, self.device, self._learned, 0
-        for slot, ring in enumerate(shm.requests):
+        """Serve the host rings round robin, at most a quota per ring per turn, starting
+        with a different ring each turn."""
+        shm, dev, n = self.shm, self.device, 0
+        rings = shm.requests
+        quota = max(1, _BATCH // len(rings))
+        start = self._shm_next
+        self._shm_next = (start + 1) % len(rings)
+        for j in range(len(rings)):
+            slot = (start + j) % len(rings)
+            ring, taken = rings[slot], 0
             view = ring.peek()
             while view is not None:
                 now = time.monotonic()
-                if len(view) > _SRC_AT + 1:
-                    learned[(view[_SRC_AT] << 8) | view[_SRC_AT + 1]] = (_VIA_SHM, slot)
+                self._learn(view, (_VIA_SHM, slot))
                 outs = dev.receive(view, now)
                 if outs:
                     self._emit_shm(outs, slot, now)
                 del view
                 ring.advance()
                 n += 1
-                if n >= _BATCH:
-                    return n
+                taken += 1
+                if taken >= quota:
+                    break
                 view = ring.peek()
         return n
 
@@ -313,6 +395,26 @@ class DeviceServer:
             self.shm = None
 
 
+def _load_instructions(spec: str):
+    """``module:function`` or ``path/file.py:function``: a function that registers
+    user-defined instructions on the device it is given (``register_instruction``)."""
+    import importlib
+    import importlib.util
+    where, _, name = spec.rpartition(":")
+    if not where or not name:
+        raise UsageError(f"--instructions {spec!r}: expected MODULE:FUNCTION")
+    try:
+        if where.endswith(".py"):
+            loader = importlib.util.spec_from_file_location("netdam_user_instructions", where)
+            mod = importlib.util.module_from_spec(loader)
+            loader.loader.exec_module(mod)
+        else:
+            mod = importlib.import_module(where)
+        return getattr(mod, name)
+    except (ImportError, OSError, AttributeError) as exc:
+        raise UsageError(f"--instructions {spec!r}: {exc}") from None
+
+
 def _pid() -> int:
     import os
     return os.getpid()
@@ -330,7 +432,8 @@ def serve(config: DeviceConfig, *, out=None) -> dict:
             from netdam.control.member import DeviceMember
             member = DeviceMember(config.coordinator, server.info(), config.node,
                                   set_peers=server.set_peers, set_group=server.set_group,
-                                  set_chain=server.set_chain, counters=server.counters)
+                                  set_chain=server.set_chain, counters=server.counters,
+                                  set_regions=server.set_regions, auth=config.auth)
         print(json.dumps(server.info()), file=out, flush=True)
         counters = server.serve()
         try:
@@ -446,25 +549,33 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="write every datagram this device sends to FILE (pcap)")
     parser.add_argument("--spin", type=float, default=5e-4,
                         help="seconds to busy-poll after a datagram before sleeping")
+    parser.add_argument("--auth", metavar="DIR", default=None,
+                        help="CURVE keys for the control plane (default: NETDAM_AUTH)")
+    parser.add_argument("--instructions", metavar="MODULE:FUNC", action="append",
+                        default=[], help="register user-defined instructions: FUNC(device)")
     add_fault_arguments(parser)
+    _limits.add_arguments(parser)
 
 
 def config_from_args(args: argparse.Namespace) -> DeviceConfig:
+    from netdam.control.auth import from_env
+    limits = _limits.from_args(args)
+    _limits.resolve(limits)          # a bad value is one readable line
     try:
         return DeviceConfig(device_id=args.device_id, host=args.host, port=args.port,
                             mem_size=args.mem_size, mtu=check_mtu(args.mtu),
                             faults=FaultConfig.from_args(args), peers=args.peers or {},
                             groups=args.groups or {}, regions=args.regions, shm=args.shm,
                             shm_slots=args.shm_slots, spin=args.spin,
-                            coordinator=args.coordinator, node=args.node, pcap=args.pcap)
+                            coordinator=args.coordinator, node=args.node, pcap=args.pcap,
+                            limits=limits, auth=args.auth or from_env(),
+                            instructions=list(args.instructions))
     except ValueError as exc:
         raise UsageError(str(exc)) from None
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.host not in ("127.0.0.1", "localhost", "::1"):
-        print(f"warning: device binds {args.host}, not loopback: anyone who can reach it "
-              "and guess a key can use its memory", file=sys.stderr)
+    warn_if_exposed(args.host, f"device {args.device_id}")
     serve(config_from_args(args))
     return 0
 

@@ -3,7 +3,9 @@
 Owns request/reply with a bound wait (every request carries an ``rid``; a reply to an
 older request is discarded), the background heartbeat that publishes a member's counters,
 and the subscription to membership events. A coordinator that does not answer raises
-ControlTimeout; a refused request raises ControlError with the coordinator's reason.
+ControlTimeout; a refused request raises ControlError with the coordinator's reason; a
+coordinator that refuses our credentials (CURVE, see ``auth``) raises ControlAuthError
+as soon as the handshake fails.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import Callable
 
 import zmq
 
+from netdam.control.auth import ClientKeys, HandshakeWatch, client_keys
 from netdam.errors import NetdamError
 
 
@@ -27,16 +30,25 @@ class ControlTimeout(NetdamError, TimeoutError):
     """The coordinator did not answer within the bound."""
 
 
+class ControlAuthError(ControlError):
+    """The coordinator did not admit this client (CURVE handshake failed)."""
+
+
 class ControlClient:
     """Talk to a coordinator at ``address`` (``tcp://host:port``).
 
+    ``auth``: None (no authentication), a key directory or ``ClientKeys``: the
+    coordinator's public key and this client's keypair (see ``netdam.control.auth``).
     Not thread-safe, like the zmq socket inside; the heartbeat thread owns its own.
     """
 
-    def __init__(self, address: str, *, timeout: float = 5.0):
+    def __init__(self, address: str, *, timeout: float = 5.0,
+                 auth: "str | ClientKeys | None" = None):
         self.address = address
         self.timeout = timeout
+        self.keys = client_keys(auth)
         self._ctx = zmq.Context.instance()
+        self._watch: HandshakeWatch | None = None
         self._sock = self._connect()
         self._rids = itertools.count(1)
         self._hb_thread: threading.Thread | None = None
@@ -47,6 +59,9 @@ class ControlClient:
     def _connect(self) -> zmq.Socket:
         s = self._ctx.socket(zmq.DEALER)
         s.setsockopt(zmq.LINGER, 0)
+        if self.keys is not None:
+            self.keys.apply(s)
+        self._watch = HandshakeWatch(s)
         s.connect(self.address)
         return s
 
@@ -54,9 +69,16 @@ class ControlClient:
         rid = next(self._rids)
         self._sock.send(json.dumps({"op": op, "rid": rid, **fields}).encode())
         deadline = time.monotonic() + self.timeout
+        poller = zmq.Poller()
+        poller.register(self._sock, zmq.POLLIN)
+        poller.register(self._watch.monitor, zmq.POLLIN)
         while (left := deadline - time.monotonic()) > 0:
-            if not self._sock.poll(int(left * 1000) + 1):
-                break
+            ready = dict(poller.poll(int(left * 1000) + 1))
+            failure = self._watch.failure() if self._watch.monitor in ready else None
+            if failure:
+                raise ControlAuthError(f"coordinator at {self.address}: {failure}")
+            if self._sock not in ready:
+                continue
             reply = json.loads(self._sock.recv())
             if reply.get("rid") != rid:
                 continue  # a late answer to a request that already timed out
@@ -80,7 +102,7 @@ class ControlClient:
         mid = self.id
 
         def beat() -> None:
-            client = ControlClient(self.address, timeout=max(interval, 1.0))
+            client = ControlClient(self.address, timeout=max(interval, 1.0), auth=self.keys)
             try:
                 while not self._hb_stop.wait(interval):
                     try:
@@ -100,14 +122,47 @@ class ControlClient:
     def status(self) -> dict:
         return self.request("status")
 
+    def grant_region(self, device: int, base: int, length: int, *,
+                     rights=("READ", "WRITE", "ATOMIC", "REDUCE"), pkey: int | None = None,
+                     wait: float | None = None) -> dict:
+        """A new region on ``device`` under a fresh random key (the region dict: key,
+        base, length, rights, pkey). With ``wait``, returns once the device applied it."""
+        fields = {"device": device, "base": base, "length": length, "rights": list(rights)}
+        if pkey is not None:
+            fields["pkey"] = pkey
+        reply = self.request("grant_region", **fields)
+        if wait is not None:
+            self.wait_applied(device, reply["version"], wait)
+        return reply["region"]
+
+    def revoke_region(self, device: int, key: int, *, wait: float | None = None) -> None:
+        """Revoke ``key`` on ``device``; with ``wait``, return once the device dropped it."""
+        reply = self.request("revoke_region", device=device, key=key)
+        if wait is not None:
+            self.wait_applied(device, reply["version"], wait)
+
+    def wait_applied(self, device: int, version: int, timeout: float) -> None:
+        """Wait until ``device`` reports it follows topology ``version`` or later."""
+        deadline = time.monotonic() + timeout
+        while True:
+            members = {m["id"]: m for m in self.status()["members"]}
+            if members.get(device, {}).get("counters", {}).get("topology", -1) >= version:
+                return
+            if time.monotonic() > deadline:
+                raise ControlTimeout(f"device {device} did not apply topology version "
+                                     f"{version} within {timeout:g} s")
+            time.sleep(0.02)
+
     def events(self, events_address: str | None = None) -> "EventStream":
         addr = events_address or self.topology()["events"]
-        return EventStream(self._ctx, addr)
+        return EventStream(self._ctx, addr, self.keys)
 
     def close(self) -> None:
         self._hb_stop.set()
         if self._hb_thread is not None:
             self._hb_thread.join(timeout=2.0)
+        if self._watch is not None:
+            self._watch.close()
         self._sock.close()
 
     def leave(self) -> None:
@@ -121,9 +176,11 @@ class ControlClient:
 class EventStream:
     """Membership events published by the coordinator (joined, dead, alive, left, group)."""
 
-    def __init__(self, ctx: zmq.Context, address: str):
+    def __init__(self, ctx: zmq.Context, address: str, keys: ClientKeys | None = None):
         self._sock = ctx.socket(zmq.SUB)
         self._sock.setsockopt(zmq.LINGER, 0)
+        if keys is not None:
+            keys.apply(self._sock)
         self._sock.setsockopt(zmq.SUBSCRIBE, b"event")
         self._sock.connect(address)
 

@@ -5,6 +5,12 @@ per message, the reply echoes the request's ``rid``), a PUB socket publishes mem
 events (joined, dead, alive, left, group) as JSON under the topic ``event``. Health is
 checked on every loop turn. ``netdam coordinator`` runs it; its first stdout line is a
 JSON object with both endpoints so a parent process can read them.
+
+With a key directory (``auth=``, ``--auth DIR``) both sockets are CURVE servers and
+pyzmq's authenticator admits only the client keys of the allow-list (see ``auth``):
+an unauthenticated member never gets a reply, and the rejected handshakes are counted
+(``auth_failures`` in the status reply). The coordinator binds loopback unless told
+otherwise; another address prints a warning.
 """
 
 from __future__ import annotations
@@ -12,13 +18,14 @@ from __future__ import annotations
 import argparse
 import json
 import signal
-import sys
 import threading
 import time
 
 import zmq
 
+from netdam.control.auth import FailureCounter, ServerAuth
 from netdam.control.state import ClusterState
+from netdam.transport.udp import warn_if_exposed
 
 TICK = 0.1  # seconds between health checks when idle
 
@@ -27,15 +34,21 @@ class Coordinator:
     """Serve a ClusterState; ``serve()`` blocks until ``stop()`` (or a signal)."""
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, *, dead_after: float = 3.0,
-                 pkey: int | None = None, cluster: str = "netdam"):
+                 pkey: int | None = None, cluster: str = "netdam", auth=None):
         self.state = ClusterState(dead_after=dead_after, cluster=cluster)
         if pkey is not None:
             self.state.pkey = pkey
         self._ctx = zmq.Context()
+        self.auth = ServerAuth(self._ctx, auth) if auth is not None else None
         self._router = self._ctx.socket(zmq.ROUTER)
         self._router.setsockopt(zmq.LINGER, 0)
         self._pub = self._ctx.socket(zmq.PUB)
         self._pub.setsockopt(zmq.LINGER, 0)
+        self._rejected = None
+        if self.auth is not None:
+            self.auth.apply(self._router)
+            self.auth.apply(self._pub)
+            self._rejected = FailureCounter(self._router)
         if port:
             self._router.bind(f"tcp://{host}:{port}")
         else:
@@ -49,6 +62,11 @@ class Coordinator:
 
     def stop(self) -> None:
         self._stop.set()
+
+    @property
+    def auth_failures(self) -> int:
+        """Handshakes the authenticator refused (0 without authentication)."""
+        return self._rejected.poll() if self._rejected is not None else 0
 
     def _reply(self, ident: bytes, raw: bytes) -> None:
         now = time.monotonic()
@@ -66,6 +84,9 @@ class Coordinator:
             reply["rid"] = req["rid"]
         if isinstance(req, dict) and req.get("op") == "topology":
             reply["events"] = self.events_address
+        if isinstance(req, dict) and req.get("op") == "status":
+            reply["auth"] = self.auth is not None
+            reply["auth_failures"] = self.auth_failures
         self._router.send_multipart([ident, json.dumps(reply).encode()])
 
     def serve(self) -> None:
@@ -87,8 +108,12 @@ class Coordinator:
                     ev = self.state.events.pop(0)
                     self._pub.send_multipart([b"event", json.dumps(ev).encode()])
         finally:
+            if self._rejected is not None:
+                self._rejected.close()
             self._router.close()
             self._pub.close()
+            if self.auth is not None:
+                self.auth.stop()
             self._ctx.term()
 
 
@@ -99,16 +124,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dead-after", type=float, default=3.0, metavar="SECONDS",
                    help="a member silent this long is declared dead (default 3)")
     p.add_argument("--cluster", default="netdam", help="cluster name shown in status")
+    p.add_argument("--auth", metavar="DIR", default=None,
+                   help="require CURVE authentication with the keys in DIR (see "
+                        "RELIABILITY.md; default: NETDAM_AUTH, else none)")
 
 
 def run(args: argparse.Namespace) -> int:
     if args.dead_after <= 0:
         from netdam.errors import UsageError
         raise UsageError(f"--dead-after must be positive, not {args.dead_after}")
-    if args.host not in ("127.0.0.1", "localhost", "::1"):
-        print(f"warning: binding the coordinator to {args.host}, not loopback",
-              file=sys.stderr)
-    coord = Coordinator(args.host, args.port, dead_after=args.dead_after, cluster=args.cluster)
+    warn_if_exposed(args.host, "the coordinator")
+    from netdam.control.auth import from_env
+    coord = Coordinator(args.host, args.port, dead_after=args.dead_after, cluster=args.cluster,
+                        auth=args.auth or from_env())
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: coord.stop())
     print(json.dumps({"control": coord.address, "events": coord.events_address,

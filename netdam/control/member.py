@@ -4,7 +4,10 @@ Owns the control-plane side of a device: it registers the device with the coordi
 under its id (with the JSON it announces: endpoint, regions, shared memory), sends a
 heartbeat carrying the device's counters, and follows membership events so that the
 device learns where the other devices are (for REDUCE_FWD and multicast forwarding)
-and which multicast groups exist. It runs in one background thread; the updates it
+and which multicast groups exist, and applies the region keys the coordinator grants
+and revokes (``set_regions``); its heartbeat reports the topology version it follows,
+so a revoker can wait until the device has dropped a key. It runs in one background
+thread; the updates it
 makes to the device server (whole dict entries and tuples replaced, never mutated in
 place) are atomic for the device's loop thread.
 """
@@ -21,16 +24,19 @@ class DeviceMember:
     def __init__(self, coordinator: str, info: dict, node: int, *,
                  set_peers: Callable[[dict], None], set_group: Callable[[int, list], None],
                  counters: Callable[[], dict], set_chain: Callable[[int, list], None] | None = None,
-                 interval: float = 0.5):
+                 set_regions: Callable[[list, list], None] | None = None,
+                 interval: float = 0.5, auth=None):
         self.coordinator, self.info, self.node = coordinator, info, node
         self._set_peers, self._set_group, self._counters = set_peers, set_group, counters
         self._set_chain = set_chain
+        self._set_regions = set_regions
+        self.auth = auth
         self.chains: dict[int, tuple[int, ...]] = {}
         self.interval = interval
         self.groups: dict[int, tuple[int, ...]] = {}
         self.version = -1   # the topology version last applied
         self._stop = threading.Event()
-        self.client = ControlClient(coordinator, timeout=5.0)
+        self.client = ControlClient(coordinator, timeout=5.0, auth=auth)
         reply = self.client.register("device", node=node, want_id=int(info["id"]),
                                      endpoint=[info["host"], info["port"]], info=info,
                                      name=f"device{info['id']}")
@@ -41,7 +47,7 @@ class DeviceMember:
 
     def _refresh(self, client: ControlClient) -> None:
         topo = client.topology()
-        self.version = topo["version"]
+        me = int(self.info["id"])
         peers = {m["id"]: m["endpoint"] for m in topo["members"]
                  if m["role"] == "device" and m.get("endpoint")}
         self._set_peers(peers)
@@ -55,15 +61,21 @@ class DeviceMember:
             if self._set_chain is not None and self.chains.get(int(cid)) != route:
                 self._set_chain(int(cid), list(route))
                 self.chains[int(cid)] = route
+        if self._set_regions is not None:
+            self._set_regions([g for g in topo.get("grants", []) if g["device"] == me],
+                              [k for d, k in topo.get("revoked", []) if d == me])
+        self.version = topo["version"]   # last: a waiter sees it only once all applied
 
     def heartbeat_counters(self) -> dict:
         c = dict(self._counters())
         c["groups"] = sorted(self.groups)
         c["chains"] = sorted(self.chains)
+        c["topology"] = self.version
         return c
 
     def _run(self) -> None:
-        client = ControlClient(self.coordinator, timeout=max(self.interval * 4, 1.0))
+        client = ControlClient(self.coordinator, timeout=max(self.interval * 4, 1.0),
+                               auth=self.auth)
         events = None
         try:
             events = client.events()

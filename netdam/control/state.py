@@ -55,6 +55,8 @@ class ClusterState:
     groups: dict[int, tuple[int, ...]] = field(default_factory=dict)
     chains: dict[int, tuple[int, ...]] = field(default_factory=dict)   # REDUCE_FWD routes
     regions: dict[str, dict] = field(default_factory=dict)
+    grants: dict[int, dict] = field(default_factory=dict)      # rkey -> region granted
+    revoked: dict[int, int] = field(default_factory=dict)      # rkey -> device id
     events: list[dict] = field(default_factory=list)  # drained by the glue and published
     next_id: int = FIRST_ID   # ids are not reused (see _fresh_id)
     version: int = 0          # bumped by every change of members, groups or regions
@@ -171,7 +173,8 @@ class ClusterState:
                 "members": [m.public() | {"counters": {}} for m in self.members.values()],
                 "groups": {str(g): list(ms) for g, ms in self.groups.items()},
                 "chains": {str(c): list(ms) for c, ms in self.chains.items()},
-                "regions": self.regions}
+                "regions": self.regions, "grants": list(self.grants.values()),
+                "revoked": [[d, k] for k, d in self.revoked.items()]}
 
     @staticmethod
     def _table_id(table: dict, wanted, what: str) -> int:
@@ -215,6 +218,41 @@ class ClusterState:
         self.version += 1
         return {"region": entry}
 
+    def _grant_region(self, req: dict, now: float) -> dict:
+        """A new region on a device with a fresh random 32-bit key (the device registers
+        it when it next follows the topology). The key goes only to the requester and to
+        members that read the topology: authenticate the control plane to keep it so."""
+        m = self._member(req["device"])
+        if m.role != "device":
+            raise ControlError(f"member {m.id} is not a device")
+        base, length = int(req["base"]), int(req["length"])
+        mem = int(m.info.get("mem_size", 0))
+        if base < 0 or length <= 0 or (mem and base + length > mem):
+            raise ControlError(f"region [{base}, +{length}) outside device {m.id}'s memory")
+        rights = req.get("rights", ["READ", "WRITE", "ATOMIC", "REDUCE"])
+        if not isinstance(rights, list) or not all(isinstance(r, str) for r in rights):
+            raise ControlError("rights must be a list of names (READ, WRITE, ...)")
+        pkey = int(req.get("pkey", self.pkey))
+        key = 0
+        while key == 0 or key in self.grants or key in self.revoked:
+            key = secrets.randbits(32)
+        entry = {"device": m.id, "key": key, "base": base, "length": length,
+                 "rights": rights, "pkey": pkey}
+        self.grants[key] = entry
+        self._changed({"event": "grant", "device": m.id})
+        return {"region": entry, "version": self.version}
+
+    def _revoke_region(self, req: dict, now: float) -> dict:
+        """Revoke a device's region key (granted here or registered at start-up): the
+        device deregisters it when it next follows the topology; from then on every
+        request naming it, in flight or new, fails BAD_KEY."""
+        m = self._member(req["device"])
+        key = int(req["key"])
+        self.grants.pop(key, None)
+        self.revoked[key] = m.id
+        self._changed({"event": "revoke", "device": m.id})
+        return {"version": self.version}
+
     def _lookup(self, req: dict, now: float) -> dict:
         name = str(req["name"])
         if name not in self.regions:
@@ -237,5 +275,7 @@ HANDLERS: dict[str, Callable[[ClusterState, dict, float], dict]] = {
     "chain": ClusterState._chain,
     "region": ClusterState._region,
     "lookup": ClusterState._lookup,
+    "grant_region": ClusterState._grant_region,
+    "revoke_region": ClusterState._revoke_region,
     "status": ClusterState._status,
 }

@@ -99,12 +99,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--watch", action="store_true", help="refresh until Ctrl-C")
     p.add_argument("--interval", type=float, default=1.0, help="seconds between refreshes")
     p.add_argument("--timeout", type=float, default=3.0, help="seconds to wait for an answer")
+    p.add_argument("--auth", metavar="DIR", default=None,
+                   help="CURVE keys of an authenticated cluster (default: NETDAM_AUTH)")
 
 
 def run(args: argparse.Namespace) -> int:
     if args.interval <= 0:
         raise UsageError(f"--interval must be positive, not {args.interval}")
-    client = ControlClient(find_coordinator(args.coordinator), timeout=args.timeout)
+    from netdam.control.auth import from_env
+    client = ControlClient(find_coordinator(args.coordinator), timeout=args.timeout,
+                           auth=args.auth or from_env())
     try:
         status = client.status()
         if args.json:

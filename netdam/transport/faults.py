@@ -11,6 +11,8 @@ command-line flags (``add_fault_arguments`` / ``FaultConfig.from_args``).
 pairs to put on the wire instead; the I/O glue holds them until ``send_at``. Its
 ``counters`` account for every fault it injected, so a test or a capture can check that
 what arrived equals what was sent minus what was dropped plus what was duplicated.
+Faults that hit a retransmission (header flag RETRANSMIT) are also counted apart
+(``*_retransmits``), so a soak can account for every retransmission.
 """
 
 from __future__ import annotations
@@ -43,6 +45,12 @@ FLAGS = {
 }
 
 _PROBABILITIES = ("loss", "dup", "reorder", "corrupt")
+_FLAGS_LO = 5                 # low byte of the u16 header flags (SPEC §2.1)
+_RETRANSMIT_BIT = 1 << 6      # Flag.RETRANSMIT
+
+
+def _is_retransmit(data) -> bool:
+    return len(data) > _FLAGS_LO and bool(data[_FLAGS_LO] & _RETRANSMIT_BIT)
 
 
 @dataclass(frozen=True)
@@ -147,7 +155,8 @@ class Injector:
         self._burst = 64 << 10    # bytes the bucket lets through at once
         self.counters = {name: 0 for name in
                          ("seen", "sent", "lost", "duplicated", "reordered", "delayed",
-                          "corrupted", "rate_limited")}
+                          "corrupted", "rate_limited", "lost_retransmits",
+                          "corrupted_retransmits", "duplicated_retransmits")}
 
     def apply(self, datagram, now: float) -> list[tuple[float, bytes]]:
         """What goes on the wire instead of ``datagram`` (bytes, or a sequence of parts
@@ -156,8 +165,10 @@ class Injector:
         data = datagram if isinstance(datagram, (bytes, bytearray, memoryview)) \
             else b"".join(datagram)
         k["seen"] += 1
+        retx = _is_retransmit(data)
         if c.loss and rng.random() < c.loss:
             k["lost"] += 1
+            k["lost_retransmits"] += retx
             return []
         at = now
         if self._byte_time:
@@ -167,11 +178,14 @@ class Injector:
             if start > now:
                 k["rate_limited"] += 1
                 at = start
+        hit = False
         if c.corrupt and rng.random() < c.corrupt:
+            hit = True
             buf = bytearray(data)
             buf[rng.randrange(len(buf))] ^= rng.randrange(1, 256)
             data = bytes(buf)
             k["corrupted"] += 1
+            k["corrupted_retransmits"] += retx
         else:
             data = bytes(data)
         if c.delay:
@@ -184,6 +198,7 @@ class Injector:
         if c.dup and rng.random() < c.dup:
             out.append((at + rng.random() * c.reorder_hold, data))
             k["duplicated"] += 1
+            k["duplicated_retransmits"] += retx and not hit
         k["sent"] += len(out)
         return out
 

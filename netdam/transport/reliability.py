@@ -53,12 +53,13 @@ class RelConfig:
     rto_max: float = 0.5
     backoff: float = 2.0        #: RTO multiplier per retransmission of one datagram
     deadline: float = 5.0       #: give up on a datagram this long after submit (default)
+    max_queue: int = 1 << 20    #: datagrams queued (not yet sent) per peer; more fail
 
     def __post_init__(self):
         if not 1 <= self.window <= 1 << 30:
             raise ValueError(f"window {self.window} out of range")
-        if self.max_bytes < 1 or self.rto_min <= 0 or self.backoff < 1:
-            raise ValueError("max_bytes, rto_min and backoff must be positive")
+        if self.max_bytes < 1 or self.rto_min <= 0 or self.backoff < 1 or self.max_queue < 1:
+            raise ValueError("max_bytes, max_queue, rto_min and backoff must be positive")
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,8 +137,9 @@ class Reliability:
         self._ready: deque[tuple[Hashable, _Entry]] = deque()   # retransmissions due
         self._tick = 0
         self._queued = 0      # datagrams submitted and not yet sent (all peers)
+        self._overflow: list[Failed] = []   # refused by a full queue: fail at next timer
         self.counters = {"sent": 0, "retransmitted": 0, "retired": 0, "failed": 0,
-                         "duplicate_replies": 0, "window_stalls": 0}
+                         "duplicate_replies": 0, "window_stalls": 0, "queue_full": 0}
 
     # -- peers ---------------------------------------------------------------------------
     def _peer(self, peer: Hashable) -> _Peer:
@@ -166,7 +168,8 @@ class Reliability:
         return self._peer(peer).rto
 
     def idle(self) -> bool:
-        return not self._queued and not any(p.outstanding for p in self._peers.values())
+        return not self._queued and not self._overflow and \
+            not any(p.outstanding for p in self._peers.values())
 
     # -- sending -------------------------------------------------------------------------
     def submit(self, peer: Hashable, packet: Packet, now: float, *, token: Any = None,
@@ -176,10 +179,17 @@ class Reliability:
 
         ``size`` is the bytes the datagram occupies in the byte window (default its
         payload; a READ should pass the length of its answer). ``deadline`` is absolute.
+        A peer whose queue already holds ``max_queue`` datagrams refuses it: it fails
+        (``Failed`` with ``seq`` None, ``tries`` 0) at the next ``handle_timer``.
         """
         n = len(packet.payload) if size is None else size
         dl = now + self.config.deadline if deadline is None else deadline
-        self._peer(peer).queue.append(_Entry(packet, token, needs_reply, n, dl))
+        p = self._peer(peer)
+        if len(p.queue) >= self.config.max_queue:
+            self.counters["queue_full"] += 1
+            self._overflow.append(Failed(peer, None, token, 0))
+            return
+        p.queue.append(_Entry(packet, token, needs_reply, n, dl))
         self._queued += 1
 
     def wants_send(self) -> bool:
@@ -310,6 +320,8 @@ class Reliability:
     def next_timer(self) -> float | None:
         """When ``handle_timer`` or ``datagrams_to_send`` next has work (None: nothing
         outstanding). Retransmissions already due make it a time in the past."""
+        if self._overflow:
+            return 0.0                 # already due
         if self._ready:
             return self._ready[0][1].due
         timers = self._timers
@@ -326,8 +338,9 @@ class Reliability:
 
     def handle_timer(self, now: float) -> list[Failed]:
         """Schedule due retransmissions (sent by ``datagrams_to_send``) and give up on
-        datagrams, sent or still queued, whose deadline has passed."""
-        failed: list[Failed] = []
+        datagrams, sent or still queued, whose deadline has passed (and datagrams a full
+        queue refused)."""
+        failed, self._overflow = self._overflow, []
         timers = self._timers
         while timers and timers[0][0] <= now:
             due, _, peer, seq = heapq.heappop(timers)

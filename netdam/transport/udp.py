@@ -5,14 +5,19 @@ Owns one UDP socket: large socket buffers, receiving into one preallocated buffe
 ``encode_parts`` (header, payload view, trailer: the payload is never copied in Python),
 the configured MTU, and the fault ``Injector`` on this side's sends (held-back datagrams
 wait in a small heap flushed by ``flush(now)`` / ``next_timer()``). No protocol logic.
+Also the one rule for where netdam listens: loopback by default; any other address is
+an explicit choice that ``warn_if_exposed`` announces on stderr.
 """
 
 from __future__ import annotations
 
 import errno
 import heapq
+import ipaddress
+import os
 import select
 import socket
+import sys
 import time
 
 from netdam.transport.faults import FaultConfig, Injector
@@ -26,6 +31,25 @@ SOCKET_BUFFER = 4 << 20
 #: errors a send may hit that mean "the datagram is lost", as on a real network
 _LOSSY = (errno.ENOBUFS, errno.EAGAIN, errno.ECONNREFUSED, errno.EHOSTUNREACH,
           errno.ENETUNREACH, errno.EPERM)
+
+
+def is_loopback(host: str) -> bool:
+    """Is ``host`` a loopback address (127.0.0.0/8, ::1, "localhost")?"""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def warn_if_exposed(host: str, what: str, out=None) -> bool:
+    """Print one warning line when ``what`` binds ``host``, not loopback; True if so."""
+    if is_loopback(host):
+        return False
+    print(f"warning: {what} binds {host}, not loopback: anything that can reach it can "
+          "talk to it (see RELIABILITY.md, isolation)", file=out or sys.stderr)
+    return True
 
 
 def check_mtu(mtu: int) -> int:
@@ -55,6 +79,10 @@ class UdpEndpoint:
         self.sock.bind((host, port))
         self.sock.setblocking(False)
         self.address: tuple[str, int] = self.sock.getsockname()
+        try:
+            self._inode = os.fstat(self.sock.fileno()).st_ino
+        except OSError:
+            self._inode = -1
         self._buf = bytearray(MAX_DATAGRAM + 1)
         self._view = memoryview(self._buf)
         self._poll = select.poll()
@@ -77,6 +105,23 @@ class UdpEndpoint:
 
     def fileno(self) -> int:
         return self.sock.fileno()
+
+    def kernel_drops(self) -> int | None:
+        """Datagrams the kernel dropped for this socket (its receive buffer was full),
+        from /proc/net/udp; None where that is not available."""
+        host, port = self.address[:2]
+        table = "/proc/net/udp6" if ":" in host else "/proc/net/udp"
+        suffix = f":{port:04X}"
+        try:
+            with open(table) as f:
+                next(f)
+                for line in f:
+                    cols = line.split()
+                    if cols[1].endswith(suffix) and cols[9] == str(self._inode):
+                        return int(cols[-1])
+        except (OSError, IndexError, ValueError, StopIteration):
+            return None
+        return None
 
     # -- sending -------------------------------------------------------------------------
     def send(self, packet: Packet, addr: tuple[str, int], now: float | None = None) -> None:
@@ -188,4 +233,4 @@ class UdpEndpoint:
         self.close()
 
 
-__all__ = ["UdpEndpoint", "SOCKET_BUFFER", "check_mtu"]
+__all__ = ["UdpEndpoint", "SOCKET_BUFFER", "check_mtu", "is_loopback", "warn_if_exposed"]

@@ -256,6 +256,23 @@ def test_revoked_key_fails_at_once(rig):
     assert is_nak(rig.one(Opcode.WRITE, addr=0, payload=b"k" * 8), Status.BAD_KEY)
 
 
+def test_a_held_request_with_a_revoked_key_fails_when_released(rig):
+    """Revocation reaches requests already in flight: one held for ordering is checked
+    again when it is released, and fails BAD_KEY without touching memory."""
+    rig.open()
+    gap = rig.packet(Opcode.WRITE, addr=0, payload=b"a" * 8)
+    fenced = rig.packet(Opcode.WRITE, addr=8, payload=b"h" * 8,
+                        flags=Flag.ACK_REQ | Flag.FENCE)
+    assert rig.send(fenced) == []
+    key = rig.region.key
+    rig.dev.deregister_region(key)
+    outs = rig.send(gap)
+    assert [(p.opcode, p.status, p.seq) for _, p in outs] == [
+        (Opcode.NAK, Status.BAD_KEY, gap.seq), (Opcode.NAK, Status.BAD_KEY, fenced.seq)]
+    assert bytes(rig.dev.memory[0:16]) == bytes(16)
+    assert rig.dev.counters()["naks"]["BAD_KEY"] == 2
+
+
 def _raw(pkt: Packet, **header) -> bytes:
     """Encode, patch header bytes, fix the CRC."""
     data = bytearray(encode(pkt))
