@@ -127,7 +127,8 @@ class Communicator:
         self._queue: deque[Request] = deque()
         self._splits = 0
         self.chain_blocks = 0     # blocks the in-network engine finished (signal target)
-        self.tree_contributions = 0   # contributions folded in by my device (aggregation)
+        self.tree_radix = 2       # fan-in of the aggregation tree (n - 1: one level)
+        self.tree_counts = [0] * size   # per block: contributions my device folded in
         self.node_groups: dict[int, int] | None = None   # node -> multicast group (MoE)
         self.moe_counters = {"multicasts": 0, "unicasts": 0}
         self.offload_ok = len({a.device for a in areas}) == size and \

@@ -15,10 +15,14 @@ chain and links are used evenly. In reproducible mode every route is rank order
 canonical host algorithm computes. Buffers larger than the work area run in rounds.
 
 The aggregation tree (``tree_allreduce``) makes the devices aggregation nodes, as SHARP
-does in switches: device b aggregates block b. Every other device sends its block b
-there as a two-hop chain whose last hop accumulates into its memory and bumps an
-aggregation counter; when all n-1 contributions are in, rank b multicasts the sum down
-from its device with a signal on every member. The tree has one level (fan-in n-1).
+does in switches: block b is aggregated up a ``radix``-ary tree rooted at device b
+(positions counted from b around the ring; ``comm.tree_radix``, default 2, so log n
+levels; radix n-1 is one level). A leaf sends its block b to its parent as a two-hop
+chain whose last hop folds it into the parent's memory and bumps the parent's
+aggregation word for block b; an inner node passes its partial sum up the same way once
+all its children's are in; the root multicasts the sum down from its device with a
+signal on every member. Hosts only watch words and hand over one descriptor per block
+and level; the devices move and add every byte.
 
 The generators here yield the same ``Send``/``Recv`` as the host algorithms (for the
 barriers) plus callables: device steps the communicator's progress engine runs in turn.
@@ -26,7 +30,10 @@ barriers) plus callables: device steps the communicator's progress engine runs i
 
 from __future__ import annotations
 
+import time
+
 from netdam.collectives import algorithms as A
+from netdam.handle import NetdamTimeout
 from netdam.wire.fields import DTYPE_SIZE, DType, RedOp
 
 
@@ -68,33 +75,63 @@ def chain_allreduce(comm, buf: memoryview, dtype: DType, op: RedOp, *,
     yield from _rounds(comm, buf, DTYPE_SIZE[dtype], body)
 
 
+def tree_children(pos: int, n: int, radix: int) -> range:
+    """Positions of ``pos``'s children in a ``radix``-ary aggregation tree of n nodes
+    (position 0 is the root; positions are ranks counted from the block's owner)."""
+    return range(min(radix * pos + 1, n), min(radix * pos + radix + 1, n))
+
+
+def tree_parent(pos: int, radix: int) -> int:
+    return (pos - 1) // radix
+
+
 def tree_allreduce(comm, buf: memoryview, dtype: DType, op: RedOp):
     n, rank, lay, agent, ch = comm.size, comm.rank, comm.layout, comm.agent, comm.channels
     home = comm.areas[rank]
     devices = [a.device for a in comm.areas]
+    radix = comm.tree_radix
 
     def body(spans):
-        handles = []
-
-        def contribute():   # my block b, folded into device b's memory
-            for b, (lo, hi) in enumerate(spans):
-                if b != rank and hi > lo:
-                    handles.append(agent.reduce_chain_nb(
-                        [devices[rank], devices[b]], home + (lay.work + lo), hi - lo,
-                        dtype=dtype, op=op, signal=home + lay.aggregate_signal,
-                        timeout=comm.timeout))
-        yield contribute
-        lo, hi = spans[rank]
-        if hi > lo:   # every other rank folded its piece of my block into my device
-            comm.tree_contributions += n - 1
-            want = comm.tree_contributions
-            yield lambda: ch.wait_word(lay.aggregate_signal, want, "aggregation")
-            yield lambda: agent.multicast(
-                comm.group, home + (lay.work + lo), _block_of(ch, lay.work + lo, hi - lo),
-                signal=home + lay.offload_signal, timeout=comm.timeout)
-        comm.chain_blocks += sum(1 for a, b in spans if b > a)
+        want = {}        # block -> value its aggregation word must reach here
+        for b, (lo, hi) in enumerate(spans):
+            if hi > lo:
+                comm.tree_counts[b] += len(tree_children((rank - b) % n, n, radix))
+                want[b] = comm.tree_counts[b]
+        comm.chain_blocks += len(want)
         target = comm.chain_blocks
-        yield lambda: [h.wait() for h in handles]
+
+        def aggregate():
+            """Pass every block up as soon as its children are in (in any order: a
+            fixed order could wait on a rank that waits on us for another block)."""
+            handles, deadline = [], time.monotonic() + comm.timeout
+            while want:
+                for b in [b for b, w in want.items()
+                          if ch.home.word(lay.aggregate_word(b)) >= w]:
+                    lo, hi = spans[b]
+                    pos = (rank - b) % n
+                    if pos == 0:    # the root: the sum goes down to every member
+                        handles.append(agent.multicast_nb(
+                            comm.group, home + (lay.work + lo),
+                            _block_of(ch, lay.work + lo, hi - lo),
+                            signal=home + lay.offload_signal, timeout=comm.timeout))
+                    else:           # fold my partial sum into my parent's memory
+                        parent = devices[(b + tree_parent(pos, radix)) % n]
+                        handles.append(agent.reduce_chain_nb(
+                            [devices[rank], parent], home + (lay.work + lo), hi - lo,
+                            dtype=dtype, op=op, signal=home + lay.aggregate_word(b),
+                            timeout=comm.timeout))
+                    del want[b]
+                if want:
+                    if time.monotonic() > deadline:
+                        raise NetdamTimeout(f"rank {rank}: aggregation of blocks "
+                                            f"{sorted(want)} not complete within "
+                                            f"{comm.timeout:g} s")
+                    ch.progress()
+                    ch.idle()
+            for h in handles:
+                h.wait()
+
+        yield aggregate
         yield lambda: ch.wait_word(lay.offload_signal, target, "aggregation tree result")
 
     yield from _rounds(comm, buf, DTYPE_SIZE[dtype], body)

@@ -18,7 +18,8 @@ progress whenever the rank waits, so no algorithm deadlocks on flow control.
 
 Layout of one rank's area on its home device, for a communicator of ``n`` ranks
 (``Layout``): head words [n x 8], credit words [n x 8], slots [n x slots x slot_bytes],
-then the offload work area used by the in-network algorithms.
+then the offload work area used by the in-network algorithms, its result signal word
+and one aggregation word per block (the aggregation tree).
 """
 
 from __future__ import annotations
@@ -68,14 +69,13 @@ class Layout:
         """Bumped once per finished block of an in-network collective (result landed)."""
         return self.work + self.work_bytes
 
-    @property
-    def aggregate_signal(self) -> int:
-        """Bumped once per contribution an aggregation node has folded in."""
-        return self.offload_signal + 8
+    def aggregate_word(self, block: int) -> int:
+        """Bumped once per contribution to ``block`` this aggregation node folded in."""
+        return self.offload_signal + WORD * (1 + block)
 
     @property
     def size(self) -> int:
-        return self.offload_signal + 64
+        return (self.aggregate_word(self.n) + 63) // 64 * 64
 
     def slot(self, sender: int, index: int) -> int:
         return self.slot_base + (sender * self.slots + index % self.slots) * self.slot_bytes
@@ -131,7 +131,8 @@ class Channels:
         lay, home = self.layout, self.areas[self.rank]
         self.agent.write(home, bytes(lay.slot_base), timeout=self.timeout)
         if lay.work_bytes:
-            self.agent.write(home + lay.offload_signal, bytes(2 * WORD), timeout=self.timeout)
+            self.agent.write(home + lay.offload_signal, bytes(lay.size - lay.offload_signal),
+                             timeout=self.timeout)
         self.sent = [0] * lay.n
         self.received = [0] * lay.n
 

@@ -93,6 +93,7 @@ def _run_once(comm, case: dict, x: np.ndarray):
     op = case.get("op", "sum")
     root = case.get("root", 0)
     if coll == "all_reduce":
+        comm.tree_radix = case.get("radix", 2)
         return comm.all_reduce(x, op, algo=case.get("algo"),
                                deterministic=case.get("deterministic"), **kw)
     if coll == "reduce":

@@ -91,11 +91,14 @@ SCRIPT = textwrap.dedent("""
 
 
 @pytest.mark.timeout(120)
-def test_moe_dispatch_and_combine(tmp_path):
+@pytest.mark.parametrize("faults", [{}, {"loss": 0.05, "dup": 0.05, "reorder": 0.1,
+                                         "corrupt": 0.01, "seed": 5}],
+                         ids=["clean", "faults"])
+def test_moe_dispatch_and_combine(tmp_path, faults):
     script = tmp_path / "moe.py"
     script.write_text(SCRIPT)
     out = io.StringIO()
-    with LocalCluster(nodes=2, devices_per_node=2, mem_size=64 << 20) as c:
+    with LocalCluster(nodes=2, devices_per_node=2, mem_size=64 << 20, **faults) as c:
         code = run_hosts(c, 4, [sys.executable, str(script)], out=out, err=out, timeout=90,
                          extra_env={"NETDAM_JOB": "moe"})
     assert code == 0, out.getvalue()

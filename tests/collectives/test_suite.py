@@ -47,6 +47,9 @@ def allreduce_matrix(n):
                 out.append(case("all_reduce", 33, dtype, op=op, algo=algo))
         for count in COUNTS:
             out.append(case("all_reduce", count, "float32", algo=algo))
+    for radix in (1, 3):    # the aggregation tree as a line and (up to 4 ranks) flat
+        out += [case("all_reduce", count, "float32", algo="tree", radix=radix)
+                for count in COUNTS[1:]]
     return out
 
 
@@ -63,6 +66,8 @@ def other_matrix(n):
     for dtype in ("bfloat16", "fp8_e4m3", "int8"):
         out.append(case("reduce", 77, dtype, op="max", root=n // 2))
         out.append(case("reduce_scatter", 77, dtype, op="sum"))
+    for tokens in (0, 1, 37):   # MoE dispatch + combine, one device per rank
+        out.append(case("moe", tokens * 96, hidden=96, k=2))
     out.append(case("barrier", 0, "float32", iters=3))
     return out
 
@@ -90,7 +95,8 @@ def test_under_faults():
     cases = [case("all_reduce", 20_000, "float32", algo=a) for a in
              ("ring", "recursive_doubling", "chain", "tree")]
     cases += [case("all_to_allv", 5000, "int32"), case("broadcast", 20_000, "int32", root=1),
-              case("reduce_scatter", 3000, "float64"), case("barrier", 0, iters=3)]
+              case("reduce_scatter", 3000, "float64"), case("barrier", 0, iters=3),
+              case("moe", 40 * 128, hidden=128, k=2)]
     results = run(cases, 3, faults={"loss": 0.05, "dup": 0.05, "reorder": 0.1,
                                     "corrupt": 0.01, "seed": 11})
     assert all(r.wrong == 0 for r in results)
