@@ -463,6 +463,14 @@ def test_signal_fires_only_after_every_fragment(rig):
 
 
 # -- limits and timers ---------------------------------------------------------------------
+def test_the_limits_table_carries_the_engines_defaults():
+    import inspect
+    from netdam import limits
+    engine = inspect.signature(Device).parameters
+    rows = [row for row in limits.LIMITS if row.part == "engine"]
+    assert rows and all(engine[row.name].default == row.default for row in rows)
+
+
 def test_peers_are_bounded_and_expire(make_rig):
     rig = make_rig(max_peers=2, peer_timeout=5.0)
     for src in (1, 2, 3):

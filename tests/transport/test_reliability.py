@@ -193,3 +193,17 @@ def test_due_retransmission_keeps_the_timer_armed():
     assert rel.wants_send()
     (_, p), = rel.datagrams_to_send(0.1)
     assert p.has(Flag.RETRANSMIT) and rel.next_timer() > 0.1
+
+
+def test_a_full_queue_fails_the_datagram_at_once():
+    """Bounded pending state: beyond ``max_queue`` queued datagrams per peer a submit is
+    refused, and the refusal comes back as a Failed at the next timer (never lost)."""
+    from netdam.transport.reliability import Failed
+    rel = Reliability(RelConfig(window=1, max_queue=2), initial_seq=0)
+    for i in range(4):
+        rel.submit("d", Packet(opcode=Opcode.WRITE, payload=b"x"), 0.0, token=i)
+    assert rel.queued("d") == 2 and rel.next_timer() <= 0.0
+    failed = rel.handle_timer(0.0)
+    assert [(f.token, f.seq, f.tries) for f in failed] == [(2, None, 0), (3, None, 0)]
+    assert all(isinstance(f, Failed) for f in failed)
+    assert rel.counters["queue_full"] == 2 and rel.counters["failed"] == 2

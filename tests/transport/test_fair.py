@@ -1,0 +1,34 @@
+"""The fair receive queue. Invariant: sources are served one datagram each in turn,
+nothing is held beyond the per-source and total bounds, and every drop is counted."""
+
+import pytest
+
+from netdam.transport.fair import FairQueue
+
+
+def test_round_robin_between_a_flood_and_a_trickle():
+    q = FairQueue(per_source=100, max_bytes=1 << 20)
+    for i in range(50):
+        q.push("flood", ("f", i), 10)
+    q.push("trickle", ("t", 0), 10)
+    q.push("trickle", ("t", 1), 10)
+    order = [q.pop()[1] for _ in range(5)]
+    assert order == [("f", 0), ("t", 0), ("f", 1), ("t", 1), ("f", 2)]
+    assert len(q) == 47 and q.sources() == 1
+
+
+def test_bounds_drop_and_count():
+    q = FairQueue(per_source=3, max_bytes=100)
+    assert [q.push("a", i, 10) for i in range(5)] == [True] * 3 + [False] * 2
+    assert q.counters["dropped_source_full"] == 2
+    assert q.push("b", 0, 80) is False and q.counters["dropped_full"] == 1
+    assert q.push("b", 0, 70) is True and q.bytes == 100
+    while q.pop() is not None:
+        pass
+    assert len(q) == 0 and q.bytes == 0 and q.sources() == 0
+    assert q.counters["max_queued"] == 4
+
+
+def test_bad_bounds_are_refused():
+    with pytest.raises(ValueError):
+        FairQueue(per_source=0)
