@@ -183,16 +183,18 @@ class Communicator:
         x = self._contiguous(x)
         dt, rop = resolve_dtype(x, dtype), resolve_op(op)
         red = self._reducer(dt, rop)
+        det = self.deterministic if deterministic is None else deterministic
+        name = self._choose_allreduce(algo, x.nbytes, det)
+        esize = x.dtype.itemsize
+        if name in ("chain", "tree"):     # the devices read x and write the result: no copy
+            res = self._out_buffer(x, out)
+            src, dst = as_bytes(x), as_bytes(res)
+            gen = offload.chain_allreduce(self, src, dst, dt, rop, deterministic=det) \
+                if name == "chain" else offload.tree_allreduce(self, src, dst, dt, rop)
+            return self._start(f"all_reduce({name})", gen, lambda: res, block)
         res = self._out(x, out)
         buf = as_bytes(res)
-        det = self.deterministic if deterministic is None else deterministic
-        name = self._choose_allreduce(algo, buf.nbytes, det)
-        esize = x.dtype.itemsize
-        if name == "chain":
-            gen = offload.chain_allreduce(self, buf, dt, rop, deterministic=det)
-        elif name == "tree":
-            gen = offload.tree_allreduce(self, buf, dt, rop)
-        elif name == "hierarchical":
+        if name == "hierarchical":
             self._hier_comms()   # collective splits, before this request is queued
             gen = self._hierarchical(res, op, dtype)
         elif det:
@@ -254,12 +256,19 @@ class Communicator:
         yield lambda: intra.broadcast(res, 0)
 
     def _out(self, x: np.ndarray, out: np.ndarray | None) -> np.ndarray:
+        """The result array, holding a copy of x (algorithms that work in place)."""
+        res = self._out_buffer(x, out)
+        if res is not x:
+            res[...] = x
+        return res
+
+    @staticmethod
+    def _out_buffer(x: np.ndarray, out: np.ndarray | None) -> np.ndarray:
+        """The result array (``out``, checked, or a new one), contents undefined."""
         if out is None:
-            return x.copy()
+            return np.empty_like(x)
         if out.shape != x.shape or out.dtype != x.dtype or not out.flags.c_contiguous:
             raise UsageError(f"out must be a contiguous {x.dtype} array of shape {x.shape}")
-        if out is not x:
-            out[...] = x
         return out
 
     def reduce(self, x: np.ndarray, root: int = 0, op: str = "sum", *,

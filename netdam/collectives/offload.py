@@ -37,24 +37,25 @@ from netdam.handle import NetdamTimeout
 from netdam.wire.fields import DTYPE_SIZE, DType, RedOp
 
 
-def _rounds(comm, buf: memoryview, esize: int, body):
-    """Run an in-device algorithm round by round over ``buf``: each round puts this rank's
-    part in its device's work area, meets the others at a barrier, runs
-    ``body(part, spans)`` (which leaves the result in the work area), copies the result
-    out, and meets again so that the work area is free for the next round."""
+def _rounds(comm, src: memoryview, dst: memoryview, esize: int, body):
+    """Run an in-device algorithm round by round: each round puts this rank's part of
+    ``src`` in its device's work area, meets the others at a barrier, runs
+    ``body(spans)`` (which leaves the result in the work area), copies the result out to
+    ``dst`` (which may be ``src``), and meets again so that the work area is free for
+    the next round."""
     n, rank, lay = comm.size, comm.rank, comm.layout
     home = comm.areas[rank]
     step = lay.work_bytes - lay.work_bytes % (esize * n)
-    for start in range(0, len(buf), step):
-        part = buf[start:start + step]
+    for start in range(0, len(src), step):
+        part = src[start:start + step]
         yield lambda: comm.agent.write(home + lay.work, part, timeout=comm.timeout)
         yield from A.barrier_dissemination(rank, n)
         yield from body(A.blocks(len(part) // esize, n, esize))
-        yield lambda: comm.channels.home.read_into(lay.work, part)
+        yield lambda: comm.channels.home.read_into(lay.work, dst[start:start + len(part)])
         yield from A.barrier_dissemination(rank, n)
 
 
-def chain_allreduce(comm, buf: memoryview, dtype: DType, op: RedOp, *,
+def chain_allreduce(comm, src: memoryview, dst: memoryview, dtype: DType, op: RedOp, *,
                     deterministic: bool = False):
     rank, lay, agent = comm.rank, comm.layout, comm.agent
     home = comm.areas[rank]
@@ -72,7 +73,7 @@ def chain_allreduce(comm, buf: memoryview, dtype: DType, op: RedOp, *,
         yield lambda: comm.channels.wait_word(lay.offload_signal, target,
                                               "in-network allreduce")
 
-    yield from _rounds(comm, buf, DTYPE_SIZE[dtype], body)
+    yield from _rounds(comm, src, dst, DTYPE_SIZE[dtype], body)
 
 
 def tree_children(pos: int, n: int, radix: int) -> range:
@@ -85,7 +86,7 @@ def tree_parent(pos: int, radix: int) -> int:
     return (pos - 1) // radix
 
 
-def tree_allreduce(comm, buf: memoryview, dtype: DType, op: RedOp):
+def tree_allreduce(comm, src: memoryview, dst: memoryview, dtype: DType, op: RedOp):
     n, rank, lay, agent, ch = comm.size, comm.rank, comm.layout, comm.agent, comm.channels
     home = comm.areas[rank]
     devices = [a.device for a in comm.areas]
@@ -134,7 +135,7 @@ def tree_allreduce(comm, buf: memoryview, dtype: DType, op: RedOp):
         yield aggregate
         yield lambda: ch.wait_word(lay.offload_signal, target, "aggregation tree result")
 
-    yield from _rounds(comm, buf, DTYPE_SIZE[dtype], body)
+    yield from _rounds(comm, src, dst, DTYPE_SIZE[dtype], body)
 
 
 def _block_of(ch, offset: int, length: int) -> bytes:

@@ -35,6 +35,8 @@ from netdam.collectives.schedule import Recv, Send
 from netdam.errors import NetdamError
 
 WORD = 8
+#: longest sleep while waiting on a word the devices will bump
+WAIT_SLEEP_MAX = 2e-3
 
 
 @dataclass(frozen=True)
@@ -204,14 +206,23 @@ class Channels:
         return i
 
     def wait_word(self, offset: int, value: int, what: str) -> int:
-        """Wait until the home word at ``offset`` reaches ``value``; return it."""
-        deadline = time.monotonic() + self.timeout
+        """Wait until the home word at ``offset`` reaches ``value``; return it.
+
+        The devices are doing the work meanwhile, so the host sleeps: after a short spin,
+        for a tenth of the time waited so far (at most ``WAIT_SLEEP_MAX``), which keeps
+        the host nearly idle and adds at most about a tenth to the wait."""
+        start = time.monotonic()
+        deadline = start + self.timeout
         while (word := self.home.word(offset)) < value:
-            if time.monotonic() > deadline:
+            now = time.monotonic()
+            if now > deadline:
                 raise NetdamTimeout(f"rank {self.rank}: {what} not reached within "
                                     f"{self.timeout:g} s (at {word} of {value})")
             self.progress()
-            self.idle()
+            if self._inflight or self._outbox or now - start < 50e-6:
+                self.idle()
+            else:
+                time.sleep(min(max((now - start) / 10, 20e-6), WAIT_SLEEP_MAX))
         return word
 
     # -- progress ---------------------------------------------------------------------------
