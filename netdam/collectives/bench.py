@@ -1,23 +1,43 @@
 """``netdam bench``: nccl-tests-style sweeps of collectives on a local cluster.
 
 Owns the sweep (``-b/-e/-f`` or ``-i``), the case list (collectives x algorithms x sizes),
-and the report in nccl-tests' columns: size, count, type, redop, root, time (us), algbw
-and busbw (GB/s, nccl-tests' bus factors: 2(n-1)/n for all_reduce, (n-1)/n for
-all_gather, reduce_scatter and all_to_all, 1 for broadcast and reduce), #wrong (every
-iteration checked unless ``--no-check``), plus the host CPU seconds per collective (the
-offload claim: in-network algorithms leave the host nearly idle). ``--json`` writes
-every row; ``--pcap`` captures the whole run.
+the progress bar, and the report in nccl-tests' columns: size, count, type, redop, root,
+time (us: the median of the timed iterations on the slowest rank), algbw and busbw
+(GB/s), #wrong (every iteration checked unless ``--no-check``), plus the host CPU seconds
+per collective (the offload claim: in-network algorithms leave the host nearly idle).
+``--json`` writes every row, ``--plot`` draws busbw against size as SVG (``plot.py``),
+``--pcap`` captures the whole run. ``--compare gloo|mpi`` and ``--baseline`` add the
+yardsticks of ``compare.py`` to the same run: a ratio column per library and the raw
+limits (UDP stream, memcpy) of each size.
+
+algbw = size / time. busbw = algbw x the nccl-tests factor for n ranks (``check.BUSBW_FACTOR``),
+the share of the data each rank's link must carry, so busbw reads against a link's speed:
+
+    all_reduce                 2(n-1)/n
+    all_gather, reduce_scatter,
+    all_to_all(v), moe         (n-1)/n
+    broadcast, reduce          1
+    baselines (stream, memcpy) 1 (one link, one copy)
+
+Paths: ranks run one per device; ``--nodes N --devices-per-node K`` makes N x K ranks.
+Ranks on one node talk over shared memory, ranks on different nodes over UDP, so
+``--nodes N`` (K = 1) sends every byte over UDP and ``--nodes 1 --devices-per-node K``
+keeps every byte in shared memory.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from netdam.collectives import compare
 from netdam.collectives.check import BUSBW_FACTOR, numpy_dtype
+from netdam.collectives.plot import busbw_svg
 from netdam.collectives.run_cmd import parse_size
 from netdam.collectives.runner import Result, run_cases
 from netdam.collectives.types import OP_NAMES
@@ -48,8 +68,11 @@ def sizes(begin: int, end: int, factor: float, step: int | None) -> list[int]:
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("collectives", nargs="*", default=["all_reduce"],
                    help=f"any of {', '.join(sorted(BUSBW_FACTOR))} (default all_reduce)")
-    p.add_argument("--nodes", type=int, default=4)
-    p.add_argument("--devices-per-node", type=int, default=1, metavar="K")
+    p.add_argument("--nodes", type=int, default=4,
+                   help="emulated nodes; ranks on different nodes talk over UDP (default 4)")
+    p.add_argument("--devices-per-node", type=int, default=1, metavar="K",
+                   help="devices (= ranks) per node; ranks of a node talk over shared "
+                        "memory (default 1: every byte crosses UDP)")
     p.add_argument("-b", "--minbytes", type=parse_size, default=8 << 10)
     p.add_argument("-e", "--maxbytes", type=parse_size, default=1 << 20)
     p.add_argument("-f", "--stepfactor", type=float, default=4.0)
@@ -62,12 +85,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--algo", action="append", help="algorithm(s) to sweep (repeatable)")
     p.add_argument("--no-check", action="store_true", help="do not check results")
     p.add_argument("--json", metavar="FILE", help="write every row as JSON")
+    p.add_argument("--plot", metavar="FILE", help="draw busbw vs size as an SVG file")
+    p.add_argument("--compare", action="append", choices=sorted(compare.REFERENCES),
+                   help="also run the same cases with torch.distributed's Gloo or with "
+                        "Open MPI (repeatable) and print netdam busbw / theirs")
+    p.add_argument("--baseline", action="store_true",
+                   help="also time the same bytes over a raw UDP stream and a memcpy")
     p.add_argument("--pcap", metavar="FILE", help="capture the whole run")
     p.add_argument("--mtu", type=int, default=None)
     add_fault_arguments(p)
 
 
-def run(args: argparse.Namespace) -> int:
+def plan(args: argparse.Namespace) -> tuple[int, list[dict]]:
+    """The world size and the cases; every bad argument is a UsageError here."""
     bad = [c for c in args.collectives if c not in BUSBW_FACTOR]
     if bad:
         raise UsageError(f"unknown collective(s) {bad}; choose from {sorted(BUSBW_FACTOR)}")
@@ -75,9 +105,19 @@ def run(args: argparse.Namespace) -> int:
         storage, bits = numpy_dtype(args.dtype)
     except (UsageError, KeyError):
         raise UsageError(f"unknown dtype {args.dtype!r}") from None
+    if args.nodes < 1 or args.devices_per_node < 1:
+        raise UsageError("--nodes and --devices-per-node must be at least 1")
     n = args.nodes * args.devices_per_node
     if args.iters < 1 or args.warmup < 0:
         raise UsageError("-n must be at least 1 and -w at least 0")
+    if not 0 <= args.root < n:
+        raise UsageError(f"--root must be a rank, 0 to {n - 1}, not {args.root}")
+    for name in ("json", "plot", "pcap"):
+        path = getattr(args, name)
+        if path and not Path(path).resolve().parent.is_dir():
+            raise UsageError(f"--{name} {path}: no such directory")
+    for name in args.compare or []:
+        compare.require(name, args.dtype)
     cases = []
     for coll in args.collectives:
         for algo in (args.algo or ALGOS.get(coll, [None])):
@@ -86,39 +126,147 @@ def run(args: argparse.Namespace) -> int:
                               "dtype": args.dtype, "bits": bits, "op": args.op,
                               "root": args.root, "warmup": args.warmup, "iters": args.iters,
                               "check": not args.no_check})
-    faults = given_faults(args)
+    return n, cases
+
+
+def run(args: argparse.Namespace) -> int:
+    n, cases = plan(args)
+    references = args.compare or []
+    ref_cases = compare.comparable(cases)
     console = Console()
-    console.print(f"netdam bench: {n} ranks ({args.nodes} nodes x {args.devices_per_node}), "
-                  f"{len(cases)} cases, {args.warmup} warm-up + {args.iters} iterations each")
-    results = run_cases(cases, nprocs=n, nodes=args.nodes,
-                        devices_per_node=args.devices_per_node, mtu=args.mtu, pcap=args.pcap,
-                        faults=faults)
-    console.print(table(results, n))
+    path = ("shared memory inside a node, UDP across nodes" if args.devices_per_node > 1
+            else "every byte over UDP")
+    if args.nodes == 1:
+        path = "every byte over shared memory"
+    console.print(f"netdam bench: {n} ranks ({args.nodes} nodes x {args.devices_per_node}, "
+                  f"{path}), {len(cases)} cases, {args.warmup} warm-up + {args.iters} "
+                  f"iterations each")
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn(), console=console, transient=True) as bar:
+        task = bar.add_task("netdam", total=len(cases))
+        results = run_cases(cases, nprocs=n, nodes=args.nodes,
+                            devices_per_node=args.devices_per_node, mtu=args.mtu,
+                            pcap=args.pcap, faults=given_faults(args),
+                            progress=lambda k: bar.update(task, completed=k))
+        bar.update(task, completed=len(cases))
+        others: dict[str, list[Result]] = {}
+        for name in references:
+            t = bar.add_task(compare.REFERENCES[name].label, total=len(ref_cases))
+            others[name] = compare.run_reference(
+                name, ref_cases, n, progress=lambda k, t=t: bar.update(t, completed=k))
+        if args.baseline:
+            sizes_ = sorted({r.nbytes for r in results if r.nbytes})
+            t = bar.add_task("baselines", total=2 * len(sizes_))
+            others["baseline"] = compare.run_baselines(
+                sizes_, args.warmup, args.iters, progress=lambda k: bar.update(t, completed=k))
+    rows = [row(r, n) for r in results]
+    extra = [row(r, n) for rs in others.values() for r in rs]
+    annotate(rows, extra, references)
+    console.print(table(rows, n, references, args.baseline))
+    if extra:
+        console.print(reference_table(extra, n))
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump([row(r, n) for r in results], f, indent=1)
-    return 0 if all(r.ok for r in results) else 1
+        Path(args.json).write_text(json.dumps(rows + extra, indent=1))
+    if args.plot:
+        Path(args.plot).write_text(plot(rows + extra, n, args))
+        console.print(f"plot written to {args.plot}")
+    failed = [r for r in results + [r for rs in others.values() for r in rs] if not r.ok]
+    return 1 if failed else 0
 
 
 def row(r: Result, n: int) -> dict:
-    algbw, busbw = r.bandwidth(n)
     c = r.case
-    return {"collective": c["collective"], "algo": c.get("algo"), "size": r.nbytes,
-            "count": c["count"], "type": c["dtype"], "redop": c.get("op"),
-            "root": c.get("root"), "time_us": r.time_us, "algbw": algbw, "busbw": busbw,
-            "wrong": r.wrong, "cpu_s": r.cpu_s, "error": r.error, "ranks": n}
+    if c["collective"] in compare.BASELINES:     # one link or one copy: busbw = algbw
+        algbw = r.nbytes / (r.time_us / 1e6) / 1e9 if r.time_us > 0 else 0.0
+        busbw = algbw
+    else:
+        algbw, busbw = r.bandwidth(n)
+    return {"library": c.get("library", "netdam"), "collective": c["collective"],
+            "algo": c.get("algo"), "size": r.nbytes, "count": c["count"], "type": c["dtype"],
+            "redop": c.get("op"), "root": c.get("root"), "time_us": r.time_us,
+            "min_us": min(r.times_us, default=0.0), "max_us": max(r.times_us, default=0.0),
+            "algbw": algbw, "busbw": busbw, "wrong": r.wrong, "cpu_s": r.cpu_s,
+            "error": r.error, "ranks": r.ranks if c.get("library") == "baseline" else n}
 
 
-def table(results: list[Result], n: int) -> Table:
+def annotate(rows: list[dict], extra: list[dict], references: list[str]) -> None:
+    """Give each netdam row the figures of its references at the same shape:
+    ``<lib>_busbw``, ``<lib>_time_us`` and ``vs_<lib>`` (netdam busbw / theirs), and
+    the baselines' bandwidth at its size (``udp_stream_gbps``, ``memcpy_gbps``)."""
+    def shape(d):
+        return (d["collective"], d["size"], d["type"], d["redop"], d["root"])
+    for name in references:
+        theirs = {shape(d): d for d in extra if d["library"] == name and d["error"] is None}
+        for d in rows:
+            ref = theirs.get(shape(d))
+            d[f"{name}_busbw"] = ref["busbw"] if ref else None
+            d[f"{name}_time_us"] = ref["time_us"] if ref else None
+            d[f"vs_{name}"] = (d["busbw"] / ref["busbw"] if ref and ref["busbw"] > 0
+                               and d["error"] is None else None)
+    limits = {(d["collective"], d["size"]): d["busbw"] for d in extra
+              if d["library"] == "baseline"}
+    if limits:
+        for d in rows:
+            for kind in compare.BASELINES:
+                d[f"{kind.replace(' ', '_')}_gbps"] = limits.get((kind, d["size"]))
+
+
+def table(rows: list[dict], n: int, references: list[str], baseline: bool) -> Table:
     t = Table(title=f"netdam bench, {n} ranks (time: median of iterations, slowest rank)")
-    for col in ("collective", "algo", "size (B)", "count", "type", "redop", "root",
-                "time (us)", "algbw (GB/s)", "busbw (GB/s)", "#wrong", "host cpu (s)"):
+    cols = ["collective", "algo", "size (B)", "count", "type", "redop", "root", "time (us)",
+            "algbw (GB/s)", "busbw (GB/s)", "#wrong", "host cpu (s)"]
+    cols += [f"vs {compare.REFERENCES[name].label}" for name in references]
+    cols += ["UDP / memcpy (GB/s)"] if baseline else []
+    for col in cols:
         t.add_column(col, justify="left" if col in ("collective", "algo", "type", "redop")
                      else "right")
-    for r in results:
-        d = row(r, n)
-        wrong = str(d["wrong"]) if r.error is None else f"[red]{r.error}[/]"
-        t.add_row(d["collective"], str(d["algo"] or "-"), f"{d['size']:,}", f"{d['count']:,}",
-                  d["type"], d["redop"], str(d["root"]), f"{d['time_us']:,.0f}",
-                  f"{d['algbw']:.3f}", f"{d['busbw']:.3f}", wrong, f"{d['cpu_s']:.4f}")
+    for d in rows:
+        wrong = str(d["wrong"]) if d["error"] is None else f"[red]{d['error']}[/]"
+        cells = [d["collective"], str(d["algo"] or "-"), f"{d['size']:,}", f"{d['count']:,}",
+                 d["type"], d["redop"], str(d["root"]), f"{d['time_us']:,.0f}",
+                 f"{d['algbw']:.3f}", f"{d['busbw']:.3f}", wrong, f"{d['cpu_s']:.4f}"]
+        cells += [_ratio(d[f"vs_{name}"]) for name in references]
+        if baseline:
+            cells.append(f"{d.get('udp_stream_gbps') or 0:.2f} / {d.get('memcpy_gbps') or 0:.2f}")
+        t.add_row(*cells)
     return t
+
+
+def _ratio(x: float | None) -> str:
+    return "-" if x is None else f"{x:.2f}x"
+
+
+def reference_table(extra: list[dict], n: int) -> Table:
+    t = Table(title=f"references: the same shapes, {n} ranks (baselines: one stream, "
+                    "one copy)")
+    for col in ("library", "what", "size (B)", "type", "time (us)", "min (us)", "max (us)",
+                "algbw (GB/s)", "busbw (GB/s)", "#wrong"):
+        t.add_column(col, justify="left" if col in ("library", "what", "type") else "right")
+    for d in extra:
+        wrong = str(d["wrong"]) if d["error"] is None else f"[red]{d['error']}[/]"
+        t.add_row(d["library"], d["collective"], f"{d['size']:,}", d["type"],
+                  f"{d['time_us']:,.0f}", f"{d['min_us']:,.0f}", f"{d['max_us']:,.0f}",
+                  f"{d['algbw']:.3f}", f"{d['busbw']:.3f}", wrong)
+    return t
+
+
+def series_name(d: dict) -> str:
+    if d["library"] == "baseline":
+        return d["collective"]
+    if d["library"] == "netdam":
+        return f"{d['collective']} {d['algo']}" if d["algo"] else d["collective"]
+    return f"{d['collective']} {compare.REFERENCES[d['library']].label}"
+
+
+def plot(rows: list[dict], n: int, args: argparse.Namespace) -> str:
+    """One line per (collective, algorithm), then per reference library and baseline."""
+    series: dict[str, list[tuple[int, float]]] = {}
+    dashed = set()
+    for d in rows:
+        if d["error"] is None:
+            series.setdefault(series_name(d), []).append((d["size"], d["busbw"]))
+            if d["library"] != "netdam":
+                dashed.add(series_name(d))
+    title = (f"netdam bench: busbw, {n} ranks ({args.nodes} nodes x "
+             f"{args.devices_per_node}), {args.dtype}")
+    return busbw_svg(series, title, dashed)
