@@ -29,6 +29,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "status": ("netdam.control.status", "live counters and health of a running cluster"),
     "dissect": ("netdam.capture.dissect", "read a pcap of netdam traffic: table, flows, ladder"),
     "dissector": ("netdam.capture.dissect:dissector", "install or locate the Wireshark plugin"),
+    "sim": ("netdam.sim.command", "simulate a collective on a modeled fabric at scale"),
     "soak": ("netdam.soak", "mixed collectives and primitives under faults, checked"),
 }
 
