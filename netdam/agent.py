@@ -61,15 +61,16 @@ _FROM_NUMPY = {np.dtype(name): DType(code) for code, name in reversed(DTYPE_NUMP
 
 
 class _Link:
-    """How datagrams reach one device: its UDP address or a claimed shared-memory pair."""
+    """How datagrams reach one device: its UDP address, a claimed shared-memory pair, or
+    (``relay``) the shared-memory pair of a device of this node that forwards them."""
 
     __slots__ = ("info", "addr", "shm", "kind")
 
-    def __init__(self, info: dict, shm):
+    def __init__(self, info: dict, shm, kind: str | None = None, addr=None):
         self.info = info
-        self.addr = (info["host"], int(info["port"]))
-        self.shm = shm
-        self.kind = "shm" if shm is not None else "udp"
+        self.addr = addr or (info["host"], int(info["port"]))   # where datagrams go first
+        self.shm = shm                   # the ring pair they go through (None: UDP)
+        self.kind = kind or ("shm" if shm is not None else "udp")
 
 
 class Agent:
@@ -120,14 +121,24 @@ class Agent:
                          "direct_writes": 0, "direct_reads": 0, "naks_damaged": 0}
 
     # -- devices and addresses --------------------------------------------------------------
-    def add_device(self, info: dict, *, path: str = "auto") -> str:
+    def add_device(self, info: dict, *, path: str = "auto", via: int | None = None) -> str:
         """Make a device reachable. ``info`` is the JSON a device prints first; ``path`` is
-        "auto" (shared memory when offered and present on this node), "shm" or "udp".
-        Returns the path chosen."""
-        if path not in ("auto", "shm", "udp"):
-            raise UsageError(f"path {path!r}: expected auto, shm or udp")
+        "auto" (shared memory when offered and present on this node), "shm", "udp", or
+        "relay": through device ``via`` of this node, which forwards our requests over
+        its network port and hands the answers back on its rings (SPEC §8.6; NCCL calls
+        it PXN). Returns the path chosen."""
+        if path not in ("auto", "shm", "udp", "relay"):
+            raise UsageError(f"path {path!r}: expected auto, shm, udp or relay")
         dev = int(info["id"])
         shm = None
+        if path == "relay":
+            hop = self.links.get(via)
+            if hop is None or hop.kind != "shm":
+                raise UsageError(f"device {dev}: relay needs a device of this node reached "
+                                 f"over shared memory as via=, not {via!r}")
+            link = self.links[dev] = _Link(info, hop.shm, "relay", hop.addr)
+            self.regions[dev] = list(info.get("regions") or [])
+            return link.kind
         if info.get("shm") and path in ("auto", "shm"):
             from netdam.transport.shm import ShmClient
             try:
@@ -162,7 +173,7 @@ class Agent:
         """Zero-copy NumPy view of device memory (shared-memory path only; the region's
         rights decide, see netdam.transport.shm)."""
         link = self._link(addr.device)
-        if link.shm is None:
+        if link.kind != "shm":
             raise PermissionError(f"device {addr.device} is not on this node's shared memory")
         rkey, pkey, region = self._target(addr, length)
         return link.shm.map_device_memory(region, pkey=pkey, offset=addr.offset - region["base"],
@@ -225,7 +236,7 @@ class Agent:
         rule) and nothing of ours to that device is in flight, so a direct copy is
         ordered after every earlier request exactly as SPEC §8.4 would apply it."""
         link = self.links.get(addr.device)
-        if link is None or link.shm is None or self.rel.in_flight(addr.device) \
+        if link is None or link.kind != "shm" or self.rel.in_flight(addr.device) \
                 or self.rel.queued(addr.device):
             return None
         try:

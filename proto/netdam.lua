@@ -19,7 +19,7 @@ local USER_FIRST, USER_LAST = 0xC0, 0xFE
 
 -- value strings (SPEC §4, §6, §7)
 local OPCODES = { [1] = "READ", [2] = "READ_RESP", [3] = "WRITE", [4] = "ACK", [5] = "NAK", [6] = "ATOMIC_FADD", [7] = "ATOMIC_CAS", [8] = "ATOMIC_RESP", [9] = "REDUCE", [10] = "REDUCE_FWD", [11] = "MULTICAST", [12] = "PUT_SIGNAL", [13] = "FENCE", [14] = "MEMCPY", [15] = "QUANT_FP8", [16] = "DEQUANT_FP8" }
-local STATUSES = { [0] = "OK", [1] = "MALFORMED", [2] = "BAD_VERSION", [3] = "BAD_CRC", [4] = "UNKNOWN_OPCODE", [5] = "OUT_OF_BOUNDS", [6] = "BAD_KEY", [7] = "BAD_PARTITION", [8] = "ACCESS_DENIED", [9] = "MISALIGNED", [10] = "BAD_DTYPE", [11] = "BAD_REDOP", [12] = "LENGTH_MISMATCH", [13] = "BAD_GROUP", [14] = "SEQ_OUT_OF_WINDOW", [15] = "BUSY", [16] = "USER_ERROR", [17] = "TIMEOUT" }
+local STATUSES = { [0] = "OK", [1] = "MALFORMED", [2] = "BAD_VERSION", [3] = "BAD_CRC", [4] = "UNKNOWN_OPCODE", [5] = "OUT_OF_BOUNDS", [6] = "BAD_KEY", [7] = "BAD_PARTITION", [8] = "ACCESS_DENIED", [9] = "MISALIGNED", [10] = "BAD_DTYPE", [11] = "BAD_REDOP", [12] = "LENGTH_MISMATCH", [13] = "BAD_GROUP", [14] = "SEQ_OUT_OF_WINDOW", [15] = "BUSY", [16] = "USER_ERROR", [17] = "TIMEOUT", [18] = "WRONG_DEVICE" }
 local DTYPES = { [0] = "NONE", [1] = "INT8", [2] = "INT16", [3] = "INT32", [4] = "INT64", [5] = "UINT8", [6] = "UINT16", [7] = "UINT32", [8] = "UINT64", [9] = "FLOAT16", [10] = "BFLOAT16", [11] = "FLOAT32", [12] = "FLOAT64", [13] = "FP8_E4M3", [14] = "FP8_E5M2" }
 local REDOPS = { [0] = "NONE", [1] = "SUM", [2] = "PROD", [3] = "MIN", [4] = "MAX", [5] = "BAND", [6] = "BOR", [7] = "BXOR" }
 -- opcodes with the 'response' capability: they answer a request (SPEC §4.1)

@@ -88,6 +88,7 @@ class Status(IntEnum):
     BUSY = 0x0F  # resources exhausted (pending table, reassembly); retry later
     USER_ERROR = 0x10  # a user-defined instruction rejected its arguments
     TIMEOUT = 0x11  # host side only: no response within the bound (never on the wire)
+    WRONG_DEVICE = 0x12  # dst names another member: nothing applied (a host relays through its own device only)
 
 
 
