@@ -43,8 +43,9 @@ from netdam.errors import UsageError
 from netdam.wire.fields import DEFAULT_MTU
 
 COMPARABLE = ("all_reduce", "all_gather", "broadcast")
-INSTALL_TORCH = ('pip install -e ".[bench]" --extra-index-url '
-                 'https://download.pytorch.org/whl/cpu')
+# no square brackets in these: the command line prints errors as rich markup
+INSTALL_TORCH = ("pip install torch --index-url https://download.pytorch.org/whl/cpu "
+                 "(the CPU build; netdam's bench extra)")
 INSTALL_MPI = "apt-get install openmpi-bin libopenmpi-dev && pip install mpi4py"
 
 

@@ -1,9 +1,13 @@
-"""netdam bench: the sweep, the nccl-tests columns, #wrong, JSON rows, and bad
-arguments as one line."""
+"""netdam bench: the sweep, the nccl-tests columns, #wrong, JSON rows, bad arguments as
+one line, the SVG plot, and the comparison with Gloo and the raw baselines (ratios are
+checked for consistency, never for speed)."""
 
 import json
+import os
 import subprocess
 import sys
+import xml.etree.ElementTree as ET
+from pathlib import Path
 
 import pytest
 
@@ -14,7 +18,7 @@ def test_bench_sweep_writes_rows(tmp_path):
     p = subprocess.run([sys.executable, "-m", "netdam", "bench", "all_reduce", "all_gather",
                         "--nodes", "2", "-b", "1K", "-e", "16K", "-f", "4", "-w", "0", "-n", "2",
                         "--json", str(out)], capture_output=True, text=True, timeout=100,
-                       env={"COLUMNS": "200", **__import__("os").environ})
+                       env={"COLUMNS": "200", **os.environ})
     assert p.returncode == 0, p.stderr
     rows = json.loads(out.read_text())
     sizes = [1024, 4096, 16384]
@@ -38,3 +42,114 @@ def test_bad_arguments_are_one_line(argv, text):
     p = subprocess.run([sys.executable, "-m", "netdam", "bench", *argv], capture_output=True,
                        text=True, timeout=60)
     assert p.returncode == 2 and text in p.stderr and "Traceback" not in p.stderr
+
+
+@pytest.mark.parametrize("argv,text", [
+    (["--root", "9", "--nodes", "2"], "--root must be a rank"),
+    (["--nodes", "0"], "at least 1"),
+    (["--plot", "/no/such/dir/x.svg"], "no such directory"),
+    (["--compare", "tcp"], "invalid choice"),
+])
+@pytest.mark.timeout(60)
+def test_more_bad_arguments_are_one_line(argv, text):
+    p = subprocess.run([sys.executable, "-m", "netdam", "bench", *argv], capture_output=True,
+                       text=True, timeout=60)
+    assert p.returncode == 2 and text in p.stderr and "Traceback" not in p.stderr
+
+
+def _series(svg_text: str) -> tuple[list, set[str]]:
+    root = ET.fromstring(svg_text)
+    lines = [e for e in root.iter(f"{SVG}polyline") if e.get("class") == "series"]
+    texts = {e.text for e in root.iter(f"{SVG}text")}
+    return lines, texts
+
+
+SVG = "{http://www.w3.org/2000/svg}"
+
+
+@pytest.mark.timeout(30)
+def test_plot_has_one_line_per_series_and_labelled_axes():
+    from netdam.collectives.plot import busbw_svg
+    svg = busbw_svg({"all_reduce ring": [(4096, 0.01), (65536, 0.05), (1 << 20, 0.2)],
+                     "all_reduce chain": [(4096, 0.005)],                 # one point
+                     "udp stream": [(4096, 0.1), (1 << 20, 3.0)]}, "t", {"udp stream"})
+    lines, texts = _series(svg)
+    assert [e.get("data-name") for e in lines] == ["all_reduce ring", "all_reduce chain",
+                                                  "udp stream"]
+    assert len(lines[0].get("points").split()) == 3 and len(lines[1].get("points").split()) == 1
+    assert lines[2].get("stroke-dasharray") and not lines[0].get("stroke-dasharray")
+    assert {"4K", "1M", "all_reduce ring", "udp stream"} <= texts
+    assert any(t.startswith("message size") for t in texts)
+    assert any(t.startswith("busbw (GB/s") for t in texts)
+    xs = [float(p.split(",")[0]) for p in lines[0].get("points").split()]
+    assert xs == sorted(xs)   # 4K -> 64K -> 1M: equal ratios, equal steps on a log axis
+    assert xs[1] - xs[0] == pytest.approx(xs[2] - xs[1], rel=0.01)
+
+
+@pytest.mark.timeout(120)
+def test_compare_gloo_and_baselines_in_the_same_run(tmp_path):
+    """A world of 2: netdam's ring next to Gloo and the raw baselines; every row is
+    checked, every netdam row carries its ratio, the plot has one line per series."""
+    pytest.importorskip("torch")
+    out, svg = tmp_path / "rows.json", tmp_path / "busbw.svg"
+    p = subprocess.run([sys.executable, "-m", "netdam", "bench", "all_reduce", "--nodes", "2",
+                        "--algo", "ring", "-b", "4K", "-e", "64K", "-f", "16", "-w", "0",
+                        "-n", "2", "--compare", "gloo", "--baseline", "--json", str(out),
+                        "--plot", str(svg)], capture_output=True, text=True, timeout=110,
+                       env={**os.environ, "COLUMNS": "250"})
+    assert p.returncode == 0, p.stdout + p.stderr
+    rows = json.loads(out.read_text())
+    by_lib = {}
+    for r in rows:
+        by_lib.setdefault(r["library"], []).append(r)
+    assert sorted(by_lib) == ["baseline", "gloo", "netdam"]
+    assert [r["size"] for r in by_lib["netdam"]] == [r["size"] for r in by_lib["gloo"]] \
+        == [4096, 65536]
+    for r in by_lib["netdam"]:
+        gloo = next(g for g in by_lib["gloo"] if g["size"] == r["size"])
+        assert r["gloo_busbw"] == gloo["busbw"] > 0
+        assert r["vs_gloo"] == pytest.approx(r["busbw"] / gloo["busbw"])
+        assert r["udp_stream_gbps"] > 0 and r["memcpy_gbps"] > 0
+    for r in by_lib["gloo"]:
+        assert r["wrong"] == 0 and r["error"] is None and r["ranks"] == 2
+        assert r["min_us"] <= r["time_us"] <= r["max_us"]
+    assert sorted((r["collective"], r["size"]) for r in by_lib["baseline"]) == [
+        ("memcpy", 4096), ("memcpy", 65536), ("udp stream", 4096), ("udp stream", 65536)]
+    assert "vs Gloo" in p.stdout
+    lines, texts = _series(svg.read_text())
+    assert sorted(e.get("data-name") for e in lines) == [
+        "all_reduce Gloo", "all_reduce ring", "memcpy", "udp stream"]
+    assert all(len(e.get("points").split()) == 2 for e in lines)
+
+
+def _site_without(tmp_path, hidden: str) -> Path:
+    """A copy (by symlinks) of this interpreter's site-packages without ``hidden``."""
+    farm = tmp_path / "site"
+    farm.mkdir()
+    for d in {p for p in sys.path if p.endswith("site-packages") and Path(p).is_dir()}:
+        for entry in Path(d).iterdir():
+            if not entry.name.lower().startswith(hidden) and not (farm / entry.name).exists():
+                (farm / entry.name).symlink_to(entry)
+    return farm
+
+
+@pytest.mark.timeout(60)
+def test_compare_gloo_without_torch_is_one_line(tmp_path):
+    """Run with a sys.path on which torch cannot be imported (site-packages without it)."""
+    farm = _site_without(tmp_path, "torch")
+    code = ("import site, sys; site.addsitedir(sys.argv[1]); from netdam.cli import main; "
+            "sys.exit(main(['bench', '--compare', 'gloo']))")
+    p = subprocess.run([sys.executable, "-S", "-c", code, str(farm)], capture_output=True,
+                       text=True, timeout=60, cwd=tmp_path)
+    assert p.returncode == 2, p.stdout + p.stderr
+    err = p.stderr.strip()
+    assert "needs torch" in err and "pip install torch" in err and "Traceback" not in err
+    assert len(err.splitlines()) <= 2   # one line, perhaps wrapped by the terminal width
+
+
+@pytest.mark.timeout(60)
+def test_compare_mpi_without_mpirun_is_one_line(tmp_path):
+    p = subprocess.run([sys.executable, "-m", "netdam", "bench", "--compare", "mpi"],
+                       capture_output=True, text=True, timeout=60,
+                       env={**os.environ, "PATH": str(tmp_path)})
+    assert p.returncode == 2 and "mpirun" in p.stderr and "Traceback" not in p.stderr
