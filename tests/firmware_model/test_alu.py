@@ -247,6 +247,18 @@ def test_reference_float16_encoder_matches_numpy():
                           equal_nan=True)
 
 
+def test_bfloat16_bit_shortcut_equals_the_reference_encoder():
+    """float32 -> bfloat16 by bit arithmetic gives the reference encoder's code for every
+    sampled float32 pattern, ties, overflow to inf, subnormals and NaNs included."""
+    rng = np.random.default_rng(5)
+    bits = rng.integers(0, 2 ** 32, 300_000, dtype=np.uint64).astype(np.uint32)
+    edges = np.array([0, 0x80000000, 0x7F800000, 0xFF800000, 0x7FC00000, 0xFFC00001,
+                      0x7F7FFFFF, 0xFF7FFFFF, 0x00000001, 0x807FFFFF, 0x3F808000,
+                      0x3F818000, 0x7F7F8000, 0x7F7F7FFF], np.uint32)
+    x = np.concatenate([bits, edges]).view(np.float32)
+    assert np.array_equal(fp8.f32_to_bf16(x), fp8.BFLOAT16.encode(x))
+
+
 # -- checks and errors --------------------------------------------------------------------
 
 @pytest.mark.parametrize("dtype,op,status", [
