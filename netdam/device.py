@@ -47,6 +47,7 @@ _VIA_SHM = "shm"     # marks a learned address that is a shared-memory slot
 _BATCH = 64          # datagrams served per turn before looking at timers again
 _INGEST = 1024       # datagrams drained from the socket per turn (cheap: no decoding)
 _MAX_WAIT = 0.1      # longest sleep, so a signal is noticed promptly
+PUBLISH = 0.2        # seconds between the counter snapshots other threads read
 
 
 @dataclass
@@ -134,6 +135,8 @@ class DeviceServer:
         self._shm_next = 0                     # the ring served first next turn
         self._granted: set[int] = set()        # keys registered through set_regions
         self._stop = False
+        self._published: dict | None = None    # counters taken by the loop thread
+        self._publish_due = 0.0
         self._backoff = Backoff(spin=c.spin, max_sleep=5e-3)
         if self.shm is not None:
             self.shm.set_wake_port(self.udp.address[1])
@@ -375,10 +378,21 @@ class DeviceServer:
             self.shm.awake()
         return n
 
+    def published_counters(self) -> dict:
+        """The counters as the loop thread last took them (at most ``PUBLISH`` s old):
+        what other threads (the control-plane member) read, never the live tables the
+        loop is changing."""
+        snap = self._published
+        return snap if snap is not None else {}
+
     def serve(self) -> dict:
         """Loop until ``stop()``; returns the counters."""
         while not self._stop:
             self.step()
+            now = time.monotonic()
+            if now >= self._publish_due:
+                self._published = self.counters()
+                self._publish_due = now + PUBLISH
         return self.counters()
 
     def stop(self, *_args) -> None:
@@ -432,7 +446,8 @@ def serve(config: DeviceConfig, *, out=None) -> dict:
             from netdam.control.member import DeviceMember
             member = DeviceMember(config.coordinator, server.info(), config.node,
                                   set_peers=server.set_peers, set_group=server.set_group,
-                                  set_chain=server.set_chain, counters=server.counters,
+                                  set_chain=server.set_chain,
+                                  counters=server.published_counters,
                                   set_regions=server.set_regions, auth=config.auth)
         print(json.dumps(server.info()), file=out, flush=True)
         counters = server.serve()

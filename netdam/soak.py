@@ -149,6 +149,14 @@ def worker(seconds: float) -> int:
         out["errors"] += 1
         out["messages"].append(f"round {i}: {type(exc).__name__}: {exc}")
     out["rounds"] = i
+    try:                        # quiesce: nothing of ours in flight when counting
+        comm.close()
+        deadline = time.monotonic() + 5.0
+        while not comm.agent.rel.idle() and time.monotonic() < deadline:
+            comm.agent.progress(0.01)
+    except NetdamError as exc:
+        out["errors"] += 1
+        out["messages"].append(f"closing: {type(exc).__name__}: {exc}")
     out["rss_end_kib"] = rss_kib()
     out["rel"] = dict(comm.agent.rel.counters)
     out["agent"] = dict(comm.agent.counters)
@@ -227,13 +235,17 @@ def soak(seconds: float, nodes: int, devices_per_node: int, faults: dict, *,
         pids = {"coordinator": c.pids[0]} | {f"device{d.id}": d.pid for d in c.devices}
         lines = _Lines(ranks)
         rss_start: dict[str, int] = {}
+        rss_mid: dict[str, int] = {}
 
         def sample_when_warm():
             if lines.all_warm.wait(seconds + 120):
+                t = time.monotonic()
                 rss_start.update({k: rss_kib(p) for k, p in pids.items()})
+                time.sleep(max(0.0, (seconds - (t - t0)) / 2))
+                rss_mid.update({k: rss_kib(p) for k, p in pids.items()})
+        t0 = time.monotonic()
         sampler = threading.Thread(target=sample_when_warm, daemon=True)
         sampler.start()
-        t0 = time.monotonic()
         code = run_hosts(c, ranks, [sys.executable, "-m", "netdam.soak", "worker",
                                     str(seconds)], out=lines, err=lines,
                          timeout=seconds + 180)
@@ -258,6 +270,7 @@ def soak(seconds: float, nodes: int, devices_per_node: int, faults: dict, *,
            for s in summaries}
     rss |= {k: (rss_start.get(k, 0), rss_end[k]) for k in pids}
     report["rss_kib"] = rss
+    report["rss_mid_kib"] = rss_mid
     report["rss_flat"] = bool(rss) and all(0 < a and b - a < rss_slack_kib
                                            for a, b in rss.values())
     report["ledger"] = _ledger(summaries, devices) if summaries else {"balanced": False}

@@ -3,11 +3,13 @@
 Sends batches of hostile datagrams — random bytes, truncated and bit-flipped valid
 packets, and structurally valid but hostile requests (huge lengths, addresses that wrap
 around 2^64, bogus keys and partitions, unknown and user-defined opcodes, sequence
-numbers far ahead or behind, floods of overlapping fragments) — from several sender ids.
-After every batch it checks that the device still answers a READ, and that a read-only
-canary region still holds what it held at the start. With ``--spawn`` it starts its own
-device (with a read-only canary and a writable region) and also checks that the
-device's memory use stays bounded and that every rejection was counted by status.
+numbers far ahead or behind, floods of overlapping fragments, user-defined instructions
+with bad arguments) — from several sender ids. After every batch it checks that the
+device still answers a READ, and that a read-only canary region still holds what it held
+at the start. With ``--spawn`` it starts its own device (with a read-only canary, a
+writable region and the user-defined instructions of ``register_user_instructions``)
+and also checks that the device's memory use stays bounded and that every rejection was
+counted by status.
 
     python tools/fuzz_device.py --spawn --seconds 10
     python tools/fuzz_device.py --host 127.0.0.1 --port 18089 --canary-key 0x1234 --seconds 60
@@ -29,6 +31,73 @@ from netdam.wire import Flag, Opcode, Packet, Status, WireError, decode, encode
 
 CANARY, CANARY_LEN = 0, 4096
 OPEN_BASE, MEM = 4096, 1 << 20
+XOR8, CHECKSUM, BUGGY = 0xC5, 0xC6, 0xC7     #: the spawned device's user instructions
+
+
+def register_user_instructions(device) -> None:
+    """User-defined instructions for the spawned device (``--instructions``): XOR8 xors
+    its range with ``imm`` and refuses imm 0; CHECKSUM answers a sum of its range;
+    BUGGY raises an unexpected exception (a bug in user code must become USER_ERROR)."""
+    import numpy as np
+    from firmware_model.instructions import InstructionError
+    from netdam.wire.fields import Cap
+
+    def xor8(ctx, pkt):
+        if pkt.imm == 0 or pkt.length % 8:
+            raise InstructionError(Status.USER_ERROR, "imm 0 or a ragged length")
+        words = ctx.array(np.uint64, pkt.addr, pkt.length // 8)
+        words ^= np.uint64(pkt.imm & ((1 << 64) - 1))
+        return []
+
+    def checksum(ctx, pkt):
+        total = int(np.frombuffer(bytes(ctx.mem(pkt.addr, pkt.length)), np.uint8).sum())
+        return [ctx.reply(pkt, Opcode.READ_RESP, total.to_bytes(8, "little"), length=8)]
+
+    def buggy(ctx, pkt):
+        return [1 / 0]
+
+    device.register_instruction(XOR8, xor8, Cap.READS | Cap.WRITES | Cap.ALIGNED,
+                                name="XOR8")
+    device.register_instruction(CHECKSUM, checksum, Cap.READS | Cap.IDEMPOTENT | Cap.RESPONDS,
+                                name="CHECKSUM")
+    device.register_instruction(BUGGY, buggy, Cap(0), name="BUGGY")
+
+
+def hostile_classes(rng: random.Random, key: int, canary_key: int) -> list[bytes]:
+    """One datagram of every structurally valid hostile class the harness promises.
+    Unsequenced (no ACK_REQ: checked on arrival, whatever the sender's window), except
+    the ones whose point is their sequence number."""
+    from netdam.wire.fields import DType
+    src = rng.choice([7, 8, 9])
+
+    def req(**kw):
+        base = dict(opcode=Opcode.WRITE, flags=0, src=src, dst=1, rkey=key,
+                    seq=rng.getrandbits(32), req_id=rng.getrandbits(32), addr=OPEN_BASE)
+        base.update(kw)
+        base.setdefault("length", len(base.get("payload", b"")))
+        return encode(Packet(**base))
+    far = rng.getrandbits(32)
+    return [
+        req(opcode=Opcode.READ, length=0xFFFFFFFF),                       # huge length
+        req(opcode=Opcode.MEMCPY, length=1 << 31, addr2=MEM),             # huge copy
+        req(addr=(1 << 64) - 8, payload=bytes(16)),                       # wraps 2^64
+        req(opcode=Opcode.READ, addr=(1 << 64) - 1, length=2),
+        req(payload=bytes(8), length=8, frag_off=(1 << 32) - 4),          # frag past end
+        req(seq=far, flags=Flag.ACK_REQ, payload=bytes(8)),               # far ahead/behind
+        req(seq=(far + (1 << 31)) & 0xFFFFFFFF, flags=Flag.ACK_REQ, payload=bytes(8)),
+        req(rkey=rng.getrandbits(32) | 1, payload=bytes(8)),              # bogus key
+        req(pkey=rng.getrandbits(16) | 1, payload=bytes(8)),              # bogus partition
+        req(rkey=canary_key, addr=CANARY, payload=b"overwrite"),          # read-only region
+        req(opcode=rng.choice([0x00, 0x7F, 0xBF, 0xFF])),                 # unknown opcode
+        req(opcode=XOR8, addr=OPEN_BASE, length=12, imm=1,
+            dtype=DType.UINT64),                                          # misaligned
+        req(opcode=XOR8, addr=OPEN_BASE, length=12, imm=1),               # ragged length
+        req(opcode=XOR8, addr=CANARY, length=8, imm=5, rkey=canary_key),  # no write right
+        req(opcode=XOR8, addr=OPEN_BASE, length=8, imm=0),                # refused imm
+        req(opcode=CHECKSUM, addr=MEM - 4, length=64),                    # out of bounds
+        req(opcode=CHECKSUM, addr=OPEN_BASE, length=8, payload=b"x"),     # stray payload
+        req(opcode=BUGGY),                                                # a crashing handler
+    ]
 
 
 def hostile(rng: random.Random, keys: list[int]) -> bytes:
@@ -128,7 +197,8 @@ def run(args) -> dict:
         regions = [{"base": CANARY, "length": CANARY_LEN, "rights": ["READ"], "key": 0x0CA9A7},
                    {"base": OPEN_BASE, "length": MEM - OPEN_BASE, "key": 0x0BE17}]
         dev = DeviceProcess("--id", "1", "--mem-size", str(MEM), "--regions",
-                            json.dumps(regions))
+                            json.dumps(regions), "--instructions",
+                            f"{__file__}:register_user_instructions")
         addr, keys, canary_key = dev.address, [0x0CA9A7, 0x0BE17], 0x0CA9A7
     else:
         addr, canary_key = (args.host, args.port), args.canary_key
@@ -145,6 +215,7 @@ def run(args) -> dict:
             batch = [hostile(rng, keys) for _ in range(args.batch)]
             if args.spawn or args.open_key:
                 batch += fragment_flood(rng, keys[-1])
+                batch += hostile_classes(rng, keys[-1], canary_key or 0)
             for data in batch:
                 try:
                     sock.sendto(data, addr)

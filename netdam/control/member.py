@@ -35,6 +35,8 @@ class DeviceMember:
         self.interval = interval
         self.groups: dict[int, tuple[int, ...]] = {}
         self.version = -1   # the topology version last applied
+        self.errors = 0     # unexpected errors in the member thread (reported, survived)
+        self.last_error = ""
         self._stop = threading.Event()
         self.client = ControlClient(coordinator, timeout=5.0, auth=auth)
         reply = self.client.register("device", node=node, want_id=int(info["id"]),
@@ -71,6 +73,7 @@ class DeviceMember:
         c["groups"] = sorted(self.groups)
         c["chains"] = sorted(self.chains)
         c["topology"] = self.version
+        c["member_errors"] = self.errors
         return c
 
     def _run(self) -> None:
@@ -92,6 +95,10 @@ class DeviceMember:
                     if changed:
                         self._refresh(client)
                 except (ControlTimeout, ControlError):
+                    self._stop.wait(self.interval)
+                except Exception as exc:   # noqa: BLE001 - a bug must not stop heartbeats
+                    self.errors += 1
+                    self.last_error = f"{type(exc).__name__}: {exc}"
                     self._stop.wait(self.interval)
         finally:
             if events is not None:

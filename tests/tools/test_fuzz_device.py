@@ -24,5 +24,6 @@ def test_device_survives_the_fuzzer(tmp_path, seed):
     assert summary["batches"] >= 10 and summary["sent"] > 2000
     assert summary["device_internal_errors"] == 0
     statuses = set(summary["device_naks"])
-    assert {"BAD_KEY", "UNKNOWN_OPCODE", "OUT_OF_BOUNDS", "LENGTH_MISMATCH",
-            "SEQ_OUT_OF_WINDOW"} <= statuses, statuses
+    assert {"BAD_KEY", "BAD_PARTITION", "UNKNOWN_OPCODE", "OUT_OF_BOUNDS", "LENGTH_MISMATCH",
+            "SEQ_OUT_OF_WINDOW", "ACCESS_DENIED", "MISALIGNED", "USER_ERROR"} <= statuses, \
+        statuses
