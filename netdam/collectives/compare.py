@@ -129,10 +129,16 @@ def run_reference(name: str, cases: list[dict], nprocs: int, timeout: float = 60
         (tmpdir / "cases.json").write_text(json.dumps(cases))
         argv = [sys.executable, "-m", "netdam.collectives.compare_worker", name,
                 str(tmpdir / "cases.json"), str(tmpdir)]
-        procs = [subprocess.Popen(cmd, env={**os.environ, **extra}, stdout=subprocess.PIPE,
-                                  stderr=subprocess.STDOUT, text=True)
-                 for cmd, extra in _commands(name, nprocs, argv)]
+        procs, logs = [], []
+        for i, (cmd, extra) in enumerate(_commands(name, nprocs, argv)):
+            logs.append(tmpdir / f"process{i}.log")
+            with logs[-1].open("w") as log:     # a file, not a pipe: nothing can block
+                procs.append(subprocess.Popen(cmd, env={**os.environ, **extra}, stdout=log,
+                                              stderr=subprocess.STDOUT))
         error = _wait(procs, tmpdir / "rank0.jsonl", timeout, progress)
+        if error:
+            said = [ln for log in logs for ln in log.read_text().splitlines() if ln.strip()]
+            error += (": " + said[-1][:200]) if said else ""
         lines = []
         for f in sorted(tmpdir.glob("rank*.jsonl")):
             lines += [json.loads(x) for x in f.read_text().splitlines() if x.strip()]
@@ -147,7 +153,8 @@ def run_reference(name: str, cases: list[dict], nprocs: int, timeout: float = 60
 def _wait(procs: list[subprocess.Popen], rank0: Path, timeout: float,
           progress: Callable[[int], None] | None) -> str | None:
     """Wait for every process; the first failure or the timeout ends the others (by
-    their own handles). Returns why it failed, or None."""
+    their own handles: SIGTERM, which mpirun passes on to its ranks, then SIGKILL).
+    Returns why it failed, or None."""
     deadline, seen, error = time.monotonic() + timeout, -1, None
     while any(p.poll() is None for p in procs):
         bad = [p for p in procs if p.returncode not in (None, 0)]
@@ -163,14 +170,16 @@ def _wait(procs: list[subprocess.Popen], rank0: Path, timeout: float,
         time.sleep(0.1)
     for p in procs:
         if p.poll() is None:
+            p.terminate()
+    for p in procs:
+        try:
+            p.wait(timeout=5)
+        except subprocess.TimeoutExpired:
             p.kill()
-    outputs = [p.communicate()[0] for p in procs]
-    bad = [(p, out) for p, out in zip(procs, outputs) if p.returncode != 0]
+            p.wait()
+    bad = [p for p in procs if p.returncode != 0]
     if bad and error is None:
-        error = f"a rank exited with {bad[0][0].returncode}"
-    if error:
-        tail = [line for out in outputs for line in (out or "").splitlines() if line.strip()]
-        error += (": " + tail[-1][:200]) if tail else ""
+        error = f"a rank exited with {bad[0].returncode}"
     return error
 
 
