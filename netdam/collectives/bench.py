@@ -73,10 +73,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--devices-per-node", type=int, default=1, metavar="K",
                    help="devices (= ranks) per node; ranks of a node talk over shared "
                         "memory (default 1: every byte crosses UDP)")
-    p.add_argument("-b", "--minbytes", type=parse_size, default=8 << 10)
-    p.add_argument("-e", "--maxbytes", type=parse_size, default=1 << 20)
-    p.add_argument("-f", "--stepfactor", type=float, default=4.0)
-    p.add_argument("-i", "--stepbytes", type=parse_size, default=None)
+    p.add_argument("-b", "--minbytes", type=parse_size, default=8 << 10,
+                   help="smallest size per rank, e.g. 4K (default 8K)")
+    p.add_argument("-e", "--maxbytes", type=parse_size, default=1 << 20,
+                   help="largest size per rank, e.g. 64M (default 1M)")
+    p.add_argument("-f", "--stepfactor", type=float, default=4.0,
+                   help="multiply the size by this from -b to -e (default 4)")
+    p.add_argument("-i", "--stepbytes", type=parse_size, default=None,
+                   help="add this to the size instead of multiplying")
     p.add_argument("-w", "--warmup", type=int, default=1, help="warm-up iterations")
     p.add_argument("-n", "--iters", type=int, default=5, help="timed iterations")
     p.add_argument("--dtype", default="float32")
@@ -129,17 +133,22 @@ def plan(args: argparse.Namespace) -> tuple[int, list[dict]]:
     return n, cases
 
 
+def paths(nodes: int, per_node: int) -> str:
+    """Which transports the ranks' bytes take."""
+    if nodes == 1:
+        return "every byte over shared memory"
+    if per_node == 1:
+        return "every byte over UDP"
+    return "shared memory inside a node, UDP across nodes"
+
+
 def run(args: argparse.Namespace) -> int:
     n, cases = plan(args)
     references = args.compare or []
     ref_cases = compare.comparable(cases)
     console = Console()
-    path = ("shared memory inside a node, UDP across nodes" if args.devices_per_node > 1
-            else "every byte over UDP")
-    if args.nodes == 1:
-        path = "every byte over shared memory"
     console.print(f"netdam bench: {n} ranks ({args.nodes} nodes x {args.devices_per_node}, "
-                  f"{path}), {len(cases)} cases, {args.warmup} warm-up + {args.iters} "
+                  f"{paths(args.nodes, args.devices_per_node)}), {len(cases)} cases, {args.warmup} warm-up + {args.iters} "
                   f"iterations each")
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                   TimeElapsedColumn(), console=console, transient=True) as bar:
