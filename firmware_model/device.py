@@ -32,6 +32,7 @@ from netdam.wire.frag import max_payload
 
 _RESPONSE, _ACK_REQ = int(Cap.RESPONSE), int(Flag.ACK_REQ)   # plain ints for the hot path
 _RETRANSMIT = int(Flag.RETRANSMIT)
+_ANY_MEMBER = 0xFFFF   # dst that every device accepts (SPEC §2.1)
 
 MEMBER_MAX = 0xFFFE
 GROUP_MAX = 0xFFFF
@@ -202,6 +203,11 @@ class Device:
             return self._reject(pkt, Status.UNKNOWN_OPCODE, self._peers.get(pkt.src), None)
         row = self._table.get(pkt.opcode)
         self._counters.request(row.name if row else opcode_name(pkt.opcode), size)
+        if pkt.dst != self.device_id and pkt.dst != _ANY_MEMBER:
+            # SPEC §8.5: meant for another member; nothing applied, no window touched.
+            # The NAK speaks for the member named, so that the sender can match it.
+            self._counters.rejected(Status.WRONG_DEVICE)
+            return [Out(None, nak_for(pkt.dst, pkt, Status.WRONG_DEVICE))]
         if not pkt.flags & _ACK_REQ:
             # unsequenced (no ACK_REQ): applied on arrival, no replay window, never held
             return self._execute(row, pkt, self._peers.get(pkt.src), None, record=False)

@@ -3,7 +3,8 @@
 Owns the start-up of a host: read the bootstrap environment (netdam.bootstrap), find
 the cluster through its coordinator, pick this rank's home device (one of its node's
 devices: local rank modulo devices per node), give every device a path (shared memory
-for the node's own devices, UDP for the rest: scale-up and scale-out behind one agent),
+for the node's own devices, UDP for the rest: scale-up and scale-out behind one agent;
+with NETDAM_PATH=relay the rest are reached through the home device, SPEC §8.5),
 lay out every rank's area on its home device, zero this rank's counters, register, and
 wait until every rank of the job has done the same (the start-up barrier). Returns the
 world ``Communicator``; ``comm.agent`` is the host agent with the primitives. The
@@ -82,9 +83,20 @@ def init(*, timeout: float = 30.0, deterministic: bool = False, env=None,
     agent = Agent(host_id=reply["id"], timeout=min(timeout, 10.0), mtu=mtu,
                   faults=FaultConfig.from_env(env), capture=capture_from_env(env),
                   bind=bind)
+    policy = env.get("NETDAM_PATH", "direct")
+    if policy not in ("direct", "relay"):
+        agent.close()
+        client.close()
+        raise UsageError(f"NETDAM_PATH={policy!r}: expected direct or relay")
     try:
         for m in devices:
-            agent.add_device(m["info"], path="auto" if m["node"] == b.node else "udp")
+            if m["node"] == b.node:
+                agent.add_device(m["info"], path="auto")
+        # other nodes' devices: over our own port, or relayed by the home device (PXN)
+        via = home["id"] if policy == "relay" and agent.path(home["id"]) == "shm" else None
+        for m in devices:
+            if m["node"] != b.node:
+                agent.add_device(m["info"], path="udp" if via is None else "relay", via=via)
         ranks = _wait_for_job(client, job, b.world_size, timeout)
         # areas: ranks sharing a home device are packed in rank order
         per_device: dict[int, int] = {}

@@ -43,6 +43,8 @@ from netdam.wire.fields import CAPS, DEFAULT_MTU, Cap
 _IS_RESPONSE = bytes(1 if op in CAPS and CAPS[op] & Cap.RESPONSE else 0 for op in range(256))
 _OPCODE_AT = 3       # byte offset of the opcode in the fixed header (SPEC §2.1)
 _SRC_AT = 12         # byte offset of the u16 src in the fixed header (SPEC §2.1)
+_DST_AT = 14         # byte offset of the u16 dst
+_ANY = 0xFFFF        # dst meaning "whichever device receives it"
 _VIA_SHM = "shm"     # marks a learned address that is a shared-memory slot
 _BATCH = 64          # datagrams served per turn before looking at timers again
 _INGEST = 1024       # datagrams drained from the socket per turn (cheap: no decoding)
@@ -141,7 +143,8 @@ class DeviceServer:
         if self.shm is not None:
             self.shm.set_wake_port(self.udp.address[1])
         self.forward_counters = {"forward_failed": 0, "forward_unroutable": 0,
-                                 "responses_in": 0, "regions_refused": 0}
+                                 "responses_in": 0, "regions_refused": 0,
+                                 "relayed_out": 0, "relayed_in": 0, "relay_dropped": 0}
 
     # -- configuration (the control plane feeds these) ------------------------------------
     def set_peers(self, peers: dict) -> None:
@@ -256,6 +259,37 @@ class DeviceServer:
         self.rel.on_reply(pkt.src, pkt, now)
         return True
 
+    # -- relay (SPEC §8.5, NCCL's PXN) -------------------------------------------------------
+    def _relay_out(self, view, now: float) -> bool:
+        """A host on our rings addressed another member we can reach: forward the
+        datagram unchanged out of our port (the host keeps the reliability end to end).
+        A member we cannot reach is left to the engine, which answers WRONG_DEVICE."""
+        if len(view) <= _DST_AT + 1:
+            return False
+        dst = (view[_DST_AT] << 8) | view[_DST_AT + 1]
+        if dst == self.device.device_id or dst == _ANY or dst not in self.peers:
+            return False
+        udp = self.udp   # the injector may hold a datagram back: never a ring view
+        udp.send_bytes(bytes(view) if udp.injector.active else view, self.peers[dst], now)
+        self.forward_counters["relayed_out"] += 1
+        return True
+
+    def _relay_in(self, view) -> bool:
+        """An answer for a host on our rings (to a request we relayed): hand it over
+        unchanged. True when the datagram was not ours (delivered or dropped)."""
+        dst = (view[_DST_AT] << 8) | view[_DST_AT + 1]
+        if dst == self.device.device_id:
+            return False
+        where = self._learned.get(dst)
+        if where is not None and where[0] is _VIA_SHM:
+            port = self.shm.send(where[1], [view])   # a full ring drops it, counted there
+            if port:
+                self.udp.ring_doorbell(port)
+            self.forward_counters["relayed_in"] += 1
+        else:
+            self.forward_counters["relay_dropped"] += 1
+        return True
+
     def _learn(self, data, where) -> None:
         """Remember where member ``src`` spoke from (answers made later go there);
         bounded by ``max_peers`` (oldest first out)."""
@@ -277,8 +311,9 @@ class DeviceServer:
         r = udp.recv(timeout) if not len(q) else udp.recv(0.0)
         while r is not None:
             view, addr = r
-            if view and not (len(view) > _OPCODE_AT and _IS_RESPONSE[view[_OPCODE_AT]]
-                             and self._response(view, time.monotonic())):
+            if view and not (len(view) > _DST_AT + 1 and _IS_RESPONSE[view[_OPCODE_AT]]
+                             and (self._relay_in(view)
+                                  or self._response(view, time.monotonic()))):
                 q.push(addr, bytes(view), len(view))
             n += 1                          # a doorbell counts: it is progress
             if n >= _INGEST:
@@ -316,9 +351,10 @@ class DeviceServer:
             while view is not None:
                 now = time.monotonic()
                 self._learn(view, (_VIA_SHM, slot))
-                outs = dev.receive(view, now)
-                if outs:
-                    self._emit_shm(outs, slot, now)
+                if not self._relay_out(view, now):
+                    outs = dev.receive(view, now)
+                    if outs:
+                        self._emit_shm(outs, slot, now)
                 del view
                 ring.advance()
                 n += 1

@@ -40,6 +40,17 @@ def test_write_then_read_and_ack_fields(rig):
     assert resp.req_id == 2 and resp.seq == 1001 and resp.ack == 1002
 
 
+def test_a_request_for_another_member_is_refused_and_not_applied(rig):
+    """SPEC §8.5: WRONG_DEVICE, in the name of the member the request named, no window
+    touched (the next in-sequence request from the same sender still applies)."""
+    before = rig.snapshot()
+    nak = rig.one(Opcode.WRITE, addr=64, payload=b"misrouted", dst=rig.dev.device_id + 1)
+    assert is_nak(nak, Status.WRONG_DEVICE) and nak.src == rig.dev.device_id + 1
+    assert not nak.has(Flag.ACK_VALID) and rig.snapshot() == before
+    assert rig.one(Opcode.WRITE, addr=64, payload=b"any", dst=0xFFFF).opcode == Opcode.ACK
+    assert bytes(rig.dev.memory[64:67]) == b"any"
+
+
 def test_read_is_fragmented_to_the_mtu_and_reassembles(make_rig):
     rig = make_rig(mtu=512, mem_size=1 << 16)
     data = random.Random(1).randbytes(5000)
@@ -498,7 +509,7 @@ def test_shared_buffer_backs_the_memory():
     try:
         dev = Device(3, 4096, memory=shm.buf)
         key = dev.register_region(0, 4096).key
-        dev.handle(Packet(opcode=Opcode.WRITE, rkey=key, addr=10, length=3, payload=b"shm"),
+        dev.handle(Packet(opcode=Opcode.WRITE, dst=3, rkey=key, addr=10, length=3, payload=b"shm"),
                    0.0)
         assert bytes(shm.buf[10:13]) == b"shm"
         del dev
