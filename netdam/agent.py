@@ -55,6 +55,9 @@ _MORE_FRAGS = int(Flag.MORE_FRAGS)
 #: NAK statuses that can only mean our well-formed request was damaged on the way
 _DAMAGED_IN_TRANSIT = frozenset({Status.MALFORMED, Status.BAD_VERSION, Status.BAD_CRC})
 
+#: datagrams an agent queues per device before refusing more (each fails at once)
+MAX_QUEUE = 1 << 16
+
 #: NumPy dtype -> netdam dtype (the unambiguous ones; bfloat16 and fp8 are named explicitly)
 _FROM_NUMPY = {np.dtype(name): DType(code) for code, name in reversed(DTYPE_NUMPY.items())
                if code not in (DType.BFLOAT16, DType.FP8_E4M3, DType.FP8_E5M2, DType.NONE)}
@@ -81,7 +84,8 @@ class Agent:
     id, so two agents must never share one; the control plane assigns them, the default
     is distinct per agent of a process), ``timeout`` (seconds before an operation fails
     with NetdamTimeout), ``mtu`` (largest request datagram), ``faults`` (injected on this
-    side's UDP sends), ``reliability`` (window, byte budget, retransmission timers),
+    side's UDP sends), ``reliability`` (window, byte budget, retransmission timers;
+    by default at most MAX_QUEUE datagrams wait per device),
     ``read_chunk`` (bytes per READ request; larger READs are split and pipelined),
     ``spin`` (seconds of busy-polling for an answer before sleeping: short, because on a
     small machine a long-spinning host steals the CPU its device needs), ``direct_min``
@@ -98,7 +102,8 @@ class Agent:
                  capture=None):
         self.host_id = _default_host_id() if host_id is None else host_id
         self.timeout = timeout
-        self.rel = Reliability(reliability or RelConfig(deadline=timeout), seed=seed)
+        self.rel = Reliability(reliability or RelConfig(deadline=timeout,
+                                                        max_queue=MAX_QUEUE), seed=seed)
         self.read_chunk = read_chunk or max(8, self.rel.config.max_bytes // 4)
         self.udp = UdpEndpoint(bind, 0, mtu=mtu, faults=faults)
         self.udp.capture = self.capture = capture   # a netdam.capture.pcap.Capture or None
@@ -176,8 +181,22 @@ class Agent:
         if link.kind != "shm":
             raise PermissionError(f"device {addr.device} is not on this node's shared memory")
         rkey, pkey, region = self._target(addr, length)
+        if region is None:
+            raise PermissionError(f"device {addr.device} published no region holding "
+                                  f"[{addr.offset:#x}, +{length})")
+        self._confirm_keys(addr.device, region, rkey, pkey)
         return link.shm.map_device_memory(region, pkey=pkey, offset=addr.offset - region["base"],
                                           length=length, write=write)
+
+    def _confirm_keys(self, device: int, region: dict, rkey: int, pkey: int) -> None:
+        """Before mapping a region, ask the device itself whether it holds these keys (a
+        one-byte READ), so a stale or forged region description maps nothing."""
+        try:
+            self.read(Addr(device, region["base"], rkey, pkey), 1)
+        except NakError as exc:
+            if exc.status != Status.ACCESS_DENIED:   # keys held, READ not granted: fine
+                raise PermissionError(f"device {device} refuses region key {rkey:#x}: "
+                                      f"{exc.status.name}") from None
 
     def _link(self, device: int) -> _Link:
         try:
@@ -249,6 +268,7 @@ class Agent:
         whole = self._mapped.get(key)
         if whole is None:
             try:
+                self._confirm_keys(addr.device, region, rkey, pkey)
                 whole = link.shm.map_device_memory(region, pkey=pkey, write=write)
             except PermissionError:
                 whole = False

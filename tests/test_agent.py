@@ -112,6 +112,21 @@ def test_primitives_same_results_on_shm_and_udp(results):
     assert udp["large"] and udp["large_slice"] == (bytes(range(251)) * 2)[100:150]
 
 
+def test_a_forged_region_description_maps_nothing():
+    """The agent asks the device before mapping: wrong keys map no memory, and a large
+    write with them goes through the rings and is refused there."""
+    with _device("--shm") as dev, Agent(timeout=5) as ag:
+        forged = dict(dev.info, regions=[dict(r, key=r["key"] ^ 0x55)
+                                         for r in dev.info["regions"]])
+        ag.add_device(forged, path="shm")
+        with pytest.raises(PermissionError):
+            ag.map_device_memory(Addr(1, 0), 4096)
+        with pytest.raises(NakError) as exc:
+            ag.write(Addr(1, 0), bytes(512 << 10))
+        assert exc.value.status == Status.BAD_KEY
+        assert ag.counters["direct_writes"] == 0
+
+
 def test_shm_segments_are_gone_after_the_device_exits():
     with _device("--shm", dev_id=6) as dev:
         names = [dev.info["shm"]["memory"]] + [n for pair in dev.info["shm"]["slots"]

@@ -1,7 +1,8 @@
 """Failure semantics with real processes: a host or a device killed in the middle of
 collectives. Invariants: every surviving host's pending collective ends with a clear
 error (a timeout naming what did not arrive) within the configured bound, never hangs
-and never reports a wrong result as success; the coordinator marks the dead member dead;
+and never reports a wrong result as success, and refuses any later collective on that
+communicator (its ranks are out of step); the coordinator marks the dead member dead;
 a new cluster starts and works right away."""
 
 import json
@@ -31,7 +32,13 @@ WORKER = textwrap.dedent("""
         try:
             got = comm.all_reduce(x, algo=("ring", "chain", "recursive_doubling")[i %% 3])
         except NetdamError as exc:
-            print(json.dumps({"error": type(exc).__name__, "message": str(exc)}), flush=True)
+            try:                     # a failed communicator refuses to go on
+                comm.barrier()
+                again = "accepted"
+            except NetdamError as exc2:
+                again = str(exc2)
+            print(json.dumps({"error": type(exc).__name__, "message": str(exc),
+                              "again": again}), flush=True)
             sys.exit(3)
         if not np.array_equal(got, want):
             print(json.dumps({"wrong": i}), flush=True)
@@ -98,6 +105,7 @@ def test_a_member_killed_mid_collective(victim):
                 assert code == 3, (code, lines)          # ended with a clear error
                 assert lines[-1]["error"] in ("NetdamTimeout", "NakError")
                 assert "within" in lines[-1]["message"] or "refused" in lines[-1]["message"]
+                assert "broken by an earlier failure" in lines[-1]["again"], lines[-1]
             assert elapsed < TIMEOUT * 3 + 5, f"survivors took {elapsed:.1f} s"
             assert _dead(c, name, DEAD_AFTER + 5) < DEAD_AFTER + 5
         finally:

@@ -25,7 +25,7 @@ from netdam.collectives import moe, offload
 from netdam.collectives.p2p import Channels, Layout, as_bytes
 from netdam.collectives.schedule import Recv, ScheduleError, Send
 from netdam.collectives.types import resolve_dtype, resolve_op
-from netdam.errors import UsageError
+from netdam.errors import NetdamError, UsageError
 from netdam.wire.fields import DType, RedOp
 
 #: algorithms selectable with ``algo=`` for all_reduce
@@ -97,6 +97,7 @@ class Request:
             if self.finished:
                 break
             if time.monotonic() > deadline:
+                self.comm.broken = self.comm.broken or f"{self.name} timed out"
                 raise NetdamTimeout(f"rank {self.comm.rank}: {self.name} did not finish "
                                     f"within {bound:g} s")
             self.comm.channels.idle()
@@ -125,6 +126,7 @@ class Communicator:
         self._children: list[Communicator] = []
         self.channels = Channels(agent, rank, areas, self.layout, timeout=timeout)
         self._queue: deque[Request] = deque()
+        self.broken: str | None = None   # set by the first failed collective
         self._splits = 0
         self.chain_blocks = 0     # blocks the in-network engine finished (signal target)
         self.tree_radix = 2       # fan-in of the aggregation tree (n - 1: one level)
@@ -145,10 +147,16 @@ class Communicator:
                 req.result = req._finish()
             except BaseException as exc:  # reported by wait(), never swallowed
                 req.error = exc
+                self.broken = self.broken or f"{req.name} failed: {exc}"
             req.finished = True
             self._queue.popleft()
 
     def _start(self, name: str, gen, finish: Callable[[], Any], block: bool):
+        if self.broken:
+            # the ranks' message streams are out of step after a failure: a retry here
+            # could pair the wrong messages (RELIABILITY.md, retries)
+            raise NetdamError(f"rank {self.rank}: communicator broken by an earlier "
+                              f"failure ({self.broken}); start a new job")
         req = Request(self, name, gen, finish)
         self._queue.append(req)
         self._progress()
