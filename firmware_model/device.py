@@ -30,13 +30,17 @@ from netdam.wire.codec import Packet, WireError, decode, overhead, peek_header
 from netdam.wire.fields import CAPS, DEFAULT_MTU, MAGIC, Cap, Flag, Opcode, Status
 from netdam.wire.frag import max_payload
 
-_RESPONSE, _ACK_REQ = int(Cap.RESPONSE), int(Flag.ACK_REQ)   # plain ints for the hot path
+# plain ints for the hot path: IntFlag arithmetic goes through the enum machinery
+_RESPONSE, _RESPONDS = int(Cap.RESPONSE), int(Cap.RESPONDS)
+_ACK_REQ, _NO_RESPONSE = int(Flag.ACK_REQ), int(Flag.NO_RESPONSE)
+_ACK_VALID = int(Flag.ACK_VALID)
 _RETRANSMIT = int(Flag.RETRANSMIT)
+_IS_RESPONSE = frozenset(op for op, caps in CAPS.items() if caps & Cap.RESPONSE)
 _ANY_MEMBER = 0xFFFF   # dst that every device accepts (SPEC §2.1)
 
 MEMBER_MAX = 0xFFFE
 GROUP_MAX = 0xFFFF
-_ORDER_FLAGS = Flag.FENCE | Flag.RELEASE
+_ORDER_FLAGS = int(Flag.FENCE | Flag.RELEASE)
 
 
 def _saves_replies(row: Instruction) -> bool:
@@ -250,9 +254,9 @@ class Device:
             if not row.user:
                 raise
             return Status.USER_ERROR, []
-        if not row.has(Cap.RESPONDS) and pkt.flags & Flag.ACK_REQ:
+        if not row.bits & _RESPONDS and pkt.flags & _ACK_REQ:
             outs.append(Out(None, make_ack(self.device_id, pkt)))
-        if pkt.flags & Flag.NO_RESPONSE:
+        if pkt.flags & _NO_RESPONSE:
             outs = [o for o in outs if o.dest is not None]
         return Status.OK, outs
 
@@ -309,7 +313,7 @@ class Device:
             if out.dest is None:
                 p = out.packet
                 if peer is not None:
-                    p.flags |= Flag.ACK_VALID
+                    p.flags |= _ACK_VALID
                     p.ack = peer.window.cum
                 if reply_dest is not None:
                     out = Out(reply_dest, p)
@@ -321,7 +325,7 @@ class Device:
         for out in outs:
             c.add("tx_packets")
             c.add("tx_bytes", overhead(len(out.packet.route)) + len(out.packet.payload))
-            if out.dest is not None and not CAPS.get(out.packet.opcode, 0) & Cap.RESPONSE:
+            if out.dest is not None and out.packet.opcode not in _IS_RESPONSE:
                 c.add("forwarded")   # a request for another device (chain hop, copy)
         return outs
 
