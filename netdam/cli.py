@@ -34,6 +34,11 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+# group titles as written, first letter capitalised ("Fault injection (on this side's
+# sends)", not rich-argparse's default title case "... Side'S Sends")
+RichHelpFormatter.group_name_formatter = staticmethod(lambda s: s[:1].upper() + s[1:])
+
+
 class Parser(argparse.ArgumentParser):
     """An ArgumentParser whose errors are one line on stderr."""
 
