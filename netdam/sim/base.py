@@ -65,10 +65,19 @@ class World:
         return self.timing.pcie_crossing_ns
 
 
+_COSTS: dict[tuple, float] = {}
+
+
 def device_cost(timing: TimingModel, opcode: int, payload: int, length: int) -> float:
     """Busy time of one datagram: its payload, or the whole message for a descriptor
-    (the same rule as the instruction table's ``operand_bytes``)."""
-    return timing.cost(opcode, payload if payload else length)
+    (the same rule as the instruction table's ``operand_bytes``). Memoised."""
+    key = (timing, opcode, payload if payload else length)
+    c = _COSTS.get(key)
+    if c is None:
+        if len(_COSTS) > 100_000:
+            _COSTS.clear()
+        c = _COSTS[key] = timing.cost(opcode, key[2])
+    return c
 
 
 class DeviceBase:
@@ -88,9 +97,9 @@ class DeviceBase:
         start = head if head > self.busy_until else self.busy_until
         first = start + cost
         last = first + (npackets - 1) * cost
+        self.busy_until = last          # work-conserving, like a link (links.py)
         if tail + cost > last:
             last = tail + cost
-        self.busy_until = last
         self.busy_ns += npackets * cost
         return first, last
 

@@ -131,9 +131,9 @@ class SimHost:
         return Packet(opcode=opcode, src=self.member, dst=dest_member, rkey=self.world.rkey,
                       addr=offset, length=length, req_id=self.next_req(), **fields)
 
-    def request(self, template: Packet, data, t: float) -> Handle:
+    def request(self, template: Packet, data, t: float, parts: int = 1) -> Handle:
         h = Handle()
-        self.port.send_message(template.dst - 1, template, data, h, t)
+        self.port.send_message(template.dst - 1, template, data, h, t, parts)
         return h
 
     # -- p2p: sending -------------------------------------------------------------------
@@ -169,7 +169,7 @@ class SimHost:
             pkt = self.template(Opcode.PUT_SIGNAL, dest, lay.slot(self.rank, k), len(piece),
                                 addr2=lay.heads + self.rank * WORD, imm=count,
                                 flags=Flag.RELEASE)
-            self.request(pkt, piece, t)
+            self.request(pkt, piece, t, count)
             self.sent[peer] = k + count
         for peer in blocked:
             if peer not in self._credit_watch:
@@ -220,7 +220,7 @@ class SimHost:
         dest = w.device_member(op.peer)
         pkt = self.template(Opcode.ATOMIC_FADD, dest, lay.credits + self.rank * WORD, 8,
                             dtype=DType.UINT64, payload=count.to_bytes(8, "little"))
-        self.request(pkt, pkt.payload, t)
+        self.request(pkt, pkt.payload, t, count)
         self.t = t
         self._recv_next(t)
 

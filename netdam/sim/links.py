@@ -7,7 +7,8 @@ burst is one datagram; in the per-chunk mode it is a train of up to a chunk's wo
 time its last one is (``tail``), serialises the train behind whatever is queued, and
 returns the times they are ready at the far end. The train keeps the packet-level
 pipelining: the next hop may start on the first datagram while the rest are still on
-the wire, and a slower upstream link spaces the datagrams out.
+the wire, and a slower upstream link spaces the datagrams out (the link keeps only the
+train's serialisation time for itself: other bursts use the gaps).
 
 Serialisation counts each datagram's Ethernet/IP/UDP framing (``timing.FRAME_OVERHEAD``);
 the byte counters count netdam datagram bytes, as a capture's flows do. A queue of
@@ -18,6 +19,7 @@ random (seeded). Both drops are counted.
 from __future__ import annotations
 
 import random
+from bisect import bisect_right
 from dataclasses import dataclass, field
 
 from firmware_model.timing import FRAME_OVERHEAD
@@ -42,6 +44,8 @@ class Link:
     peak_queue_bytes: float = 0.0
 
     def __post_init__(self):
+        self._starts: list[float] = []     # reserve(): booked intervals [start, end),
+        self._ends: list[float] = []       # sorted and disjoint
         if self.gbps <= 0 or self.latency_ns < 0:
             raise ValueError(f"link {self.name}: rate must be positive, latency >= 0")
         self.ns_per_byte = 8.0 / self.gbps
@@ -66,14 +70,69 @@ class Link:
         first = ser / npackets
         start = head if head > self.free_at else self.free_at
         end = start + ser
-        if tail + first > end:          # the upstream delivers slower than we send
-            end = tail + first
-        self.free_at = end
+        self.free_at = end              # work-conserving: the gaps of a slow train are
+        if tail + first > end:          # free for other bursts; this one still cannot
+            end = tail + first          # finish before its last datagram has come in
         self.packets += npackets
         self.bytes += nbytes
         self.busy_ns += ser
         lat = self.latency_ns
         return start + first + lat, end + lat
+
+    def reserve(self, head: float, tail: float, npackets: int, nbytes: int, now: float
+                ) -> tuple[float, float]:
+        """``carry`` for a burst booked ahead of time (the per-chunk mode books every hop
+        of a route when the burst leaves): the link keeps a calendar of booked intervals
+        and puts the burst in the first gap at or after ``head`` that holds it, so a
+        burst booked later but arriving earlier still goes first. Intervals over before
+        ``now`` are forgotten. No queue limit or loss here (validate() refuses them)."""
+        starts, ends = self._starts, self._ends
+        if ends and ends[0] <= now:
+            drop = bisect_right(ends, now)
+            del starts[:drop], ends[:drop]
+        ser = (nbytes + npackets * FRAME_OVERHEAD) * self.ns_per_byte
+        first = ser / npackets
+        start = head
+        n = len(ends)
+        if not n or start >= ends[-1]:          # after everything booked: the common case
+            i = n
+        else:
+            i = bisect_right(ends, start)      # the first interval still busy at head
+            while i < n and starts[i] < start + ser:
+                start = ends[i]                # does not fit before it: go after it
+                i += 1
+        end = start + ser
+        if i > 0 and ends[i - 1] == start:     # touches the one before: extend it
+            ends[i - 1] = end
+            if i < n and starts[i] == end:
+                ends[i - 1] = ends[i]
+                del starts[i], ends[i]
+        elif i < n and starts[i] == end:
+            starts[i] = start
+        else:
+            starts.insert(i, start)
+            ends.insert(i, end)
+        if end > self.free_at:
+            self.free_at = end
+        if tail + first > end:
+            end = tail + first
+        self.packets += npackets
+        self.bytes += nbytes
+        self.busy_ns += ser
+        lat = self.latency_ns
+        return start + first + lat, end + lat
+
+    def account(self, head: float, tail: float, npackets: int, nbytes: int
+                ) -> tuple[float, float]:
+        """Count a burst of small answers (the per-chunk mode's acks) without booking
+        the wire for them: they add under 1 % of its busy time and would only cut the
+        calendar into slivers. The burst itself goes at line rate, never queued."""
+        ser = self.ser_ns(npackets, nbytes)
+        self.packets += npackets
+        self.bytes += nbytes
+        self.busy_ns += ser
+        lat = self.latency_ns
+        return head + ser / npackets + lat, max(tail, head + ser) + lat
 
     def utilisation(self, elapsed_ns: float) -> float:
         return self.busy_ns / elapsed_ns if elapsed_ns > 0 else 0.0

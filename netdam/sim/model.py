@@ -29,8 +29,6 @@ _ACK_BYTES = overhead(0)
 _ATOMIC_RESP_BYTES = overhead(0) + 8
 _MCAST_COPY, _LAST_SIGNAL, _RESULT_MCAST = (int(Flag.MCAST_COPY), int(Flag.LAST_HOP_SIGNAL),
                                             int(Flag.RESULT_MCAST))
-_ACK_PKT = Packet(opcode=Opcode.ACK)
-_ATOMIC_RESP_PKT = Packet(opcode=Opcode.ATOMIC_RESP)
 
 
 class Frag:
@@ -64,14 +62,56 @@ def split(length: int, per_packet: int, gran: int | None) -> list[tuple[int, int
 def _send(world: World, src_member: int, dest_member: int, f: Frag, head: float,
           tail: float) -> None:
     world.net.send(src_member - 1, dest_member - 1, head, tail, f.npackets, f.wire_bytes, f,
-                   label=f.pkt.req_id, flow=(src_member, dest_member))
+                   label=f.pkt.req_id, flow=(src_member, dest_member, f.pkt.opcode))
 
 
-class ModelDevice(DeviceBase):
+class _Sender:
+    """The one rule of the reliability core that shapes timing without loss (SPEC §8.3):
+    to a peer that has not answered yet, one datagram at a time. The first datagram to
+    each peer goes alone; the rest wait for its answer."""
+
+    world: World
+    member: int
+
+    def _init_sender(self, anchors: bool) -> None:
+        self._anchor: dict[int, list | bool] = {}   # peer -> waiting bursts, or True
+        self.anchors = anchors
+
+    def emit(self, dest: int, f: Frag, head: float, tail: float) -> None:
+        state = self._anchor.get(dest) if self.anchors else True
+        if state is True:
+            _send(self.world, self.member, dest, f, head, tail)
+        elif state is None:
+            self._anchor[dest] = waiting = []
+            if f.npackets > 1:
+                per = max_payload(self.world.mtu, len(f.pkt.route))
+                one = Frag(f.pkt, f.off, min(per, f.payload), 1, f.token, f.sender)
+                rest = Frag(f.pkt, f.off + one.payload, f.payload - one.payload,
+                            f.npackets - 1, f.token, f.sender)
+                waiting.append((rest, head, tail))
+                f = one
+            _send(self.world, self.member, dest, f, head, head)
+        else:
+            state.append((f, head, tail))
+
+    def anchoring(self, peer: int) -> bool:
+        return isinstance(self._anchor.get(peer), list)
+
+    def answered_by(self, peer: int, t: float) -> None:
+        """An answer from ``peer`` arrived at ``t``: it is anchored, send what waited."""
+        waiting = self._anchor.get(peer)
+        if isinstance(waiting, list):
+            self._anchor[peer] = True
+            for f, head, tail in waiting:
+                _send(self.world, self.member, peer, f, max(head, t), max(tail, t))
+
+
+class ModelDevice(DeviceBase, _Sender):
     """What a host can see of a device, and the traffic the device makes."""
 
-    def __init__(self, world: World, rank: int, gran: int | None):
+    def __init__(self, world: World, rank: int, gran: int | None, anchors: bool = True):
         super().__init__(world, rank)
+        self._init_sender(anchors)
         self.gran = gran
         self.words: dict[int, int] = {}
         self._landed: dict[tuple, int] = {}
@@ -89,8 +129,9 @@ class ModelDevice(DeviceBase):
     def deliver(self, head: float, tail: float, f: Frag) -> None:
         pkt = f.pkt
         op = pkt.opcode
-        if IS_RESPONSE[op]:
-            return                 # the ack of a hop or copy this device sent
+        if IS_RESPONSE[op]:        # the ack of a hop or copy this device sent
+            self.answered_by(f.sender, tail)
+            return
         k = f.npackets
         cost = device_cost(self.world.timing, op, f.payload // k, pkt.length)
         first, last = self.process(head, tail, k, cost)
@@ -102,16 +143,20 @@ class ModelDevice(DeviceBase):
     def _answer(self, f: Frag, op: int, first: float, last: float) -> None:
         atomic = op == Opcode.ATOMIC_FADD
         size = _ATOMIC_RESP_BYTES if atomic else _ACK_BYTES
-        pkt = _ATOMIC_RESP_PKT if atomic else _ACK_PKT
+        opcode = Opcode.ATOMIC_RESP if atomic else Opcode.ACK
         w, k = self.world, f.npackets
-        if w.net.hop_events:
+        if w.net.hop_events:    # the answer takes the request's route label (its plane)
+            pkt = Packet(opcode=opcode, req_id=f.pkt.req_id)
             _send(w, self.member, f.sender, Frag(pkt, 0, k * (size - _ACK_BYTES), k, f.token,
-                                                 self.member), first, last)
+                                                 self.member), first, last)   # not sequenced
             return
-        times = w.net.carry(self.node, f.sender - 1, first, last, k, k * size,
-                            label=f.pkt.req_id, flow=(self.member, f.sender))
-        if f.token is not None and times is not None:
-            f.token.answered(k, times[1], w.q)
+        head, tail = w.net.account(self.node, f.sender - 1, first, last, k, k * size,
+                                   label=f.pkt.req_id, flow=(self.member, f.sender, opcode))
+        if f.token is not None:
+            f.token.answered(k, tail, w.q)
+        sender = w.net.endpoints[f.sender - 1]
+        if sender.anchoring(self.member):
+            w.q.at(head, sender.answered_by, self.member, head)
 
     def _land(self, key: tuple, f: Frag, signal: bool) -> None:
         """Data landed; with ``signal``, bump the signal word once the message is whole."""
@@ -148,8 +193,8 @@ class ModelDevice(DeviceBase):
     def _replicate(self, pkt: Packet, f: Frag, first: float, last: float) -> None:
         for m in self._group(pkt.group):
             if m != self.member:
-                _send(self.world, self.member, m,
-                      Frag(pkt, f.off, f.payload, f.npackets, None, self.member), first, last)
+                self.emit(m, Frag(pkt, f.off, f.payload, f.npackets, None, self.member), first,
+                          last)
 
     def _group(self, group: int) -> list[int]:
         return self.members if group == WORLD_GROUP else []
@@ -165,13 +210,11 @@ class ModelDevice(DeviceBase):
             nxt = p.copy(src=self.member, dst=route[1], hop=1)
             per = max_payload(self.world.mtu, len(route))
             for off, pay, k in split(p.length, per, self.gran):
-                _send(self.world, self.member, route[1],
-                      Frag(nxt, off, pay, k, None, self.member), last, last)
+                self.emit(route[1], Frag(nxt, off, pay, k, None, self.member), last, last)
         elif p.hop < len(route) - 1:
             nxt = route[p.hop + 1]
-            _send(self.world, self.member, nxt,
-                  Frag(p.copy(src=self.member, dst=nxt, hop=p.hop + 1), f.off, f.payload,
-                       f.npackets, None, self.member), first, last)
+            self.emit(nxt, Frag(p.copy(src=self.member, dst=nxt, hop=p.hop + 1), f.off,
+                                f.payload, f.npackets, None, self.member), first, last)
         else:
             self._last_hop(p, f, first, last)
 
@@ -193,28 +236,39 @@ _HANDLERS = {
 }
 
 
-class ModelPort:
+class ModelPort(_Sender):
     """A host's network side in the timing-only modes."""
 
-    def __init__(self, world: World, rank: int, gran: int | None):
+    def __init__(self, world: World, rank: int, gran: int | None, anchors: bool = True):
+        self._init_sender(anchors)
         self.world, self.rank, self.gran = world, rank, gran
         self.member = world.host_member(rank)
         self.node = world.topo.host(rank)
 
     def send_message(self, dest_rank: int, template: Packet, data, handle: Handle,
-                     t: float) -> None:
+                     t: float, parts: int = 1) -> None:
+        """``parts`` > 1: ``data`` stands for that many messages of at most a slot each
+        (the per-chunk mode's group of p2p pieces, or of credits), sent as one burst
+        that counts every datagram they would be."""
         dest = self.world.device_member(dest_rank)
         length = len(data)
+        per = max_payload(self.world.mtu, len(template.route))
         if template.opcode == Opcode.REDUCE_FWD and template.hop == 0 and not length:
             bursts = [(0, 0, 1)]
+        elif parts > 1 and template.opcode == Opcode.ATOMIC_FADD:
+            bursts = [(0, 8 * parts, parts)]
+        elif parts > 1:
+            slot = self.world.layout.slot_bytes
+            k = sum(max(1, -(-min(slot, length - lo) // per)) for lo in range(0, length, slot))
+            bursts = [(0, length, k)]
         else:
-            bursts = split(length, max_payload(self.world.mtu, len(template.route)), self.gran)
+            bursts = split(length, per, self.gran)
         for off, pay, k in bursts:
             handle.pending += k
-            _send(self.world, self.member, dest, Frag(template, off, pay, k, handle,
-                                                      self.member), t, t)
+            self.emit(dest, Frag(template, off, pay, k, handle, self.member), t, t)
 
     def deliver(self, head: float, tail: float, f: Frag) -> None:
+        self.answered_by(f.sender, tail)
         if f.token is not None:
             f.token.answered(f.npackets, tail, self.world.q)
 

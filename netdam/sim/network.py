@@ -1,10 +1,9 @@
 """The simulated network: moves bursts of datagrams hop by hop in virtual time.
 
 Owns the walk of a burst along its route (one event per hop, ``Link.carry`` deciding the
-times; or, in the per-chunk mode, every hop reserved at once when the burst leaves, which
-saves the events at the price of serving a link's bursts in the order they were sent
-rather than the order they reach it), delivery to the endpoint at the far end, and the per-flow counters: packets and
-bytes per (source member, destination member), counted once per datagram sent, as a
+times; or, in the per-chunk mode, every hop booked at once when the burst leaves, in the
+first gap of each link's calendar, which saves the events), delivery to the endpoint at the far end, and the per-flow counters: packets and
+bytes per (source member, destination member, opcode), counted once per datagram sent, as a
 capture's flows count them. Endpoints (simulated devices and hosts, packet or model
 mode) register by node id and receive ``deliver(head, tail, body)``.
 """
@@ -20,14 +19,15 @@ class Network:
         self.q, self.topo = q, topo
         self.hop_events = hop_events    #: False: carry every hop at once (per-chunk mode)
         self.endpoints: dict[int, object] = {}
-        self.flows: dict[tuple[int, int], list[int]] = {}   #: (src, dst member) -> [pkts, bytes]
+        #: (src member, dst member, opcode) -> [datagrams, bytes]
+        self.flows: dict[tuple[int, int, int], list[int]] = {}
         self.dropped = 0
 
     def attach(self, node: int, endpoint) -> None:
         self.endpoints[node] = endpoint
 
     def send(self, a: int, b: int, head: float, tail: float, npackets: int, nbytes: int,
-             body, *, label: int = 0, flow: tuple[int, int] | None = None) -> None:
+             body, *, label: int = 0, flow: tuple[int, int, int] | None = None) -> None:
         """Put a burst on the wire at node ``a`` for node ``b``."""
         if flow is not None:
             f = self.flows.get(flow)
@@ -57,24 +57,24 @@ class Network:
             if times is not None:
                 self.q.at(times[0], self.endpoints[b].deliver, times[0], times[1], body)
 
-    def carry(self, a: int, b: int, head: float, tail: float, npackets: int, nbytes: int,
-              *, label: int = 0, flow: tuple[int, int] | None = None
-              ) -> tuple[float, float] | None:
-        """Account a burst nobody needs to see arrive (acks in the per-chunk mode): the
-        links carry it now; returns its (head, tail) arrival times, None if dropped."""
+    def account(self, a: int, b: int, head: float, tail: float, npackets: int, nbytes: int,
+                *, label: int = 0, flow: tuple[int, int, int] | None = None
+                ) -> tuple[float, float]:
+        """A burst of answers nobody needs to see arrive (acks in the per-chunk mode):
+        counted on every link of its route (``Link.account``), no event; returns its
+        (head, tail) arrival times."""
         if flow is not None:
             f = self.flows.setdefault(flow, [0, 0])
             f[0] += npackets
             f[1] += nbytes
-        return self._through(self.topo.route(a, b, label), head, tail, npackets, nbytes)
+        for link in self.topo.route(a, b, label):
+            head, tail = link.account(head, tail, npackets, nbytes)
+        return head, tail
 
     def _through(self, route, head, tail, npackets, nbytes):
+        now = self.q.now
         for link in route:
-            times = link.carry(head, tail, npackets, nbytes)
-            if times is None:
-                self.dropped += npackets
-                return None
-            head, tail = times
+            head, tail = link.reserve(head, tail, npackets, nbytes, now)
         return head, tail
 
     def _hop(self, route, i, head, tail, npackets, nbytes, body, dst) -> None:

@@ -43,7 +43,7 @@ class _Endpoint:
         for dest, pkt in self.rel.datagrams_to_send(t * 1e-9):
             data = encode(pkt)
             net.send(node, w.node(dest), t, t, 1, len(data), data, label=pkt.req_id,
-                     flow=(member, dest))
+                     flow=(member, dest, pkt.opcode))
         self._arm()
 
     def answer(self, dest: int, pkt: Packet, t: float) -> None:
@@ -52,7 +52,7 @@ class _Endpoint:
         requests need to be bytes, for the device to decode and check."""
         self.world.net.send(self.member - 1, self.world.node(dest), t, t, 1,
                             overhead(len(pkt.route)) + len(pkt.payload), pkt,
-                            label=pkt.req_id, flow=(self.member, dest))
+                            label=pkt.req_id, flow=(self.member, dest, pkt.opcode))
 
     def _arm(self) -> None:
         """One retransmission timer per endpoint: when it fires it re-arms for the next
@@ -130,7 +130,7 @@ class PacketPort(_Endpoint):
         self.node = world.topo.host(rank)
 
     def send_message(self, dest_rank: int, template: Packet, data, handle: Handle,
-                     t: float) -> None:
+                     t: float, parts: int = 1) -> None:
         dest = self.world.device_member(dest_rank)
         if template.opcode == Opcode.REDUCE_FWD and template.hop == 0 and not len(data):
             packets = [template]          # a chain descriptor: one packet, no payload

@@ -45,12 +45,13 @@ class Mode:
     gran: int | None      #: datagrams per burst (None: a whole message)
     hop_events: bool      #: one event per hop (else hops reserved when the burst leaves)
     group_pieces: bool    #: p2p pieces travel in groups of half the slots
+    anchors: bool = True  #: model the first-contact rule (real cores always have it)
 
 
 MODES = {
     "packet": Mode(data=True, gran=1, hop_events=True, group_pieces=False),
     "sized": Mode(data=False, gran=1, hop_events=True, group_pieces=False),
-    "chunk": Mode(data=False, gran=None, hop_events=False, group_pieces=True),
+    "chunk": Mode(data=False, gran=None, hop_events=False, group_pieces=True, anchors=False),
 }
 
 
@@ -123,7 +124,7 @@ class SimResult:
     algbw: float                #: GB/s: size / time
     busbw: float                #: GB/s: algbw * nccl-tests factor
     links: list[dict]           #: every link that carried traffic, busiest first
-    flows: dict[tuple[int, int], tuple[int, int]]   #: (src, dst member) -> (pkts, bytes)
+    flows: dict[tuple[int, int, int], tuple[int, int]]  #: (src, dst, opcode) -> (pkts, bytes)
     correct: bool | None        #: None: not checked (timing-only mode)
     events: int
     wall_s: float
@@ -279,7 +280,8 @@ def simulate(cfg: SimConfig) -> SimResult:
             dev = FirmwareDevice(world, r, world.layout.size, seed=cfg.seed * 7919 + r)
             port = PacketPort(world, r, seed=cfg.seed * 7919 + n + r)
         else:
-            dev, port = ModelDevice(world, r, mode.gran), ModelPort(world, r, mode.gran)
+            dev = ModelDevice(world, r, mode.gran, mode.anchors)
+            port = ModelPort(world, r, mode.gran, mode.anchors)
         world.net.attach(dev.node, dev)
         world.net.attach(port.node, port)
         world.devices.append(dev)

@@ -1,0 +1,47 @@
+"""In the per-packet mode every collective's result equals NumPy's: the data really went
+through the firmware devices (chain and tree reduce inside them)."""
+
+import pytest
+
+from netdam.sim import ALGORITHMS, SimConfig, SimError, simulate
+
+
+@pytest.mark.parametrize("collective,algo", sorted(ALGORITHMS))
+def test_every_algorithm_gives_the_numpy_answer(collective, algo):
+    r = simulate(SimConfig(collective=collective, algo=algo, nodes=5, size=5 * 3000 * 4,
+                           topology="fattree", radix=2, mtu=1500))
+    assert r.correct is True
+    assert r.time_ns > 0
+
+
+@pytest.mark.parametrize("topology,k", [("ring", 1), ("torus2d", 1), ("multiplane", 1),
+                                        ("torus3d", 1), ("switch", 2), ("fattree", 4)])
+def test_chain_and_ring_are_correct_on_every_topology(topology, k):
+    for algo in ("chain", "ring"):
+        r = simulate(SimConfig(algo=algo, nodes=8 // k, devices_per_node=k, size=8 * 1024,
+                               topology=topology, radix=4))
+        assert r.correct is True, (topology, algo)
+
+
+def test_loss_is_repaired_by_the_reliability_core():
+    r = simulate(SimConfig(algo="chain", nodes=4, size=64 * 1024, topology="ring", loss=0.02,
+                           seed=5))
+    assert r.correct is True
+    assert r.dropped > 0
+
+
+def test_a_finite_queue_drops_and_the_result_is_still_right():
+    r = simulate(SimConfig(algo="tree", nodes=6, size=6 * 64 * 1024, topology="switch",
+                           queue_bytes=100_000))
+    assert r.correct is True
+    assert r.dropped > 0
+
+
+def test_the_timing_only_modes_do_not_claim_a_check():
+    assert simulate(SimConfig(nodes=4, size=4096, mode="chunk")).correct is None
+
+
+def test_a_run_that_cannot_finish_says_so():
+    # a link that loses everything: the reliability core gives up at its deadline
+    with pytest.raises(SimError):
+        simulate(SimConfig(nodes=2, size=4096, topology="ring", loss=0.999))
