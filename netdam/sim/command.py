@@ -125,16 +125,18 @@ def _size(n: int) -> str:
 
 def results_table(results: list[SimResult], title: str) -> Table:
     t = Table(title=title)
-    for col in ("collective", "algo", "ranks", "size", "time (us)", "algbw (GB/s)",
-                "busbw (GB/s)", "fabric util", "busiest link", "util", "check"):
-        t.add_column(col, justify="left" if col in ("collective", "algo", "busiest link",
-                                                    "check") else "right")
+    for col in ("algo", "ranks", "size", "time (us)", "algbw GB/s", "busbw GB/s",
+                "fabric", "busiest link", "check"):
+        t.add_column(col, justify="left" if col in ("algo", "busiest link", "check")
+                     else "right")
     for r in results:
         c, b = r.config, r.busiest or {"name": "-", "utilisation": 0.0}
-        check = {True: "[green]ok[/]", False: "[red]WRONG[/]", None: "timing only"}[r.correct]
-        t.add_row(c.collective, c.algo, str(c.ranks), _size(c.size), f"{r.time_ns / 1e3:,.2f}",
+        check = {True: "[green]ok[/]", False: "[red]WRONG[/]", None: "-"}[r.correct]
+        t.add_row(c.algo, str(c.ranks), _size(c.size), f"{r.time_ns / 1e3:,.2f}",
                   f"{r.algbw:.3f}", f"{r.busbw:.3f}", f"{r.mean_utilisation():.0%}",
-                  b["name"], f"{b['utilisation']:.0%}", check)
+                  f"{b['name']} {b['utilisation']:.0%}", check)
+    t.caption = ("fabric: mean utilisation of the fabric links used; check: result "
+                 "equals NumPy (per-packet mode only)")
     return t
 
 
@@ -188,7 +190,7 @@ def run(args: argparse.Namespace) -> int:
         first = results[0]
         console.print(results_table(results, f"netdam sim {args.collective}: "
                                              f"{first.topology}, {args.link_gbps:g} Gbit/s, "
-                                             f"{args.mode} mode"))
+                                             f"{args.mode} mode, modeled"))
         if len(results) == 1 and args.links > 0:
             console.print(links_table(first, args.links))
         wall = sum(r.wall_s for r in results)

@@ -150,11 +150,15 @@ class ModelDevice(DeviceBase, _Sender):
             _send(w, self.member, f.sender, Frag(pkt, 0, k * (size - _ACK_BYTES), k, f.token,
                                                  self.member), first, last)   # not sequenced
             return
+        flow = (self.member, f.sender, opcode)
+        sender = w.net.endpoints[f.sender - 1]
+        if f.token is None and not sender.anchors:     # nobody waits for this answer
+            w.net.tally(self.node, f.sender - 1, k, k * size, label=f.pkt.req_id, flow=flow)
+            return
         head, tail = w.net.account(self.node, f.sender - 1, first, last, k, k * size,
-                                   label=f.pkt.req_id, flow=(self.member, f.sender, opcode))
+                                   label=f.pkt.req_id, flow=flow)
         if f.token is not None:
             f.token.answered(k, tail, w.q)
-        sender = w.net.endpoints[f.sender - 1]
         if sender.anchoring(self.member):
             w.q.at(head, sender.answered_by, self.member, head)
 

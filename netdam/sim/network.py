@@ -22,6 +22,7 @@ class Network:
         #: (src member, dst member, opcode) -> [datagrams, bytes]
         self.flows: dict[tuple[int, int, int], list[int]] = {}
         self.dropped = 0
+        self._tallies: dict[tuple[int, int, int], list[int]] = {}
 
     def attach(self, node: int, endpoint) -> None:
         self.endpoints[node] = endpoint
@@ -70,6 +71,35 @@ class Network:
         for link in self.topo.route(a, b, label):
             head, tail = link.account(head, tail, npackets, nbytes)
         return head, tail
+
+    def tally(self, a: int, b: int, npackets: int, nbytes: int, *, label: int = 0,
+              flow: tuple[int, int, int] | None = None) -> None:
+        """Count a burst of answers whose arrival nobody waits for (the per-chunk mode's
+        acks between devices): added up per route and put on the links by ``settle``
+        (serialisation is linear in datagrams and bytes, so the sums are exact)."""
+        if flow is not None:
+            f = self.flows.get(flow)
+            if f is None:
+                self.flows[flow] = [npackets, nbytes]
+            else:
+                f[0] += npackets
+                f[1] += nbytes
+        key = (a, b, label % self.topo.planes)
+        t = self._tallies.get(key)
+        if t is None:
+            self._tallies[key] = [npackets, nbytes]
+        else:
+            t[0] += npackets
+            t[1] += nbytes
+
+    def settle(self) -> None:
+        """Put the tallied answers on their links (before reading link counters)."""
+        for (a, b, label), (npackets, nbytes) in self._tallies.items():
+            for link in self.topo.route(a, b, label):
+                link.packets += npackets
+                link.bytes += nbytes
+                link.busy_ns += link.ser_ns(npackets, nbytes)
+        self._tallies.clear()
 
     def _through(self, route, head, tail, npackets, nbytes):
         now = self.q.now

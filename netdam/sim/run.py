@@ -298,6 +298,7 @@ def simulate(cfg: SimConfig) -> SimResult:
                        f"(deadlock, or drops beyond repair)")
     t_end = max(h.finished_at for h in hosts)
     q.run()     # drain: the last acks still count on their links (and in the flows)
+    world.net.settle()
     correct = run.check(cfg.collective) if mode.data and cfg.check else None
     return _result(cfg, world, t_end, correct, wall0)
 

@@ -20,6 +20,13 @@ def _decades(lo: float, hi: float) -> list[float]:
     return [10.0 ** e for e in range(a, b + 1)]
 
 
+def _binary(lo: float, hi: float) -> list[float]:
+    """Powers of two (every 2nd, 4th... power when the range is wide) for byte axes."""
+    a, b = math.floor(math.log2(lo)), math.ceil(math.log2(hi))
+    step = max(1, -(-(b - a) // 10))
+    return [2.0 ** e for e in range(a - a % step, b + 1, step)]
+
+
 def _fmt(v: float, unit: str) -> str:
     if unit == "B":
         for suffix, scale in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
@@ -59,7 +66,7 @@ def line_chart(series: dict[str, list[tuple[float, float]]], *, title: str, xlab
            f'{escape(title)}</text>',
            f'<rect x="{LEFT}" y="{TOP}" width="{pw}" height="{ph}" fill="none" '
            f'stroke="#444"/>']
-    for t in _decades(x0, x1):
+    for t in (_binary(x0, x1) if xunit == "B" else _decades(x0, x1)):
         if x0 <= t <= x1:
             x = px(t)
             out.append(f'<line x1="{x:.1f}" y1="{TOP}" x2="{x:.1f}" y2="{TOP + ph}" '
