@@ -32,7 +32,6 @@ import itertools
 import os
 import struct
 import time
-from collections import deque
 
 import numpy as np
 
@@ -117,7 +116,9 @@ class Agent:
         self.reasm = Reassembler()
         self._reads: dict[tuple[int, int], tuple[Handle, int, int]] = {}
         self._req_id = (seed or os.getpid()) * 7919 & 0xFFFFFFF
-        self._cq: deque[Handle] = deque()
+        # the completion queue, in finishing order (a dict: a handle waited on leaves it
+        # in O(1), so handles that are waited on and never polled do not pile up)
+        self._cq: dict[Handle, None] = {}
         self._waiters: list[_SignalWaiter] = []
         self._shm_links: list[_Link] = []
         self._backoff = Backoff(spin=spin, max_sleep=5e-3)
@@ -515,8 +516,8 @@ class Agent:
             self.progress(end - time.monotonic())
         out = []
         while self._cq and (max_items is None or len(out) < max_items):
-            h = self._cq.popleft()
-            h.queued = False
+            h = next(iter(self._cq))
+            del self._cq[h]
             out.append(h)
         return out
 
@@ -535,7 +536,11 @@ class Agent:
                 self.reasm.discard(key)
         if not h.queued:
             h.queued = True
-            self._cq.append(h)
+            self._cq[h] = None
+
+    def _consume(self, h: Handle) -> None:
+        """A handle waited on is no longer news for ``poll``."""
+        self._cq.pop(h, None)
 
     def _block(self, h: Handle):
         """Wait for an operation started by a blocking primitive (it never shows in the
@@ -560,8 +565,6 @@ class Agent:
             if end is not None:
                 limit = min(limit, end - now)
             self.progress(max(limit, 0.0))
-        if h.queued and self._cq and h in self._cq:  # a wait consumes its own completion
-            self._cq.remove(h)
 
     def progress(self, timeout: float = 0.0) -> int:
         """Timers, sends and receives; waits up to ``timeout`` for something to arrive.

@@ -76,6 +76,7 @@ class Handle:
         """The result (READ: the bytes; atomics: the old value; else None)."""
         if not self.finished:
             self.agent._wait(self, timeout)
+        self.agent._consume(self)
         if self.error is not None:
             raise self.error
         return self.result

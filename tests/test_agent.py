@@ -112,6 +112,24 @@ def test_primitives_same_results_on_shm_and_udp(results):
     assert udp["large"] and udp["large_slice"] == (bytes(range(251)) * 2)[100:150]
 
 
+def test_a_handle_waited_on_never_shows_in_the_completion_queue():
+    """wait() consumes the completion, whether the handle was done before or not; only
+    handles nobody waited on are polled (so the queue cannot pile up)."""
+    with _device() as dev, Agent(timeout=5) as ag:
+        ag.add_device(dev.info, path="udp")
+        waited = [ag.write_nb(Addr(1, 8 * i), b"12345678") for i in range(200)]
+        end = time.monotonic() + 5
+        while not all(h.done() for h in waited) and time.monotonic() < end:
+            ag.progress(0.01)
+        for h in waited:
+            h.wait()                     # finished already: still consumed
+        polled = [ag.read_nb(Addr(1, 0), 8) for _ in range(3)]
+        got = []
+        while len(got) < 3 and time.monotonic() < end:
+            got += ag.poll(timeout=0.5)
+        assert set(got) == set(polled) and ag.poll() == []
+
+
 def test_a_forged_region_description_maps_nothing():
     """The agent asks the device before mapping: wrong keys map no memory, and a large
     write with them goes through the rings and is refused there."""
