@@ -247,9 +247,6 @@ def validate(cfg: SimConfig) -> None:
     if (cfg.loss or cfg.queue_bytes) and cfg.mode != "packet":
         raise UsageError("loss and finite queues need --mode packet (the reliability "
                          "core repairs drops there)")
-    if cfg.collective == "all_reduce" and cfg.algo in ("chain", "tree") and \
-            cfg.size // ESIZE < cfg.ranks and cfg.size:
-        pass   # fewer elements than ranks: some blocks are empty, offload handles it
 
 
 def simulate(cfg: SimConfig) -> SimResult:
