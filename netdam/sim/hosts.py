@@ -288,8 +288,6 @@ class SimHost:
                 else:
                     raise ScheduleError(f"a word step may only read and send, not {kind!r}")
             self.t = max(self.t, t)
-            for h in handles:
-                h.then(lambda t2: None, w.q)
             if handles:
                 _all(handles, answered, w.q)
             else:
