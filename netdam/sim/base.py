@@ -45,6 +45,7 @@ class World:
     devices: list = field(default_factory=list)
     hosts: list = field(default_factory=list)
     finished: int = 0          #: hosts whose collective is done
+    costs: dict = field(default_factory=dict)   #: device_cost memo
 
     def device_member(self, rank: int) -> int:
         return rank + 1
@@ -65,18 +66,13 @@ class World:
         return self.timing.pcie_crossing_ns
 
 
-_COSTS: dict[tuple, float] = {}
-
-
-def device_cost(timing: TimingModel, opcode: int, payload: int, length: int) -> float:
+def device_cost(world: "World", opcode: int, payload: int, length: int) -> float:
     """Busy time of one datagram: its payload, or the whole message for a descriptor
-    (the same rule as the instruction table's ``operand_bytes``). Memoised."""
-    key = (timing, opcode, payload if payload else length)
-    c = _COSTS.get(key)
+    (the same rule as the instruction table's ``operand_bytes``). Memoised per run."""
+    key = (opcode, payload if payload else length)
+    c = world.costs.get(key)
     if c is None:
-        if len(_COSTS) > 100_000:
-            _COSTS.clear()
-        c = _COSTS[key] = timing.cost(opcode, key[2])
+        c = world.costs[key] = world.timing.cost(opcode, key[1])
     return c
 
 

@@ -133,7 +133,7 @@ class ModelDevice(DeviceBase, _Sender):
             self.answered_by(f.sender, tail)
             return
         k = f.npackets
-        cost = device_cost(self.world.timing, op, f.payload // k, pkt.length)
+        cost = device_cost(self.world, op, f.payload // k, pkt.length)
         first, last = self.process(head, tail, k, cost)
         _HANDLERS[op](self, f, first, last)
         self._answer(f, op, first, last)

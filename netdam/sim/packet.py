@@ -108,7 +108,7 @@ class FirmwareDevice(DeviceBase, _Endpoint):
             self.pump(head)
             return
         payload, length = _U32(data[36:40], "big"), _U32(data[64:68], "big")
-        _, done = self.process(head, tail, 1, device_cost(self.world.timing, data[3],
+        _, done = self.process(head, tail, 1, device_cost(self.world, data[3],
                                                           payload, length))
         outs = self.device.receive(data, done * 1e-9)
         src = _U32(data[12:14], "big")
