@@ -9,9 +9,11 @@ the raw UDP stream baseline:
 - ``mpirun ... python -m netdam.collectives.compare_worker mpi CASES.json OUT_DIR``:
   mpi4py over whatever transport mpirun was told to use;
 - ``python -m netdam.collectives.compare_worker udp-sink``: prints its port, counts the
-  bytes of each round of datagrams and, at a one-byte end marker, answers with the byte
-  count and the CLOCK_MONOTONIC time of the last data datagram (the sender holds the
-  start time on the same clock).
+  bytes of each round of datagrams, acknowledges every ``ACK_EVERY`` bytes (the sender
+  keeps at most ``WINDOW`` bytes unacknowledged, so the sink's socket buffer never
+  overflows) and, at a one-byte end marker, answers with the byte count and the
+  CLOCK_MONOTONIC time of the last data datagram (the sender holds the start time on the
+  same clock).
 
 A library rank does what a netdam rank does (``netdam.collectives.worker``): the same
 rank-dependent inputs from ``check.make_input``, warm-up and timed iterations each after a
@@ -36,9 +38,12 @@ import numpy as np
 
 from netdam.collectives import check as C
 
-#: the stream sink's answer: bytes received, time of the last data datagram
-REPORT = struct.Struct("!qd")
-END, QUIT = b"E", b"Q"
+#: the stream sink's answers: kind (ACK or END), bytes received, time of the last datagram
+REPORT = struct.Struct("!cqd")
+END, QUIT, ACK = b"E", b"Q", b"A"
+#: flow control of the stream: an acknowledgement per ACK_EVERY bytes, at most WINDOW
+#: bytes in flight (well under the 4 MiB socket buffer both ends ask for)
+ACK_EVERY, WINDOW = 512 << 10, 2 << 20
 
 
 def now() -> float:
@@ -181,17 +186,20 @@ def udp_sink() -> int:
     s.bind(("127.0.0.1", 0))
     print(s.getsockname()[1], flush=True)
     buf = bytearray(1 << 16)
-    got, last = 0, 0.0
+    got, last, next_ack = 0, 0.0, ACK_EVERY
     while True:
         n, peer = s.recvfrom_into(buf)
         if n == 1 and buf[0:1] == END:
-            s.sendto(REPORT.pack(got, last), peer)
-            got = 0
+            s.sendto(REPORT.pack(END, got, last), peer)
+            got, next_ack = 0, ACK_EVERY
         elif n == 1 and buf[0:1] == QUIT:
             return 0
         else:
             got += n
             last = now()
+            if got >= next_ack:
+                s.sendto(REPORT.pack(ACK, got, last), peer)
+                next_ack += ACK_EVERY
 
 
 def main(argv: list[str] | None = None) -> int:
