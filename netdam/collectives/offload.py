@@ -26,18 +26,19 @@ and level; the devices move and add every byte.
 
 The generators here yield the same ``Send``/``Recv`` as the host algorithms (for the
 barriers) plus callables: device steps the communicator's progress engine runs in turn.
+They read these attributes of the communicator (the simulator's stand-in has the same):
+``size, rank, layout, areas, group, timeout, agent`` (``write``, ``reduce_chain[_nb]``,
+``multicast_nb``), ``channels`` (``home.read_into``, ``wait_word``, ``when_each``), and
+the counters ``chain_blocks``, ``tree_counts`` and ``tree_radix``.
 """
 
 from __future__ import annotations
 
-import time
-
 from netdam.collectives import algorithms as A
-from netdam.handle import NetdamTimeout
 from netdam.wire.fields import DTYPE_SIZE, DType, RedOp
 
 
-def _rounds(comm, src: memoryview, dst: memoryview, esize: int, body):
+def rounds(comm, src: memoryview, dst: memoryview, esize: int, body):
     """Run an in-device algorithm round by round: each round puts this rank's part of
     ``src`` in its device's work area, meets the others at a barrier, runs
     ``body(spans)`` (which leaves the result in the work area), copies the result out to
@@ -73,7 +74,7 @@ def chain_allreduce(comm, src: memoryview, dst: memoryview, dtype: DType, op: Re
         yield lambda: comm.channels.wait_word(lay.offload_signal, target,
                                               "in-network allreduce")
 
-    yield from _rounds(comm, src, dst, DTYPE_SIZE[dtype], body)
+    yield from rounds(comm, src, dst, DTYPE_SIZE[dtype], body)
 
 
 def tree_children(pos: int, n: int, radix: int) -> range:
@@ -101,44 +102,34 @@ def tree_allreduce(comm, src: memoryview, dst: memoryview, dtype: DType, op: Red
         comm.chain_blocks += len(want)
         target = comm.chain_blocks
 
-        def aggregate():
-            """Pass every block up as soon as its children are in (in any order: a
-            fixed order could wait on a rank that waits on us for another block)."""
-            handles, deadline = [], time.monotonic() + comm.timeout
-            while want:
-                for b in [b for b, w in want.items()
-                          if ch.home.word(lay.aggregate_word(b)) >= w]:
-                    lo, hi = spans[b]
-                    pos = (rank - b) % n
-                    if pos == 0:    # the root: the sum goes down to every member
-                        handles.append(agent.multicast_nb(
-                            comm.group, home + (lay.work + lo),
-                            _block_of(ch, lay.work + lo, hi - lo),
-                            signal=home + lay.offload_signal, timeout=comm.timeout))
-                    else:           # fold my partial sum into my parent's memory
-                        parent = devices[(b + tree_parent(pos, radix)) % n]
-                        handles.append(agent.reduce_chain_nb(
-                            [devices[rank], parent], home + (lay.work + lo), hi - lo,
-                            dtype=dtype, op=op, signal=home + lay.aggregate_word(b),
-                            timeout=comm.timeout))
-                    del want[b]
-                if want:
-                    if time.monotonic() > deadline:
-                        raise NetdamTimeout(f"rank {rank}: aggregation of blocks "
-                                            f"{sorted(want)} not complete within "
-                                            f"{comm.timeout:g} s")
-                    ch.progress()
-                    ch.idle()
-            for h in handles:
-                h.wait()
+        handles = []
 
-        yield aggregate
+        def pass_up(b: int) -> None:
+            """My partial sum of block b is complete: up to my parent, or (the root)
+            down to every member."""
+            lo, hi = spans[b]
+            pos = (rank - b) % n
+            if pos == 0:
+                handles.append(agent.multicast_nb(
+                    comm.group, home + (lay.work + lo), block_of(ch, lay.work + lo, hi - lo),
+                    signal=home + lay.offload_signal, timeout=comm.timeout))
+            else:
+                parent = devices[(b + tree_parent(pos, radix)) % n]
+                handles.append(agent.reduce_chain_nb(
+                    [devices[rank], parent], home + (lay.work + lo), hi - lo, dtype=dtype,
+                    op=op, signal=home + lay.aggregate_word(b), timeout=comm.timeout))
+
+        # every block as soon as its children are in, in any order (a fixed order could
+        # wait on a rank that waits on us for another block)
+        yield lambda: ch.when_each([(lay.aggregate_word(b), w, lambda b=b: pass_up(b))
+                                    for b, w in want.items()], "aggregation")
+        yield lambda: [h.wait() for h in handles]
         yield lambda: ch.wait_word(lay.offload_signal, target, "aggregation tree result")
 
-    yield from _rounds(comm, src, dst, DTYPE_SIZE[dtype], body)
+    yield from rounds(comm, src, dst, DTYPE_SIZE[dtype], body)
 
 
-def _block_of(ch, offset: int, length: int) -> bytes:
+def block_of(ch, offset: int, length: int) -> bytes:
     """The aggregated block, copied out of this rank's device memory."""
     out = bytearray(length)
     ch.home.read_into(offset, memoryview(out))

@@ -225,6 +225,29 @@ class Channels:
                 time.sleep(min(max((now - start) / 10, 20e-6), WAIT_SLEEP_MAX))
         return word
 
+    def when_each(self, watches, what: str) -> None:
+        """Run ``step()`` for each ``(offset, value, step)`` once the home word at
+        ``offset`` reaches ``value``, in whatever order they get there; return when all
+        have run. Sleeps like ``wait_word`` while none is ready."""
+        pending = list(watches)
+        start = time.monotonic()
+        while pending:
+            ready = [w for w in pending if self.home.word(w[0]) >= w[1]]
+            for w in ready:
+                pending.remove(w)
+                w[2]()
+            if not pending:
+                return
+            now = time.monotonic()
+            if now > start + self.timeout:
+                raise NetdamTimeout(f"rank {self.rank}: {what} not complete within "
+                                    f"{self.timeout:g} s ({len(pending)} words short)")
+            self.progress()
+            if ready or self._inflight or self._outbox or now - start < 50e-6:
+                self.idle()
+            else:
+                time.sleep(min(max((now - start) / 10, 20e-6), WAIT_SLEEP_MAX))
+
     # -- progress ---------------------------------------------------------------------------
     def progress(self) -> None:
         """Post what has credit, retire what finished, let the agent move datagrams."""

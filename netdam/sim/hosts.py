@@ -386,7 +386,7 @@ class SimChannels:
     def wait_word(self, offset: int, value: int, what: str = "") -> None:
         self.host.record("word", offset, value)
 
-    def when_each(self, items) -> None:
+    def when_each(self, items, what: str = "") -> None:
         """Wait for several words, in any order: (offset, value, step) each; ``step()``
         runs once its word is reached and may read device memory and send."""
         self.host.record("each", list(items))

@@ -33,7 +33,6 @@ from netdam.sim.hosts import Phantom, SimHost, no_reduce
 from netdam.sim.model import ModelDevice, ModelPort
 from netdam.sim.network import Network
 from netdam.sim.packet import FirmwareDevice, PacketPort
-from netdam.sim import tree
 from netdam.sim.topology import FABRICS, LinkSpec, Topology
 from netdam.wire.fields import MAX_DATAGRAM, MIN_MTU, DType, RedOp
 
@@ -101,7 +100,7 @@ ALGORITHMS = {
     ("all_reduce", "recursive_doubling"): _allreduce(A.allreduce_recursive_doubling),
     ("all_reduce", "canonical"): _allreduce(A.allreduce_canonical),
     ("all_reduce", "chain"): _offload(offload.chain_allreduce),
-    ("all_reduce", "tree"): _offload(tree.tree_allreduce),
+    ("all_reduce", "tree"): _offload(offload.tree_allreduce),
     ("broadcast", "binomial"): lambda ctx, r: A.broadcast_binomial(r, ctx.n, ctx.bufs[r], 0),
     ("reduce", "binomial"): lambda ctx, r: A.reduce_binomial(r, ctx.n, ctx.bufs[r], 0,
                                                              ctx.red),
