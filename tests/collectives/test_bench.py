@@ -126,7 +126,8 @@ def _site_without(tmp_path, hidden: str) -> Path:
     """A copy (by symlinks) of this interpreter's site-packages without ``hidden``."""
     farm = tmp_path / "site"
     farm.mkdir()
-    for d in {p for p in sys.path if p.endswith("site-packages") and Path(p).is_dir()}:
+    for d in {p for p in sys.path if p.endswith(("site-packages", "dist-packages"))
+              and Path(p).is_dir()}:
         for entry in Path(d).iterdir():
             if not entry.name.lower().startswith(hidden) and not (farm / entry.name).exists():
                 (farm / entry.name).symlink_to(entry)
