@@ -13,6 +13,7 @@ import importlib
 import sys
 
 from rich.console import Console
+from rich.markup import escape
 from rich_argparse import RichHelpFormatter
 
 from netdam import __version__
@@ -43,8 +44,9 @@ class Parser(argparse.ArgumentParser):
     """An ArgumentParser whose errors are one line on stderr."""
 
     def error(self, message: str):  # noqa: D401 - argparse API
-        Console(stderr=True, soft_wrap=True).print(f"[bold red]{self.prog}: error:[/] {message} "
-                                   f"(see `{self.prog} --help`)", highlight=False)
+        Console(stderr=True, soft_wrap=True).print(
+            f"[bold red]{self.prog}: error:[/] {escape(message)} (see `{self.prog} --help`)",
+            highlight=False)
         raise SystemExit(2)
 
 
@@ -83,7 +85,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args._run(args) or 0)
     except NetdamError as exc:
-        Console(stderr=True, soft_wrap=True).print(f"[bold red]netdam {args.command}:[/] {exc}",
+        Console(stderr=True, soft_wrap=True).print(f"[bold red]netdam {args.command}:[/] "
+                                                   f"{escape(str(exc))}",
                                                    highlight=False)
         return 2 if isinstance(exc, UsageError) else 1
     except KeyboardInterrupt:

@@ -14,12 +14,12 @@ from __future__ import annotations
 import argparse
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from netdam.collectives.runner import Result, run_cases
 from netdam.errors import UsageError
 from netdam.transport.faults import add_fault_arguments, given_faults
+from netdam.ui import progress_bar
 
 SIZES = (4 << 10, (1 << 20) + 12)     # a latency size and a bandwidth size (odd count)
 
@@ -92,8 +92,7 @@ def run(args: argparse.Namespace) -> int:
     console = Console()
     console.print(f"netdam demo: {args.nodes} nodes x {args.devices_per_node} device(s), "
                   f"{n} host ranks, {len(cases)} checked cases")
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                  TimeElapsedColumn(), console=console, transient=True) as bar:
+    with progress_bar(console) as bar:
         task = bar.add_task("running collectives", total=len(cases))
         results = run_cases(cases, nprocs=n, nodes=args.nodes,
                             devices_per_node=args.devices_per_node, mtu=args.mtu,

@@ -32,7 +32,6 @@ import json
 from pathlib import Path
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from netdam.collectives import compare
@@ -43,6 +42,7 @@ from netdam.collectives.runner import Result, run_cases
 from netdam.collectives.types import OP_NAMES
 from netdam.errors import UsageError
 from netdam.transport.faults import add_fault_arguments, given_faults
+from netdam.ui import progress_bar
 
 #: algorithms swept per collective when --algo is not given
 ALGOS = {"all_reduce": ["ring", "recursive_doubling", "chain", "tree"]}
@@ -150,8 +150,7 @@ def run(args: argparse.Namespace) -> int:
     console.print(f"netdam bench: {n} ranks ({args.nodes} nodes x {args.devices_per_node}, "
                   f"{paths(args.nodes, args.devices_per_node)}), {len(cases)} cases, {args.warmup} warm-up + {args.iters} "
                   f"iterations each")
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                  TimeElapsedColumn(), console=console, transient=True) as bar:
+    with progress_bar(console) as bar:
         task = bar.add_task("netdam", total=len(cases))
         results = run_cases(cases, nprocs=n, nodes=args.nodes,
                             devices_per_node=args.devices_per_node, mtu=args.mtu,
