@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Transport benchmarks: prints one table the lead records.
 
-- 8-byte READ round trip through the agent and a device process (UDP and shared memory)
+- 8-byte READ round trip through the agent and a device process (UDP, shared memory, and
+  relayed through a device of the host's node to another device, SPEC §8.5)
   against a plain Python UDP echo and a C UDP echo (tools/udp_echo.c, compiled with the C
   compiler at run time into a temporary directory) of the same datagram size;
 - 64 KiB WRITE throughput (blocking and pipelined);
@@ -137,7 +138,9 @@ def main(argv=None) -> int:
             c_srv = subprocess.Popen([exe, "server", str(c_port)], stdout=subprocess.PIPE,
                                      text=True)
             c_srv.stdout.readline()
-        dev = DeviceProcess("--id", 1, "--mem-size", 2 * big, "--shm")
+        far = DeviceProcess("--id", 2, "--mem-size", 2 * big)   # "another node's" device
+        dev = DeviceProcess("--id", 1, "--mem-size", 2 * big, "--shm", "--peers",
+                            json.dumps({2: list(far.address)}))
         try:
             udp_ag = Agent(timeout=10)
             udp_ag.add_device(dev.info, path="udp")
@@ -145,20 +148,26 @@ def main(argv=None) -> int:
             shm_ag.add_device(dev.info, path="shm")
             ring_ag = Agent(timeout=10, direct_min=None)   # shm rings only, no mapping
             ring_ag.add_device(dev.info, path="shm")
+            relay_ag = Agent(timeout=10)       # device 2 through device 1 (SPEC §8.5)
+            relay_ag.add_device(dev.info, path="shm")
+            relay_ag.add_device(far.info, path="relay", via=1)
             size = overhead() + 8  # the size of an 8-byte READ_RESP datagram
-            lat = {"py": [], "c": [], "udp": [], "shm": []}
+            lat = {"py": [], "c": [], "udp": [], "shm": [], "relay": []}
             for _ in range(args.trials):
                 lat["py"].append(python_echo_rtt(py_port, size, args.count))
                 if exe:
                     lat["c"].append(c_echo_rtt(exe, c_port, size, args.count))
                 lat["udp"].append(agent_rtt(udp_ag, 1, args.count))
                 lat["shm"].append(agent_rtt(shm_ag, 1, args.count))
+                lat["relay"].append(agent_rtt(relay_ag, 2, args.count))
             med = {k: statistics.median(v) for k, v in lat.items() if v}
             rows.append((f"Python UDP echo RTT ({size} B)", med["py"], "us"))
             if "c" in med:
                 rows.append((f"C UDP echo RTT ({size} B)", med["c"], "us"))
             rows.append(("netdam READ 8 B RTT, UDP", med["udp"], "us"))
             rows.append(("netdam READ 8 B RTT, shm", med["shm"], "us"))
+            rows.append(("netdam READ 8 B RTT, relayed by the node's device", med["relay"],
+                         "us"))
             rows.append(("  UDP READ / Python echo (target <= 2)", med["udp"] / med["py"], "x"))
 
             a = Addr(1, 0)
@@ -184,15 +193,18 @@ def main(argv=None) -> int:
                 rows.append((f"C UDP stream, {DEFAULT_MTU} B datagrams", cs, "GB/s"))
                 rows.append(("  WRITE 16 MiB UDP / C stream (target >= 0.6)",
                              res["wUDP"] / cs, "x"))
+            rows.append(("WRITE 16 MiB, relayed by the node's device",
+                         throughput(lambda: relay_ag.write(Addr(2, 0), blob), big, 3), "GB/s"))
             for kind in ("shm", "shm rings"):
                 rows.append((f"  {kind} / UDP WRITE 16 MiB (target >= 3)",
                              res[f"w{kind}"] / res["wUDP"], "x"))
                 rows.append((f"  {kind} / UDP READ 16 MiB (target >= 3)",
                              res[f"r{kind}"] / res["rUDP"], "x"))
-            for ag in (udp_ag, ring_ag, shm_ag):
+            for ag in (udp_ag, ring_ag, shm_ag, relay_ag):
                 ag.close()
         finally:
             dev.stop()
+            far.stop()
             import socket
             s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
             s.sendto(b"q", ("127.0.0.1", py_port))
