@@ -22,6 +22,8 @@ from netdam.transport.faults import add_fault_arguments, given_faults
 from netdam.ui import progress_bar
 
 SIZES = (4 << 10, (1 << 20) + 12)     # a latency size and a bandwidth size (odd count)
+#: collectives whose reduce op means something (the table shows "-" for the others)
+REDUCING = {"all_reduce", "reduce", "reduce_scatter"}
 
 
 def plan(n: int, *, chain: bool) -> list[dict]:
@@ -68,7 +70,8 @@ def report(results: list[Result], n: int, title: str) -> Table:
         c = r.case
         algbw, busbw = r.bandwidth(n)
         mark = "[green]ok[/]" if r.ok else f"[red]FAIL[/] {r.error or ''}"
-        t.add_row(c["collective"], c.get("label", c.get("algo", "")), c.get("op", "sum"),
+        op = c.get("op", "sum") if c["collective"] in REDUCING else "-"
+        t.add_row(c["collective"], c.get("label", c.get("algo", "")), op,
                   c["dtype"], f"{r.nbytes:,}", f"{r.time_us:,.0f}", f"{algbw:.3f}",
                   f"{busbw:.3f}", str(r.wrong), mark)
     return t
