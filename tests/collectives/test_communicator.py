@@ -2,14 +2,11 @@
 run collectives at the same time, non-blocking collectives completing in order, in-place
 and out-of-place forms, and argument errors as one readable UsageError."""
 
-import io
-import sys
 import textwrap
 
 import pytest
 
 from netdam.cluster import LocalCluster
-from netdam.launch import run_hosts
 
 SCRIPT = textwrap.dedent("""
     import numpy as np, netdam
@@ -67,13 +64,6 @@ SCRIPT = textwrap.dedent("""
 
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("n", [3, 4])
-def test_split_nonblocking_inplace_and_errors(tmp_path, n):
-    script = tmp_path / "job.py"
-    script.write_text(SCRIPT)
-    out = io.StringIO()
+def test_split_nonblocking_inplace_and_errors(run_job, n):
     with LocalCluster(nodes=n, mem_size=64 << 20) as c:
-        code = run_hosts(c, n, [sys.executable, str(script)], out=out, err=out, timeout=90,
-                         extra_env={"NETDAM_JOB": f"comm{n}"})
-    assert code == 0, out.getvalue()
-    for r in range(n):
-        assert f"rank {r} ok" in out.getvalue()
+        run_job(c, SCRIPT, n, job=f"comm{n}")

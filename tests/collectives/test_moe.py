@@ -3,14 +3,11 @@ every token, bit for bit as the device quantized it, once to each rank holding o
 its experts (replicated inside a node by multicast); combine returns each token's
 weighted expert outputs summed in bfloat16, the same bits on every run."""
 
-import io
-import sys
 import textwrap
 
 import pytest
 
 from netdam.cluster import LocalCluster
-from netdam.launch import run_hosts
 
 SCRIPT = textwrap.dedent("""
     import numpy as np, netdam
@@ -94,13 +91,6 @@ SCRIPT = textwrap.dedent("""
 @pytest.mark.parametrize("faults", [{}, {"loss": 0.05, "dup": 0.05, "reorder": 0.1,
                                          "corrupt": 0.01, "seed": 5}],
                          ids=["clean", "faults"])
-def test_moe_dispatch_and_combine(tmp_path, faults):
-    script = tmp_path / "moe.py"
-    script.write_text(SCRIPT)
-    out = io.StringIO()
+def test_moe_dispatch_and_combine(run_job, faults):
     with LocalCluster(nodes=2, devices_per_node=2, mem_size=64 << 20, **faults) as c:
-        code = run_hosts(c, 4, [sys.executable, str(script)], out=out, err=out, timeout=90,
-                         extra_env={"NETDAM_JOB": "moe"})
-    assert code == 0, out.getvalue()
-    for r in range(4):
-        assert f"rank {r} ok" in out.getvalue()
+        run_job(c, SCRIPT, 4, job="moe")
