@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from firmware_model.timing import FRAME_OVERHEAD
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Link:
     """One direction of one cable between two simulated nodes."""
 
@@ -42,10 +42,12 @@ class Link:
     busy_ns: float = 0.0
     dropped: int = 0
     peak_queue_bytes: float = 0.0
+    # reserve(): booked intervals [start, end), sorted and disjoint
+    _starts: list[float] = field(default_factory=list, init=False, repr=False)
+    _ends: list[float] = field(default_factory=list, init=False, repr=False)
+    ns_per_byte: float = field(default=0.0, init=False, repr=False)
 
     def __post_init__(self):
-        self._starts: list[float] = []     # reserve(): booked intervals [start, end),
-        self._ends: list[float] = []       # sorted and disjoint
         if self.gbps <= 0 or self.latency_ns < 0:
             raise ValueError(f"link {self.name}: rate must be positive, latency >= 0")
         self.ns_per_byte = 8.0 / self.gbps

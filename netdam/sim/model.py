@@ -26,6 +26,7 @@ from netdam.wire.fields import Flag, Opcode
 from netdam.wire.frag import max_payload
 
 _ACK_BYTES = overhead(0)
+_OVERHEAD = [overhead(hops) for hops in range(16001)]  # route length -> header bytes
 _ATOMIC_RESP_BYTES = overhead(0) + 8
 _MCAST_COPY, _LAST_SIGNAL, _RESULT_MCAST = (int(Flag.MCAST_COPY), int(Flag.LAST_HOP_SIGNAL),
                                             int(Flag.RESULT_MCAST))
@@ -43,7 +44,7 @@ class Frag:
 
     @property
     def wire_bytes(self) -> int:
-        return self.npackets * overhead(len(self.pkt.route)) + self.payload
+        return self.npackets * _OVERHEAD[len(self.pkt.route)] + self.payload
 
 
 def split(length: int, per_packet: int, gran: int | None) -> list[tuple[int, int, int]]:
@@ -61,8 +62,18 @@ def split(length: int, per_packet: int, gran: int | None) -> list[tuple[int, int
 
 def _send(world: World, src_member: int, dest_member: int, f: Frag, head: float,
           tail: float) -> None:
-    world.net.send(src_member - 1, dest_member - 1, head, tail, f.npackets, f.wire_bytes, f,
-                   label=f.pkt.req_id, flow=(src_member, dest_member, f.pkt.opcode))
+    pkt, k = f.pkt, f.npackets
+    world.net.send(src_member - 1, dest_member - 1, head, tail, k,
+                   k * _OVERHEAD[len(pkt.route)] + f.payload, f,
+                   label=pkt.req_id, flow=(src_member, dest_member, pkt.opcode))
+
+
+def _next_hop(p: Packet, src: int, dst: int, hop: int) -> Packet:
+    """``p.copy(src=src, dst=dst, hop=hop)`` without the keyword round trip (once per
+    chain hop: the hot path of the in-network algorithms)."""
+    return Packet(p.opcode, p.flags, p.status, p.dtype, p.redop, hop, src, dst, p.pkey,
+                  p.group, p.rkey, p.seq, p.ack, p.req_id, p.addr, p.addr2, p.imm, p.length,
+                  p.frag_off, p.route, p.payload, p.version)
 
 
 class _Sender:
@@ -114,6 +125,7 @@ class ModelDevice(DeviceBase, _Sender):
         self._init_sender(anchors)
         self.gran = gran
         self.words: dict[int, int] = {}
+        self._changed = False      # a word changed since the watches were last looked at
         self._landed: dict[tuple, int] = {}
         self.members = [world.device_member(r) for r in range(world.n)]
 
@@ -137,7 +149,9 @@ class ModelDevice(DeviceBase, _Sender):
         first, last = self.process(head, tail, k, cost)
         _HANDLERS[op](self, f, first, last)
         self._answer(f, op, first, last)
-        self._fire(last)
+        if self._changed:          # a watch can only come true when its word changes
+            self._changed = False
+            self._fire(last)
 
     # -- what the device does -----------------------------------------------------------
     def _answer(self, f: Frag, op: int, first: float, last: float) -> None:
@@ -171,6 +185,7 @@ class ModelDevice(DeviceBase, _Sender):
         if got >= pkt.length:
             self._landed.pop(key, None)
             self.words[pkt.addr2] = self.words.get(pkt.addr2, 0) + pkt.imm
+            self._changed = True
         else:
             self._landed[key] = got
 
@@ -184,6 +199,7 @@ class ModelDevice(DeviceBase, _Sender):
     def _atomic(self, f: Frag, first: float, last: float) -> None:
         p = f.pkt
         self.words[p.addr] = self.words.get(p.addr, 0) + int.from_bytes(p.payload, "little")
+        self._changed = True
 
     def _multicast(self, f: Frag, first: float, last: float) -> None:
         p = f.pkt
@@ -211,13 +227,13 @@ class ModelDevice(DeviceBase, _Sender):
                 self._last_hop(p, Frag(p, 0, p.length, f.npackets, None, self.member),
                                first, last)
                 return
-            nxt = p.copy(src=self.member, dst=route[1], hop=1)
+            nxt = _next_hop(p, self.member, route[1], 1)
             per = max_payload(self.world.mtu, len(route))
             for off, pay, k in split(p.length, per, self.gran):
                 self.emit(route[1], Frag(nxt, off, pay, k, None, self.member), last, last)
         elif p.hop < len(route) - 1:
             nxt = route[p.hop + 1]
-            self.emit(nxt, Frag(p.copy(src=self.member, dst=nxt, hop=p.hop + 1), f.off,
+            self.emit(nxt, Frag(_next_hop(p, self.member, nxt, p.hop + 1), f.off,
                                 f.payload, f.npackets, None, self.member), first, last)
         else:
             self._last_hop(p, f, first, last)
@@ -226,7 +242,7 @@ class ModelDevice(DeviceBase, _Sender):
         self._land(("chain", p.route[0], p.req_id, p.addr, p.addr2), f, p.flags & _LAST_SIGNAL)
         if p.flags & _RESULT_MCAST:
             copy = p.copy(opcode=Opcode.MULTICAST, route=(), hop=0, redop=0, src=self.member,
-                          flags=_MCAST_COPY | (p.flags & _LAST_SIGNAL))
+                          flags=_MCAST_COPY | (int(p.flags) & _LAST_SIGNAL))
             self._replicate(copy, f, first, last)
 
 

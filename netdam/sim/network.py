@@ -40,7 +40,12 @@ class Network:
         route = self.topo.route(a, b, label)
         if not route:
             self.q.at(head, self.endpoints[b].deliver, head, tail, body)
-        elif self.hop_events:
+        elif not self.hop_events:
+            now = self.q.now
+            for link in route:
+                head, tail = link.reserve(head, tail, npackets, nbytes, now)
+            self.q.at(head, self.endpoints[b].deliver, head, tail, body)
+        else:
             i = 0
             if a >= self.topo.n:     # a host's own PCIe uplink: only it sends there, in
                 times = route[0].carry(head, tail, npackets, nbytes)   # time order: exact
@@ -53,10 +58,6 @@ class Network:
                     self.q.at(head, self.endpoints[b].deliver, head, tail, body)
                     return
             self.q.at(head, self._hop, route, i, head, tail, npackets, nbytes, body, b)
-        else:
-            times = self._through(route, head, tail, npackets, nbytes)
-            if times is not None:
-                self.q.at(times[0], self.endpoints[b].deliver, times[0], times[1], body)
 
     def account(self, a: int, b: int, head: float, tail: float, npackets: int, nbytes: int,
                 *, label: int = 0, flow: tuple[int, int, int] | None = None
@@ -100,12 +101,6 @@ class Network:
                 link.bytes += nbytes
                 link.busy_ns += link.ser_ns(npackets, nbytes)
         self._tallies.clear()
-
-    def _through(self, route, head, tail, npackets, nbytes):
-        now = self.q.now
-        for link in route:
-            head, tail = link.reserve(head, tail, npackets, nbytes, now)
-        return head, tail
 
     def _hop(self, route, i, head, tail, npackets, nbytes, body, dst) -> None:
         times = route[i].carry(head, tail, npackets, nbytes)
