@@ -21,6 +21,7 @@ The per-packet mode, running the real device, is what this model is checked agai
 from __future__ import annotations
 
 from netdam.sim.base import IS_RESPONSE, WORLD_GROUP, DeviceBase, Handle, World, device_cost
+from netdam.sim.network import flow_id
 from netdam.wire.codec import Packet, overhead
 from netdam.wire.fields import Flag, Opcode
 from netdam.wire.frag import max_payload
@@ -65,7 +66,7 @@ def _send(world: World, src_member: int, dest_member: int, f: Frag, head: float,
     pkt, k = f.pkt, f.npackets
     world.net.send(src_member - 1, dest_member - 1, head, tail, k,
                    k * _OVERHEAD[len(pkt.route)] + f.payload, f,
-                   label=pkt.req_id, flow=(src_member, dest_member, pkt.opcode))
+                   label=pkt.req_id, flow=(src_member << 24) | (dest_member << 8) | pkt.opcode)
 
 
 def _next_hop(p: Packet, src: int, dst: int, hop: int) -> Packet:
@@ -145,7 +146,10 @@ class ModelDevice(DeviceBase, _Sender):
             self.answered_by(f.sender, tail)
             return
         k = f.npackets
-        cost = device_cost(self.world, op, f.payload // k, pkt.length)
+        payload = f.payload // k
+        cost = self.world.costs.get((op, payload if payload else pkt.length))
+        if cost is None:
+            cost = device_cost(self.world, op, payload, pkt.length)
         first, last = self.process(head, tail, k, cost)
         _HANDLERS[op](self, f, first, last)
         self._answer(f, op, first, last)
@@ -164,7 +168,7 @@ class ModelDevice(DeviceBase, _Sender):
             _send(w, self.member, f.sender, Frag(pkt, 0, k * (size - _ACK_BYTES), k, f.token,
                                                  self.member), first, last)   # not sequenced
             return
-        flow = (self.member, f.sender, opcode)
+        flow = flow_id(self.member, f.sender, opcode)
         sender = w.net.endpoints[f.sender - 1]
         if f.token is None and not sender.anchors:     # nobody waits for this answer
             w.net.tally(self.node, f.sender - 1, k, k * size, label=f.pkt.req_id, flow=flow)

@@ -14,37 +14,52 @@ from netdam.sim.engine import EventQueue
 from netdam.sim.topology import Topology
 
 
+def flow_id(src: int, dst: int, opcode: int) -> int:
+    """The flow (source member, destination member, opcode) as one int: a large run
+    counts millions of flows, and an int key is smaller and hashes faster than a tuple
+    (members stay below 2**16, opcodes below 2**8). Hot callers inline the expression."""
+    return (src << 24) | (dst << 8) | opcode
+
+
 class Network:
     def __init__(self, q: EventQueue, topo: Topology, *, hop_events: bool = True):
         self.q, self.topo = q, topo
         self.hop_events = hop_events    #: False: carry every hop at once (per-chunk mode)
         self.endpoints: dict[int, object] = {}
-        #: (src member, dst member, opcode) -> [datagrams, bytes]
-        self.flows: dict[tuple[int, int, int], list[int]] = {}
+        self._deliver: dict[int, object] = {}
+        #: flow_id(src member, dst member, opcode) -> [datagrams, bytes]
+        self.flow_counts: dict[int, list[int]] = {}
         self.dropped = 0
-        self._tallies: dict[tuple[int, int, int], list[int]] = {}
+        self._tallies: dict[int, list[int]] = {}   # a << 32 | b << 16 | plane -> counts
 
     def attach(self, node: int, endpoint) -> None:
         self.endpoints[node] = endpoint
+        self._deliver[node] = endpoint.deliver    # one bound method, not one per burst
+
+    @property
+    def flows(self) -> dict[tuple[int, int, int], tuple[int, int]]:
+        """(src member, dst member, opcode) -> (datagrams, bytes), in first-sent order."""
+        return {(k >> 24, (k >> 8) & 0xFFFF, k & 0xFF): tuple(v)
+                for k, v in self.flow_counts.items()}
 
     def send(self, a: int, b: int, head: float, tail: float, npackets: int, nbytes: int,
-             body, *, label: int = 0, flow: tuple[int, int, int] | None = None) -> None:
-        """Put a burst on the wire at node ``a`` for node ``b``."""
+             body, *, label: int = 0, flow: int | None = None) -> None:
+        """Put a burst on the wire at node ``a`` for node ``b`` (``flow``: a flow_id)."""
         if flow is not None:
-            f = self.flows.get(flow)
+            f = self.flow_counts.get(flow)
             if f is None:
-                self.flows[flow] = [npackets, nbytes]
+                self.flow_counts[flow] = [npackets, nbytes]
             else:
                 f[0] += npackets
                 f[1] += nbytes
         route = self.topo.route(a, b, label)
         if not route:
-            self.q.at(head, self.endpoints[b].deliver, head, tail, body)
+            self.q.at(head, self._deliver[b], head, tail, body)
         elif not self.hop_events:
             now = self.q.now
             for link in route:
                 head, tail = link.reserve(head, tail, npackets, nbytes, now)
-            self.q.at(head, self.endpoints[b].deliver, head, tail, body)
+            self.q.at(head, self._deliver[b], head, tail, body)
         else:
             i = 0
             if a >= self.topo.n:     # a host's own PCIe uplink: only it sends there, in
@@ -55,18 +70,17 @@ class Network:
                 head, tail = times
                 i = 1
                 if len(route) == 1:
-                    self.q.at(head, self.endpoints[b].deliver, head, tail, body)
+                    self.q.at(head, self._deliver[b], head, tail, body)
                     return
             self.q.at(head, self._hop, route, i, head, tail, npackets, nbytes, body, b)
 
     def account(self, a: int, b: int, head: float, tail: float, npackets: int, nbytes: int,
-                *, label: int = 0, flow: tuple[int, int, int] | None = None
-                ) -> tuple[float, float]:
+                *, label: int = 0, flow: int | None = None) -> tuple[float, float]:
         """A burst of answers nobody needs to see arrive (acks in the per-chunk mode):
         counted on every link of its route (``Link.account``), no event; returns its
         (head, tail) arrival times."""
         if flow is not None:
-            f = self.flows.setdefault(flow, [0, 0])
+            f = self.flow_counts.setdefault(flow, [0, 0])
             f[0] += npackets
             f[1] += nbytes
         for link in self.topo.route(a, b, label):
@@ -74,18 +88,18 @@ class Network:
         return head, tail
 
     def tally(self, a: int, b: int, npackets: int, nbytes: int, *, label: int = 0,
-              flow: tuple[int, int, int] | None = None) -> None:
+              flow: int | None = None) -> None:
         """Count a burst of answers whose arrival nobody waits for (the per-chunk mode's
         acks between devices): added up per route and put on the links by ``settle``
         (serialisation is linear in datagrams and bytes, so the sums are exact)."""
         if flow is not None:
-            f = self.flows.get(flow)
+            f = self.flow_counts.get(flow)
             if f is None:
-                self.flows[flow] = [npackets, nbytes]
+                self.flow_counts[flow] = [npackets, nbytes]
             else:
                 f[0] += npackets
                 f[1] += nbytes
-        key = (a, b, label % self.topo.planes)
+        key = (a << 32) | (b << 16) | (label % self.topo.planes)
         t = self._tallies.get(key)
         if t is None:
             self._tallies[key] = [npackets, nbytes]
@@ -95,8 +109,8 @@ class Network:
 
     def settle(self) -> None:
         """Put the tallied answers on their links (before reading link counters)."""
-        for (a, b, label), (npackets, nbytes) in self._tallies.items():
-            for link in self.topo.route(a, b, label):
+        for key, (npackets, nbytes) in self._tallies.items():
+            for link in self.topo.route(key >> 32, (key >> 16) & 0xFFFF, key & 0xFFFF):
                 link.packets += npackets
                 link.bytes += nbytes
                 link.busy_ns += link.ser_ns(npackets, nbytes)
@@ -112,7 +126,7 @@ class Network:
         if i < len(route):
             self.q.at(head, self._hop, route, i, head, tail, npackets, nbytes, body, dst)
         else:
-            self.q.at(head, self.endpoints[dst].deliver, head, tail, body)
+            self.q.at(head, self._deliver[dst], head, tail, body)
 
 
-__all__ = ["Network"]
+__all__ = ["Network", "flow_id"]

@@ -18,6 +18,7 @@ from firmware_model.device import Device
 from firmware_model.memory import Rights
 from netdam.sim.base import WORLD_GROUP, DeviceBase, Handle, World, device_cost
 from netdam.sim.engine import SimError
+from netdam.sim.network import flow_id
 from netdam.transport.reliability import Reliability
 from netdam.wire.codec import Packet, encode, overhead
 from netdam.wire.fields import Opcode, Status
@@ -43,7 +44,7 @@ class _Endpoint:
         for dest, pkt in self.rel.datagrams_to_send(t * 1e-9):
             data = encode(pkt)
             net.send(node, w.node(dest), t, t, 1, len(data), data, label=pkt.req_id,
-                     flow=(member, dest, pkt.opcode))
+                     flow=flow_id(member, dest, pkt.opcode))
         self._arm()
 
     def answer(self, dest: int, pkt: Packet, t: float) -> None:
@@ -52,7 +53,8 @@ class _Endpoint:
         requests need to be bytes, for the device to decode and check."""
         self.world.net.send(self.member - 1, self.world.node(dest), t, t, 1,
                             overhead(len(pkt.route)) + len(pkt.payload), pkt,
-                            label=pkt.req_id, flow=(self.member, dest, pkt.opcode))
+                            label=pkt.req_id,
+                            flow=flow_id(self.member, dest, pkt.opcode))
 
     def _arm(self) -> None:
         """One retransmission timer per endpoint: when it fires it re-arms for the next

@@ -328,7 +328,7 @@ def _result(cfg: SimConfig, world: World, t_end: float, correct, wall0: float) -
     busbw = algbw * BUSBW_FACTOR[cfg.collective](cfg.ranks)
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return SimResult(cfg, t_end, algbw, busbw, links,
-                     {k: tuple(v) for k, v in world.net.flows.items()}, correct,
+                     world.net.flows, correct,
                      world.q.events, time.perf_counter() - wall0, rss,
                      world.topo.describe(), world.net.dropped)
 
