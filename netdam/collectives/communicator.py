@@ -138,7 +138,11 @@ class Communicator:
 
     # -- progress ------------------------------------------------------------------------
     def _progress(self) -> None:
-        self.channels.progress()
+        try:
+            self.channels.progress()   # raises when a posted piece or credit failed
+        except BaseException as exc:
+            self.broken = self.broken or f"{exc}"
+            raise
         while self._queue:
             req = self._queue[0]
             try:
