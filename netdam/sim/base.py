@@ -114,17 +114,23 @@ class DeviceBase:
         if not self._watches:
             return
         for offset in list(self._watches):
-            w = self.word(offset)
-            waiting = self._watches[offset]
-            ready = [cb for v, cb in waiting if w >= v]
-            if ready:
-                rest = [(v, cb) for v, cb in waiting if w < v]
-                if rest:
-                    self._watches[offset] = rest
-                else:
-                    del self._watches[offset]
-                for cb in ready:
-                    self.world.q.at(t, cb, t)
+            self._fire_word(offset, t)
+
+    def _fire_word(self, offset: int, t: float) -> None:
+        """Run (at ``t``) the watches on ``offset`` that its word now satisfies."""
+        waiting = self._watches.get(offset)
+        if waiting is None:
+            return
+        w = self.word(offset)
+        ready = [cb for v, cb in waiting if w >= v]
+        if ready:
+            rest = [(v, cb) for v, cb in waiting if w < v]
+            if rest:
+                self._watches[offset] = rest
+            else:
+                del self._watches[offset]
+            for cb in ready:
+                self.world.q.at(t, cb, t)
 
 
 class Handle:

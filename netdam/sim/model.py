@@ -126,12 +126,16 @@ class ModelDevice(DeviceBase, _Sender):
         self._init_sender(anchors)
         self.gran = gran
         self.words: dict[int, int] = {}
-        self._changed = False      # a word changed since the watches were last looked at
+        self._changed = -1         # the word a datagram changed (-2: several), for _fire
         self._landed: dict[tuple, int] = {}
         self.members = [world.device_member(r) for r in range(world.n)]
 
     def word(self, offset: int) -> int:
         return self.words.get(offset, 0)
+
+    def _note_change(self, offset: int) -> None:
+        c = self._changed
+        self._changed = offset if c == -1 or c == offset else -2
 
     def write_local(self, offset: int, data) -> None:
         """Sizes only: nothing to store."""
@@ -153,9 +157,13 @@ class ModelDevice(DeviceBase, _Sender):
         first, last = self.process(head, tail, k, cost)
         _HANDLERS[op](self, f, first, last)
         self._answer(f, op, first, last)
-        if self._changed:          # a watch can only come true when its word changes
-            self._changed = False
-            self._fire(last)
+        changed = self._changed    # a watch can only come true when its word changes
+        if changed != -1:
+            self._changed = -1
+            if changed == -2:
+                self._fire(last)
+            else:                  # the usual case: one word, look at its watches only
+                self._fire_word(changed, last)
 
     # -- what the device does -----------------------------------------------------------
     def _answer(self, f: Frag, op: int, first: float, last: float) -> None:
@@ -189,7 +197,7 @@ class ModelDevice(DeviceBase, _Sender):
         if got >= pkt.length:
             self._landed.pop(key, None)
             self.words[pkt.addr2] = self.words.get(pkt.addr2, 0) + pkt.imm
-            self._changed = True
+            self._note_change(pkt.addr2)
         else:
             self._landed[key] = got
 
@@ -203,7 +211,7 @@ class ModelDevice(DeviceBase, _Sender):
     def _atomic(self, f: Frag, first: float, last: float) -> None:
         p = f.pkt
         self.words[p.addr] = self.words.get(p.addr, 0) + int.from_bytes(p.payload, "little")
-        self._changed = True
+        self._note_change(p.addr)
 
     def _multicast(self, f: Frag, first: float, last: float) -> None:
         p = f.pkt

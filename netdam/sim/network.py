@@ -10,6 +10,7 @@ mode) register by node id and receive ``deliver(head, tail, body)``.
 
 from __future__ import annotations
 
+from firmware_model.timing import FRAME_OVERHEAD
 from netdam.sim.engine import EventQueue
 from netdam.sim.topology import Topology
 
@@ -109,11 +110,13 @@ class Network:
 
     def settle(self) -> None:
         """Put the tallied answers on their links (before reading link counters)."""
+        route = self.topo.route
         for key, (npackets, nbytes) in self._tallies.items():
-            for link in self.topo.route(key >> 32, (key >> 16) & 0xFFFF, key & 0xFFFF):
+            wire = nbytes + npackets * FRAME_OVERHEAD      # Link.ser_ns, inlined
+            for link in route(key >> 32, (key >> 16) & 0xFFFF, key & 0xFFFF):
                 link.packets += npackets
                 link.bytes += nbytes
-                link.busy_ns += link.ser_ns(npackets, nbytes)
+                link.busy_ns += wire * link.ns_per_byte
         self._tallies.clear()
 
     def _hop(self, route, i, head, tail, npackets, nbytes, body, dst) -> None:

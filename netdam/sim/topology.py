@@ -152,7 +152,7 @@ class Topology:
         self._switch_base = 2 * n
         self._rng = random.Random(seed)
         self.links: dict[tuple[int, int], Link] = {}
-        self._routes: dict[tuple, tuple[Link, ...]] = {}
+        self._routes: dict[int, tuple[Link, ...]] = {}
 
     # -- naming ------------------------------------------------------------------------
     def host(self, rank: int) -> int:
@@ -189,7 +189,8 @@ class Topology:
 
     def route(self, a: int, b: int, label: int = 0) -> tuple[Link, ...]:
         """The links from node ``a`` to node ``b`` (devices and hosts)."""
-        key = (a, b, label % self.planes) if self.planes > 1 else (a, b)
+        # one int key (nodes stay below 2**16): a large run caches millions of routes
+        key = (a << 16 | b) << 16 | label % self.planes if self.planes > 1 else a << 16 | b
         r = self._routes.get(key)
         if r is None:
             n, hops = self.n, []
