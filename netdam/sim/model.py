@@ -223,10 +223,11 @@ class ModelDevice(DeviceBase, _Sender):
                             last)
 
     def _replicate(self, pkt: Packet, f: Frag, first: float, last: float) -> None:
-        for m in self._group(pkt.group):
-            if m != self.member:
-                self.emit(m, Frag(pkt, f.off, f.payload, f.npackets, None, self.member), first,
-                          last)
+        with self.world.q.batch():      # one heap entry for all the copies (engine.py)
+            for m in self._group(pkt.group):
+                if m != self.member:
+                    self.emit(m, Frag(pkt, f.off, f.payload, f.npackets, None, self.member),
+                              first, last)
 
     def _group(self, group: int) -> list[int]:
         return self.members if group == WORLD_GROUP else []
