@@ -19,6 +19,7 @@ random (seeded). Both drops are counted.
 from __future__ import annotations
 
 import random
+from array import array
 from bisect import bisect_right
 from dataclasses import dataclass, field
 
@@ -42,9 +43,11 @@ class Link:
     busy_ns: float = 0.0
     dropped: int = 0
     peak_queue_bytes: float = 0.0
-    # reserve(): booked intervals [start, end), sorted and disjoint
-    _starts: list[float] = field(default_factory=list, init=False, repr=False)
-    _ends: list[float] = field(default_factory=list, init=False, repr=False)
+    # reserve(): booked intervals [start, end), sorted and disjoint; arrays of doubles,
+    # not lists of float objects: the search walks them, and at 1,024 ranks a list's
+    # floats lie scattered over a gigabyte (a cache miss each)
+    _starts: array = field(default_factory=lambda: array("d"), init=False, repr=False)
+    _ends: array = field(default_factory=lambda: array("d"), init=False, repr=False)
     ns_per_byte: float = field(default=0.0, init=False, repr=False)
 
     def __post_init__(self):
