@@ -223,11 +223,15 @@ class ModelDevice(DeviceBase, _Sender):
                             last)
 
     def _replicate(self, pkt: Packet, f: Frag, first: float, last: float) -> None:
+        emit = self.emit if self.anchors else None    # None: straight to the wire
         with self.world.q.batch():      # one heap entry for all the copies (engine.py)
             for m in self._group(pkt.group):
                 if m != self.member:
-                    self.emit(m, Frag(pkt, f.off, f.payload, f.npackets, None, self.member),
-                              first, last)
+                    c = Frag(pkt, f.off, f.payload, f.npackets, None, self.member)
+                    if emit is None:
+                        _send(self.world, self.member, m, c, first, last)
+                    else:
+                        emit(m, c, first, last)
 
     def _group(self, group: int) -> list[int]:
         return self.members if group == WORLD_GROUP else []

@@ -113,7 +113,7 @@ class Network:
         route = self.topo.route
         for key, (npackets, nbytes) in self._tallies.items():
             wire = nbytes + npackets * FRAME_OVERHEAD      # Link.ser_ns, inlined
-            for link in route(key >> 32, (key >> 16) & 0xFFFF, key & 0xFFFF):
+            for link in route(key >> 32, (key >> 16) & 0xFFFF, key & 0xFFFF, False):
                 link.packets += npackets
                 link.bytes += nbytes
                 link.busy_ns += wire * link.ns_per_byte

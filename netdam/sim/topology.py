@@ -187,8 +187,9 @@ class Topology:
             at = node
         return out
 
-    def route(self, a: int, b: int, label: int = 0) -> tuple[Link, ...]:
-        """The links from node ``a`` to node ``b`` (devices and hosts)."""
+    def route(self, a: int, b: int, label: int = 0, cache: bool = True) -> tuple[Link, ...]:
+        """The links from node ``a`` to node ``b`` (devices and hosts); ``cache=False``
+        for a route asked once (not kept)."""
         # one int key (nodes stay below 2**16): a large run caches millions of routes
         key = (a << 16 | b) << 16 | label % self.planes if self.planes > 1 else a << 16 | b
         r = self._routes.get(key)
@@ -201,7 +202,9 @@ class Topology:
             hops += self._device_path(src, dst, label)
             if b >= n:
                 hops.append(self._link(dst, b, "pcie"))
-            r = self._routes[key] = tuple(hops)
+            r = tuple(hops)
+            if cache:
+                self._routes[key] = r
         return r
 
     def describe(self) -> str:
