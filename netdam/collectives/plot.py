@@ -1,7 +1,8 @@
-"""A small SVG line chart for ``netdam bench --plot``: bus bandwidth against message size.
+"""The one SVG line chart of netdam: ``netdam bench --plot`` (bus bandwidth against
+message size) and ``netdam sim --plot`` (modeled time against size or ranks).
 
-Owns the drawing and nothing else: given named series of (size in bytes, busbw in GB/s)
-points it returns one self-contained SVG document with a log2 x axis (ticks at powers of
+Owns the drawing and nothing else: given named series of (x, y) points (for the bench,
+size in bytes and busbw in GB/s) it returns one self-contained SVG document with a log2 x axis (ticks at powers of
 two, labelled 4K, 1M, ...), a y axis that turns logarithmic when the values span more
 than two decades (a memcpy baseline next to an emulator otherwise flattens every other
 line), axis labels, a title and a legend. Each series is one ``<polyline
@@ -69,7 +70,17 @@ class _Axis:
 
 def busbw_svg(series: dict[str, list[tuple[int, float]]], title: str,
               dashed: set[str] = frozenset()) -> str:
-    """The chart as SVG text; ``series`` maps a legend name to its (size, busbw) points."""
+    """The busbw chart as SVG text; ``series`` maps a legend name to (size, busbw)."""
+    return line_chart(series, title=title, xlabel="message size (bytes, log scale)",
+                      ylabel="busbw (GB/s)", dashed=dashed)
+
+
+def line_chart(series: dict[str, list[tuple[float, float]]], *, title: str, xlabel: str,
+               ylabel: str, x_bytes: bool = True, dashed: set[str] = frozenset()) -> str:
+    """SVG text of named series of (x, y) points: a log2 x axis (labelled as sizes when
+    ``x_bytes``, else as plain numbers), a y axis that turns logarithmic over wide
+    ranges, one ``<polyline class="series">`` per series (dashed if named in
+    ``dashed``) and a legend. Points with a value <= 0 are left out."""
     points = [(s, b) for pts in series.values() for s, b in pts]
     sizes = [s for s, _ in points if s > 0] or [1]
     values = [b for _, b in points if b > 0] or [1.0]
@@ -85,8 +96,9 @@ def busbw_svg(series: dict[str, list[tuple[int, float]]], title: str,
         px = x(v)
         out.append(f'<line class="grid" x1="{px:.1f}" y1="{TOP}" x2="{px:.1f}" '
                    f'y2="{HEIGHT - BOTTOM}" stroke="#e5e5e5"/>')
+        label = size_label(v) if x_bytes else f"{v:g}"
         out.append(f'<text class="xtick" x="{px:.1f}" y="{HEIGHT - BOTTOM + 16}" '
-                   f'text-anchor="middle">{size_label(v)}</text>')
+                   f'text-anchor="middle">{label}</text>')
     for v in y.ticks():
         py = y(v)
         out.append(f'<line class="grid" x1="{LEFT}" y1="{py:.1f}" x2="{WIDTH - RIGHT}" '
@@ -96,8 +108,8 @@ def busbw_svg(series: dict[str, list[tuple[int, float]]], title: str,
     out.append(f'<rect x="{LEFT}" y="{TOP}" width="{WIDTH - LEFT - RIGHT}" '
                f'height="{HEIGHT - TOP - BOTTOM}" fill="none" stroke="black"/>')
     out.append(f'<text class="xlabel" x="{(LEFT + WIDTH - RIGHT) / 2}" y="{HEIGHT - 18}" '
-               f'text-anchor="middle">message size (bytes, log scale)</text>')
-    ylabel = "busbw (GB/s" + (", log scale)" if log_y else ")")
+               f'text-anchor="middle">{escape(xlabel)}</text>')
+    ylabel = escape(ylabel) + (" (log scale)" if log_y else "")
     out.append(f'<text class="ylabel" x="18" y="{(TOP + HEIGHT - BOTTOM) / 2}" '
                f'text-anchor="middle" transform="rotate(-90 18 {(TOP + HEIGHT - BOTTOM) / 2})"'
                f'>{ylabel}</text>')

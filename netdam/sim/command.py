@@ -23,7 +23,7 @@ from rich.table import Table
 from netdam.collectives.run_cmd import parse_size
 from netdam.errors import UsageError
 from netdam.sim.run import COLLECTIVES, MODES, SimConfig, SimResult, algorithms_of, simulate
-from netdam.sim.svg import line_chart
+from netdam.collectives.plot import line_chart
 from netdam.sim.topology import FABRICS
 
 
@@ -161,7 +161,7 @@ def plot(results: list[SimResult], path: str, by: str) -> None:
     svg = line_chart(series, title=f"{c.collective}, {what}, {results[0].topology}, "
                                    f"{c.link_gbps:g} Gbit/s ({c.mode} mode)",
                      xlabel="bytes per rank" if by == "size" else "ranks",
-                     ylabel="modeled time (us)", xunit="B" if by == "size" else "")
+                     ylabel="modeled time (us)", x_bytes=by == "size")
     Path(path).write_text(svg)
 
 
