@@ -218,9 +218,7 @@ class DeviceServer:
             if where is None:
                 self.forward_counters["forward_unroutable"] += 1
             elif where[0] is _VIA_SHM:
-                port = self.shm.send(where[1], encode_parts(pkt))
-                if port:
-                    self.udp.ring_doorbell(port)
+                self._to_ring(where[1], encode_parts(pkt))
             else:
                 self.udp.send(pkt, where, now)
             return
@@ -231,6 +229,13 @@ class DeviceServer:
             pkt.payload = bytes(pkt.payload)
         self.rel.submit(dest, pkt, now)
 
+    def _to_ring(self, slot: int, parts) -> None:
+        """A datagram onto a host's response ring, waking the host if it sleeps (a full
+        ring drops it, counted there; the host retransmits)."""
+        port = self.shm.send(slot, parts)
+        if port:
+            self.udp.ring_doorbell(port)
+
     def _emit_udp(self, outs, addr, now: float) -> None:
         send = self.udp.send
         for dest, pkt in outs:
@@ -240,12 +245,9 @@ class DeviceServer:
                 self._to_member(dest, pkt, now)
 
     def _emit_shm(self, outs, slot: int, now: float) -> None:
-        send = self.shm.send
         for dest, pkt in outs:
             if dest is None:
-                port = send(slot, encode_parts(pkt))
-                if port:
-                    self.udp.ring_doorbell(port)
+                self._to_ring(slot, encode_parts(pkt))
             else:
                 self._to_member(dest, pkt, now)
 
@@ -282,9 +284,7 @@ class DeviceServer:
             return False
         where = self._learned.get(dst)
         if where is not None and where[0] is _VIA_SHM:
-            port = self.shm.send(where[1], [view])   # a full ring drops it, counted there
-            if port:
-                self.udp.ring_doorbell(port)
+            self._to_ring(where[1], [view])
             self.forward_counters["relayed_in"] += 1
         else:
             self.forward_counters["relay_dropped"] += 1
