@@ -219,10 +219,7 @@ class Channels:
                 raise NetdamTimeout(f"rank {self.rank}: {what} not reached within "
                                     f"{self.timeout:g} s (at {word} of {value})")
             self.progress()
-            if self._inflight or self._outbox or now - start < 50e-6:
-                self.idle()
-            else:
-                time.sleep(min(max((now - start) / 10, 20e-6), WAIT_SLEEP_MAX))
+            self._doze(now - start, busy=False)
         return word
 
     def when_each(self, watches, what: str) -> None:
@@ -243,10 +240,7 @@ class Channels:
                 raise NetdamTimeout(f"rank {self.rank}: {what} not complete within "
                                     f"{self.timeout:g} s ({len(pending)} words short)")
             self.progress()
-            if ready or self._inflight or self._outbox or now - start < 50e-6:
-                self.idle()
-            else:
-                time.sleep(min(max((now - start) / 10, 20e-6), WAIT_SLEEP_MAX))
+            self._doze(now - start, busy=bool(ready))
 
     # -- progress ---------------------------------------------------------------------------
     def progress(self) -> None:
@@ -260,6 +254,15 @@ class Channels:
         self._idle_spins += 1
         if self._idle_spins > 64:
             time.sleep(50e-6 if self.home.mapped else 200e-6)
+
+    def _doze(self, waited: float, busy: bool) -> None:
+        """Pause while waiting on device words: the usual idle step while this rank has
+        work of its own in flight (or just moved), else a sleep of a tenth of the time
+        waited so far, at most ``WAIT_SLEEP_MAX``."""
+        if busy or self._inflight or self._outbox or waited < 50e-6:
+            self.idle()
+        else:
+            time.sleep(min(max(waited / 10, 20e-6), WAIT_SLEEP_MAX))
 
     def flush(self) -> None:
         """Wait until every posted piece and credit has been acknowledged."""
