@@ -271,12 +271,14 @@ def dispatch(comm, p: Plan):
             ch.home.read_into(q_at, memoryview(q).cast("B"))
             ch.home.read_into(s_at, memoryview(s).cast("B"))
         handles = []
-        for ranks in _node_ranks(comm).values():
+        nodes = _node_ranks(comm)
+        local = nodes[comm.nodes[rank]].index(rank)     # my index among my node's ranks
+        for ranks in nodes.values():
             rows = _union(p, ranks)
             msg = Message(len(rows), p.hidden, p.topk.shape[1]).pack(
                 token=rows, topk=p.topk[rows], weight=p.weights[rows],
                 fp8=q[rows, :p.hidden], scale=s[rows])
-            handles += _post(comm, ranks, lay.work + rank * p.inbox_slot, msg)
+            handles += _post(comm, ranks, local, lay.work + rank * p.inbox_slot, msg)
         return handles
 
     handles = yield send
@@ -288,14 +290,14 @@ def dispatch(comm, p: Plan):
     yield from A.barrier_dissemination(rank, n)   # every inbox read: free for the next
 
 
-def _post(comm, ranks: list[int], offset: int, msg: bytearray) -> list:
+def _post(comm, ranks: list[int], local: int, offset: int, msg: bytearray) -> list:
     """Send one dispatch message to every rank of a node: one multicast to the node's
-    group when it has one, else a put-signal per rank."""
+    group when it has one (entering at the device of the sender's own local index),
+    else a put-signal per rank."""
     agent, lay, areas = comm.agent, comm.layout, comm.areas
     gid = comm.node_groups.get(comm.nodes[ranks[0]])
     if gid is not None:
-        mine = _node_ranks(comm)[comm.nodes[comm.rank]]
-        entry = areas[ranks[mine.index(comm.rank) % len(ranks)]]   # same local index
+        entry = areas[ranks[local % len(ranks)]]
         comm.moe_counters["multicasts"] += 1
         return [agent.multicast_nb(gid, entry + offset, msg, signal=entry + lay.offload_signal,
                                    timeout=comm.timeout)]
