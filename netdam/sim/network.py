@@ -47,12 +47,7 @@ class Network:
              body, *, label: int = 0, flow: int | None = None) -> None:
         """Put a burst on the wire at node ``a`` for node ``b`` (``flow``: a flow_id)."""
         if flow is not None:
-            f = self.flow_counts.get(flow)
-            if f is None:
-                self.flow_counts[flow] = [npackets, nbytes]
-            else:
-                f[0] += npackets
-                f[1] += nbytes
+            _add(self.flow_counts, flow, npackets, nbytes)
         route = self.topo.route(a, b, label)
         if not route:
             self.q.at(head, self._deliver[b], head, tail, body)
@@ -81,9 +76,7 @@ class Network:
         counted on every link of its route (``Link.account``), no event; returns its
         (head, tail) arrival times."""
         if flow is not None:
-            f = self.flow_counts.setdefault(flow, [0, 0])
-            f[0] += npackets
-            f[1] += nbytes
+            _add(self.flow_counts, flow, npackets, nbytes)
         for link in self.topo.route(a, b, label):
             head, tail = link.account(head, tail, npackets, nbytes)
         return head, tail
@@ -94,19 +87,9 @@ class Network:
         acks between devices): added up per route and put on the links by ``settle``
         (serialisation is linear in datagrams and bytes, so the sums are exact)."""
         if flow is not None:
-            f = self.flow_counts.get(flow)
-            if f is None:
-                self.flow_counts[flow] = [npackets, nbytes]
-            else:
-                f[0] += npackets
-                f[1] += nbytes
+            _add(self.flow_counts, flow, npackets, nbytes)
         key = (a << 32) | (b << 16) | (label % self.topo.planes)
-        t = self._tallies.get(key)
-        if t is None:
-            self._tallies[key] = [npackets, nbytes]
-        else:
-            t[0] += npackets
-            t[1] += nbytes
+        _add(self._tallies, key, npackets, nbytes)
 
     def settle(self) -> None:
         """Put the tallied answers on their links (before reading link counters)."""
@@ -133,3 +116,13 @@ class Network:
 
 
 __all__ = ["Network", "flow_id"]
+
+
+def _add(table: dict, key: int, npackets: int, nbytes: int) -> None:
+    """Add a burst to ``table[key]`` = [datagrams, bytes] (first use keeps its order)."""
+    c = table.get(key)
+    if c is None:
+        table[key] = [npackets, nbytes]
+    else:
+        c[0] += npackets
+        c[1] += nbytes
