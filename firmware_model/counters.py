@@ -19,6 +19,7 @@ NAMES = (
     "duplicates",           # sequenced requests seen again (not applied again)
     "rx_retransmits",       # requests that carried the RETRANSMIT flag (new or duplicate)
     "held",                 # requests held for an ordering condition
+    "acks_deferred",        # ACKs folded into a later ACK that answers a run (SPEC §4.7)
     "hold_expired",         # held requests NAKed BUSY at their deadline
     "responses_ignored",    # response opcodes that reached the device (NAKs are never answered)
     "signals",              # signal words incremented (PUT_SIGNAL, chain, multicast)
@@ -57,11 +58,11 @@ class Counters:
     def add(self, name: str, n: float = 1) -> None:
         self.flat[name] += n
 
-    def request(self, name: str, nbytes: int) -> None:
+    def request(self, name: str, nbytes: int, packets: int = 1) -> None:
         row = self.by_opcode.get(name)
         if row is None:
             row = self.by_opcode[name] = {"packets": 0, "bytes": 0, "busy_ns": 0.0}
-        row["packets"] += 1
+        row["packets"] += packets
         row["bytes"] += nbytes
 
     def busy(self, name: str, ns: float) -> None:

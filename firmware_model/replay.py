@@ -115,6 +115,9 @@ class PeerState:
     last_seen: float
     held: dict[int, Held] = field(default_factory=dict)
     held_bytes: int = 0
+    ack: Any = None          #: the ACK deferred to answer a run of requests (SPEC §4.7)
+    ack_count: int = 0       #: requests that ACK answers (the run ends at its seq)
+    ack_due: float = 0.0     #: when it goes out even if the run has not ended
 
     def acquire_pending_before(self, seq: int, acquire_flag: int) -> bool:
         """Is a held ACQUIRE request of this peer earlier than ``seq``?"""

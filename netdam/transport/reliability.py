@@ -15,7 +15,8 @@ datagrams to send and for its next timer (the aioquic pattern).
 Two kinds of datagram (``submit(..., needs_reply=...)``):
 
 - plain requests (WRITE, REDUCE, FENCE...) are retired by the reply that echoes their
-  ``seq`` (selective ack) or by a cumulative ``ack`` beyond them;
+  ``seq`` (selective ack; a coalesced ACK answers a run of them, SPEC §4.7) or by a
+  cumulative ``ack`` beyond them;
 - requests whose *answer* matters (READ, atomics) are retired only when the caller says
   the answer is complete (``on_reply(..., final=True)``); a cumulative ack merely marks
   them delivered, and they are retransmitted until their answer arrives (the receiver
@@ -34,12 +35,13 @@ from dataclasses import dataclass
 from typing import Any, Hashable
 
 from netdam.wire.codec import Packet
-from netdam.wire.fields import Flag
+from netdam.wire.fields import Flag, Opcode
 from netdam.wire.seqnum import seq_add, seq_diff
 
 _SEQ_MASK = (1 << 32) - 1
 # plain ints: IntFlag arithmetic builds enum members, too slow for the per-datagram path
 _ACK_REQ, _ACK_VALID, _RETRANSMIT = int(Flag.ACK_REQ), int(Flag.ACK_VALID), int(Flag.RETRANSMIT)
+_ACK = int(Opcode.ACK)
 
 
 @dataclass(frozen=True)
@@ -264,6 +266,15 @@ class Reliability:
                 self._retire(peer, p, e, now, done)
         elif final:
             self.counters["duplicate_replies"] += 1
+        run = reply.addr2 if reply.opcode == _ACK else 0
+        if run > 1:     # a coalesced ACK answers seq - run + 1 .. seq (SPEC §4.7)
+            p.anchored = True
+            outstanding = p.outstanding
+            for k in range(1, min(run, self.config.window)):
+                e = outstanding.get((reply.seq - k) & _SEQ_MASK)
+                if e is not None:
+                    e.delivered = True
+                    self._retire(peer, p, e, now, done)
         if reply.flags & _ACK_VALID:
             ack = reply.ack
             if seq_diff(ack, p.cum) > 0 and seq_diff(ack, p.next_seq) <= 0:

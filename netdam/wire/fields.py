@@ -34,7 +34,7 @@ class Opcode(IntEnum):
     READ = 0x01  # read length bytes at addr; answered by READ_RESP fragments
     READ_RESP = 0x02  # data of a READ, fragmented to the requester's MTU
     WRITE = 0x03  # write the payload at addr + frag_off
-    ACK = 0x04  # positive acknowledgement; seq/req_id echo the request, ack is cumulative
+    ACK = 0x04  # positive acknowledgement; seq/req_id echo the request (addr2 > 1: the run of addr2 requests ending at seq), ack is cumulative
     NAK = 0x05  # negative acknowledgement; status says why, imm holds the rejected opcode
     ATOMIC_FADD = 0x06  # fetch-and-add of the 8-byte payload to the 8-byte word at addr
     ATOMIC_CAS = 0x07  # compare-and-swap; payload = compare (8) then swap (8)

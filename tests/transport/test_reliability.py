@@ -71,6 +71,20 @@ def test_selective_ack_retires_one():
     assert rel.counters["duplicate_replies"] == 1
 
 
+def test_a_coalesced_ack_retires_its_whole_run():
+    """SPEC §4.7: an ACK with addr2 = n answers seq - n + 1 .. seq, and only those."""
+    rel = Reliability(initial_seq=0xFFFFFFFE)
+    _anchor(rel)
+    for i in range(6):
+        rel.submit(PEER, _req(), 0.0, token=i, needs_reply=True)
+    sent = [p for _, p in rel.datagrams_to_send(0.0)]
+    run = _ack(sent[3])
+    run.addr2 = 4                                    # wraps: seqs 0xFFFFFFFF .. 2
+    assert [r.token for r in rel.on_reply(PEER, run, 0.001)] == [3, 2, 1, 0]
+    assert rel.in_flight(PEER) == 2                  # 4 and 5 still wait for theirs
+    assert rel.on_reply(PEER, run, 0.002) == []      # a duplicate retires nothing
+
+
 def test_needs_reply_survives_cumulative_ack_until_final():
     rel = Reliability(initial_seq=5)
     rel.submit(PEER, Packet(opcode=Opcode.READ, length=100), 0.0, token="r",

@@ -1,0 +1,165 @@
+"""``Device.receive_many`` against ``Device.receive``, and ACK coalescing (SPEC §4.7).
+
+Invariant: for any list of datagrams, ``receive_many`` leaves memory, counters and every
+later answer exactly as ``receive`` of each datagram in turn would, and returns the same
+datagrams in the same order. With ``ack_every`` > 1 a run of fragments is answered by one
+ACK whose ``addr2`` counts the requests it answers; every NAK still goes out alone.
+"""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from firmware_model import Device
+from netdam.wire.codec import Packet, decode, encode
+from netdam.wire.fields import Flag, Opcode, Status
+
+MEM = 1 << 16
+KEY = 0x1234
+
+
+def device(ack_every: int) -> Device:
+    d = Device(1, MEM, ack_every=ack_every)
+    d.register_region(0, MEM, key=KEY)
+    d.register_region(0, 4096, key=KEY + 1, pkey=7)
+    return d
+
+
+def write(src: int, seq: int, off: int, payload: bytes, *, more: bool = True,
+          length: int = MEM, rkey: int = KEY, flags: int = 0) -> bytes:
+    f = int(Flag.ACK_REQ) | (int(Flag.MORE_FRAGS) if more else 0) | flags
+    return encode(Packet(opcode=Opcode.WRITE, src=src, dst=1, rkey=rkey, seq=seq, req_id=seq,
+                         addr=0, length=length, frag_off=off, flags=f, payload=payload))
+
+
+def wire(outs) -> list[tuple]:
+    return [(o.dest, encode(o.packet)) for o in outs]
+
+
+def same_state(a: Device, b: Device) -> None:
+    assert bytes(a.memory) == bytes(b.memory)
+    ca, cb = a.counters(), b.counters()
+    for c in (ca, cb):
+        c.pop("busy_ns")
+        for row in c["by_opcode"].values():
+            row.pop("busy_ns")
+    assert ca == cb
+    assert a.next_timer() == b.next_timer()
+
+
+def both(datagrams, ack_every: int, now: float = 1.0):
+    seq_dev, many_dev = device(ack_every), device(ack_every)
+    seq_outs = [o for d in datagrams for o in seq_dev.receive(d, now)]
+    many_outs = many_dev.receive_many(datagrams, now)
+    return seq_dev, many_dev, seq_outs, many_outs
+
+
+# -- the run lane ------------------------------------------------------------------------------
+@pytest.mark.parametrize("ack_every", [1, 4, 16])
+def test_a_run_of_fragments_equals_one_by_one(ack_every):
+    chunk = 1000
+    data = random.Random(1).randbytes(20 * chunk)
+    grams = [write(9, 100, 0, data[:chunk])]            # anchors the peer's window
+    grams += [write(9, 100 + i, i * chunk, data[i * chunk:(i + 1) * chunk],
+                    more=i < 19, length=len(data)) for i in range(1, 20)]
+    a, b, sa, sb = both(grams, ack_every)
+    assert wire(sa) == wire(sb)
+    same_state(a, b)
+    assert bytes(b.memory[:len(data)]) == data
+    acks = [decode(encode(o.packet)) for o in sb]
+    assert all(p.opcode == Opcode.ACK for p in acks)
+    answered = sum(max(p.addr2, 1) for p in acks)
+    assert answered == 20                                # every request answered once
+    assert acks[-1].seq == 119 and acks[-1].ack == 120
+    if ack_every > 1:
+        assert len(acks) == -(-20 // ack_every)
+        assert b.counters()["acks_deferred"] == 20 - len(acks)
+
+
+def test_a_bad_fragment_in_a_run_is_naked_alone_and_the_rest_applied():
+    grams = [write(9, 5, 0, b"a" * 64)]
+    grams += [write(9, 5 + i, 64 * i, b"b" * 64) for i in range(1, 4)]
+    grams.append(write(9, 9, MEM - 8, b"c" * 64, length=2 * MEM))   # out of bounds
+    grams += [write(9, 10 + i, 64 * (10 + i), b"d" * 64) for i in range(3)]
+    a, b, sa, sb = both(grams, 16)
+    assert wire(sa) == wire(sb)
+    same_state(a, b)
+    naks = [decode(encode(o.packet)) for o in sb if o.packet.opcode == Opcode.NAK]
+    assert [(n.seq, n.status) for n in naks] == [(9, Status.OUT_OF_BOUNDS)]
+
+
+def test_deferred_ack_goes_out_at_its_deadline():
+    d = device(16)
+    outs = d.receive_many([write(9, 1, 0, b"x" * 8)] + [write(9, 1 + i, 8 * i, b"y" * 8)
+                                                          for i in range(1, 5)], 1.0)
+    assert outs == []                                    # every one deferred
+    due = d.next_timer()
+    assert due is not None and 1.0 < due <= 1.0 + d.ack_delay
+    late = d.on_timer(due)
+    assert len(late) == 1 and late[0].dest == 9
+    ack = late[0].packet
+    assert ack.opcode == Opcode.ACK and ack.seq == 5 and ack.addr2 == 5 and ack.ack == 6
+
+
+def test_ack_every_is_bounded_by_the_replay_window():
+    with pytest.raises(ValueError):
+        Device(1, MEM, replay_window=8, ack_every=9)
+    with pytest.raises(ValueError):
+        Device(1, MEM, ack_every=0)
+
+
+# -- the property ------------------------------------------------------------------------------
+_kinds = st.sampled_from(["next", "next", "next", "last", "dup", "skip", "old", "badkey",
+                          "partition", "oob", "retransmit", "fence", "read", "other_src",
+                          "garbage", "corrupt"])
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(kinds=st.lists(_kinds, min_size=1, max_size=40), ack_every=st.sampled_from([1, 3, 16]),
+       seed=st.integers(0, 2**16))
+def test_receive_many_equals_receive_one_by_one(kinds, ack_every, seed):
+    rng = random.Random(seed)
+    seqs = {9: 1000, 10: 50}
+    grams = []
+    for kind in kinds:
+        src = 10 if kind == "other_src" else 9
+        seq = seqs[src]
+        off = rng.randrange(0, MEM - 256, 8)
+        body = rng.randbytes(rng.choice([8, 64, 200]))
+        if kind in ("next", "last", "other_src", "badkey", "partition", "oob", "retransmit",
+                    "fence"):
+            seqs[src] += 1
+        elif kind == "skip":
+            seqs[src] += 2
+            seq += 1
+        elif kind == "dup":
+            seq -= 1
+        elif kind == "old":
+            seq = (seq - 5000) & 0xFFFFFFFF
+        if kind == "read":
+            seqs[src] += 1
+            grams.append(encode(Packet(opcode=Opcode.READ, src=src, dst=1, rkey=KEY, seq=seq,
+                                       req_id=seq, addr=off, length=16,
+                                       flags=Flag.ACK_REQ)))
+        elif kind == "garbage":
+            grams.append(rng.randbytes(rng.randrange(1, 80)))
+        elif kind == "corrupt":
+            g = bytearray(write(src, seq, off, body))
+            g[rng.randrange(len(g))] ^= 0x40
+            grams.append(bytes(g))
+        else:
+            grams.append(write(
+                src, seq, MEM - 8 if kind == "oob" else off, body, more=kind != "last",
+                rkey=KEY + 99 if kind == "badkey" else KEY + 1 if kind == "partition" else KEY,
+                flags=(int(Flag.RETRANSMIT) if kind == "retransmit" else 0)
+                | (int(Flag.FENCE) if kind == "fence" else 0)))
+    a, b, sa, sb = both(grams, ack_every)
+    assert wire(sa) == wire(sb)
+    same_state(a, b)
+    later = 5.0                                          # deferred ACKs and expiries
+    assert wire(a.on_timer(later)) == wire(b.on_timer(later))
+    same_state(a, b)
