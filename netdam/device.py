@@ -47,6 +47,7 @@ _DST_AT = 14         # byte offset of the u16 dst
 _ANY = 0xFFFF        # dst meaning "whichever device receives it"
 _VIA_SHM = "shm"     # marks a learned address that is a shared-memory slot
 _BATCH = 64          # datagrams served per turn before looking at timers again
+_QUANTUM = 32        # datagrams of one source served together per round (fair queue)
 _INGEST = 1024       # datagrams drained from the socket per turn (cheap: no decoding)
 _MAX_WAIT = 0.1      # longest sleep, so a signal is noticed promptly
 PUBLISH = 0.2        # seconds between the counter snapshots other threads read
@@ -76,6 +77,7 @@ class DeviceConfig:
     limits: dict = field(default_factory=dict)   #: overrides of netdam.limits.LIMITS
     auth: str | None = None          #: CURVE key directory for the control plane
     instructions: list[str] = field(default_factory=list)   #: "module:function" plugins
+    ack_every: int = 16    #: ACK at most this many fragments of a message at once (SPEC §4.7)
 
 
 def _rights_names(rights) -> list[str]:
@@ -102,6 +104,7 @@ class DeviceServer:
             memory = self.shm.memory
         try:
             self.device = Device(c.device_id, c.mem_size, memory=memory, mtu=c.mtu,
+                                 ack_every=min(c.ack_every, lim["replay_window"]),
                                  **_limits.part(lim, "engine"))
             for spec in c.instructions:
                 _load_instructions(spec)(self.device)
@@ -322,18 +325,22 @@ class DeviceServer:
         return n
 
     def _serve_udp(self) -> int:
+        """Serve the fair queue: each source in turn hands over up to a quantum of its
+        datagrams, which the engine takes together (``receive_many``: a run of WRITE
+        fragments is applied in one pass and answered by coalesced ACKs)."""
         q, dev, n = self.rxq, self.device, 0
         while n < _BATCH:
-            item = q.pop()
+            item = q.pop_run(_QUANTUM)
             if item is None:
                 break
-            addr, data = item
+            addr, grams = item
             now = time.monotonic()
-            self._learn(data, addr)
-            outs = dev.receive(data, now)
+            for data in grams:
+                self._learn(data, addr)
+            outs = dev.receive_many(grams, now)
             if outs:
                 self._emit_udp(outs, addr, now)
-            n += 1
+            n += len(grams)
         return n
 
     def _shm_turn(self) -> int:
@@ -604,6 +611,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="CURVE keys for the control plane (default: NETDAM_AUTH)")
     parser.add_argument("--instructions", metavar="MODULE:FUNC", action="append",
                         default=[], help="register user-defined instructions: FUNC(device)")
+    parser.add_argument("--ack-every", type=int, default=16, metavar="N",
+                        help="answer up to N consecutive fragments of a message with one "
+                             "coalesced ACK (SPEC §4.7; 1: an ACK per datagram; default "
+                             "%(default)s)")
     add_fault_arguments(parser)
     _limits.add_arguments(parser)
 
@@ -612,6 +623,8 @@ def config_from_args(args: argparse.Namespace) -> DeviceConfig:
     from netdam.control.auth import from_env
     limits = _limits.from_args(args)
     _limits.resolve(limits)          # a bad value is one readable line
+    if args.ack_every < 1:
+        raise UsageError(f"--ack-every {args.ack_every}: must be at least 1")
     try:
         return DeviceConfig(device_id=args.device_id, host=args.host, port=args.port,
                             mem_size=args.mem_size, mtu=check_mtu(args.mtu),
@@ -620,7 +633,8 @@ def config_from_args(args: argparse.Namespace) -> DeviceConfig:
                             shm_slots=args.shm_slots, spin=args.spin,
                             coordinator=args.coordinator, node=args.node, pcap=args.pcap,
                             limits=limits, auth=args.auth or from_env(),
-                            instructions=list(args.instructions))
+                            instructions=list(args.instructions),
+                            ack_every=args.ack_every)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
 

@@ -114,3 +114,6 @@ def test_arguments_build_a_config():
     from netdam.errors import UsageError
     with pytest.raises(UsageError):
         config_from_args(parser.parse_args(["--mtu", "100"]))
+    assert config_from_args(parser.parse_args(["--ack-every", "4"])).ack_every == 4
+    with pytest.raises(UsageError, match="ack-every"):
+        config_from_args(parser.parse_args(["--ack-every", "0"]))

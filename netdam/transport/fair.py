@@ -2,7 +2,8 @@
 
 Owns the queue between a device's sockets and its engine (sans-I/O: no sockets, no
 clocks). The device loop drains its socket quickly into this queue, keyed by where each
-datagram came from, and then serves the sources in turn, one datagram each per round,
+datagram came from, and then serves the sources in turn, one datagram (``pop``) or one
+quantum of them (``pop_run``) each per round,
 so a source that floods the device waits behind itself and not in front of everyone
 else. Bounds: ``per_source`` datagrams per source, ``max_bytes`` in all; a datagram
 over either bound is dropped and counted (``dropped_source_full`` / ``dropped_full``),
@@ -60,6 +61,24 @@ class FairQueue:
         if self._len > c["max_queued"]:
             c["max_queued"] = self._len
         return True
+
+    def pop_run(self, limit: int) -> tuple[Hashable, list[Any]] | None:
+        """Up to ``limit`` datagrams of the next source in round-robin order (a quantum:
+        each source gets at most ``limit`` per round), or None if empty."""
+        if not self._queues:
+            return None
+        source, q = next(iter(self._queues.items()))
+        items = []
+        while q and len(items) < limit:
+            item, size = q.popleft()
+            self._bytes -= size
+            items.append(item)
+        self._len -= len(items)
+        if q:
+            self._queues.move_to_end(source)
+        else:
+            del self._queues[source]
+        return source, items
 
     def pop(self) -> tuple[Hashable, Any] | None:
         """The next datagram in round-robin order over sources, or None if empty."""

@@ -17,6 +17,17 @@ def test_round_robin_between_a_flood_and_a_trickle():
     assert len(q) == 47 and q.sources() == 1
 
 
+def test_a_quantum_per_source_per_round():
+    q = FairQueue(per_source=100, max_bytes=1 << 20)
+    for i in range(5):
+        q.push("flood", i, 10)
+    q.push("trickle", "t", 10)
+    assert q.pop_run(3) == ("flood", [0, 1, 2])
+    assert q.pop_run(3) == ("trickle", ["t"])
+    assert q.pop_run(3) == ("flood", [3, 4])
+    assert q.pop_run(3) is None and len(q) == 0 and q.bytes == 0
+
+
 def test_bounds_drop_and_count():
     q = FairQueue(per_source=3, max_bytes=100)
     assert [q.push("a", i, 10) for i in range(5)] == [True] * 3 + [False] * 2
