@@ -46,6 +46,7 @@ class World:
     hosts: list = field(default_factory=list)
     finished: int = 0          #: hosts whose collective is done
     costs: dict = field(default_factory=dict)   #: device_cost memo
+    areas: list = field(default_factory=list)   #: every rank's device memory (an Addr)
 
     def device_member(self, rank: int) -> int:
         return rank + 1

@@ -398,7 +398,9 @@ class SimComm:
     def __init__(self, host: SimHost):
         w = host.world
         self.size, self.rank, self.layout = w.n, host.rank, w.layout
-        self.areas = [Addr(w.device_member(r), 0) for r in range(w.n)]
+        if not w.areas:     # one list for every rank (read only; n of them are n^2)
+            w.areas.extend(Addr(w.device_member(r), 0) for r in range(w.n))
+        self.areas = w.areas
         self.agent, self.channels = SimAgent(host), SimChannels(host)
         self.group, self.timeout = WORLD_GROUP, 30.0
         self.chain_blocks = 0
