@@ -114,6 +114,10 @@ class _LeafSpine:
         self.switches = per_plane * planes
         self._per_plane = per_plane
 
+    def spine(self, i: int, j: int) -> int:
+        """The spine a flow from device i to device j keeps (ECMP by hash of its ends)."""
+        return (i * 7919 + j * 104729) % self.spines
+
     def path(self, i: int, j: int, label: int) -> list[int]:
         """Switch numbers are relative (the topology adds the switch base)."""
         plane = label % self.planes
@@ -121,7 +125,7 @@ class _LeafSpine:
         li, lj = i // self.radix, j // self.radix
         if li == lj:
             return [-1 - (base + li), j]
-        spine = (i * 7919 + j * 104729) % self.spines
+        spine = self.spine(i, j)
         return [-1 - (base + li), -1 - (base + self.leaves + spine), -1 - (base + lj), j]
 
 
@@ -153,6 +157,13 @@ class Topology:
         self._rng = random.Random(seed)
         self.links: dict[tuple[int, int], Link] = {}
         self._routes: dict[int, tuple[Link, ...]] = {}
+        if isinstance(self.shape, _LeafSpine) and self.planes == 1 and self.k == 1:
+            leaves, spines = self.shape.leaves, self.shape.spines
+            self._up: list = [None] * n            # device -> its leaf
+            self._down: list = [None] * n          # its leaf -> device
+            self._to_spine: list = [None] * (leaves * spines)     # leaf * spines + spine
+            self._from_spine: list = [None] * (spines * leaves)   # spine * leaves + leaf
+            self.route = self._leafspine_route
 
     # -- naming ------------------------------------------------------------------------
     def host(self, rank: int) -> int:
@@ -206,6 +217,41 @@ class Topology:
             if cache:
                 self._routes[key] = r
         return r
+
+    def _leafspine_route(self, a: int, b: int, label: int = 0, cache: bool = True
+                         ) -> tuple[Link, ...]:
+        """``route`` between two devices of a one-plane leaf-spine (no scale-up): the same
+        links, looked up by index and not cached per pair (a 1,024-rank run's multicasts
+        ask for a million pairs, each once or twice). Links are made in the same order."""
+        n = self.n
+        if a >= n or b >= n or a == b:
+            return Topology.route(self, a, b, label, cache)
+        shape = self.shape
+        li, lj = a // shape.radix, b // shape.radix
+        up = self._up[a]
+        if up is None:
+            up = self._up[a] = self._link(a, self._switch_base + li, "fabric")
+        if li == lj:
+            down = self._down[b]
+            if down is None:
+                down = self._down[b] = self._link(self._switch_base + lj, b, "fabric")
+            return up, down
+        spine = shape.spine(a, b)
+        i = li * shape.spines + spine
+        ls = self._to_spine[i]
+        if ls is None:
+            ls = self._to_spine[i] = self._link(self._switch_base + li,
+                                                self._switch_base + shape.leaves + spine,
+                                                "fabric")
+        i = spine * shape.leaves + lj
+        sl = self._from_spine[i]
+        if sl is None:
+            sl = self._from_spine[i] = self._link(self._switch_base + shape.leaves + spine,
+                                                  self._switch_base + lj, "fabric")
+        down = self._down[b]
+        if down is None:
+            down = self._down[b] = self._link(self._switch_base + lj, b, "fabric")
+        return up, ls, sl, down
 
     def describe(self) -> str:
         dims = getattr(self.shape, "dims", None)
