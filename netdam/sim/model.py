@@ -65,8 +65,8 @@ def _send(world: World, src_member: int, dest_member: int, f: Frag, head: float,
           tail: float) -> None:
     pkt, k = f.pkt, f.npackets
     world.net.send(src_member - 1, dest_member - 1, head, tail, k,
-                   k * _OVERHEAD[len(pkt.route)] + f.payload, f,
-                   label=pkt.req_id, flow=(src_member << 24) | (dest_member << 8) | pkt.opcode)
+                   k * _OVERHEAD[len(pkt.route)] + f.payload, f, pkt.req_id,
+                   (src_member << 24) | (dest_member << 8) | pkt.opcode)
 
 
 def _next_hop(p: Packet, src: int, dst: int, hop: int) -> Packet:
@@ -179,7 +179,7 @@ class ModelDevice(DeviceBase, _Sender):
         flow = flow_id(self.member, f.sender, opcode)
         sender = w.net.endpoints[f.sender - 1]
         if f.token is None and not sender.anchors:     # nobody waits for this answer
-            w.net.tally(self.node, f.sender - 1, k, k * size, label=f.pkt.req_id, flow=flow)
+            w.net.tally(flow, k, k * size, f.pkt.req_id)
             return
         head, tail = w.net.account(self.node, f.sender - 1, first, last, k, k * size,
                                    label=f.pkt.req_id, flow=flow)
@@ -224,10 +224,10 @@ class ModelDevice(DeviceBase, _Sender):
 
     def _replicate(self, pkt: Packet, f: Frag, first: float, last: float) -> None:
         emit = self.emit if self.anchors else None    # None: straight to the wire
+        c = Frag(pkt, f.off, f.payload, f.npackets, None, self.member)   # every copy's
         with self.world.q.batch():      # one heap entry for all the copies (engine.py)
             for m in self._group(pkt.group):
                 if m != self.member:
-                    c = Frag(pkt, f.off, f.payload, f.npackets, None, self.member)
                     if emit is None:
                         _send(self.world, self.member, m, c, first, last)
                     else:

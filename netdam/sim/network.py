@@ -4,7 +4,9 @@ Owns the walk of a burst along its route (one event per hop, ``Link.carry`` deci
 times; or, in the per-chunk mode, every hop booked at once when the burst leaves, in the
 first gap of each link's calendar, which saves the events), delivery to the endpoint at the far end, and the per-flow counters: packets and
 bytes per (source member, destination member, opcode), counted once per datagram sent, as a
-capture's flows count them. Endpoints (simulated devices and hosts, packet or model
+capture's flows count them (one int per flow, ``datagrams << 48 | bytes``: a large run
+counts millions of flows, and an int is smaller than a list and needs no new object to
+add to). Endpoints (simulated devices and hosts, packet or model
 mode) register by node id and receive ``deliver(head, tail, body)``.
 """
 
@@ -22,16 +24,19 @@ def flow_id(src: int, dst: int, opcode: int) -> int:
     return (src << 24) | (dst << 8) | opcode
 
 
+_BYTES = (1 << 48) - 1     # the bytes of a packed count
+
+
 class Network:
     def __init__(self, q: EventQueue, topo: Topology, *, hop_events: bool = True):
         self.q, self.topo = q, topo
         self.hop_events = hop_events    #: False: carry every hop at once (per-chunk mode)
         self.endpoints: dict[int, object] = {}
         self._deliver: dict[int, object] = {}
-        #: flow_id(src member, dst member, opcode) -> [datagrams, bytes]
-        self.flow_counts: dict[int, list[int]] = {}
+        #: flow_id(src member, dst member, opcode) -> datagrams << 48 | bytes
+        self.flow_counts: dict[int, int] = {}
         self.dropped = 0
-        self._tallies: dict[int, list[int]] = {}   # a << 32 | b << 16 | plane -> counts
+        self._tallies: dict[int, int] = {}   # flow << 16 | plane -> datagrams << 48 | bytes
 
     def attach(self, node: int, endpoint) -> None:
         self.endpoints[node] = endpoint
@@ -39,15 +44,16 @@ class Network:
 
     @property
     def flows(self) -> dict[tuple[int, int, int], tuple[int, int]]:
-        """(src member, dst member, opcode) -> (datagrams, bytes), in first-sent order."""
-        return {(k >> 24, (k >> 8) & 0xFFFF, k & 0xFF): tuple(v)
-                for k, v in self.flow_counts.items()}
+        """(src member, dst member, opcode) -> (datagrams, bytes), in first-counted order
+        (tallied answers count when ``settle`` puts them on their links)."""
+        return flows_of(self.flow_counts)
 
     def send(self, a: int, b: int, head: float, tail: float, npackets: int, nbytes: int,
-             body, *, label: int = 0, flow: int | None = None) -> None:
+             body, label: int = 0, flow: int | None = None) -> None:
         """Put a burst on the wire at node ``a`` for node ``b`` (``flow``: a flow_id)."""
         if flow is not None:
-            _add(self.flow_counts, flow, npackets, nbytes)
+            counts = self.flow_counts
+            counts[flow] = counts.get(flow, 0) + (npackets << 48) + nbytes
         route = self.topo.route(a, b, label)
         if not route:
             self.q.at(head, self._deliver[b], head, tail, body)
@@ -76,27 +82,31 @@ class Network:
         counted on every link of its route (``Link.account``), no event; returns its
         (head, tail) arrival times."""
         if flow is not None:
-            _add(self.flow_counts, flow, npackets, nbytes)
+            counts = self.flow_counts
+            counts[flow] = counts.get(flow, 0) + (npackets << 48) + nbytes
         for link in self.topo.route(a, b, label):
             head, tail = link.account(head, tail, npackets, nbytes)
         return head, tail
 
-    def tally(self, a: int, b: int, npackets: int, nbytes: int, *, label: int = 0,
-              flow: int | None = None) -> None:
+    def tally(self, flow: int, npackets: int, nbytes: int, label: int = 0) -> None:
         """Count a burst of answers whose arrival nobody waits for (the per-chunk mode's
-        acks between devices): added up per route and put on the links by ``settle``
-        (serialisation is linear in datagrams and bytes, so the sums are exact)."""
-        if flow is not None:
-            _add(self.flow_counts, flow, npackets, nbytes)
-        key = (a << 32) | (b << 16) | (label % self.topo.planes)
-        _add(self._tallies, key, npackets, nbytes)
+        acks between devices) on ``flow`` (a flow_id: its ends are the route): added up
+        per flow and plane, put on the flow and its links by ``settle`` (serialisation is
+        linear in datagrams and bytes, so the sums are exact)."""
+        key = (flow << 16) | (label % self.topo.planes)
+        tallies = self._tallies
+        tallies[key] = tallies.get(key, 0) + (npackets << 48) + nbytes
 
     def settle(self) -> None:
-        """Put the tallied answers on their links (before reading link counters)."""
-        route = self.topo.route
-        for key, (npackets, nbytes) in self._tallies.items():
+        """Put the tallied answers on their flows and links (before reading either)."""
+        route, counts = self.topo.route, self.flow_counts
+        for key, both in self._tallies.items():
+            flow = key >> 16
+            counts[flow] = counts.get(flow, 0) + both
+            npackets, nbytes = both >> 48, both & _BYTES
             wire = nbytes + npackets * FRAME_OVERHEAD      # Link.ser_ns, inlined
-            for link in route(key >> 32, (key >> 16) & 0xFFFF, key & 0xFFFF, False):
+            for link in route((flow >> 24) - 1, ((flow >> 8) & 0xFFFF) - 1, key & 0xFFFF,
+                              False):
                 link.packets += npackets
                 link.bytes += nbytes
                 link.busy_ns += wire * link.ns_per_byte
@@ -115,14 +125,10 @@ class Network:
             self.q.at(head, self._deliver[dst], head, tail, body)
 
 
-__all__ = ["Network", "flow_id"]
+def flows_of(counts: dict[int, int]) -> dict[tuple[int, int, int], tuple[int, int]]:
+    """``Network.flow_counts`` as (src member, dst member, opcode) -> (datagrams, bytes)."""
+    return {(k >> 24, (k >> 8) & 0xFFFF, k & 0xFF): (v >> 48, v & _BYTES)
+            for k, v in counts.items()}
 
 
-def _add(table: dict, key: int, npackets: int, nbytes: int) -> None:
-    """Add a burst to ``table[key]`` = [datagrams, bytes] (first use keeps its order)."""
-    c = table.get(key)
-    if c is None:
-        table[key] = [npackets, nbytes]
-    else:
-        c[0] += npackets
-        c[1] += nbytes
+__all__ = ["Network", "flow_id", "flows_of"]

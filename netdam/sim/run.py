@@ -31,7 +31,7 @@ from netdam.sim.base import World
 from netdam.sim.engine import EventQueue, SimError
 from netdam.sim.hosts import Phantom, SimHost, no_reduce
 from netdam.sim.model import ModelDevice, ModelPort
-from netdam.sim.network import Network
+from netdam.sim.network import Network, flows_of
 from netdam.sim.packet import FirmwareDevice, PacketPort
 from netdam.sim.topology import FABRICS, LinkSpec, Topology
 from netdam.wire.fields import MAX_DATAGRAM, MIN_MTU, DType, RedOp
@@ -124,7 +124,7 @@ class SimResult:
     algbw: float                #: GB/s: size / time
     busbw: float                #: GB/s: algbw * nccl-tests factor
     links: list[dict]           #: every link that carried traffic, busiest first
-    flows: dict[tuple[int, int, int], tuple[int, int]]  #: (src, dst, opcode) -> (pkts, bytes)
+    flow_counts: dict = field(repr=False)   #: flow_id -> packed counts (see ``flows``)
     correct: bool | None        #: None: not checked (timing-only mode)
     events: int
     wall_s: float
@@ -132,6 +132,12 @@ class SimResult:
     topology: str
     dropped: int = 0
     extra: dict = field(default_factory=dict)
+
+    @property
+    def flows(self) -> dict[tuple[int, int, int], tuple[int, int]]:
+        """(src member, dst member, opcode) -> (datagrams, bytes); built when asked for
+        (a 1,024-rank run counts millions of flows)."""
+        return flows_of(self.flow_counts)
 
     @property
     def busiest(self) -> dict | None:
@@ -328,7 +334,7 @@ def _result(cfg: SimConfig, world: World, t_end: float, correct, wall0: float) -
     busbw = algbw * BUSBW_FACTOR[cfg.collective](cfg.ranks)
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return SimResult(cfg, t_end, algbw, busbw, links,
-                     world.net.flows, correct,
+                     world.net.flow_counts, correct,
                      world.q.events, time.perf_counter() - wall0, rss,
                      world.topo.describe(), world.net.dropped)
 
