@@ -25,6 +25,7 @@ from firmware_model.instructions import (Context, Instruction, InstructionError,
                                          InstructionTable, Out, make_ack, make_nak, nak_for)
 from firmware_model.memory import Memory, Region, Rights
 from firmware_model.replay import Held, MessageTracker, PeerState, PeerTable, Verdict
+from firmware_model.runs import WriteRuns
 from firmware_model.timing import TimingModel
 from netdam.wire.codec import Packet, WireError, decode, overhead, peek_header
 from netdam.wire.fields import CAPS, DEFAULT_MTU, MAGIC, Cap, Flag, Opcode, Status
@@ -37,8 +38,6 @@ _ACK_VALID = int(Flag.ACK_VALID)
 _RETRANSMIT = int(Flag.RETRANSMIT)
 _MORE_FRAGS = int(Flag.MORE_FRAGS)
 _ACK = int(Opcode.ACK)
-_WRITE = int(Opcode.WRITE)
-_PLAIN = frozenset({_ACK_REQ, _ACK_REQ | _MORE_FRAGS})   # flags of a WRITE run's requests
 _IS_RESPONSE = frozenset(op for op, caps in CAPS.items() if caps & Cap.RESPONSE)
 _ANY_MEMBER = 0xFFFF   # dst that every device accepts (SPEC §2.1)
 
@@ -57,7 +56,7 @@ def _reexecutes(row: Instruction) -> bool:
     return row.has(Cap.IDEMPOTENT) and not row.has(Cap.WRITES)
 
 
-class Device:
+class Device(WriteRuns):
     """One emulated NetDAM device: memory, regions, instruction table, responder.
 
     Limits (SPEC_device §9): ``replay_window`` seqs per peer, ``max_peers`` peers (least
@@ -180,35 +179,6 @@ class Device:
             c.add("internal_errors")
             return []
 
-    def receive_many(self, datagrams, now: float) -> list[Out]:
-        """``receive`` of each datagram in turn: the same memory, windows, counters and
-        answers, in the same order. Faster for what bulk transfers send: a run of plain
-        WRITE fragments of one peer (flags ACK_REQ and MORE_FRAGS only, consecutive new
-        sequence numbers, nothing held) is checked and applied in one pass, with one
-        peer lookup and one counter update. Never raises."""
-        outs: list[Out] = []
-        run: list[Packet] = []
-        for data in datagrams:
-            try:
-                pkt = decode(data)
-            except WireError:
-                pkt = None
-            if pkt is not None and pkt.opcode == _WRITE and pkt.flags in _PLAIN:
-                if not run or (pkt.src == run[0].src
-                               and pkt.seq == (run[-1].seq + 1) & 0xFFFFFFFF):
-                    run.append(pkt)
-                    continue
-                outs += self._write_run(run, now)
-                run = [pkt]
-                continue
-            if run:
-                outs += self._write_run(run, now)
-                run = []
-            outs += self.receive(data, now) if pkt is None else self._one(pkt, now)
-        if run:
-            outs += self._write_run(run, now)
-        return outs
-
     def _one(self, pkt: Packet, now: float) -> list[Out]:
         """``receive`` of a datagram already decoded."""
         c = self._counters
@@ -220,58 +190,6 @@ class Device:
         except Exception:
             c.add("internal_errors")
             return []
-
-    def _write_run(self, run: list[Packet], now: float) -> list[Out]:
-        """Apply a run of plain WRITE fragments of one peer as ``_handle`` would apply
-        each: the prefix that passes every check of the general path goes in one pass;
-        the first request that does not (and everything after it) takes the general
-        path, which answers it exactly as it would have."""
-        peer = self._peers.get(run[0].src)
-        if len(run) < 2 or peer is None or peer.held:
-            return [o for p in run for o in self._one(p, now)]
-        ctx, window, check = self._ctx, peer.window, self._mem.check
-        row = self._table.get(_WRITE)
-        ok = 0
-        for p in run:
-            if (p.dst != self.device_id and p.dst != _ANY_MEMBER) or p.route \
-                    or window.classify(p.seq) is not Verdict.NEW or row.validate(ctx, p) \
-                    or any(check(p.rkey, p.pkey, a) for a in row.operands(ctx, p)):
-                break
-            ok += 1
-        if ok < 2:
-            return [o for p in run for o in self._one(p, now)]
-        try:
-            outs = self._apply_run(run[:ok], peer, row, now)
-        except Exception:
-            self._counters.add("internal_errors")
-            outs = []
-        return outs + [o for p in run[ok:] for o in self._one(p, now)]
-
-    def _apply_run(self, run: list[Packet], peer: PeerState, row: Instruction,
-                   now: float) -> list[Out]:
-        ctx, c, window = self._ctx, self._counters, peer.window
-        ctx.now = now
-        self._peers.touch(run[0].src, run[0].seq, now)
-        mem = self._mem.bytes
-        every, outs, nbytes, busy = self.ack_every, [], 0, 0.0
-        cost, caps = self.timing.cost, row.caps
-        for p in run:
-            n = len(p.payload)
-            start = p.addr + p.frag_off
-            mem[start:start + n] = p.payload
-            window.record(p.seq, Status.OK)
-            nbytes += overhead() + n
-            busy += cost(_WRITE, n, caps)
-            ack = [Out(None, make_ack(self.device_id, p))]
-            if every > 1:   # what _execute does with this request's ACK
-                ack = self._coalesce(ack, p, peer)
-            if ack:
-                outs += self._stamp(ack, peer, None)
-        c.add("rx_packets", len(run))
-        c.add("rx_bytes", nbytes)
-        c.request(row.name, nbytes, len(run))
-        c.busy(row.name, busy)
-        return self._sent(outs)
 
     def handle(self, pkt: Packet, now: float) -> list[Out]:
         """Same as ``receive`` for an already decoded packet. Never raises."""

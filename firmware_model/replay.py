@@ -91,6 +91,45 @@ class ReplayWindow:
             self.cum = seq_add(self.cum, 1)
             self._abs += 1
 
+    def all_new(self, first: int, count: int) -> bool:
+        """Are ``first .. first + count - 1`` all in the window and never seen?"""
+        d = seq_diff(first, self.cum)
+        if d < -self.size or d + count > self.size:
+            return False
+        ring, n = self._ring, len(self._ring)
+        i = (self._abs + d) % n
+        if i + count <= n:
+            return not any(ring[i:i + count])
+        return not any(ring[i:]) and not any(ring[:i + count - n])
+
+    def record_run(self, first: int, count: int, status: int = 0) -> None:
+        """``record`` of ``first .. first + count - 1`` (all new), in one pass."""
+        ring, n, size = self._ring, len(self._ring), self.size
+        d = seq_diff(first, self.cum)
+        i = (self._abs + d) % n
+        mark = bytes([_DONE + int(status)]) * count
+        if i + count <= n:
+            ring[i:i + count] = mark
+        else:
+            ring[i:] = mark[:n - i]
+            ring[:i + count - n] = mark[n - i:]
+        if d == 0 and not self._saved:
+            # the run starts at cum: cum moves past it; the slots of cum - size ..
+            # (which become cum + size ..) are cleared, as record does one at a time
+            j = (self._abs + size) % n
+            if j + count <= n:
+                ring[j:j + count] = bytes(count)
+            else:
+                ring[j:] = bytes(n - j)
+                ring[:j + count - n] = bytes(j + count - n)
+            self.cum = seq_add(self.cum, count)
+            self._abs += count
+        while ring[self._abs % n] >= _DONE:
+            ring[(self._abs + size) % n] = _EMPTY
+            self._saved.pop(seq_add(self.cum, -size), None)
+            self.cum = seq_add(self.cum, 1)
+            self._abs += 1
+
     def outcome(self, seq: int) -> tuple[int, Any]:
         """(status, saved responses or None) of a completed seq."""
         return self._ring[self._index(seq)] - _DONE, self._saved.get(seq)

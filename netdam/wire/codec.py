@@ -84,6 +84,14 @@ class Packet:
     def has(self, flag: int) -> bool:
         return bool(self.flags & flag)
 
+    @property
+    def payload_len(self) -> int:
+        return len(self.payload)
+
+    @property
+    def nhops(self) -> int:
+        return len(self.route)
+
     def describe(self) -> dict:
         """The header as a dict of field -> value (payload as its length), for logs."""
         d = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "payload"}

@@ -8,6 +8,7 @@ ACK whose ``addr2`` counts the requests it answers; every NAK still goes out alo
 
 from __future__ import annotations
 
+import contextlib
 import random
 
 import pytest
@@ -15,6 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from firmware_model import Device
+from netdam.wire import fast
 from netdam.wire.codec import Packet, decode, encode
 from netdam.wire.fields import Flag, Opcode, Status
 
@@ -51,22 +53,39 @@ def same_state(a: Device, b: Device) -> None:
     assert a.next_timer() == b.next_timer()
 
 
-def both(datagrams, ack_every: int, now: float = 1.0):
+@contextlib.contextmanager
+def lane(c_path: bool):
+    """Run receive_many with the C scan (when built) or with its pure-Python path."""
+    saved = fast.AVAILABLE
+    fast.AVAILABLE = saved and c_path
+    try:
+        yield
+    finally:
+        fast.AVAILABLE = saved
+
+
+def both(datagrams, ack_every: int, now: float = 1.0, c_path: bool = True, batch=None):
+    """The same datagrams one by one, and in batches of ``batch`` (default: all)."""
     seq_dev, many_dev = device(ack_every), device(ack_every)
     seq_outs = [o for d in datagrams for o in seq_dev.receive(d, now)]
-    many_outs = many_dev.receive_many(datagrams, now)
+    step = batch or max(1, len(datagrams))
+    many_outs = []
+    with lane(c_path):
+        for i in range(0, len(datagrams), step):
+            many_outs += many_dev.receive_many(datagrams[i:i + step], now)
     return seq_dev, many_dev, seq_outs, many_outs
 
 
 # -- the run lane ------------------------------------------------------------------------------
+@pytest.mark.parametrize("c_path", [True, False])
 @pytest.mark.parametrize("ack_every", [1, 4, 16])
-def test_a_run_of_fragments_equals_one_by_one(ack_every):
+def test_a_run_of_fragments_equals_one_by_one(ack_every, c_path):
     chunk = 1000
     data = random.Random(1).randbytes(20 * chunk)
     grams = [write(9, 100, 0, data[:chunk])]            # anchors the peer's window
     grams += [write(9, 100 + i, i * chunk, data[i * chunk:(i + 1) * chunk],
                     more=i < 19, length=len(data)) for i in range(1, 20)]
-    a, b, sa, sb = both(grams, ack_every)
+    a, b, sa, sb = both(grams, ack_every, c_path=c_path)
     assert wire(sa) == wire(sb)
     same_state(a, b)
     assert bytes(b.memory[:len(data)]) == data
@@ -118,10 +137,10 @@ _kinds = st.sampled_from(["next", "next", "next", "last", "dup", "skip", "old", 
                           "garbage", "corrupt"])
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(kinds=st.lists(_kinds, min_size=1, max_size=40), ack_every=st.sampled_from([1, 3, 16]),
-       seed=st.integers(0, 2**16))
-def test_receive_many_equals_receive_one_by_one(kinds, ack_every, seed):
+       seed=st.integers(0, 2**16), c_path=st.booleans(), batch=st.sampled_from([None, 3, 7]))
+def test_receive_many_equals_receive_one_by_one(kinds, ack_every, seed, c_path, batch):
     rng = random.Random(seed)
     seqs = {9: 1000, 10: 50}
     grams = []
@@ -157,7 +176,7 @@ def test_receive_many_equals_receive_one_by_one(kinds, ack_every, seed):
                 rkey=KEY + 99 if kind == "badkey" else KEY + 1 if kind == "partition" else KEY,
                 flags=(int(Flag.RETRANSMIT) if kind == "retransmit" else 0)
                 | (int(Flag.FENCE) if kind == "fence" else 0)))
-    a, b, sa, sb = both(grams, ack_every)
+    a, b, sa, sb = both(grams, ack_every, c_path=c_path, batch=batch)
     assert wire(sa) == wire(sb)
     same_state(a, b)
     later = 5.0                                          # deferred ACKs and expiries

@@ -1,0 +1,186 @@
+"""Runs of WRITE fragments applied in one pass: the device's batch lane (SPEC_device §4-§5).
+
+Owns ``Device.receive_many``: for a list of datagrams, the same memory, replay windows,
+counters and answers as ``Device.receive`` of each in turn, in the same order, but
+cheaper where bulk transfers spend their time. Consecutive plain WRITE fragments of one
+peer (flags ACK_REQ and MORE_FRAGS only, consecutive sequence numbers) form a run. A run
+whose requests are all new, of one region and aimed at this device, with nothing of
+that peer held, is checked once (``Memory.check`` over the run's hull, the window over
+its sequence numbers), its payloads are copied, its window slots recorded at once, and
+its ACKs are made exactly where the one-by-one path makes them (coalesced or not,
+stamped with the cumulative ack of that moment). Any other datagram, and any run that
+fails a check, takes the one-by-one path, which answers it as it always would.
+
+The run's checks are the WRITE row's (``instructions``): dtype known, fragment within
+its message, the fragment's range writable under (rkey, pkey). The scan (CRC32C and the
+header fields) and the copies run in C (``netdam.wire.fast``) when it is built.
+
+A mixin of ``firmware_model.device.Device``: it works on the device's own tables.
+"""
+
+from __future__ import annotations
+
+import heapq
+
+from firmware_model.instructions import Out, make_ack
+from firmware_model.memory import WRITE_ANY, Access
+from netdam.wire import fast
+from netdam.wire.codec import WireError, decode, overhead
+from netdam.wire.fields import DTYPE_SIZE, Flag, Opcode
+
+_WRITE = int(Opcode.WRITE)
+_ACK_REQ, _MORE = int(Flag.ACK_REQ), int(Flag.MORE_FRAGS)
+_ACK_VALID = int(Flag.ACK_VALID)
+_PLAIN = frozenset({_ACK_REQ, _ACK_REQ | _MORE})   # the flags a run's requests carry
+_ANY = 0xFFFF
+_MASK = 0xFFFFFFFF
+_MIN_RUN = 2
+
+
+class WriteRuns:
+    """``receive_many`` for ``Device`` (see the module docstring)."""
+
+    def receive_many(self, datagrams, now: float) -> list:
+        """``receive`` of each datagram in turn, with runs of WRITE fragments applied in
+        one pass. Never raises."""
+        n = len(datagrams)
+        if n < _MIN_RUN:
+            return [o for d in datagrams for o in self.receive(d, now)]
+        batch = None
+        if fast.AVAILABLE:
+            batch = fast.Batch(datagrams)
+            heads = [h if h.ok else None for h in batch.hdrs]
+        else:
+            heads = []
+            for d in datagrams:
+                try:
+                    heads.append(decode(d))
+                except WireError:
+                    heads.append(None)
+        outs: list[Out] = []
+        i = 0
+        while i < n:
+            h = heads[i]
+            j = i + 1
+            if h is not None and h.opcode == _WRITE and h.flags in _PLAIN:
+                src, seq = h.src, h.seq
+                while j < n:
+                    g = heads[j]
+                    seq = (seq + 1) & _MASK
+                    if g is None or g.opcode != _WRITE or g.flags not in _PLAIN \
+                            or g.src != src or g.seq != seq:
+                        break
+                    j += 1
+            if j - i >= _MIN_RUN:
+                outs += self._run(datagrams, heads, batch, i, j, now)
+            else:
+                outs += self._single(datagrams, heads, batch, i, now)
+            i = j
+        return outs
+
+    def _single(self, datagrams, heads, batch, i: int, now: float) -> list:
+        h = heads[i]
+        if h is None or batch is not None:      # C scanned it: decode it the usual way
+            return self.receive(datagrams[i], now)
+        return self._one(h, now)
+
+    def _run(self, datagrams, heads, batch, i: int, j: int, now: float) -> list:
+        run = heads[i:j]
+        first = run[0]
+        peer = self._peers.get(first.src)
+        if peer is not None and not peer.held and peer.window.all_new(first.seq, len(run)) \
+                and self._run_writable(run):
+            try:
+                return self._apply_run(run, batch, i, j, peer, now)
+            except Exception:   # a bug: count it, never take the caller down
+                self._counters.add("internal_errors")
+                return []
+        return [o for k in range(i, j) for o in self._single(datagrams, heads, batch, k, now)]
+
+    def _run_writable(self, run) -> bool:
+        """Would every request of the run pass the WRITE row's checks?"""
+        first = run[0]
+        rkey, pkey, me = first.rkey, first.pkey, self.device_id
+        lo = hi = first.addr + first.frag_off
+        for h in run:
+            if h.rkey != rkey or h.pkey != pkey or (h.dst != me and h.dst != _ANY) \
+                    or h.nhops or h.dtype not in DTYPE_SIZE \
+                    or h.frag_off + h.payload_len > h.length:
+                return False
+            start = h.addr + h.frag_off
+            end = start + h.payload_len
+            lo = start if start < lo else lo
+            hi = end if end > hi else hi
+        return not self._mem.check(rkey, pkey, Access(lo, hi - lo, WRITE_ANY))
+
+    def _apply_run(self, run, batch, i: int, j: int, peer, now: float) -> list:
+        k, first = len(run), run[0]
+        window = peer.window
+        self._ctx.now = now
+        self._peers.touch(first.src, first.seq, now)
+        if batch is not None:
+            batch.copy_payloads(self._mem.bytes, i, j)
+        else:
+            mem = self._mem.view
+            for h in run:
+                start = h.addr + h.frag_off
+                mem[start:start + h.payload_len] = h.payload
+        in_order = first.seq == window.cum
+        window.record_run(first.seq, k)
+        final_cum = window.cum
+
+        def stamped(ack, idx: int) -> Out:
+            """As ``_stamp``: the cumulative ack right after request ``idx`` applied."""
+            ack.flags |= _ACK_VALID
+            ack.ack = (first.seq + idx + 1) & _MASK if in_order and idx < k - 1 else final_cum
+            return Out(None, ack)
+
+        me, every, outs = self.device_id, self.ack_every, []
+        if every == 1:
+            outs = [stamped(make_ack(me, h), idx) for idx, h in enumerate(run)]
+        else:                   # what _coalesce does, request by request
+            prev, count = peer.ack, 0
+            pending = prev is not None
+            if pending:
+                if (prev.seq + 1) & _MASK == first.seq:
+                    count = peer.ack_count
+                else:
+                    outs.append(stamped(self._ack_out(peer).packet, 0))
+                    pending = False
+            deferred = 0
+            for idx, h in enumerate(run):
+                count += 1
+                if h.flags & _MORE and count < every:
+                    if not pending:
+                        peer.ack_due = now + self.ack_delay
+                        self._tick += 1
+                        heapq.heappush(self._acks, (peer.ack_due, self._tick, h.src))
+                        pending = True
+                    deferred += 1
+                    continue
+                ack = make_ack(me, h)
+                if count > 1:
+                    ack.addr2 = count
+                outs.append(stamped(ack, idx))
+                pending, count = False, 0
+            if pending:
+                if deferred:
+                    peer.ack = make_ack(me, run[-1])
+                peer.ack_count = count
+            else:
+                peer.ack, peer.ack_count = None, 0
+            if deferred:
+                self._counters.add("acks_deferred", deferred)
+        c = self._counters
+        row = self._table.get(_WRITE)
+        payload = sum(h.payload_len for h in run)
+        nbytes = k * overhead() + payload
+        c.add("rx_packets", k)
+        c.add("rx_bytes", nbytes)
+        c.request(row.name, nbytes, k)
+        cost, caps = self.timing.cost, row.caps
+        c.busy(row.name, sum(cost(_WRITE, h.payload_len, caps) for h in run))
+        return self._sent(outs)
+
+
+__all__ = ["WriteRuns"]

@@ -1,0 +1,96 @@
+"""The per-datagram fast path: batches of datagrams handled in C (fastpath.c).
+
+Owns the Python face of ``netdam.wire._fastpath``: ``Batch`` (a list of datagrams
+scanned at once: the checks and fields of ``codec.decode`` for each, CRC32C included),
+copying a batch's payloads into device memory, and ``Burst`` (fragments of one message
+stamped with their sequence numbers and CRCs and sent with one ``sendmmsg``). The
+engines decide everything; this module only does their byte work for many datagrams
+per Python call. ``AVAILABLE`` is False when the extension was not built; callers then
+keep their pure-Python paths, which give the same results.
+"""
+
+from __future__ import annotations
+
+import socket
+import sys
+
+try:
+    from netdam.wire._fastpath import ffi, lib
+    AVAILABLE = True
+except ImportError:       # not built: every caller has a Python path
+    ffi = lib = None
+    AVAILABLE = False
+
+
+def crc32c(data, value: int = 0) -> int:
+    """CRC32C of ``data`` continuing from ``value`` (same as the crc32c package)."""
+    buf = ffi.from_buffer("uint8_t[]", data)
+    return lib.nd_crc32c(value, buf, len(buf))
+
+
+class Batch:
+    """Datagrams scanned together. ``hdrs[i].ok`` says whether ``codec.decode`` would
+    accept datagram i; when it does, ``hdrs[i]`` holds its header fields (the names of
+    SPEC §2.1) and ``payload_at``."""
+
+    __slots__ = ("grams", "bufs", "ptrs", "hdrs", "n")
+
+    def __init__(self, grams):
+        self.grams = grams
+        self.bufs = bufs = [ffi.from_buffer("uint8_t[]", g) for g in grams]   # kept alive
+        self.n = n = len(bufs)
+        self.ptrs = ffi.new("const uint8_t *[]", bufs)
+        lens = ffi.new("uint32_t[]", [len(b) for b in bufs])
+        self.hdrs = ffi.new("nd_hdr[]", n)
+        lib.nd_scan(n, self.ptrs, lens, self.hdrs)
+
+    def copy_payloads(self, memory, start: int, stop: int) -> None:
+        """Write the payloads of datagrams ``start:stop`` at ``addr + frag_off`` of
+        ``memory`` (a writable buffer). Every range must have been checked."""
+        mem = ffi.from_buffer("uint8_t[]", memory, require_writable=True)
+        lib.nd_copy_payloads(mem, stop - start, self.ptrs + start, self.hdrs + start)
+
+
+class Burst:
+    """Fragments of one message to one address, sent with one ``sendmmsg``.
+
+    ``head`` is the encoded header (and route) of the message's first fragment; each
+    fragment i gets ``seq[i]``, ``frag_off[i]``, ``flags[i]`` and its payload view,
+    and its CRC is computed here over exactly the bytes sent.
+    """
+
+    def __init__(self, head: bytes, seqs, frag_offs, flags, payloads):
+        n = self.n = len(payloads)
+        self._keep = [ffi.from_buffer("uint8_t[]", p) for p in payloads]
+        self.heads = ffi.new("uint8_t[]", head * n)
+        self.head_len = len(head)
+        self.plen = ffi.new("uint32_t[]", [len(p) for p in self._keep])
+        self.payloads = ffi.new("const uint8_t *[]", self._keep)
+        self.trailers = ffi.new("uint8_t[]", 4 * n)
+        lib.nd_stamp(n, self.heads, self.head_len, ffi.new("uint32_t[]", seqs),
+                     ffi.new("uint32_t[]", frag_offs), self.plen,
+                     ffi.new("uint32_t[]", flags), self.payloads, self.trailers)
+
+    def size(self, i: int) -> int:
+        """Bytes of datagram i."""
+        return self.head_len + self.plen[i] + 4
+
+    def datagram(self, i: int) -> bytes:
+        """Datagram i as bytes (for captures and for injecting faults)."""
+        h = self.head_len
+        return (bytes(ffi.buffer(self.heads + i * h, h))
+                + bytes(ffi.buffer(self.payloads[i], self.plen[i]))
+                + bytes(ffi.buffer(self.trailers + 4 * i, 4)))
+
+    def send(self, sock: socket.socket, addr: tuple[str, int], start: int = 0) -> int:
+        """Send datagrams ``start:`` to ``addr`` (IPv4); how many the kernel took, or a
+        negative errno when it took none."""
+        ip = int.from_bytes(socket.inet_aton(addr[0]), sys.byteorder)
+        port = socket.htons(addr[1])
+        h = self.head_len
+        return lib.nd_send_batch(sock.fileno(), self.n - start, self.heads + start * h, h,
+                                 self.payloads + start, self.plen + start,
+                                 self.trailers + 4 * start, ip, port)
+
+
+__all__ = ["AVAILABLE", "Batch", "Burst", "crc32c"]

@@ -1,0 +1,124 @@
+"""The C fast path against the Python codec. Invariant: for any bytes, ``Batch`` accepts
+exactly what ``decode`` accepts and reads the same fields; a ``Burst`` puts on the wire
+exactly the bytes ``encode`` makes of the same fragments."""
+
+import random
+import socket
+
+import pytest
+from crc32c import crc32c as reference_crc
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from test_codec import INT_FIELDS, packets
+
+from netdam.transport.udp import UdpEndpoint
+from netdam.wire import Flag, Opcode, Packet, WireError, decode, encode, fast
+from netdam.wire.frag import fragment
+
+pytestmark = pytest.mark.skipif(not fast.AVAILABLE, reason="the C fast path is not built")
+
+
+@pytest.mark.parametrize("n", [0, 1, 7, 8, 9, 767, 768, 769, 8192, 24575, 24576, 24577,
+                               65000, 65507, 200003])
+def test_crc32c_equals_the_reference(n):
+    rng = random.Random(n)
+    for skew in range(3):                        # unaligned starts too
+        data = rng.randbytes(n + skew)[skew:]
+        start = rng.getrandbits(32) if skew else 0
+        assert fast.crc32c(data, start) == reference_crc(data, start)
+
+
+def _fields(h) -> dict:
+    return {f: getattr(h, f) for f in INT_FIELDS if f not in ("redop",)}
+
+
+@settings(max_examples=200, deadline=None)
+@given(pkts=st.lists(packets(), min_size=1, max_size=8), seed=st.integers(0, 2**16))
+def test_batch_accepts_what_decode_accepts_and_reads_the_same_fields(pkts, seed):
+    rng = random.Random(seed)
+    grams = []
+    for p in pkts:
+        g = bytearray(encode(p))
+        damage = rng.random()
+        if damage < 0.2:
+            g[rng.randrange(len(g))] ^= 1 << rng.randrange(8)       # a flipped bit
+        elif damage < 0.3:
+            g = g[:rng.randrange(len(g))]                            # truncated
+        elif damage < 0.35:
+            g = bytearray(rng.randbytes(rng.randrange(120)))         # not netdam at all
+        grams.append(bytes(g))
+    batch = fast.Batch(grams)
+    for g, h in zip(grams, batch.hdrs):
+        try:
+            p = decode(g)
+        except WireError:
+            assert h.ok == 0
+            continue
+        assert h.ok == 1
+        want = {f: getattr(p, f) for f in INT_FIELDS if f != "redop"}
+        assert _fields(h) == want
+        assert (h.nhops, h.hop, h.payload_len) == (len(p.route), p.hop, len(p.payload))
+        assert bytes(g[h.payload_at:h.payload_at + h.payload_len]) == bytes(p.payload)
+
+
+def test_copy_payloads_writes_each_fragment_at_its_offset():
+    data = random.Random(3).randbytes(5000)
+    tmpl = Packet(opcode=Opcode.WRITE, addr=100, flags=Flag.ACK_REQ)
+    grams = [encode(f) for f in fragment(tmpl, data, 1100)]
+    memory = bytearray(6000)
+    fast.Batch(grams).copy_payloads(memory, 0, len(grams))
+    assert memory[100:5100] == data and not any(memory[:100]) and not any(memory[5100:])
+
+
+def _fragments(n_bytes: int, mtu: int) -> list[Packet]:
+    data = random.Random(n_bytes).randbytes(n_bytes)
+    tmpl = Packet(opcode=Opcode.WRITE, src=3, dst=4, rkey=0xABCD, pkey=2, req_id=77,
+                  addr=4096, flags=Flag.ACK_REQ)
+    frags = list(fragment(tmpl, data, mtu))
+    for i, f in enumerate(frags):
+        f.seq = (0xFFFFFFFE + i) & 0xFFFFFFFF     # wraps
+        f.flags |= Flag.RETRANSMIT if i == 1 else 0
+    return frags
+
+
+def _burst(frags):
+    return fast.Burst(encode(frags[0])[:72], [f.seq for f in frags],
+                      [f.frag_off for f in frags], [int(f.flags) for f in frags],
+                      [f.payload for f in frags])
+
+
+def test_burst_datagrams_are_what_encode_makes():
+    frags = _fragments(10_000, 1500)
+    burst = _burst(frags)
+    assert [burst.datagram(i) for i in range(burst.n)] == [encode(f) for f in frags]
+    assert [burst.size(i) for i in range(burst.n)] == [len(encode(f)) for f in frags]
+
+
+def test_a_burst_crosses_a_real_socket_in_order():
+    frags = _fragments(60_000, 9000)
+    rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    rx.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+    rx.bind(("127.0.0.1", 0))
+    rx.settimeout(5)
+    tx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        assert _burst(frags).send(tx, rx.getsockname()) == len(frags)
+        got = [rx.recv(65536) for _ in frags]
+        assert got == [encode(f) for f in frags]
+    finally:
+        rx.close()
+        tx.close()
+
+
+def test_send_many_counts_what_it_sent():
+    frags = _fragments(60_000, 9000)
+    with UdpEndpoint(mtu=9000) as a, UdpEndpoint(mtu=9000) as b:
+        a.send_many(frags, b.address)
+        got = []
+        while len(got) < len(frags):
+            r = b.recv(5.0)
+            assert r is not None, "a datagram of the burst never arrived"
+            got.append(bytes(r[0]))
+        assert got == [encode(f) for f in frags]
+        assert a.counters["tx_datagrams"] == len(frags)
+        assert a.counters["tx_bytes"] == sum(map(len, got))
