@@ -240,12 +240,19 @@ class DeviceServer:
             self.udp.ring_doorbell(port)
 
     def _emit_udp(self, outs, addr, now: float) -> None:
-        send = self.udp.send
+        """Answers go back to ``addr`` (the fragments of one answer, a READ_RESP cut to
+        the MTU, in one burst); packets for other members go through ``_to_member``."""
+        udp, frags = self.udp, []
         for dest, pkt in outs:
             if dest is None:
-                send(pkt, addr, now)
+                if frags and pkt.req_id != frags[0].req_id:
+                    udp.send_many(frags, addr, now)
+                    frags = []
+                frags.append(pkt)
             else:
                 self._to_member(dest, pkt, now)
+        if frags:
+            udp.send_many(frags, addr, now)
 
     def _emit_shm(self, outs, slot: int, now: float) -> None:
         for dest, pkt in outs:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import errno
 import heapq
 import ipaddress
+import operator
 import os
 import select
 import socket
@@ -23,12 +24,15 @@ import time
 from netdam.transport.faults import FaultConfig, Injector
 from netdam.wire import fast
 from netdam.wire.codec import Packet, encode_parts
-from netdam.wire.fields import DEFAULT_MTU, MAX_DATAGRAM, MIN_MTU
+from netdam.wire.fields import DEFAULT_MTU, HEADER_FIELDS, MAX_DATAGRAM, MIN_MTU
 
 #: socket buffer size asked for: 4 MiB is the largest an unprivileged process gets by
 #: default on Linux (net.core.rmem_max / wmem_max)
 SOCKET_BUFFER = 4 << 20
 
+#: the header fields that fragments of one message share (all but seq, frag_off, flags)
+_TEMPLATE = operator.attrgetter(*(f for f in HEADER_FIELDS if f in Packet.__slots__ and f not in
+                                  ("seq", "frag_off", "flags")), "route")
 #: what a batched send returns when the send buffer is full (-errno)
 _FULL = (0, -errno.EAGAIN, -errno.ENOBUFS)
 #: errors a send may hit that mean "the datagram is lost", as on a real network
@@ -137,12 +141,13 @@ class UdpEndpoint:
 
     def send_many(self, packets: list[Packet], addr: tuple[str, int],
                   now: float | None = None) -> None:
-        """Send fragments of one message (headers equal but for seq, frag_off, flags and
-        payload) to ``addr``: one ``sendmmsg`` of datagrams stamped in C when the fast
-        path is built and no fault injection or capture needs each datagram; else one
-        ``send`` each. What the kernel refuses (a full buffer) is lost, as with ``send``."""
+        """Send packets to ``addr``: when they are fragments of one message (headers equal
+        but for seq, frag_off, flags and payload), the fast path is built and no fault
+        injection or capture needs each datagram, as one ``sendmmsg`` of datagrams
+        stamped in C; else one ``send`` each. What the kernel refuses (a full buffer) is lost, as with ``send``."""
         if len(packets) < 2 or not fast.AVAILABLE or self.injector.active \
-                or self.capture is not None or ":" in addr[0]:
+                or self.capture is not None or ":" in addr[0] \
+                or len(set(map(_TEMPLATE, packets))) != 1:
             for p in packets:
                 self.send(p, addr, now)
             return

@@ -122,3 +122,16 @@ def test_send_many_counts_what_it_sent():
         assert got == [encode(f) for f in frags]
         assert a.counters["tx_datagrams"] == len(frags)
         assert a.counters["tx_bytes"] == sum(map(len, got))
+
+
+def test_send_many_of_different_messages_sends_each_as_encoded():
+    """A NAK and an ACK of one request id are not fragments of one message: each goes
+    out exactly as encoded, never stamped from the other's header."""
+    ack = Packet(opcode=Opcode.ACK, src=1, dst=9, req_id=5, seq=10, addr2=4,
+                 flags=Flag.ACK_VALID, ack=11)
+    nak = Packet(opcode=Opcode.NAK, src=1, dst=9, req_id=5, seq=11, status=5, imm=3,
+                 flags=Flag.ACK_VALID, ack=11)
+    with UdpEndpoint() as a, UdpEndpoint() as b:
+        a.send_many([ack, nak], b.address)
+        got = [bytes(b.recv(5.0)[0]) for _ in range(2)]
+    assert got == [encode(ack), encode(nak)]
