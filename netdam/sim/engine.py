@@ -57,27 +57,31 @@ class EventQueue:
             if len(run) > 1:
                 run.sort(reverse=True)  # (time, tick) unique: the next event is last
                 head = run[-1]
-                heapq.heappush(self._heap, (head[0], head[1], self._next_of, (run,)))
+                # a run's entry: its head's (time, tick), no callback, the run itself
+                heapq.heappush(self._heap, (head[0], head[1], None, run))
             elif run:
                 heapq.heappush(self._heap, run[0])
-
-    def _next_of(self, run: list) -> None:
-        """Run the earliest event of a run; the rest go back on the heap under its next
-        (time, tick). Counted as the one event it runs."""
-        _, _, fn, args = run.pop()
-        if run:
-            head = run[-1]
-            heapq.heappush(self._heap, (head[0], head[1], self._next_of, (run,)))
-        fn(*args)
 
     def run(self, until: float = float("inf"), stop: Callable[[], bool] | None = None
             ) -> float:
         """Run events until none is left, ``until`` is passed or ``stop()`` is true
-        (``stop`` is asked after every event: keep it cheap)."""
-        heap, pop = self._heap, heapq.heappop
+        (``stop`` is asked after every event: keep it cheap). An event of a run counts as
+        the one event it is; the run's entry stays on the heap under its next event's
+        (time, tick) (one ``heapreplace``, not a pop and a push)."""
+        heap, pop, replace = self._heap, heapq.heappop, heapq.heapreplace
         n = 0
         while heap and heap[0][0] <= until:
-            t, _, fn, args = pop(heap)
+            t, _, fn, args = heap[0]
+            if fn is None:              # a run: its earliest event
+                run = args
+                t, _, fn, args = run.pop()
+                if run:
+                    head = run[-1]
+                    replace(heap, (head[0], head[1], None, run))
+                else:
+                    pop(heap)
+            else:
+                pop(heap)
             self.now = t
             n += 1
             fn(*args)
@@ -87,7 +91,7 @@ class EventQueue:
         return self.now
 
     def __len__(self) -> int:
-        return sum(len(e[3][0]) if e[2] == self._next_of else 1 for e in self._heap)
+        return sum(len(e[3]) if e[2] is None else 1 for e in self._heap)
 
 
 __all__ = ["EventQueue", "SimError"]

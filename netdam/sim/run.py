@@ -309,13 +309,12 @@ def _simulate(cfg: SimConfig) -> SimResult:
     make = ALGORITHMS[(cfg.collective, cfg.algo)]
     for r, h in enumerate(hosts):
         h.start(make(run, r))
-    q.run(stop=lambda: world.finished == n)
+    q.run()     # to the end: the last acks still count on their links (and in the flows)
     if world.finished != n:
         stuck = [h.rank for h in hosts if h.finished_at is None]
         raise SimError(f"ranks {stuck[:8]}{'...' if len(stuck) > 8 else ''} never finished "
                        f"(deadlock, or drops beyond repair)")
     t_end = max(h.finished_at for h in hosts)
-    q.run()     # drain: the last acks still count on their links (and in the flows)
     world.net.settle()
     correct = run.check(cfg.collective) if mode.data and cfg.check else None
     return _result(cfg, world, t_end, correct, wall0)
