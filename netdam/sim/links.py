@@ -40,7 +40,7 @@ class Link:
     free_at: float = 0.0      #: when the wire is next idle
     packets: int = 0
     bytes: int = 0
-    busy_ns: float = 0.0
+    wire_bytes: int = 0       #: bytes serialised, framing included (busy time, exactly)
     dropped: int = 0
     peak_queue_bytes: float = 0.0
     # reserve(): booked intervals [start, end), sorted and disjoint; arrays of doubles,
@@ -54,6 +54,11 @@ class Link:
         if self.gbps <= 0 or self.latency_ns < 0:
             raise ValueError(f"link {self.name}: rate must be positive, latency >= 0")
         self.ns_per_byte = 8.0 / self.gbps
+
+    @property
+    def busy_ns(self) -> float:
+        """Time the wire was busy (an exact integer count of bytes, converted once)."""
+        return self.wire_bytes * self.ns_per_byte
 
     def ser_ns(self, npackets: int, nbytes: int) -> float:
         """Time on the wire of ``npackets`` datagrams totalling ``nbytes``."""
@@ -71,7 +76,8 @@ class Link:
         if self.loss and self.rng.random() < self.loss:
             self.dropped += npackets
             return None
-        ser = self.ser_ns(npackets, nbytes)
+        wire = nbytes + npackets * FRAME_OVERHEAD
+        ser = wire * self.ns_per_byte
         first = ser / npackets
         start = head if head > self.free_at else self.free_at
         end = start + ser
@@ -80,7 +86,7 @@ class Link:
             end = tail + first          # finish before its last datagram has come in
         self.packets += npackets
         self.bytes += nbytes
-        self.busy_ns += ser
+        self.wire_bytes += wire
         lat = self.latency_ns
         return start + first + lat, end + lat
 
@@ -95,7 +101,8 @@ class Link:
         if ends and ends[0] <= now:
             drop = bisect_right(ends, now)
             del starts[:drop], ends[:drop]
-        ser = (nbytes + npackets * FRAME_OVERHEAD) * self.ns_per_byte
+        wire = nbytes + npackets * FRAME_OVERHEAD
+        ser = wire * self.ns_per_byte
         first = ser / npackets
         start = head
         n = len(ends)
@@ -123,7 +130,7 @@ class Link:
             end = tail + first
         self.packets += npackets
         self.bytes += nbytes
-        self.busy_ns += ser
+        self.wire_bytes += wire
         lat = self.latency_ns
         return start + first + lat, end + lat
 
@@ -132,10 +139,11 @@ class Link:
         """Count a burst of small answers (the per-chunk mode's acks) without booking
         the wire for them: they add under 1 % of its busy time and would only cut the
         calendar into slivers. The burst itself goes at line rate, never queued."""
-        ser = self.ser_ns(npackets, nbytes)
+        wire = nbytes + npackets * FRAME_OVERHEAD
+        ser = wire * self.ns_per_byte
         self.packets += npackets
         self.bytes += nbytes
-        self.busy_ns += ser
+        self.wire_bytes += wire
         lat = self.latency_ns
         return head + ser / npackets + lat, max(tail, head + ser) + lat
 

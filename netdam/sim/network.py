@@ -104,12 +104,12 @@ class Network:
             flow = key >> 16
             counts[flow] = counts.get(flow, 0) + both
             npackets, nbytes = both >> 48, both & _BYTES
-            wire = nbytes + npackets * FRAME_OVERHEAD      # Link.ser_ns, inlined
+            wire = nbytes + npackets * FRAME_OVERHEAD
             for link in route((flow >> 24) - 1, ((flow >> 8) & 0xFFFF) - 1, key & 0xFFFF,
                               False):
                 link.packets += npackets
                 link.bytes += nbytes
-                link.busy_ns += wire * link.ns_per_byte
+                link.wire_bytes += wire
         self._tallies.clear()
 
     def _hop(self, route, i, head, tail, npackets, nbytes, body, dst) -> None:
