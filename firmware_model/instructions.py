@@ -34,7 +34,7 @@ from firmware_model.replay import MessageTracker
 from netdam.wire.codec import Packet
 from netdam.wire.fields import (CAPS, DTYPE_SIZE, USER_OPCODES, Cap, DType, Flag, Opcode,
                                 Status)
-from netdam.wire.frag import fragment
+from netdam.wire.frag import fragment, max_payload
 
 MASK64 = (1 << 64) - 1
 FP8_BLOCK = 128                      #: elements per scale (QUANT_FP8 / DEQUANT_FP8)
@@ -95,6 +95,7 @@ class Context:
         self.device_id = device_id
         self.memory = memory
         self.mtu = mtu
+        self.one_datagram = max_payload(mtu)   #: payload bytes one answer datagram carries
         self.tracker = tracker
         self.groups: dict[int, tuple[int, ...]] = {}
         self.chains: dict[int, tuple[int, ...]] = {}
@@ -255,8 +256,11 @@ def _read_operands(ctx, pkt):
 
 def _read(ctx: Context, pkt: Packet) -> list[Out]:
     data = bytes(ctx.mem(pkt.addr, pkt.length))   # a snapshot: memory may change later
-    template = ctx.reply(pkt, Opcode.READ_RESP, frag_off=0).packet
-    return [Out(None, f) for f in fragment(template, data, ctx.mtu)]
+    out = ctx.reply(pkt, Opcode.READ_RESP, data)
+    out.packet.frag_off = 0
+    if len(data) <= ctx.one_datagram:             # the common small READ: one answer
+        return [out]
+    return [Out(None, f) for f in fragment(out.packet, data, ctx.mtu)]
 
 
 # -- WRITE ---------------------------------------------------------------------------------

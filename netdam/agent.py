@@ -245,8 +245,10 @@ class Agent:
             template.flags = int(template.flags) & ~_MORE_FRAGS
             self._submit(h, template, now)
         else:
-            for pkt in fragment(template, data, self.mtu):
-                self._submit(h, pkt, now)
+            frags = list(fragment(template, data, self.mtu))
+            h.remaining += len(frags)
+            self.rel.submit_many(h.device, frags, now, token=h, needs_reply=True,
+                                 deadline=h.deadline)
         self._pump(now)
         return h
 

@@ -318,17 +318,17 @@ class DeviceServer:
 
     def _ingest(self, timeout: float) -> int:
         udp, q, n = self.udp, self.rxq, 0
-        r = udp.recv(timeout) if not len(q) else udp.recv(0.0)
+        r = udp.recv_bytes(timeout) if not len(q) else udp.recv_bytes(0.0)
         while r is not None:
-            view, addr = r
-            if view and not (len(view) > _DST_AT + 1 and _IS_RESPONSE[view[_OPCODE_AT]]
-                             and (self._relay_in(view)
-                                  or self._response(view, time.monotonic()))):
-                q.push(addr, bytes(view), len(view))
+            data, addr = r
+            if data and not (len(data) > _DST_AT + 1 and _IS_RESPONSE[data[_OPCODE_AT]]
+                             and (self._relay_in(data)
+                                  or self._response(data, time.monotonic()))):
+                q.push(addr, data, len(data))
             n += 1                          # a doorbell counts: it is progress
             if n >= _INGEST:
                 break
-            r = udp.recv(0.0)
+            r = udp.recv_bytes(0.0)
         return n
 
     def _serve_udp(self) -> int:

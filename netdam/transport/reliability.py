@@ -194,6 +194,20 @@ class Reliability:
         p.queue.append(_Entry(packet, token, needs_reply, n, dl))
         self._queued += 1
 
+    def submit_many(self, peer: Hashable, packets, now: float, *, token: Any = None,
+                    needs_reply: bool = False, deadline: float | None = None) -> None:
+        """``submit`` of each packet (the fragments of one message), in one call."""
+        dl = now + self.config.deadline if deadline is None else deadline
+        p = self._peer(peer)
+        room = self.config.max_queue - len(p.queue)
+        if room < len(packets):
+            self.counters["queue_full"] += len(packets) - max(room, 0)
+            self._overflow += [Failed(peer, None, token, 0)] * (len(packets) - max(room, 0))
+            packets = packets[:max(room, 0)]
+        p.queue.extend(_Entry(pkt, token, needs_reply, len(pkt.payload), dl)
+                       for pkt in packets)
+        self._queued += len(packets)
+
     def wants_send(self) -> bool:
         """True when ``datagrams_to_send`` may have something (cheap: for hot loops)."""
         return bool(self._queued or self._ready)
@@ -269,12 +283,13 @@ class Reliability:
         run = reply.addr2 if reply.opcode == _ACK else 0
         if run > 1:     # a coalesced ACK answers seq - run + 1 .. seq (SPEC §4.7)
             p.anchored = True
-            outstanding = p.outstanding
+            outstanding, before = p.outstanding, len(done)
             for k in range(1, min(run, self.config.window)):
-                e = outstanding.get((reply.seq - k) & _SEQ_MASK)
-                if e is not None:
-                    e.delivered = True
-                    self._retire(peer, p, e, now, done)
+                e = outstanding.pop((reply.seq - k) & _SEQ_MASK, None)
+                if e is not None:     # the RTT was sampled on the seq the ACK echoes
+                    p.bytes -= e.size
+                    done.append(Retired(peer, e.seq, e.token))
+            self.counters["retired"] += len(done) - before
         if reply.flags & _ACK_VALID:
             ack = reply.ack
             if seq_diff(ack, p.cum) > 0 and seq_diff(ack, p.next_seq) <= 0:

@@ -256,6 +256,27 @@ class UdpEndpoint:
         self.counters["rx_bytes"] += n
         return self._view[:n], addr
 
+    def recv_bytes(self, timeout: float | None = 0.0):
+        """As ``recv``, but the datagram is its own ``bytes`` (received straight into
+        it, no copy): for a caller that keeps datagrams beyond the next receive."""
+        try:
+            data, addr = self.sock.recvfrom(MAX_DATAGRAM + 1)
+        except BlockingIOError:
+            if timeout == 0.0:
+                return None
+            ms = -1 if timeout is None else max(0, int(timeout * 1000 + 0.999))
+            if not self._poll.poll(ms):
+                return None
+            try:
+                data, addr = self.sock.recvfrom(MAX_DATAGRAM + 1)
+            except BlockingIOError:
+                return None
+        except ConnectionRefusedError:
+            return None
+        self.counters["rx_datagrams"] += 1
+        self.counters["rx_bytes"] += len(data)
+        return data, addr
+
     def close(self) -> None:
         try:
             self._poll.unregister(self.sock.fileno())

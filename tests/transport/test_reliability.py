@@ -221,3 +221,14 @@ def test_a_full_queue_fails_the_datagram_at_once():
     assert [(f.token, f.seq, f.tries) for f in failed] == [(2, None, 0), (3, None, 0)]
     assert all(isinstance(f, Failed) for f in failed)
     assert rel.counters["queue_full"] == 2 and rel.counters["failed"] == 2
+
+
+def test_submit_many_queues_like_submit_and_refuses_past_the_queue_bound():
+    rel = Reliability(RelConfig(max_queue=3), initial_seq=1)
+    _anchor(rel)
+    rel.submit_many(PEER, [_req(10) for _ in range(5)], 0.0, token="m")
+    assert rel.queued(PEER) == 3 and rel.counters["queue_full"] == 2
+    failed = rel.handle_timer(0.0)
+    assert [f.token for f in failed] == ["m", "m"] and all(f.seq is None for f in failed)
+    sent = rel.datagrams_to_send(0.0)
+    assert [p.seq for _, p in sent] == [2, 3, 4]

@@ -62,6 +62,17 @@ def test_recv_timeout_returns_none(pair):
     _, b = pair
     assert b.recv(0.0) is None
     assert b.recv(0.01) is None
+    assert b.recv_bytes(0.0) is None and b.recv_bytes(0.01) is None
+
+
+def test_recv_bytes_gives_each_datagram_its_own_bytes(pair):
+    a, b = pair
+    for i in range(3):
+        a.send_bytes(bytes([i]) * (100 + i), b.address)
+    got = [b.recv_bytes(1.0) for _ in range(3)]
+    assert [d for d, _ in got] == [bytes([i]) * (100 + i) for i in range(3)]
+    assert all(addr == a.address for _, addr in got)
+    assert b.counters["rx_datagrams"] == 3 and b.counters["rx_bytes"] == 303
 
 
 def test_injected_faults_are_seen_by_the_receiver():
