@@ -29,6 +29,8 @@ from netdam.wire.frag import max_payload
 _ACK_BYTES = overhead(0)
 _OVERHEAD = [overhead(hops) for hops in range(16001)]  # route length -> header bytes
 _ATOMIC_RESP_BYTES = overhead(0) + 8
+#: the token of a per-chunk multicast copy: its ack is counted already (Network.fan_out)
+_COUNTED = Handle()
 _MCAST_COPY, _LAST_SIGNAL, _RESULT_MCAST = (int(Flag.MCAST_COPY), int(Flag.LAST_HOP_SIGNAL),
                                             int(Flag.RESULT_MCAST))
 
@@ -167,6 +169,8 @@ class ModelDevice(DeviceBase, _Sender):
 
     # -- what the device does -----------------------------------------------------------
     def _answer(self, f: Frag, op: int, first: float, last: float) -> None:
+        if f.token is _COUNTED:     # a multicast copy whose ack fan_out counted
+            return
         atomic = op == Opcode.ATOMIC_FADD
         size = _ATOMIC_RESP_BYTES if atomic else _ACK_BYTES
         opcode = Opcode.ATOMIC_RESP if atomic else Opcode.ACK
@@ -223,15 +227,26 @@ class ModelDevice(DeviceBase, _Sender):
                             last)
 
     def _replicate(self, pkt: Packet, f: Frag, first: float, last: float) -> None:
-        emit = self.emit if self.anchors else None    # None: straight to the wire
-        c = Frag(pkt, f.off, f.payload, f.npackets, None, self.member)   # every copy's
-        with self.world.q.batch():      # one heap entry for all the copies (engine.py)
-            for m in self._group(pkt.group):
-                if m != self.member:
-                    if emit is None:
-                        _send(self.world, self.member, m, c, first, last)
-                    else:
-                        emit(m, c, first, last)
+        w, me, members = self.world, self.member, self._group(pkt.group)
+        if self.anchors or w.net.hop_events:
+            c = Frag(pkt, f.off, f.payload, f.npackets, None, me)   # every copy's
+            with w.q.batch():           # one heap entry for all the copies (engine.py)
+                for m in members:
+                    if m != me:
+                        self.emit(m, c, first, last)
+            return
+        # per-chunk: the copies' flows and their acks counted once (Network.fan_out);
+        # each copy still goes on the wire, booked on its route as any burst
+        k = f.npackets
+        nbytes = k * _OVERHEAD[len(pkt.route)] + f.payload
+        w.net.fan_out(me, members, pkt.opcode, k, nbytes, Opcode.ACK, k * _ACK_BYTES,
+                      pkt.req_id)
+        c = Frag(pkt, f.off, f.payload, k, _COUNTED, me)
+        send, a, label = w.net.send, me - 1, pkt.req_id
+        with w.q.batch():
+            for m in members:
+                if m != me:
+                    send(a, m - 1, first, last, k, nbytes, c, label)
 
     def _group(self, group: int) -> list[int]:
         return self.members if group == WORLD_GROUP else []

@@ -12,6 +12,9 @@ mode) register by node id and receive ``deliver(head, tail, body)``.
 
 from __future__ import annotations
 
+from collections import Counter
+from itertools import chain
+
 from firmware_model.timing import FRAME_OVERHEAD
 from netdam.sim.engine import EventQueue
 from netdam.sim.topology import Topology
@@ -37,6 +40,9 @@ class Network:
         self.flow_counts: dict[int, int] = {}
         self.dropped = 0
         self._tallies: dict[int, int] = {}   # flow << 16 | plane -> datagrams << 48 | bytes
+        #: multicasts counted once for all their copies (``fan_out``): flows_of expands them
+        self.fans: list[tuple] = []
+        self._fans_settled = 0
 
     def attach(self, node: int, endpoint) -> None:
         self.endpoints[node] = endpoint
@@ -46,7 +52,7 @@ class Network:
     def flows(self) -> dict[tuple[int, int, int], tuple[int, int]]:
         """(src member, dst member, opcode) -> (datagrams, bytes), in first-counted order
         (tallied answers count when ``settle`` puts them on their links)."""
-        return flows_of(self.flow_counts)
+        return flows_of(self.flow_counts, self.fans)
 
     def send(self, a: int, b: int, head: float, tail: float, npackets: int, nbytes: int,
              body, label: int = 0, flow: int | None = None) -> None:
@@ -97,8 +103,19 @@ class Network:
         tallies = self._tallies
         tallies[key] = tallies.get(key, 0) + (npackets << 48) + nbytes
 
+    def fan_out(self, src: int, members: list[int], opcode: int, npackets: int, nbytes: int,
+                answer: int, answer_bytes: int, label: int = 0) -> None:
+        """Count a multicast's copies from member ``src`` to every other member of
+        ``members`` (``npackets`` datagrams, ``nbytes`` each copy) and their answers back
+        (``answer`` opcode, ``answer_bytes``) once for all of them: the flows when asked
+        for (``flows_of``), the answers on their links at ``settle``. The copies are still
+        sent one by one (``send`` with no flow): their links are booked as any burst's."""
+        self.fans.append((src, members, opcode, npackets, nbytes, answer, answer_bytes,
+                          label % self.topo.planes))
+
     def settle(self) -> None:
         """Put the tallied answers on their flows and links (before reading either)."""
+        self._settle_fans()
         route, counts = self.topo.route, self.flow_counts
         for key, both in self._tallies.items():
             flow = key >> 16
@@ -111,6 +128,26 @@ class Network:
                 link.bytes += nbytes
                 link.wire_bytes += wire
         self._tallies.clear()
+
+    def _settle_fans(self) -> None:
+        """The answers to the copies ``fan_out`` counted, every member's to the source, on
+        the links of their routes: how often each link is used, then added at once."""
+        route = self.topo.route
+        uses: dict[tuple[int, int], Counter] = {}     # (datagrams, bytes) -> link: times
+        for src, members, _, npackets, _, _, nbytes, plane in self.fans[self._fans_settled:]:
+            used = uses.get((npackets, nbytes))
+            if used is None:
+                used = uses[(npackets, nbytes)] = Counter()
+            dst = src - 1
+            used.update(chain.from_iterable(route(m - 1, dst, plane, False)
+                                            for m in members if m != src))
+        self._fans_settled = len(self.fans)
+        for (npackets, nbytes), used in uses.items():
+            wire = nbytes + npackets * FRAME_OVERHEAD
+            for link, times in used.items():
+                link.packets += times * npackets
+                link.bytes += times * nbytes
+                link.wire_bytes += times * wire
 
     def _hop(self, route, i, head, tail, npackets, nbytes, body, dst) -> None:
         times = route[i].carry(head, tail, npackets, nbytes)
@@ -125,8 +162,20 @@ class Network:
             self.q.at(head, self._deliver[dst], head, tail, body)
 
 
-def flows_of(counts: dict[int, int]) -> dict[tuple[int, int, int], tuple[int, int]]:
-    """``Network.flow_counts`` as (src member, dst member, opcode) -> (datagrams, bytes)."""
+def flows_of(counts: dict[int, int], fans: list[tuple] = ()
+             ) -> dict[tuple[int, int, int], tuple[int, int]]:
+    """``Network.flow_counts`` and ``fans`` as (src member, dst member, opcode) ->
+    (datagrams, bytes)."""
+    if fans:
+        counts = dict(counts)
+        for src, members, opcode, npackets, nbytes, answer, answer_bytes, _ in fans:
+            there, back = (npackets << 48) + nbytes, (npackets << 48) + answer_bytes
+            for m in members:
+                if m != src:
+                    key = (src << 24) | (m << 8) | opcode
+                    counts[key] = counts.get(key, 0) + there
+                    key = (m << 24) | (src << 8) | answer
+                    counts[key] = counts.get(key, 0) + back
     return {(k >> 24, (k >> 8) & 0xFFFF, k & 0xFF): (v >> 48, v & _BYTES)
             for k, v in counts.items()}
 

@@ -125,6 +125,7 @@ class SimResult:
     busbw: float                #: GB/s: algbw * nccl-tests factor
     links: list[dict]           #: every link that carried traffic, busiest first
     flow_counts: dict = field(repr=False)   #: flow_id -> packed counts (see ``flows``)
+    fans: list = field(repr=False)          #: multicasts counted once (see ``flows``)
     correct: bool | None        #: None: not checked (timing-only mode)
     events: int
     wall_s: float
@@ -137,7 +138,7 @@ class SimResult:
     def flows(self) -> dict[tuple[int, int, int], tuple[int, int]]:
         """(src member, dst member, opcode) -> (datagrams, bytes); built when asked for
         (a 1,024-rank run counts millions of flows)."""
-        return flows_of(self.flow_counts)
+        return flows_of(self.flow_counts, self.fans)
 
     @property
     def busiest(self) -> dict | None:
@@ -333,7 +334,7 @@ def _result(cfg: SimConfig, world: World, t_end: float, correct, wall0: float) -
     busbw = algbw * BUSBW_FACTOR[cfg.collective](cfg.ranks)
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return SimResult(cfg, t_end, algbw, busbw, links,
-                     world.net.flow_counts, correct,
+                     world.net.flow_counts, world.net.fans, correct,
                      world.q.events, time.perf_counter() - wall0, rss,
                      world.topo.describe(), world.net.dropped)
 
