@@ -214,18 +214,20 @@ def _signal(pkt: Packet) -> Access:
     return Access(pkt.addr2, 8, SIGNAL_NEED, 8)
 
 
-def _signal_key(kind: str, origin: int, pkt: Packet) -> tuple:
+def signal_key(kind: str, origin: int, pkt: Packet) -> tuple:
     return (kind, origin, pkt.req_id, pkt.addr, pkt.addr2)
 
 
-def _write_and_signal(ctx: Context, pkt: Packet, key: tuple | None) -> None:
-    """Write the fragment; with a signal key, bump the signal after the message's last byte."""
+def write_and_signal(ctx: Context, pkt: Packet, key: tuple | None, payload=None) -> None:
+    """Write the fragment (``payload``, default the packet's); with a signal key, bump the
+    signal after the message's last byte."""
     if key is not None and not ctx.tracker.has_room(key):
         raise InstructionError(Status.BUSY, "signal message table full")
-    n = len(pkt.payload)
+    data = pkt.payload if payload is None else payload
+    n = len(data)
     start = pkt.addr + pkt.frag_off
     if n:
-        ctx.mem(start, n)[:] = pkt.payload
+        ctx.mem(start, n)[:] = data
     if key is not None:
         done = ctx.tracker.add(key, pkt.length, pkt.frag_off, pkt.frag_off + n, ctx.now,
                                (pkt.rkey, pkt.pkey, pkt.addr2, pkt.imm))
@@ -273,7 +275,7 @@ def _write_operands(ctx, pkt):
 
 
 def _write(ctx: Context, pkt: Packet) -> list[Out]:
-    _write_and_signal(ctx, pkt, None)
+    write_and_signal(ctx, pkt, None)
     return []
 
 
@@ -392,7 +394,7 @@ def _chain_last_hop(ctx: Context, pkt: Packet, route: tuple[int, ...], *,
     n = len(pkt.payload)
     start = pkt.addr + pkt.frag_off
     signal = bool(pkt.flags & Flag.LAST_HOP_SIGNAL)
-    key = _signal_key("chain", route[0], pkt) if signal else None
+    key = signal_key("chain", route[0], pkt) if signal else None
     if key is not None and not ctx.tracker.has_room(key):
         raise InstructionError(Status.BUSY, "signal message table full")
     if n and reduce:
@@ -442,7 +444,7 @@ def _mcast_operands(ctx, pkt):
 def _mcast(ctx: Context, pkt: Packet) -> list[Out]:
     if _applies_locally(ctx, pkt):
         signal = pkt.flags & Flag.LAST_HOP_SIGNAL
-        _write_and_signal(ctx, pkt, _signal_key("mcast", pkt.src, pkt) if signal else None)
+        write_and_signal(ctx, pkt, signal_key("mcast", pkt.src, pkt) if signal else None)
     if pkt.flags & Flag.MCAST_COPY:
         return []
     payload = bytes(pkt.payload)
@@ -456,7 +458,7 @@ def _put_signal_operands(ctx, pkt):
 
 
 def _put_signal(ctx: Context, pkt: Packet) -> list[Out]:
-    _write_and_signal(ctx, pkt, _signal_key("put", pkt.src, pkt))
+    write_and_signal(ctx, pkt, signal_key("put", pkt.src, pkt))
     return []
 
 
@@ -613,4 +615,5 @@ class InstructionTable:
 
 __all__ = ["Out", "InstructionError", "Context", "Instruction", "InstructionTable",
            "BUILTINS", "make_ack", "make_nak", "nak_for", "need_for", "default_validate",
+           "write_and_signal", "signal_key", "SIGNAL_NEED",
            "default_operands", "FP8_BLOCK"]

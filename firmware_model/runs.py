@@ -1,19 +1,24 @@
-"""Runs of WRITE fragments applied in one pass: the device's batch lane (SPEC_device §4-§5).
+"""Runs of WRITE / PUT_SIGNAL fragments applied in one pass: the batch lane (SPEC_device §4-§5).
 
 Owns ``Device.receive_many``: for a list of datagrams, the same memory, replay windows,
-counters and answers as ``Device.receive`` of each in turn, in the same order, but
-cheaper where bulk transfers spend their time. Consecutive plain WRITE fragments of one
-peer (flags ACK_REQ and MORE_FRAGS only, consecutive sequence numbers) form a run. A run
-whose requests are all new, of one region and aimed at this device, with nothing of
-that peer held, is checked once (``Memory.check`` over the run's hull, the window over
-its sequence numbers), its payloads are copied, its window slots recorded at once, and
-its ACKs are made exactly where the one-by-one path makes them (coalesced or not,
-stamped with the cumulative ack of that moment). Any other datagram, and any run that
-fails a check, takes the one-by-one path, which answers it as it always would.
+counters, signals and answers as ``Device.receive`` of each in turn, in the same order,
+but cheaper where bulk transfers spend their time. Consecutive plain fragments of one
+opcode (WRITE or PUT_SIGNAL) from one peer (flags ACK_REQ and MORE_FRAGS only,
+consecutive sequence numbers) form a run. A run whose requests are all new, of one
+region and aimed at this device, with nothing of that peer held, is checked once
+(``Memory.check`` over the run's hull and over each signal word, the window over its
+sequence numbers), its payloads are written (WRITE: all copies at once; PUT_SIGNAL: one
+by one through ``write_and_signal``, so a signal fires after its message's last byte
+and a full message table refuses the rest BUSY exactly as it would), its window slots
+are recorded at once, and its ACKs are made exactly where the one-by-one path makes them
+(coalesced or not, stamped with the cumulative ack of that moment). Any other datagram,
+and the part of a run that fails a check, takes the one-by-one path, which answers it as
+it always would.
 
-The run's checks are the WRITE row's (``instructions``): dtype known, fragment within
-its message, the fragment's range writable under (rkey, pkey). The scan (CRC32C and the
-header fields) and the copies run in C (``netdam.wire.fast``) when it is built.
+The run's checks are the rows' (``instructions``): dtype known, fragment within its
+message, the fragment's range writable under (rkey, pkey), and for PUT_SIGNAL the
+signal word. The scan (CRC32C and the header fields) and the copies run in C
+(``netdam.wire.fast``) when it is built.
 
 A mixin of ``firmware_model.device.Device``: it works on the device's own tables.
 """
@@ -22,13 +27,15 @@ from __future__ import annotations
 
 import heapq
 
-from firmware_model.instructions import Out, make_ack
+from firmware_model.instructions import (SIGNAL_NEED, InstructionError, Out, make_ack,
+                                         signal_key, write_and_signal)
 from firmware_model.memory import WRITE_ANY, Access
 from netdam.wire import fast
 from netdam.wire.codec import WireError, decode, overhead
 from netdam.wire.fields import DTYPE_SIZE, Flag, Opcode
 
-_WRITE = int(Opcode.WRITE)
+_WRITE, _PUT_SIGNAL = int(Opcode.WRITE), int(Opcode.PUT_SIGNAL)
+_RUNS = frozenset({_WRITE, _PUT_SIGNAL})            # opcodes the lane takes
 _ACK_REQ, _MORE = int(Flag.ACK_REQ), int(Flag.MORE_FRAGS)
 _ACK_VALID = int(Flag.ACK_VALID)
 _PLAIN = frozenset({_ACK_REQ, _ACK_REQ | _MORE})   # the flags a run's requests carry
@@ -41,8 +48,8 @@ class WriteRuns:
     """``receive_many`` for ``Device`` (see the module docstring)."""
 
     def receive_many(self, datagrams, now: float) -> list:
-        """``receive`` of each datagram in turn, with runs of WRITE fragments applied in
-        one pass. Never raises."""
+        """``receive`` of each datagram in turn, with runs of WRITE or PUT_SIGNAL
+        fragments applied in one pass. Never raises."""
         n = len(datagrams)
         if n < _MIN_RUN:
             return [o for d in datagrams for o in self.receive(d, now)]
@@ -62,12 +69,12 @@ class WriteRuns:
         while i < n:
             h = heads[i]
             j = i + 1
-            if h is not None and h.opcode == _WRITE and h.flags in _PLAIN:
-                src, seq = h.src, h.seq
+            if h is not None and h.opcode in _RUNS and h.flags in _PLAIN:
+                op, src, seq = h.opcode, h.src, h.seq
                 while j < n:
                     g = heads[j]
                     seq = (seq + 1) & _MASK
-                    if g is None or g.opcode != _WRITE or g.flags not in _PLAIN \
+                    if g is None or g.opcode != op or g.flags not in _PLAIN \
                             or g.src != src or g.seq != seq:
                         break
                     j += 1
@@ -88,20 +95,23 @@ class WriteRuns:
         run = heads[i:j]
         first = run[0]
         peer = self._peers.get(first.src)
+        outs, done = [], 0
         if peer is not None and not peer.held and peer.window.all_new(first.seq, len(run)) \
                 and self._run_writable(run):
             try:
-                return self._apply_run(run, batch, i, j, peer, now)
+                outs, done = self._apply_run(datagrams, run, batch, i, peer, now)
             except Exception:   # a bug: count it, never take the caller down
                 self._counters.add("internal_errors")
                 return []
-        return [o for k in range(i, j) for o in self._single(datagrams, heads, batch, k, now)]
+        return outs + [o for k in range(i + done, j)
+                       for o in self._single(datagrams, heads, batch, k, now)]
 
     def _run_writable(self, run) -> bool:
-        """Would every request of the run pass the WRITE row's checks?"""
+        """Would every request of the run pass its row's checks?"""
         first = run[0]
         rkey, pkey, me = first.rkey, first.pkey, self.device_id
         lo = hi = first.addr + first.frag_off
+        words = set()
         for h in run:
             if h.rkey != rkey or h.pkey != pkey or (h.dst != me and h.dst != _ANY) \
                     or h.nhops or h.dtype not in DTYPE_SIZE \
@@ -111,20 +121,47 @@ class WriteRuns:
             end = start + h.payload_len
             lo = start if start < lo else lo
             hi = end if end > hi else hi
-        return not self._mem.check(rkey, pkey, Access(lo, hi - lo, WRITE_ANY))
+            if first.opcode == _PUT_SIGNAL:
+                words.add(h.addr2)
+        check = self._mem.check
+        return not check(rkey, pkey, Access(lo, hi - lo, WRITE_ANY)) and not any(
+            check(rkey, pkey, Access(w, 8, SIGNAL_NEED, 8)) for w in words)
 
-    def _apply_run(self, run, batch, i: int, j: int, peer, now: float) -> list:
-        k, first = len(run), run[0]
+    def _put_signals(self, datagrams, run, batch, i: int) -> int:
+        """PUT_SIGNAL's handler for each fragment in turn; how many were applied (the
+        first one the message table has no room for stops the run there)."""
+        ctx = self._ctx
+        for k, h in enumerate(run):
+            if batch is None:
+                payload = h.payload
+            else:
+                payload = memoryview(datagrams[i + k])[h.payload_at:h.payload_at
+                                                        + h.payload_len]
+            try:
+                write_and_signal(ctx, h, signal_key("put", h.src, h), payload)
+            except InstructionError:
+                return k
+        return len(run)
+
+    def _apply_run(self, datagrams, run, batch, i: int, peer, now: float):
+        """Apply the run (or its first part); (answers, how many requests applied)."""
+        first = run[0]
         window = peer.window
         self._ctx.now = now
         self._peers.touch(first.src, first.seq, now)
-        if batch is not None:
-            batch.copy_payloads(self._mem.bytes, i, j)
+        if first.opcode == _PUT_SIGNAL:
+            k = self._put_signals(datagrams, run, batch, i)
+            if not k:
+                return [], 0
+            run = run[:k]
+        elif batch is not None:
+            batch.copy_payloads(self._mem.bytes, i, i + len(run))
         else:
             mem = self._mem.view
             for h in run:
                 start = h.addr + h.frag_off
                 mem[start:start + h.payload_len] = h.payload
+        k = len(run)
         in_order = first.seq == window.cum
         window.record_run(first.seq, k)
         final_cum = window.cum
@@ -172,15 +209,16 @@ class WriteRuns:
             if deferred:
                 self._counters.add("acks_deferred", deferred)
         c = self._counters
-        row = self._table.get(_WRITE)
+        op = first.opcode
+        row = self._table.get(op)
         payload = sum(h.payload_len for h in run)
         nbytes = k * overhead() + payload
         c.add("rx_packets", k)
         c.add("rx_bytes", nbytes)
         c.request(row.name, nbytes, k)
         cost, caps = self.timing.cost, row.caps
-        c.busy(row.name, sum(cost(_WRITE, h.payload_len, caps) for h in run))
-        return self._sent(outs)
+        c.busy(row.name, sum(cost(op, h.payload_len, caps) for h in run))
+        return self._sent(outs), k
 
 
 __all__ = ["WriteRuns"]

@@ -25,7 +25,7 @@ KEY = 0x1234
 
 
 def device(ack_every: int) -> Device:
-    d = Device(1, MEM, ack_every=ack_every)
+    d = Device(1, MEM, ack_every=ack_every, max_messages=2)
     d.register_region(0, MEM, key=KEY)
     d.register_region(0, 4096, key=KEY + 1, pkey=7)
     return d
@@ -124,6 +124,30 @@ def test_deferred_ack_goes_out_at_its_deadline():
     assert ack.opcode == Opcode.ACK and ack.seq == 5 and ack.addr2 == 5 and ack.ack == 6
 
 
+@pytest.mark.parametrize("c_path", [True, False])
+def test_put_signal_runs_fire_the_signal_once_after_the_last_byte(c_path):
+    grams = [put(9, 7 + i, 1, i) for i in range(3)] + [put(9, 10 + i, 2, i) for i in range(3)]
+    a, b, sa, sb = both(grams, 16, c_path=c_path)
+    assert wire(sa) == wire(sb)
+    same_state(a, b)
+    assert int.from_bytes(bytes(b.memory[SIGNAL:SIGNAL + 8]), "little") == 2
+    assert bytes(b.memory[1024:1024 + 192]) == bytes([1]) * 192
+    assert b.counters()["signals"] == 2
+
+
+@pytest.mark.parametrize("c_path", [True, False])
+def test_a_full_message_table_refuses_the_rest_of_a_put_signal_run_busy(c_path):
+    """Two messages in progress fill the table (max_messages=2): a run of a third one is
+    refused BUSY from its first fragment, one by one, exactly as without the lane."""
+    grams = [put(9, 20, 1, 0), put(9, 21, 2, 0)] + [put(9, 22 + i, 3, i) for i in range(3)]
+    a, b, sa, sb = both(grams, 16, c_path=c_path, batch=2)
+    assert wire(sa) == wire(sb)
+    same_state(a, b)
+    busy = [decode(encode(o.packet)) for o in sb if o.packet.opcode == Opcode.NAK]
+    assert [(p.seq, p.status) for p in busy] == [(22, Status.BUSY), (23, Status.BUSY),
+                                                 (24, Status.BUSY)]
+
+
 def test_ack_every_is_bounded_by_the_replay_window():
     with pytest.raises(ValueError):
         Device(1, MEM, replay_window=8, ack_every=9)
@@ -134,7 +158,16 @@ def test_ack_every_is_bounded_by_the_replay_window():
 # -- the property ------------------------------------------------------------------------------
 _kinds = st.sampled_from(["next", "next", "next", "last", "dup", "skip", "old", "badkey",
                           "partition", "oob", "retransmit", "fence", "read", "other_src",
-                          "garbage", "corrupt"])
+                          "garbage", "corrupt", "put", "put", "put", "put_new", "put_bad"])
+SIGNAL = MEM - 64
+
+
+def put(src: int, seq: int, msg: int, part: int, *, word: int = SIGNAL) -> bytes:
+    """Fragment ``part`` (of 3, 64 bytes each) of PUT_SIGNAL message ``msg``."""
+    return encode(Packet(opcode=Opcode.PUT_SIGNAL, src=src, dst=1, rkey=KEY, seq=seq,
+                         req_id=msg, addr=1024 * (msg % 8), addr2=word, imm=1, length=192,
+                         frag_off=64 * part, payload=bytes([msg % 251]) * 64,
+                         flags=Flag.ACK_REQ | (Flag.MORE_FRAGS if part < 2 else 0)))
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -144,6 +177,7 @@ def test_receive_many_equals_receive_one_by_one(kinds, ack_every, seed, c_path, 
     rng = random.Random(seed)
     seqs = {9: 1000, 10: 50}
     grams = []
+    msg, part = 1, 0
     for kind in kinds:
         src = 10 if kind == "other_src" else 9
         seq = seqs[src]
@@ -159,6 +193,14 @@ def test_receive_many_equals_receive_one_by_one(kinds, ack_every, seed, c_path, 
             seq -= 1
         elif kind == "old":
             seq = (seq - 5000) & 0xFFFFFFFF
+        if kind in ("put", "put_new", "put_bad"):
+            seqs[src] += 1
+            if kind == "put_new":
+                msg, part = msg + 1, 0
+            grams.append(put(src, seq, msg, part, word=SIGNAL + 4 if kind == "put_bad"
+                             else SIGNAL))
+            part = (part + 1) % 3
+            continue
         if kind == "read":
             seqs[src] += 1
             grams.append(encode(Packet(opcode=Opcode.READ, src=src, dst=1, rkey=KEY, seq=seq,
