@@ -4,7 +4,9 @@ Owns the textbook algorithms, written once and run unchanged by the real driver,
 in-memory test driver and the simulator:
 
 - ring reduce-scatter + all-gather (bandwidth-optimal allreduce),
-- recursive doubling with the MPICH fold for non-powers of two (latency-optimal),
+- recursive doubling with the MPICH fold for non-powers of two (log n steps),
+- one-shot: every rank sends its whole buffer to every other and sums locally in rank
+  order (one step; latency-optimal for small buffers, reproducible by construction),
 - binomial-tree broadcast and reduce,
 - ring all-gather(v) and reduce-scatter(v), pairwise all-to-all(v),
 - dissemination barrier,
@@ -129,6 +131,28 @@ def allreduce_canonical(rank: int, n: int, buf: memoryview, esize: int,
     yield from _ring_all_gather(rank, n, buf, spans)
 
 
+def allreduce_one_shot(rank: int, n: int, buf: memoryview, esize: int,
+                       red: Reducer) -> Algorithm:
+    """One-shot allreduce: one step. Every rank sends its whole buffer to every other
+    rank (n-1 messages, all in flight at once), then reduces the n buffers locally in rank
+    order, ``((x_0 op x_1) op ...) op x_{n-1}``: the result is bit-identical on every rank
+    and to the canonical algorithm's. Moves (n-1) x size bytes per rank, so it is for
+    small buffers, where one step instead of log n or 2(n-1) is what counts."""
+    if n == 1:
+        return
+    for s in range(1, n):   # staggered, so no peer gets everyone's message first
+        yield Send((rank + s) % n, buf, "one_shot")
+    parts: list = [None] * n
+    for s in range(1, n):
+        peer = (rank - s) % n
+        parts[peer] = yield Recv(peer, len(buf), "one_shot")
+    if rank > 0:            # rank order: x_0 first, then every later rank's, own included
+        parts[rank] = bytes(buf)
+        buf[:] = parts[0]
+    for r in range(1, n):
+        red(buf, memoryview(parts[r]))
+
+
 # -- rooted ---------------------------------------------------------------------------
 
 
@@ -227,5 +251,6 @@ def barrier_dissemination(rank: int, n: int) -> Algorithm:
 ALLREDUCE = {
     "ring": allreduce_ring,
     "recursive_doubling": allreduce_recursive_doubling,
+    "one_shot": allreduce_one_shot,
     "canonical": allreduce_canonical,
 }

@@ -29,7 +29,10 @@ from netdam.errors import NetdamError, UsageError
 from netdam.wire.fields import DType, RedOp
 
 #: algorithms selectable with ``algo=`` for all_reduce
-ALLREDUCE_ALGOS = ("ring", "recursive_doubling", "chain", "tree", "hierarchical", "auto")
+ALLREDUCE_ALGOS = ("ring", "recursive_doubling", "one_shot", "chain", "tree", "hierarchical",
+                   "auto")
+#: up to this many bytes sent per rank ((n-1) x the buffer), one step wins: one-shot
+ONE_SHOT = 64 << 10
 #: below this many bytes, latency wins: recursive doubling
 SMALL = 64 << 10
 #: from this many bytes on, the bandwidth algorithms win on this emulator (BENCHMARKS.md)
@@ -209,7 +212,7 @@ class Communicator:
         if name == "hierarchical":
             self._hier_comms()   # collective splits, before this request is queued
             gen = self._hierarchical(res, op, dtype)
-        elif det:
+        elif det and name != "one_shot":     # one-shot sums in rank order already
             gen = A.allreduce_canonical(self.rank, self.size, buf, esize, red)
         else:
             gen = A.ALLREDUCE[name](self.rank, self.size, buf, esize, red)
@@ -221,17 +224,21 @@ class Communicator:
                              f"{', '.join(ALLREDUCE_ALGOS)}")
         if algo == "hierarchical" and det:
             raise UsageError("hierarchical sums per node first; reproducible mode needs "
-                             "ring, recursive_doubling or chain")
+                             "ring, recursive_doubling, one_shot or chain")
         if algo in ("chain", "tree") and not self.offload_ok:
             raise UsageError(f"the {algo} (in-network) algorithm needs one rank per device "
                              "and a multicast group of those devices")
         if algo == "tree" and det:
             raise UsageError("the aggregation tree folds contributions in arrival order; "
-                             "reproducible mode needs ring, recursive_doubling or chain")
+                             "reproducible mode needs ring, recursive_doubling, one_shot "
+                             "or chain")
         if algo in (None, "auto"):
-            # by size and topology, after the figures in BENCHMARKS.md: latency-bound sizes
-            # take log2(n) exchanges; larger ones go hierarchical when nodes hold several
-            # ranks (scale-up first), else around the ring
+            # by size and topology, after the figures in BENCHMARKS.md: the smallest sizes
+            # take one step (one-shot, rank order, so reproducible too), other
+            # latency-bound ones log2(n) exchanges; larger ones go hierarchical when nodes
+            # hold several ranks (scale-up first), else around the ring
+            if nbytes * (self.size - 1) <= ONE_SHOT:
+                return "one_shot"
             if det:
                 return "chain" if self.offload_ok and nbytes >= SMALL else "canonical"
             if nbytes < LARGE:

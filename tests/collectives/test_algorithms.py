@@ -126,6 +126,30 @@ def test_canonical_order_is_rank_order():
         assert b.tobytes() == expect.tobytes()
 
 
+@pytest.mark.parametrize("n", SIZES)
+def test_one_shot_sums_in_rank_order_like_canonical(n):
+    # float32 sums whose value depends on association order: one-shot's result is the
+    # canonical algorithm's, bit for bit, on every rank
+    rng = np.random.default_rng(n)
+    xs = [(rng.standard_normal(33) * 10.0 ** rng.integers(-4, 8, 33)).astype(np.float32)
+          for _ in range(n)]
+
+    def fsum(dst, src):
+        d = np.frombuffer(dst, np.float32)
+        d += np.frombuffer(src, np.float32)
+
+    got = {}
+    for algo in ("one_shot", "canonical"):
+        bufs = [x.copy() for x in xs]
+        run_local([A.ALLREDUCE[algo](r, n, memoryview(bufs[r]).cast("B"), 4, fsum)
+                   for r in range(n)])
+        got[algo] = {b.tobytes() for b in bufs}
+    expect = xs[0].copy()
+    for x in xs[1:]:
+        expect += x
+    assert got["one_shot"] == got["canonical"] == {expect.tobytes()}
+
+
 def test_deadlock_is_reported():
     def waits_forever(r):
         from netdam.collectives.schedule import Recv

@@ -35,7 +35,9 @@ SCRIPT = textwrap.dedent("""
     assert h2.wait().tolist() == [n - 1] * 7 and h3.wait() is None and h1.done()
 
     # automatic choice: one rank per node here, so latency vs bandwidth by size
-    assert comm.algorithm_for(4096) == "recursive_doubling"
+    assert comm.algorithm_for(4096) == "one_shot"
+    assert comm.algorithm_for(4096, deterministic=True) == "one_shot"
+    assert comm.algorithm_for(256 << 10) == "recursive_doubling"
     assert comm.algorithm_for(4 << 20) == "ring"
     assert comm.algorithm_for(4 << 20, deterministic=True) == "chain"
 

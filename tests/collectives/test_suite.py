@@ -41,7 +41,7 @@ def run(cases, n, **kw):
 
 def allreduce_matrix(n):
     out = []
-    for algo in ("ring", "recursive_doubling", "chain", "tree"):
+    for algo in ("ring", "recursive_doubling", "one_shot", "chain", "tree"):
         for dtype in DTYPES:
             for op in (INT_OPS if dtype.startswith(("int", "uint")) else FLOAT_OPS):
                 out.append(case("all_reduce", 33, dtype, op=op, algo=algo))
@@ -93,7 +93,8 @@ def test_world_of_eight():
 @pytest.mark.timeout(300)
 def test_under_faults():
     cases = [case("all_reduce", 20_000, "float32", algo=a) for a in
-             ("ring", "recursive_doubling", "chain", "tree")]
+             ("ring", "recursive_doubling", "one_shot", "chain", "tree")]
+    cases += [case("all_reduce", 1000, "float32", iters=5)]     # auto: one-shot here
     cases += [case("all_to_allv", 5000, "int32"), case("broadcast", 20_000, "int32", root=1),
               case("reduce_scatter", 3000, "float64"), case("barrier", 0, iters=3),
               case("moe", 40 * 128, hidden=128, k=2)]
@@ -105,7 +106,7 @@ def test_under_faults():
 @pytest.mark.timeout(300)
 def test_reproducible_mode_is_bit_exact_across_runs_algorithms_and_faults():
     det = [case("all_reduce", 30_001, "float32", algo=a, deterministic=True, seed=5)
-           for a in ("ring", "recursive_doubling", "chain")]
+           for a in ("ring", "recursive_doubling", "one_shot", "chain")]
     clean = run(det, 4)
     faulty = run(det, 4, faults={"loss": 0.05, "reorder": 0.1, "seed": 3})
     digests = {d for r in clean + faulty for d in r.digests.values()}
@@ -117,7 +118,7 @@ def test_nodes_with_several_ranks_and_the_hierarchical_algorithm():
     """4 ranks on 2 nodes sharing one device each: scale-up inside a node, scale-out
     across; hierarchical reduces per node first."""
     cases = []
-    for algo in ("hierarchical", "ring", "recursive_doubling"):
+    for algo in ("hierarchical", "ring", "recursive_doubling", "one_shot"):
         for dtype, op in (("float32", "sum"), ("int16", "max"), ("bfloat16", "sum"),
                           ("uint32", "bxor")):
             for count in (0, 1, 3001):
