@@ -35,6 +35,13 @@ from netdam.collectives.schedule import Recv, Send
 from netdam.errors import NetdamError
 
 WORD = 8
+#: after a wait starts, re-check this long without sleeping (an answer is often already
+#: on its way, and on a busy machine every sleep costs a context switch)
+SPIN = 30e-6
+#: shortest sleep while waiting
+SLEEP_MIN = 50e-6
+#: longest sleep while waiting on another rank's message
+P2P_SLEEP_MAX = 1e-3
 #: longest sleep while waiting on a word the devices will bump
 WAIT_SLEEP_MAX = 2e-3
 
@@ -83,6 +90,34 @@ class Layout:
         return self.slot_base + (sender * self.slots + index % self.slots) * self.slot_bytes
 
 
+class Pacer:
+    """How long a rank sleeps while it waits for a word in its home memory (nothing
+    wakes a host when a device bumps one, so it polls).
+
+    Every wake-up costs a context switch and a pass of the progress loop, CPU that the
+    devices doing the work could use; every sleep may oversleep. So: re-check without
+    sleeping for ``SPIN``; then sleep until half the time this kind of wait has lately
+    taken at the least (``short``: follows a shorter wait at once, a longer one slowly),
+    and after that a quarter of the time waited so far (at least ``SLEEP_MIN``, at most
+    the caller's bound). A wait then takes a handful of wake-ups, and ends at most about
+    a quarter later than the word arrived, or half the shortest recent wait."""
+
+    def __init__(self):
+        self.short: dict[str, float] = {}
+
+    def pause(self, kind: str, waited: float, longest: float) -> None:
+        if waited < SPIN:
+            return
+        planned = max(self.short.get(kind, 0.0) / 2 - waited, waited / 4, SLEEP_MIN)
+        time.sleep(min(planned, longest))
+
+    def took(self, kind: str, waited: float) -> None:
+        """A wait of this kind ended after ``waited`` seconds."""
+        old = self.short.get(kind)
+        self.short[kind] = waited if old is None or waited < old else \
+            old + (waited - old) / 8
+
+
 class _HomeMemory:
     """This rank's own area on its home device: a mapped view, or READs when remote."""
 
@@ -123,7 +158,8 @@ class Channels:
         self.received = [0] * n    # pieces received from each peer
         self._outbox: deque[tuple[int, bytes]] = deque()  # pieces waiting for credit
         self._inflight: deque = deque()                   # handles of posted operations
-        self._idle_spins = 0
+        self._idle_since: float | None = None   # when this rank last moved (p2p waits)
+        self.pacer = Pacer()
         self.counters = {"pieces_sent": 0, "pieces_received": 0, "bytes_sent": 0,
                          "bytes_received": 0, "credit_waits": 0}
 
@@ -152,6 +188,7 @@ class Channels:
         step = self.layout.slot_bytes
         for i in range(self.pieces(len(data))):
             self._outbox.append((op.peer, bytes(data[i * step:(i + 1) * step])))
+        self._idle_since = None    # a new phase of the algorithm: its waits start now
         self._push()
 
     def _push(self) -> None:
@@ -177,7 +214,6 @@ class Channels:
 
     def _reap(self) -> None:
         while self._inflight and self._inflight[0].done():
-            self._idle_spins = 0
             self._inflight.popleft().wait(0)  # raises the operation's error, if any
 
     # -- receiving -------------------------------------------------------------------------
@@ -201,25 +237,26 @@ class Channels:
                 timeout=self.timeout))
             self.counters["pieces_received"] += 1
             self.counters["bytes_received"] += len(chunk)
-            self._idle_spins = 0
+            self._moved()
             i += 1
         return i
 
     def wait_word(self, offset: int, value: int, what: str) -> int:
         """Wait until the home word at ``offset`` reaches ``value``; return it.
 
-        The devices are doing the work meanwhile, so the host sleeps: after a short spin,
-        for a tenth of the time waited so far (at most ``WAIT_SLEEP_MAX``), which keeps
-        the host nearly idle and adds at most about a tenth to the wait."""
+        The devices are doing the work meanwhile, so the host sleeps as ``Pacer`` says,
+        at most ``WAIT_SLEEP_MAX`` at a time."""
         start = time.monotonic()
         deadline = start + self.timeout
+        self._idle_since = None
         while (word := self.home.word(offset)) < value:
             now = time.monotonic()
             if now > deadline:
                 raise NetdamTimeout(f"rank {self.rank}: {what} not reached within "
                                     f"{self.timeout:g} s (at {word} of {value})")
             self.progress()
-            self._doze(now - start, busy=False)
+            self._doze(what, now - start, busy=False)
+        self.pacer.took(what, time.monotonic() - start)
         return word
 
     def when_each(self, watches, what: str) -> None:
@@ -228,19 +265,21 @@ class Channels:
         have run. Sleeps like ``wait_word`` while none is ready."""
         pending = list(watches)
         start = time.monotonic()
+        self._idle_since = None
         while pending:
             ready = [w for w in pending if self.home.word(w[0]) >= w[1]]
             for w in ready:
                 pending.remove(w)
                 w[2]()
             if not pending:
-                return
+                break
             now = time.monotonic()
             if now > start + self.timeout:
                 raise NetdamTimeout(f"rank {self.rank}: {what} not complete within "
                                     f"{self.timeout:g} s ({len(pending)} words short)")
             self.progress()
-            self._doze(now - start, busy=bool(ready))
+            self._doze(what, now - start, busy=bool(ready))
+        self.pacer.took(what, time.monotonic() - start)
 
     # -- progress ---------------------------------------------------------------------------
     def progress(self) -> None:
@@ -250,19 +289,27 @@ class Channels:
         self.agent.progress(0.0)
 
     def idle(self) -> None:
-        """Nothing to do right now: wait a little (spin first, then short sleeps)."""
-        self._idle_spins += 1
-        if self._idle_spins > 64:
-            time.sleep(50e-6 if self.home.mapped else 200e-6)
+        """Nothing to do right now (waiting for a peer's message or an
+        acknowledgement): a short pause as ``Pacer`` says, at most ``P2P_SLEEP_MAX``."""
+        now = time.monotonic()
+        if self._idle_since is None:
+            self._idle_since = now
+        else:
+            self.pacer.pause("p2p", now - self._idle_since, P2P_SLEEP_MAX)
 
-    def _doze(self, waited: float, busy: bool) -> None:
-        """Pause while waiting on device words: the usual idle step while this rank has
-        work of its own in flight (or just moved), else a sleep of a tenth of the time
-        waited so far, at most ``WAIT_SLEEP_MAX``."""
-        if busy or self._inflight or self._outbox or waited < 50e-6:
+    def _moved(self) -> None:
+        """A piece arrived: the wait for it is over."""
+        if self._idle_since is not None:
+            self.pacer.took("p2p", time.monotonic() - self._idle_since)
+            self._idle_since = None
+
+    def _doze(self, what: str, waited: float, busy: bool) -> None:
+        """Pause while waiting on device words: the p2p pause while this rank has work
+        of its own in flight (or just moved), else as ``Pacer`` says for ``what``."""
+        if busy or self._inflight or self._outbox:
             self.idle()
         else:
-            time.sleep(min(max(waited / 10, 20e-6), WAIT_SLEEP_MAX))
+            self.pacer.pause(what, waited, WAIT_SLEEP_MAX)
 
     def flush(self) -> None:
         """Wait until every posted piece and credit has been acknowledged."""
