@@ -352,7 +352,8 @@ class DeviceServer:
 
     def _shm_turn(self) -> int:
         """Serve the host rings round robin, at most a quota per ring per turn, starting
-        with a different ring each turn."""
+        with a different ring each turn; a ring's quota goes to the engine together
+        (``receive_many``), and is released once its answers are out."""
         shm, dev, n = self.shm, self.device, 0
         rings = shm.requests
         quota = max(1, _BATCH // len(rings))
@@ -360,22 +361,23 @@ class DeviceServer:
         self._shm_next = (start + 1) % len(rings)
         for j in range(len(rings)):
             slot = (start + j) % len(rings)
-            ring, taken = rings[slot], 0
-            view = ring.peek()
-            while view is not None:
-                now = time.monotonic()
-                self._learn(view, (_VIA_SHM, slot))
+            ring = rings[slot]
+            views = ring.peek_many(quota)
+            if not views:
+                continue
+            now = time.monotonic()
+            where = (_VIA_SHM, slot)
+            local = []
+            for view in views:
+                self._learn(view, where)
                 if not self._relay_out(view, now):
-                    outs = dev.receive(view, now)
-                    if outs:
-                        self._emit_shm(outs, slot, now)
-                del view
-                ring.advance()
-                n += 1
-                taken += 1
-                if taken >= quota:
-                    break
-                view = ring.peek()
+                    local.append(view)
+            outs = dev.receive_many(local, now) if local else ()
+            if outs:
+                self._emit_shm(outs, slot, now)
+            n += len(views)
+            del views, local, view
+            ring.advance()
         return n
 
     def _timers(self, now: float) -> float | None:

@@ -217,8 +217,28 @@ class Ring:
         self._pending = _align8(4 + n)
         return self._data[pos + 4:pos + 4 + n]
 
+    def peek_many(self, limit: int) -> list[memoryview]:
+        """Views of up to ``limit`` oldest unconsumed datagrams (``advance`` releases
+        them all)."""
+        views: list[memoryview] = []
+        tail, head, cap, data = self._my_tail, self._seen_head, self.capacity, self._data
+        while len(views) < limit:
+            if tail == head:
+                head = self._seen_head = int(self._head[0])
+                if tail == head:
+                    break
+            pos = tail % cap
+            (n,) = _LEN.unpack_from(data, pos)
+            if n == _SKIP:
+                tail += cap - pos
+                continue
+            views.append(data[pos + 4:pos + 4 + n])
+            tail += _align8(4 + n)
+        self._pending = tail - self._my_tail
+        return views
+
     def advance(self) -> None:
-        """Release the record returned by the last ``peek``."""
+        """Release the records returned by the last ``peek`` or ``peek_many``."""
         self._my_tail += self._pending
         self._pending = 0
         self._tail[0] = self._my_tail  # publish: after the record was used

@@ -48,6 +48,29 @@ def _producer(name: str, n: int) -> None:
     ring.close()
 
 
+def test_peek_many_takes_records_across_the_wrap_and_advance_releases_them_all():
+    ring = Ring(capacity=1024)
+    try:
+        sent = got = 0
+        for _ in range(20):                         # every record crosses the end at times
+            while ring.push([bytes([sent % 256]) * (40 + sent % 90)]):
+                sent += 1
+            views = ring.peek_many(3)
+            assert 1 <= len(views) <= 3
+            for v in views:
+                assert bytes(v) == bytes([got % 256]) * (40 + got % 90)
+                got += 1
+            del views, v
+            ring.advance()
+        rest = ring.peek_many(1000)
+        assert len(rest) == sent - got
+        del rest
+        ring.advance()
+        assert ring.peek_many(5) == [] and len(ring) == 0
+    finally:
+        ring.close()
+
+
 def test_ring_across_processes_in_order():
     n = 3000
     ring = Ring(capacity=64 << 10)
