@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 
 from firmware_model.timing import FRAME_OVERHEAD
 
+_LONG_WALK = 8   # gaps a reserve() search went through before it remembers the stretch
+
 
 @dataclass(eq=False, slots=True)
 class Link:
@@ -49,6 +51,12 @@ class Link:
     _starts: array = field(default_factory=lambda: array("d"), init=False, repr=False)
     _ends: array = field(default_factory=lambda: array("d"), init=False, repr=False)
     ns_per_byte: float = field(default=0.0, init=False, repr=False)
+    # reserve(): a stretch [_skip_from, _skip_to) of the calendar whose every free gap is
+    # shorter than _skip_ser (found by a long search; gaps only ever shrink, so it stays
+    # true): a later search for a burst at least that long goes past it in one step
+    _skip_from: float = field(default=0.0, init=False, repr=False)
+    _skip_to: float = field(default=0.0, init=False, repr=False)
+    _skip_ser: float = field(default=0.0, init=False, repr=False)
 
     def __post_init__(self):
         if self.gbps <= 0 or self.latency_ns < 0:
@@ -110,9 +118,19 @@ class Link:
             i = n
         else:
             i = bisect_right(ends, start)      # the first interval still busy at head
+            walk_from = start
+            if self._skip_from <= start < self._skip_to and ser >= self._skip_ser:
+                # no gap before _skip_to holds this burst: past the interval busy there
+                walk_from = self._skip_from
+                i = bisect_right(ends, self._skip_to)
+                start = ends[i]
+                i += 1
+            first_i = i
             while i < n and starts[i] < start + ser:
                 start = ends[i]                # does not fit before it: go after it
                 i += 1
+            if i - first_i >= _LONG_WALK:      # remember the stretch it went through
+                self._skip_from, self._skip_to, self._skip_ser = walk_from, starts[i - 1], ser
         end = start + ser
         if i > 0 and ends[i - 1] == start:     # touches the one before: extend it
             ends[i - 1] = end
