@@ -391,10 +391,16 @@ class DeviceServer:
         r = rel.next_timer()
         if r is not None and r <= now:
             self.forward_counters["forward_failed"] += len(rel.handle_timer(now))
-        if rel.wants_send():
-            peers, send = self.peers, udp.send
+        if rel.wants_send():           # a message's fragments to one member: one burst
+            peers, frags, to = self.peers, [], None
             for dest, pkt in rel.datagrams_to_send(now):
-                send(pkt, peers[dest], now)
+                if frags and (dest != to or pkt.req_id != frags[0].req_id):
+                    udp.send_many(frags, peers[to], now)
+                    frags = []
+                frags.append(pkt)
+                to = dest
+            if frags:
+                udp.send_many(frags, peers[to], now)
         r = rel.next_timer()              # after sending: retransmissions re-arm there
         u = udp.next_timer()
         if u is not None:
