@@ -123,6 +123,8 @@ class DeviceBase:
         if waiting is None:
             return
         w = self.word(offset)
+        if len(waiting) == 1 and w < waiting[0][0]:     # the usual case: not yet
+            return
         ready = [cb for v, cb in waiting if w >= v]
         if ready:
             rest = [(v, cb) for v, cb in waiting if w < v]

@@ -192,11 +192,17 @@ class ModelDevice(DeviceBase, _Sender):
         if sender.anchoring(self.member):
             w.q.at(head, sender.answered_by, self.member, head)
 
-    def _land(self, key: tuple, f: Frag, signal: bool) -> None:
-        """Data landed; with ``signal``, bump the signal word once the message is whole."""
+    def _land(self, kind: str, origin: int, f: Frag, signal: bool) -> None:
+        """Data of a message from ``origin`` landed; with ``signal``, bump the signal word
+        once the message is whole."""
         if not signal:
             return
         pkt = f.pkt
+        if f.payload >= pkt.length and not self._landed:   # whole, nothing partial here
+            self.words[pkt.addr2] = self.words.get(pkt.addr2, 0) + pkt.imm
+            self._note_change(pkt.addr2)
+            return
+        key = (kind, origin, pkt.req_id, pkt.addr, pkt.addr2)
         got = self._landed.get(key, 0) + f.payload
         if got >= pkt.length:
             self._landed.pop(key, None)
@@ -207,7 +213,7 @@ class ModelDevice(DeviceBase, _Sender):
 
     def _put_signal(self, f: Frag, first: float, last: float) -> None:
         p = f.pkt
-        self._land(("put", p.src, p.req_id, p.addr, p.addr2), f, True)
+        self._land("put", p.src, f, True)
 
     def _write(self, f: Frag, first: float, last: float) -> None:
         pass
@@ -221,7 +227,7 @@ class ModelDevice(DeviceBase, _Sender):
         p = f.pkt
         copy = p.flags & _MCAST_COPY
         if copy or self.member in self._group(p.group):
-            self._land(("mcast", p.src, p.req_id, p.addr, p.addr2), f, p.flags & _LAST_SIGNAL)
+            self._land("mcast", p.src, f, p.flags & _LAST_SIGNAL)
         if not copy:
             self._replicate(p.copy(src=self.member, flags=p.flags | _MCAST_COPY), f, first,
                             last)
@@ -238,15 +244,9 @@ class ModelDevice(DeviceBase, _Sender):
         # per-chunk: the copies' flows and their acks counted once (Network.fan_out);
         # each copy still goes on the wire, booked on its route as any burst
         k = f.npackets
-        nbytes = k * _OVERHEAD[len(pkt.route)] + f.payload
-        w.net.fan_out(me, members, pkt.opcode, k, nbytes, Opcode.ACK, k * _ACK_BYTES,
-                      pkt.req_id)
-        c = Frag(pkt, f.off, f.payload, k, _COUNTED, me)
-        send, a, label = w.net.send, me - 1, pkt.req_id
-        with w.q.batch():
-            for m in members:
-                if m != me:
-                    send(a, m - 1, first, last, k, nbytes, c, label)
+        w.net.fan_out(me, members, first, last, k, k * _OVERHEAD[len(pkt.route)] + f.payload,
+                      Frag(pkt, f.off, f.payload, k, _COUNTED, me), pkt.opcode, Opcode.ACK,
+                      k * _ACK_BYTES, pkt.req_id)
 
     def _group(self, group: int) -> list[int]:
         return self.members if group == WORLD_GROUP else []
@@ -271,7 +271,7 @@ class ModelDevice(DeviceBase, _Sender):
             self._last_hop(p, f, first, last)
 
     def _last_hop(self, p: Packet, f: Frag, first: float, last: float) -> None:
-        self._land(("chain", p.route[0], p.req_id, p.addr, p.addr2), f, p.flags & _LAST_SIGNAL)
+        self._land("chain", p.route[0], f, p.flags & _LAST_SIGNAL)
         if p.flags & _RESULT_MCAST:
             copy = p.copy(opcode=Opcode.MULTICAST, route=(), hop=0, redop=0, src=self.member,
                           flags=_MCAST_COPY | (int(p.flags) & _LAST_SIGNAL))

@@ -103,15 +103,26 @@ class Network:
         tallies = self._tallies
         tallies[key] = tallies.get(key, 0) + (npackets << 48) + nbytes
 
-    def fan_out(self, src: int, members: list[int], opcode: int, npackets: int, nbytes: int,
-                answer: int, answer_bytes: int, label: int = 0) -> None:
-        """Count a multicast's copies from member ``src`` to every other member of
-        ``members`` (``npackets`` datagrams, ``nbytes`` each copy) and their answers back
-        (``answer`` opcode, ``answer_bytes``) once for all of them: the flows when asked
-        for (``flows_of``), the answers on their links at ``settle``. The copies are still
-        sent one by one (``send`` with no flow): their links are booked as any burst's."""
+    def fan_out(self, src: int, members: list[int], head: float, tail: float,
+                npackets: int, nbytes: int, body, opcode: int, answer: int,
+                answer_bytes: int, label: int = 0) -> None:
+        """The per-chunk mode's multicast: a burst from member ``src`` to every other
+        member of ``members`` (one copy each, booked on its route as any burst, delivered
+        as one run of events), its flows and the copies' answers back (``answer``
+        opcode, ``answer_bytes`` each) counted once for all of them: the flows when asked
+        for (``flows_of``), the answers on their links at ``settle``."""
         self.fans.append((src, members, opcode, npackets, nbytes, answer, answer_bytes,
                           label % self.topo.planes))
+        q, route, deliver = self.q, self.topo.route, self._deliver
+        a, now = src - 1, q.now
+        with q.batch():                 # one heap entry for all the copies (engine.py)
+            for m in members:
+                if m != src:
+                    b = m - 1
+                    h, t = head, tail
+                    for link in route(a, b, label):
+                        h, t = link.reserve(h, t, npackets, nbytes, now)
+                    q.at(h, deliver[b], h, t, body)
 
     def settle(self) -> None:
         """Put the tallied answers on their flows and links (before reading either)."""
