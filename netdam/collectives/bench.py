@@ -45,7 +45,8 @@ from netdam.transport.faults import add_fault_arguments, given_faults
 from netdam.ui import progress_bar
 
 #: algorithms swept per collective when --algo is not given
-ALGOS = {"all_reduce": ["ring", "recursive_doubling", "chain", "tree"]}
+ALGOS = {"all_reduce": ["ring", "recursive_doubling", "one_shot", "chain", "tree"]}
+OFFLOAD = ("chain", "tree")     #: the in-network algorithms (--registered applies to them)
 
 
 def sizes(begin: int, end: int, factor: float, step: int | None) -> list[int]:
@@ -88,6 +89,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--root", type=int, default=0)
     p.add_argument("--algo", action="append", help="algorithm(s) to sweep (repeatable)")
     p.add_argument("--no-check", action="store_true", help="do not check results")
+    p.add_argument("-R", "--registered", action="store_true",
+                   help="in-network all_reduce (chain, tree) in place on a buffer that "
+                        "lives in the device's work area, like nccl-tests -R with NCCL's "
+                        "registered buffers: no host copy in or out")
     p.add_argument("--json", metavar="FILE", help="write every row as JSON")
     p.add_argument("--plot", metavar="FILE", help="draw busbw vs size as an SVG file")
     p.add_argument("--compare", action="append", choices=sorted(compare.REFERENCES),
@@ -129,7 +134,8 @@ def plan(args: argparse.Namespace) -> tuple[int, list[dict]]:
                 cases.append({"collective": coll, "algo": algo, "count": size // storage.itemsize,
                               "dtype": args.dtype, "bits": bits, "op": args.op,
                               "root": args.root, "warmup": args.warmup, "iters": args.iters,
-                              "check": not args.no_check})
+                              "check": not args.no_check,
+                              "registered": bool(args.registered) and algo in OFFLOAD})
     return n, cases
 
 
@@ -189,8 +195,11 @@ def row(r: Result, n: int) -> dict:
         busbw = algbw
     else:
         algbw, busbw = r.bandwidth(n)
+    algo = c.get("algo")
+    if c.get("registered"):
+        algo = f"{algo}, registered"
     return {"library": c.get("library", "netdam"), "collective": c["collective"],
-            "algo": c.get("algo"), "size": r.nbytes, "count": c["count"], "type": c["dtype"],
+            "algo": algo, "size": r.nbytes, "count": c["count"], "type": c["dtype"],
             "redop": c.get("op"), "root": c.get("root"), "time_us": r.time_us,
             "min_us": min(r.times_us, default=0.0), "max_us": max(r.times_us, default=0.0),
             "algbw": algbw, "busbw": busbw, "wrong": r.wrong, "cpu_s": r.cpu_s,

@@ -138,6 +138,34 @@ class Communicator:
         self.moe_counters = {"multicasts": 0, "unicasts": 0}
         self.offload_ok = len({a.device for a in areas}) == size and \
             len({a.offset for a in areas}) == 1 and group is not None
+        self._work: np.ndarray | None = None    # the mapped work area (work_buffer)
+
+    # -- registered buffers --------------------------------------------------------------
+    def work_buffer(self, count: int, dtype="float32") -> np.ndarray:
+        """An array of ``count`` elements that lives in this rank's offload work area on
+        its home device, as NCCL's registered user buffers (``ncclMemAlloc``) do: an
+        in-network all_reduce of it in place (``all_reduce(b, out=b, algo="chain")``)
+        costs the host no copy in or out; the devices read and write it directly. One
+        buffer per communicator (every call returns a view of the same memory); its
+        contents become the result. Needs the home device on this node (shared memory)."""
+        dt = np.dtype(dtype)
+        step = self.layout.work_bytes - self.layout.work_bytes % (dt.itemsize * self.size)
+        if not 0 <= count * dt.itemsize <= step:
+            raise UsageError(f"work_buffer of {count} {dt} elements: the work area holds "
+                             f"{step // dt.itemsize} at most")
+        if self._work is None:
+            home = self.areas[self.rank] + self.layout.work
+            try:
+                self._work = self.agent.map_device_memory(home, self.layout.work_bytes)
+            except (PermissionError, NetdamError) as exc:
+                raise UsageError(f"work_buffer needs rank {self.rank}'s device on this "
+                                 f"node's shared memory ({exc})") from None
+        return self._work[:count * dt.itemsize].view(dt)
+
+    @property
+    def work_address(self) -> int | None:
+        """Where the mapped work area starts in this process (None: not mapped)."""
+        return None if self._work is None else self._work.ctypes.data
 
     # -- progress ------------------------------------------------------------------------
     def _progress(self) -> None:

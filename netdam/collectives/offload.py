@@ -34,8 +34,14 @@ the counters ``chain_blocks``, ``tree_counts`` and ``tree_radix``.
 
 from __future__ import annotations
 
+import numpy as np
+
 from netdam.collectives import algorithms as A
 from netdam.wire.fields import DTYPE_SIZE, DType, RedOp
+
+
+def _address(buf: memoryview) -> int | None:
+    return np.frombuffer(buf, np.uint8).ctypes.data if len(buf) else None
 
 
 def rounds(comm, src: memoryview, dst: memoryview, esize: int, body):
@@ -43,16 +49,21 @@ def rounds(comm, src: memoryview, dst: memoryview, esize: int, body):
     ``src`` in its device's work area, meets the others at a barrier, runs
     ``body(spans)`` (which leaves the result in the work area), copies the result out to
     ``dst`` (which may be ``src``), and meets again so that the work area is free for
-    the next round."""
+    the next round. A buffer that is the work area itself (``comm.work_buffer``) is
+    neither copied in nor out."""
     n, rank, lay = comm.size, comm.rank, comm.layout
     home = comm.areas[rank]
     step = lay.work_bytes - lay.work_bytes % (esize * n)
+    work = getattr(comm, "work_address", None)
     for start in range(0, len(src), step):
         part = src[start:start + step]
-        yield lambda: comm.agent.write(home + lay.work, part, timeout=comm.timeout)
+        out = dst[start:start + len(part)]
+        if work is None or _address(part) != work:
+            yield lambda: comm.agent.write(home + lay.work, part, timeout=comm.timeout)
         yield from A.barrier_dissemination(rank, n)
         yield from body(A.blocks(len(part) // esize, n, esize))
-        yield lambda: comm.channels.home.read_into(lay.work, dst[start:start + len(part)])
+        if work is None or _address(out) != work:
+            yield lambda: comm.channels.home.read_into(lay.work, out)
         yield from A.barrier_dissemination(rank, n)
 
 

@@ -18,7 +18,8 @@ from netdam.demo import report
 from netdam.errors import UsageError
 from netdam.transport.faults import add_fault_arguments, given_faults
 
-ALGOS = {"all_reduce": ("auto", "ring", "recursive_doubling", "chain", "tree", "hierarchical")}
+ALGOS = {"all_reduce": ("auto", "ring", "recursive_doubling", "one_shot", "chain", "tree",
+                        "hierarchical")}
 
 
 def parse_size(text: str) -> int:

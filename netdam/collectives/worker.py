@@ -87,9 +87,14 @@ def _v_counts(n: int, count: int) -> list[list[int]]:
 
 
 def _prepare(comm, case: dict, x):
-    """The argument of one iteration, made before the clock starts."""
+    """The argument of one iteration, made before the clock starts (a registered case
+    puts it in the device's work area, as nccl-tests -R fills registered buffers)."""
     if case["collective"] == "broadcast":
         return x.copy() if comm.rank == case.get("root", 0) else np.zeros_like(x)
+    if case.get("registered"):
+        buf = comm.work_buffer(len(x), x.dtype)
+        buf[:] = x
+        return buf
     return x
 
 
@@ -102,6 +107,7 @@ def _run_once(comm, case: dict, x: np.ndarray):
     if coll == "all_reduce":
         comm.tree_radix = case.get("radix", 2)
         return comm.all_reduce(x, op, algo=case.get("algo"),
+                               out=x if case.get("registered") else None,
                                deterministic=case.get("deterministic"), **kw)
     if coll == "reduce":
         return comm.reduce(x, root, op, **kw)

@@ -23,8 +23,8 @@ def test_bench_sweep_writes_rows(tmp_path):
     rows = json.loads(out.read_text())
     sizes = [1024, 4096, 16384]
     assert [(r["collective"], r["algo"], r["size"]) for r in rows] == (
-        [("all_reduce", a, s) for a in ("ring", "recursive_doubling", "chain", "tree")
-         for s in sizes]
+        [("all_reduce", a, s) for a in ("ring", "recursive_doubling", "one_shot", "chain",
+                                        "tree") for s in sizes]
         + [("all_gather", None, s) for s in sizes])
     for r in rows:
         assert r["wrong"] == 0 and r["error"] is None and r["time_us"] > 0
@@ -32,6 +32,22 @@ def test_bench_sweep_writes_rows(tmp_path):
         assert r["busbw"] == pytest.approx(r["algbw"] * factor)
         assert r["algbw"] == pytest.approx(r["size"] / (r["time_us"] / 1e6) / 1e9)
     assert "busbw (GB/s)" in p.stdout and "#wrong" in p.stdout
+
+
+@pytest.mark.timeout(120)
+def test_registered_in_network_all_reduce_is_checked_and_labelled(tmp_path):
+    out = tmp_path / "rows.json"
+    p = subprocess.run([sys.executable, "-m", "netdam", "bench", "all_reduce", "--nodes", "2",
+                        "-b", "64K", "-e", "256K", "-f", "4", "-w", "0", "-n", "2", "-R",
+                        "--algo", "chain", "--algo", "ring", "--json", str(out)],
+                       capture_output=True, text=True, timeout=100,
+                       env={"COLUMNS": "200", **os.environ})
+    assert p.returncode == 0, p.stderr
+    rows = json.loads(out.read_text())
+    assert [(r["algo"], r["size"]) for r in rows] == [
+        ("chain, registered", 65536), ("chain, registered", 262144),
+        ("ring", 65536), ("ring", 262144)]
+    assert all(r["wrong"] == 0 and r["error"] is None for r in rows)
 
 
 @pytest.mark.parametrize("argv,text", [

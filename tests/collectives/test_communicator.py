@@ -48,6 +48,23 @@ SCRIPT = textwrap.dedent("""
     comm.all_reduce(x, out=x)
     assert (x == n * (n + 1) // 2).all()
 
+    # a registered buffer (the device's work area): the in-network all_reduce works on
+    # it in place, with no copy into the device; an ordinary array is copied in
+    b = comm.work_buffer(128 << 10, np.float32)
+    copies = comm.agent.counters["direct_writes"]
+    b[:] = r + 1
+    got = comm.all_reduce(b, out=b, algo="chain")
+    assert np.shares_memory(got, b) and (b == n * (n + 1) / 2).all()
+    assert comm.agent.counters["direct_writes"] == copies
+    plain = comm.all_reduce(np.full(128 << 10, r + 1, np.float32), algo="chain")
+    assert (plain == n * (n + 1) / 2).all() and comm.agent.counters["direct_writes"] > copies
+    try:
+        comm.work_buffer(1 << 30, np.float32)
+    except UsageError as exc:
+        assert "work area" in str(exc)
+    else:
+        raise AssertionError("a work buffer larger than the work area")
+
     # bad arguments: one readable error, nothing sent
     for call in (lambda: comm.all_reduce(x, op="avg"), lambda: comm.broadcast(x, root=n),
                  lambda: comm.all_reduce(np.zeros(3, np.float32), op="bxor"),
