@@ -91,6 +91,8 @@ class LocalCluster:
 
     Devices get ids 1..nodes*devices_per_node, node-major. ``c.env(rank)`` is the
     bootstrap environment of host ``rank``; ``c.launch(script, args)`` runs hosts.
+    ``spin``: seconds a device busy-polls after traffic (default: the device's own
+    default when the machine has a core per device and per host rank, else 0).
     """
 
     def __init__(self, nodes: int = 2, devices_per_node: int = 1, *, mem_size: int = 64 << 20,
@@ -98,7 +100,7 @@ class LocalCluster:
                  dead_after: float = 3.0, shm: bool = True, host: str = "127.0.0.1",
                  start_timeout: float = 30.0, name: str | None = None,
                  auth: bool | str | os.PathLike | None = None, limits: dict | None = None,
-                 **faults):
+                 spin: float | None = None, **faults):
         bad = set(faults) - set(FAULT_KEYS)
         if bad:
             raise UsageError(f"unknown LocalCluster options {sorted(bad)}; faults are "
@@ -109,6 +111,12 @@ class LocalCluster:
         self.nodes, self.devices_per_node = nodes, devices_per_node
         self.mem_size, self.mtu, self.shm, self.host = mem_size, mtu, shm, host
         self.dead_after, self.start_timeout = dead_after, start_timeout
+        # Devices busy-poll after traffic only when the machine has a core for each
+        # device and each host rank; otherwise a spinning device takes the core a woken
+        # rank or device needs (on 2 cores, 4 spinning devices slowed small collectives)
+        n = nodes * devices_per_node
+        self.spin = spin if spin is not None else (None if 2 * n <= (os.cpu_count() or 1)
+                                                   else 0.0)
         try:
             self.faults = FaultConfig(**{k: v for k, v in faults.items() if v is not None})
         except ValueError as exc:
@@ -174,6 +182,8 @@ class LocalCluster:
                     cmd += ["--mtu", str(self.mtu)]
                 if self.shm:
                     cmd += ["--shm"]
+                if self.spin is not None:
+                    cmd += ["--spin", str(self.spin)]
                 cmd += self.faults.to_argv() + self._auth_argv()
                 cmd += _limits.to_argv(self.limits)
                 if self.pcap:
