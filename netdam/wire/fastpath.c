@@ -4,8 +4,7 @@
  * would dominate: CRC32C (SPEC §3) at memory speed, the validation and field parsing
  * of a batch of datagrams (the checks of codec.decode, in the same order), copying a
  * batch of payloads into device memory, stamping headers and trailers of a batch of
- * fragments for sending, and moving batches through a UDP socket with recvmmsg /
- * sendmmsg. No protocol decisions are made here: the sans-I/O engines decide, this
+ * fragments for sending, and sending such a batch with one sendmmsg. No protocol decisions are made here: the sans-I/O engines decide, this
  * code only does what they would do byte by byte.
  *
  * Header offsets come from the ND_OFF_* / ND_HEADER_LEN / ND_MAGIC / ND_VERSION defines
@@ -348,37 +347,4 @@ int nd_send_batch(int fd, size_t n, const uint8_t *heads, size_t head_len,
             break;
     }
     return (int)done;
-}
-
-/* Receive up to max datagrams (non-blocking) into slots of slot_size bytes; lens[i],
- * ips[i] (network order) and ports[i] (host order) describe datagram i. Returns the
- * count, 0 when nothing is waiting, or -errno. */
-int nd_recv_batch(int fd, uint8_t *arena, size_t slot_size, size_t max, uint32_t *lens,
-                  uint32_t *ips, uint32_t *ports) {
-    enum { MAXB = 64 };
-    struct mmsghdr msgs[MAXB];
-    struct iovec iov[MAXB];
-    struct sockaddr_in addrs[MAXB];
-    size_t b = max < MAXB ? max : MAXB;
-    memset(msgs, 0, sizeof(struct mmsghdr) * b);
-    for (size_t i = 0; i < b; i++) {
-        iov[i].iov_base = arena + i * slot_size;
-        iov[i].iov_len = slot_size;
-        msgs[i].msg_hdr.msg_iov = &iov[i];
-        msgs[i].msg_hdr.msg_iovlen = 1;
-        msgs[i].msg_hdr.msg_name = &addrs[i];
-        msgs[i].msg_hdr.msg_namelen = sizeof(addrs[i]);
-    }
-    int r;
-    do {
-        r = recvmmsg(fd, msgs, (unsigned)b, MSG_DONTWAIT, NULL);
-    } while (r < 0 && errno == EINTR);
-    if (r < 0)
-        return (errno == EAGAIN || errno == EWOULDBLOCK) ? 0 : -errno;
-    for (int i = 0; i < r; i++) {
-        lens[i] = msgs[i].msg_len;
-        ips[i] = addrs[i].sin_addr.s_addr;
-        ports[i] = ntohs(addrs[i].sin_port);
-    }
-    return r;
 }

@@ -10,7 +10,6 @@ builds the extension in place.
 """
 
 import os
-import sys
 import tomllib
 
 from cffi import FFI
@@ -40,8 +39,6 @@ void nd_stamp(size_t n, uint8_t *heads, size_t head_len, const uint32_t *seq,
 int nd_send_batch(int fd, size_t n, const uint8_t *heads, size_t head_len,
                   const uint8_t *const *payloads, const uint32_t *plen,
                   const uint8_t *trailers, uint32_t ip_be, uint16_t port_be);
-int nd_recv_batch(int fd, uint8_t *arena, size_t slot_size, size_t max, uint32_t *lens,
-                  uint32_t *ips, uint32_t *ports);
 """
 
 
