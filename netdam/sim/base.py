@@ -70,10 +70,11 @@ class World:
 def device_cost(world: "World", opcode: int, payload: int, length: int) -> float:
     """Busy time of one datagram: its payload, or the whole message for a descriptor
     (the same rule as the instruction table's ``operand_bytes``). Memoised per run."""
-    key = (opcode, payload if payload else length)
+    operand = payload if payload else length
+    key = operand << 8 | opcode                 # one int: no tuple per datagram
     c = world.costs.get(key)
     if c is None:
-        c = world.costs[key] = world.timing.cost(opcode, key[1])
+        c = world.costs[key] = world.timing.cost(opcode, operand)
     return c
 
 

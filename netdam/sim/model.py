@@ -21,7 +21,6 @@ The per-packet mode, running the real device, is what this model is checked agai
 from __future__ import annotations
 
 from netdam.sim.base import IS_RESPONSE, WORLD_GROUP, DeviceBase, Handle, World, device_cost
-from netdam.sim.network import flow_id
 from netdam.wire.codec import Packet, overhead
 from netdam.wire.fields import Flag, Opcode
 from netdam.wire.frag import max_payload
@@ -153,7 +152,7 @@ class ModelDevice(DeviceBase, _Sender):
             return
         k = f.npackets
         payload = f.payload // k
-        cost = self.world.costs.get((op, payload if payload else pkt.length))
+        cost = self.world.costs.get((payload if payload else pkt.length) << 8 | op)
         if cost is None:
             cost = device_cost(self.world, op, payload, pkt.length)
         first, last = self.process(head, tail, k, cost)
@@ -180,7 +179,7 @@ class ModelDevice(DeviceBase, _Sender):
             _send(w, self.member, f.sender, Frag(pkt, 0, k * (size - _ACK_BYTES), k, f.token,
                                                  self.member), first, last)   # not sequenced
             return
-        flow = flow_id(self.member, f.sender, opcode)
+        flow = (self.member << 24) | (f.sender << 8) | opcode      # flow_id, inlined
         sender = w.net.endpoints[f.sender - 1]
         if f.token is None and not sender.anchors:     # nobody waits for this answer
             w.net.tally(flow, k, k * size, f.pkt.req_id)
