@@ -1,13 +1,14 @@
-"""Runs of WRITE / PUT_SIGNAL fragments applied in one pass: the batch lane (SPEC_device §4-§5).
+"""Runs of WRITE / PUT_SIGNAL / MULTICAST-copy fragments in one pass: the batch lane.
 
 Owns ``Device.receive_many``: for a list of datagrams, the same memory, replay windows,
 counters, signals and answers as ``Device.receive`` of each in turn, in the same order,
-but cheaper where bulk transfers spend their time. Consecutive plain fragments of one
-opcode (WRITE or PUT_SIGNAL) from one peer (flags ACK_REQ and MORE_FRAGS only,
-consecutive sequence numbers) form a run. A run whose requests are all new, of one
-region and aimed at this device, with nothing of that peer held, is checked once
+but cheaper where bulk transfers spend their time (SPEC_device §4-§5). Consecutive
+plain fragments of one opcode from one peer, with consecutive sequence numbers, form a
+run: WRITE or PUT_SIGNAL with flags ACK_REQ and MORE_FRAGS only, or MULTICAST copies to
+apply here (MCAST_COPY, perhaps LAST_HOP_SIGNAL). A run whose requests are all new, of
+one region and aimed at this device, with nothing of that peer held, is checked once
 (``Memory.check`` over the run's hull and over each signal word, the window over its
-sequence numbers), its payloads are written (WRITE: all copies at once; PUT_SIGNAL: one
+sequence numbers), its payloads are written (WRITE: all copies at once; the others one
 by one through ``write_and_signal``, so a signal fires after its message's last byte
 and a full message table refuses the rest BUSY exactly as it would), its window slots
 are recorded at once, and its ACKs are made exactly where the one-by-one path makes them
@@ -16,9 +17,9 @@ and the part of a run that fails a check, takes the one-by-one path, which answe
 it always would.
 
 The run's checks are the rows' (``instructions``): dtype known, fragment within its
-message, the fragment's range writable under (rkey, pkey), and for PUT_SIGNAL the
-signal word. The scan (CRC32C and the header fields) and the copies run in C
-(``netdam.wire.fast``) when it is built.
+message, the fragment's range writable under (rkey, pkey), and the signal word of a
+PUT_SIGNAL or of a copy with LAST_HOP_SIGNAL. The scan (CRC32C and the header fields)
+and the copies run in C (``netdam.wire.fast``) when it is built.
 
 A mixin of ``firmware_model.device.Device``: it works on the device's own tables.
 """
@@ -35,10 +36,16 @@ from netdam.wire.codec import WireError, decode, overhead
 from netdam.wire.fields import DTYPE_SIZE, Flag, Opcode
 
 _WRITE, _PUT_SIGNAL = int(Opcode.WRITE), int(Opcode.PUT_SIGNAL)
-_RUNS = frozenset({_WRITE, _PUT_SIGNAL})            # opcodes the lane takes
+_MULTICAST = int(Opcode.MULTICAST)
 _ACK_REQ, _MORE = int(Flag.ACK_REQ), int(Flag.MORE_FRAGS)
-_ACK_VALID = int(Flag.ACK_VALID)
-_PLAIN = frozenset({_ACK_REQ, _ACK_REQ | _MORE})   # the flags a run's requests carry
+_ACK_VALID, _COPY = int(Flag.ACK_VALID), int(Flag.MCAST_COPY)
+_SIGNAL = int(Flag.LAST_HOP_SIGNAL)
+#: the opcodes the lane takes, and the flags their runs' requests may carry
+_PLAIN = {_WRITE: frozenset({_ACK_REQ, _ACK_REQ | _MORE}),
+          _PUT_SIGNAL: frozenset({_ACK_REQ, _ACK_REQ | _MORE}),
+          _MULTICAST: frozenset(_ACK_REQ | _COPY | more | sig       # a copy to apply here
+                                for more in (0, _MORE) for sig in (0, _SIGNAL))}
+_NONE = frozenset()
 _ANY = 0xFFFF
 _MASK = 0xFFFFFFFF
 _MIN_RUN = 2
@@ -48,8 +55,8 @@ class WriteRuns:
     """``receive_many`` for ``Device`` (see the module docstring)."""
 
     def receive_many(self, datagrams, now: float) -> list:
-        """``receive`` of each datagram in turn, with runs of WRITE or PUT_SIGNAL
-        fragments applied in one pass. Never raises."""
+        """``receive`` of each datagram in turn, with runs of fragments applied in one
+        pass. Never raises."""
         n = len(datagrams)
         if n < _MIN_RUN:
             return [o for d in datagrams for o in self.receive(d, now)]
@@ -69,12 +76,13 @@ class WriteRuns:
         while i < n:
             h = heads[i]
             j = i + 1
-            if h is not None and h.opcode in _RUNS and h.flags in _PLAIN:
+            if h is not None and h.flags in _PLAIN.get(h.opcode, _NONE):
                 op, src, seq = h.opcode, h.src, h.seq
+                plain = _PLAIN[op]
                 while j < n:
                     g = heads[j]
                     seq = (seq + 1) & _MASK
-                    if g is None or g.opcode != op or g.flags not in _PLAIN \
+                    if g is None or g.opcode != op or g.flags not in plain \
                             or g.src != src or g.seq != seq:
                         break
                     j += 1
@@ -121,15 +129,16 @@ class WriteRuns:
             end = start + h.payload_len
             lo = start if start < lo else lo
             hi = end if end > hi else hi
-            if first.opcode == _PUT_SIGNAL:
+            if h.opcode == _PUT_SIGNAL or h.flags & _SIGNAL:
                 words.add(h.addr2)
         check = self._mem.check
         return not check(rkey, pkey, Access(lo, hi - lo, WRITE_ANY)) and not any(
             check(rkey, pkey, Access(w, 8, SIGNAL_NEED, 8)) for w in words)
 
-    def _put_signals(self, datagrams, run, batch, i: int) -> int:
-        """PUT_SIGNAL's handler for each fragment in turn; how many were applied (the
-        first one the message table has no room for stops the run there)."""
+    def _signalled(self, datagrams, run, batch, i: int) -> int:
+        """The handler of PUT_SIGNAL (or of a MULTICAST copy) for each fragment in turn;
+        how many were applied (the first one the message table has no room for stops
+        the run there)."""
         ctx = self._ctx
         for k, h in enumerate(run):
             if batch is None:
@@ -137,8 +146,12 @@ class WriteRuns:
             else:
                 payload = memoryview(datagrams[i + k])[h.payload_at:h.payload_at
                                                         + h.payload_len]
+            if h.opcode == _PUT_SIGNAL:
+                key = signal_key("put", h.src, h)
+            else:
+                key = signal_key("mcast", h.src, h) if h.flags & _SIGNAL else None
             try:
-                write_and_signal(ctx, h, signal_key("put", h.src, h), payload)
+                write_and_signal(ctx, h, key, payload)
             except InstructionError:
                 return k
         return len(run)
@@ -149,8 +162,8 @@ class WriteRuns:
         window = peer.window
         self._ctx.now = now
         self._peers.touch(first.src, first.seq, now)
-        if first.opcode == _PUT_SIGNAL:
-            k = self._put_signals(datagrams, run, batch, i)
+        if first.opcode != _WRITE:
+            k = self._signalled(datagrams, run, batch, i)
             if not k:
                 return [], 0
             run = run[:k]

@@ -158,7 +158,8 @@ def test_ack_every_is_bounded_by_the_replay_window():
 # -- the property ------------------------------------------------------------------------------
 _kinds = st.sampled_from(["next", "next", "next", "last", "dup", "skip", "old", "badkey",
                           "partition", "oob", "retransmit", "fence", "read", "other_src",
-                          "garbage", "corrupt", "put", "put", "put", "put_new", "put_bad"])
+                          "garbage", "corrupt", "put", "put", "put", "put_new", "put_bad",
+                          "copy", "copy", "copy_signal"])
 SIGNAL = MEM - 64
 
 
@@ -193,6 +194,16 @@ def test_receive_many_equals_receive_one_by_one(kinds, ack_every, seed, c_path, 
             seq -= 1
         elif kind == "old":
             seq = (seq - 5000) & 0xFFFFFFFF
+        if kind in ("copy", "copy_signal"):     # a MULTICAST copy another device sent
+            seqs[src] += 1
+            flags = Flag.ACK_REQ | Flag.MCAST_COPY | (Flag.MORE_FRAGS if part < 2 else 0)
+            grams.append(encode(Packet(
+                opcode=Opcode.MULTICAST, src=src, dst=1, rkey=KEY, seq=seq, req_id=msg,
+                group=3, addr=2048, addr2=SIGNAL, imm=1, length=192, frag_off=64 * part,
+                payload=body[:8] * 8, flags=flags | (Flag.LAST_HOP_SIGNAL
+                                                     if kind == "copy_signal" else 0))))
+            part = (part + 1) % 3
+            continue
         if kind in ("put", "put_new", "put_bad"):
             seqs[src] += 1
             if kind == "put_new":
