@@ -384,7 +384,7 @@ def _chain(ctx: Context, pkt: Packet) -> list[Out]:
         if n:
             alu.reduce_into(acc, ctx.mem(start, n), pkt.dtype, pkt.redop)
         nxt = route[pkt.hop + 1]
-        return [ctx.forward(nxt, pkt, hop=pkt.hop + 1, route=route, payload=bytes(acc))]
+        return [ctx.forward(nxt, pkt, hop=pkt.hop + 1, route=route, payload=acc)]
     return _chain_last_hop(ctx, pkt, route)
 
 
