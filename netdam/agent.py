@@ -705,20 +705,16 @@ class Agent:
         if pkt.length != n:                    # not the answer to what we asked
             self.counters["dropped_malformed"] += 1
             return
-        payload = pkt.payload
-        if pkt.frag_off == 0 and len(payload) == pkt.length:
-            whole = payload                    # the whole answer in one datagram
-        else:
-            try:
-                whole = self.reasm.add(pkt, now, key)
-            except WireError:
-                self.counters["dropped_malformed"] += 1
-                return
-            if whole is None:
-                self.rel.on_reply(pkt.src, pkt, now, final=False)
-                return
+        out = memoryview(h.result).cast("B")[off:off + n]
+        try:                                   # fragments land in the result directly
+            whole = self.reasm.add(pkt, now, key, into=out)
+        except WireError:
+            self.counters["dropped_malformed"] += 1
+            return
+        if whole is None:
+            self.rel.on_reply(pkt.src, pkt, now, final=False)
+            return
         del self._reads[key]
-        memoryview(h.result).cast("B")[off:off + len(whole)] = whole
         for r in self.rel.on_reply(pkt.src, pkt, now):
             self._datagram_done(r.token)
 

@@ -57,10 +57,11 @@ def fragment_count(length: int, mtu: int, nhops: int = 0) -> int:
 
 @dataclass
 class _Partial:
-    buf: bytearray
+    buf: bytearray | memoryview
     started: float
     spans: list[tuple[int, int]] = field(default_factory=list)  # merged [start, end)
     received: int = 0
+    own: int = 0          # bytes of buf that count against the budget (0: the caller's)
 
     def add(self, start: int, end: int) -> int:
         """Record [start, end); return how many bytes were new."""
@@ -107,7 +108,11 @@ class Reassembler:
     def pending_bytes(self) -> int:
         return self._bytes
 
-    def add(self, pkt: Packet, now: float, key: Hashable | None = None) -> bytearray | None:
+    def add(self, pkt: Packet, now: float, key: Hashable | None = None,
+            into=None) -> bytearray | memoryview | None:
+        """Add a fragment. ``into``: a writable buffer of the message's length that the
+        fragments are written to directly (no reassembly buffer of our own; it is then
+        what a complete message returns)."""
         key = (pkt.src, pkt.req_id) if key is None else key
         length, off, n = pkt.length, pkt.frag_off, len(pkt.payload)
         if off + n > length:
@@ -115,17 +120,25 @@ class Reassembler:
                             f"fragment [{off}, {off + n}) beyond message length {length}")
         part = self._partial.get(key)
         if part is None:
+            if into is not None and len(into) != length:
+                raise WireError(Status.MALFORMED, "length",
+                                f"fragment says length {length}, expected {len(into)}")
             if off == 0 and n == length:  # a whole message in one datagram
-                return bytearray(pkt.payload)
+                if into is None:
+                    return bytearray(pkt.payload)
+                into[:] = pkt.payload
+                return into
             if len(self._partial) >= self.max_messages:
                 raise WireError(Status.BUSY, None,
                                 f"{len(self._partial)} messages already in reassembly")
-            if self._bytes + length > self.max_bytes:
+            own = 0 if into is not None else length
+            if self._bytes + own > self.max_bytes:
                 raise WireError(Status.BUSY, "length",
                                 f"message of {length} bytes exceeds reassembly budget "
                                 f"({self._bytes} of {self.max_bytes} in use)")
-            part = self._partial[key] = _Partial(bytearray(length), now)
-            self._bytes += length
+            part = self._partial[key] = _Partial(bytearray(length) if into is None else into,
+                                                 now, own=own)
+            self._bytes += own
         elif len(part.buf) != length:
             raise WireError(Status.MALFORMED, "length",
                             f"fragment says length {length}, message started as {len(part.buf)}")
@@ -134,14 +147,14 @@ class Reassembler:
             part.add(off, off + n)
         if part.received >= length:
             del self._partial[key]
-            self._bytes -= length
+            self._bytes -= part.own
             return part.buf
         return None
 
     def discard(self, key: Hashable) -> bool:
         part = self._partial.pop(key, None)
         if part is not None:
-            self._bytes -= len(part.buf)
+            self._bytes -= part.own
         return part is not None
 
     def expire(self, now: float) -> list[Hashable]:

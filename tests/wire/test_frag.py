@@ -87,3 +87,17 @@ def test_reassembler_rejects_inconsistent_fragments():
     with pytest.raises(WireError, match="frag_off"):
         r.add(p.copy(frag_off=96), 0.0)
     assert r.pending == 1
+
+
+def test_reassembler_writes_into_the_callers_buffer_in_any_order():
+    data = random.Random(9).randbytes(10_000)
+    frags = list(fragment(Packet(opcode=Opcode.READ_RESP, req_id=4), data, 1500))
+    random.Random(2).shuffle(frags)
+    out = bytearray(len(data))
+    r = Reassembler(max_bytes=100)               # the caller's buffer costs no budget
+    results = [r.add(f, 0.0, into=memoryview(out)) for f in frags[:2] + frags]  # dups too
+    done = [x for x in results if x is not None]
+    assert len(done) == 1 and bytes(done[0]) == data and out == data
+    assert r.pending == 0 and r.pending_bytes == 0
+    with pytest.raises(WireError):
+        r.add(frags[0], 0.0, key="other", into=memoryview(bytearray(5)))
