@@ -39,10 +39,9 @@ class Link:
     queue_bytes: int | None = None   #: None: unbounded
     loss: float = 0.0
     rng: random.Random = field(default_factory=lambda: random.Random(0), repr=False)
-    free_at: float = 0.0      #: when the wire is next idle
+    free_at: float = 0.0      #: when the wire is next idle (carry; reserve keeps a calendar)
     packets: int = 0
     bytes: int = 0
-    wire_bytes: int = 0       #: bytes serialised, framing included (busy time, exactly)
     dropped: int = 0
     peak_queue_bytes: float = 0.0
     # reserve(): booked intervals [start, end), sorted and disjoint; arrays of doubles,
@@ -65,8 +64,9 @@ class Link:
 
     @property
     def busy_ns(self) -> float:
-        """Time the wire was busy (an exact integer count of bytes, converted once)."""
-        return self.wire_bytes * self.ns_per_byte
+        """Time the wire was busy: its datagrams' bytes and framing (exact integers),
+        converted once."""
+        return (self.bytes + self.packets * FRAME_OVERHEAD) * self.ns_per_byte
 
     def ser_ns(self, npackets: int, nbytes: int) -> float:
         """Time on the wire of ``npackets`` datagrams totalling ``nbytes``."""
@@ -94,7 +94,6 @@ class Link:
             end = tail + first          # finish before its last datagram has come in
         self.packets += npackets
         self.bytes += nbytes
-        self.wire_bytes += wire
         lat = self.latency_ns
         return start + first + lat, end + lat
 
@@ -142,13 +141,10 @@ class Link:
         else:
             starts.insert(i, start)
             ends.insert(i, end)
-        if end > self.free_at:
-            self.free_at = end
         if tail + first > end:
             end = tail + first
         self.packets += npackets
         self.bytes += nbytes
-        self.wire_bytes += wire
         lat = self.latency_ns
         return start + first + lat, end + lat
 
@@ -161,7 +157,6 @@ class Link:
         ser = wire * self.ns_per_byte
         self.packets += npackets
         self.bytes += nbytes
-        self.wire_bytes += wire
         lat = self.latency_ns
         return head + ser / npackets + lat, max(tail, head + ser) + lat
 

@@ -164,7 +164,10 @@ class ModelDevice(DeviceBase, _Sender):
             if changed == -2:
                 self._fire(last)
             else:                  # the usual case: one word, look at its watches only
-                self._fire_word(changed, last)
+                waiting = self._watches.get(changed)
+                if waiting is not None and (len(waiting) > 1 or
+                                            self.words.get(changed, 0) >= waiting[0][0]):
+                    self._fire_word(changed, last)
 
     # -- what the device does -----------------------------------------------------------
     def _answer(self, f: Frag, op: int, first: float, last: float) -> None:

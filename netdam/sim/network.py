@@ -15,7 +15,6 @@ from __future__ import annotations
 from collections import Counter
 from itertools import chain
 
-from firmware_model.timing import FRAME_OVERHEAD
 from netdam.sim.engine import EventQueue
 from netdam.sim.topology import Topology
 
@@ -132,12 +131,10 @@ class Network:
             flow = key >> 16
             counts[flow] = counts.get(flow, 0) + both
             npackets, nbytes = both >> 48, both & _BYTES
-            wire = nbytes + npackets * FRAME_OVERHEAD
             for link in route((flow >> 24) - 1, ((flow >> 8) & 0xFFFF) - 1, key & 0xFFFF,
                               False):
                 link.packets += npackets
                 link.bytes += nbytes
-                link.wire_bytes += wire
         self._tallies.clear()
 
     def _settle_fans(self) -> None:
@@ -154,11 +151,9 @@ class Network:
                                             for m in members if m != src))
         self._fans_settled = len(self.fans)
         for (npackets, nbytes), used in uses.items():
-            wire = nbytes + npackets * FRAME_OVERHEAD
             for link, times in used.items():
                 link.packets += times * npackets
                 link.bytes += times * nbytes
-                link.wire_bytes += times * wire
 
     def _hop(self, route, i, head, tail, npackets, nbytes, body, dst) -> None:
         times = route[i].carry(head, tail, npackets, nbytes)
