@@ -2,13 +2,15 @@
 
 Owns the walk of a burst along its route (one event per hop, ``Link.carry`` deciding the
 times; or, in the per-chunk mode, every hop booked at once when the burst leaves, in the
-first gap of each link's calendar, which saves the events), delivery to the endpoint at the far end, and the per-flow counters: packets and
-bytes per (source member, destination member, opcode), counted once per datagram sent, as a
-capture's flows count them (one int per flow, ``datagrams << 48 | bytes``: a large run
-counts millions of flows, and an int is smaller than a list and needs no new object to
-add to). Endpoints (simulated devices and hosts, packet or model
-mode) register by node id and receive ``deliver(head, tail, body)``.
-"""
+first gap of each link's calendar, which saves the events), delivery to the endpoint at
+the far end, and the per-flow counters: packets and bytes per (source member,
+destination member, opcode), counted once per datagram sent, as a capture's flows count
+them (one int per flow, ``datagrams << 48 | bytes``: a large run counts millions of
+flows, and an int is smaller than a list and needs no new object to add to). The
+per-chunk mode's acks nobody waits for are tallied and put on their links at the end
+(``settle``), and its multicasts are counted once for all their copies (``fan_out``).
+Endpoints (simulated devices and hosts, packet or model mode) register by node id and
+receive ``deliver(head, tail, body)``."""
 
 from __future__ import annotations
 
