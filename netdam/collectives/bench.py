@@ -38,6 +38,7 @@ from netdam.collectives import compare
 from netdam.collectives.check import BUSBW_FACTOR, numpy_dtype
 from netdam.collectives.plot import busbw_svg
 from netdam.collectives.run_cmd import parse_size
+from netdam.collectives.p2p import Layout
 from netdam.collectives.runner import Result, run_cases
 from netdam.collectives.types import OP_NAMES
 from netdam.errors import UsageError
@@ -92,7 +93,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("-R", "--registered", action="store_true",
                    help="in-network all_reduce (chain, tree) in place on a buffer that "
                         "lives in the device's work area, like nccl-tests -R with NCCL's "
-                        "registered buffers: no host copy in or out")
+                        "registered buffers: no host copy in or out (sizes up to the "
+                        "work area, 16 MiB; larger ones run as usual)")
     p.add_argument("--json", metavar="FILE", help="write every row as JSON")
     p.add_argument("--plot", metavar="FILE", help="draw busbw vs size as an SVG file")
     p.add_argument("--compare", action="append", choices=sorted(compare.REFERENCES),
@@ -128,6 +130,7 @@ def plan(args: argparse.Namespace) -> tuple[int, list[dict]]:
     for name in args.compare or []:
         compare.require(name, args.dtype)
     cases = []
+    registrable = Layout(n).work_bytes    # -R: what fits one rank's work area
     for coll in args.collectives:
         for algo in (args.algo or ALGOS.get(coll, [None])):
             for size in sizes(args.minbytes, args.maxbytes, args.stepfactor, args.stepbytes):
@@ -135,7 +138,8 @@ def plan(args: argparse.Namespace) -> tuple[int, list[dict]]:
                               "dtype": args.dtype, "bits": bits, "op": args.op,
                               "root": args.root, "warmup": args.warmup, "iters": args.iters,
                               "check": not args.no_check,
-                              "registered": bool(args.registered) and algo in OFFLOAD})
+                              "registered": bool(args.registered) and algo in OFFLOAD
+                              and size <= registrable})
     return n, cases
 
 

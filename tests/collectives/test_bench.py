@@ -2,6 +2,7 @@
 one line, the SVG plot, and the comparison with Gloo and the raw baselines (ratios are
 checked for consistency, never for speed)."""
 
+import argparse
 import json
 import os
 import subprocess
@@ -10,6 +11,8 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
+
+from netdam.collectives import bench
 
 
 @pytest.mark.timeout(120)
@@ -48,6 +51,16 @@ def test_registered_in_network_all_reduce_is_checked_and_labelled(tmp_path):
         ("chain, registered", 65536), ("chain, registered", 262144),
         ("ring", 65536), ("ring", 262144)]
     assert all(r["wrong"] == 0 and r["error"] is None for r in rows)
+
+
+def test_registered_applies_to_in_network_sizes_that_fit_the_work_area():
+    p = argparse.ArgumentParser()
+    bench.add_arguments(p)
+    _, cases = bench.plan(p.parse_args(["all_reduce", "--nodes", "4", "-b", "8M", "-e", "32M",
+                                        "-f", "2", "-R", "--algo", "chain", "--algo", "ring"]))
+    assert [(c["algo"], c["count"] * 4 >> 20, c["registered"]) for c in cases] == [
+        ("chain", 8, True), ("chain", 16, True), ("chain", 32, False),
+        ("ring", 8, False), ("ring", 16, False), ("ring", 32, False)]
 
 
 @pytest.mark.parametrize("argv,text", [
