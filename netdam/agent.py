@@ -36,7 +36,7 @@ import time
 import numpy as np
 
 from netdam.errors import UsageError
-from netdam.handle import Addr, Handle, NakError, NetdamTimeout
+from netdam.handle import Addr, Handle, NakError, NetdamTimeout, SignalWaiter
 from netdam.transport.faults import FaultConfig
 from netdam.transport.reliability import RelConfig, Reliability
 from netdam.transport.shm import Backoff
@@ -56,6 +56,10 @@ _DAMAGED_IN_TRANSIT = frozenset({Status.MALFORMED, Status.BAD_VERSION, Status.BA
 
 #: datagrams an agent queues per device before refusing more (each fails at once)
 MAX_QUEUE = 1 << 16
+#: seconds an agent busy-polls for an answer before sleeping in poll(): about two round
+#: trips of this machine's Python path, so a READ or a short WRITE is answered without a
+#: wake-up; set 0 where processes outnumber cores (LocalCluster does, via NETDAM_SPIN)
+SPIN = 500e-6
 
 #: NumPy dtype -> netdam dtype (the unambiguous ones; bfloat16 and fp8 are named explicitly)
 _FROM_NUMPY = {np.dtype(name): DType(code) for code, name in reversed(DTYPE_NUMPY.items())
@@ -86,8 +90,9 @@ class Agent:
     side's UDP sends), ``reliability`` (window, byte budget, retransmission timers;
     by default at most MAX_QUEUE datagrams wait per device),
     ``read_chunk`` (bytes per READ request; larger READs are split and pipelined),
-    ``spin`` (seconds of busy-polling for an answer before sleeping: short, because on a
-    small machine a long-spinning host steals the CPU its device needs), ``direct_min``
+    ``spin`` (seconds of busy-polling for an answer before sleeping, ``SPIN``; 0 where
+    processes outnumber cores, since a spinning host steals the CPU its device needs),
+    ``direct_min``
     (READ/WRITE of at least this many bytes to a device on this node's shared memory
     copy straight from/to its mapped memory when the region allows it, then confirm with
     a FENCE round trip; None: always use the rings).
@@ -97,7 +102,7 @@ class Agent:
                  mtu: int = DEFAULT_MTU, faults: FaultConfig | None = None,
                  reliability: RelConfig | None = None, bind: str = "127.0.0.1",
                  read_chunk: int | None = None, seed: int | None = None,
-                 spin: float = 100e-6, direct_min: int | None = 256 << 10,
+                 spin: float = SPIN, direct_min: int | None = 256 << 10,
                  capture=None):
         self.host_id = _default_host_id() if host_id is None else host_id
         self.timeout = timeout
@@ -119,7 +124,7 @@ class Agent:
         # the completion queue, in finishing order (a dict: a handle waited on leaves it
         # in O(1), so handles that are waited on and never polled do not pile up)
         self._cq: dict[Handle, None] = {}
-        self._waiters: list[_SignalWaiter] = []
+        self._waiters: list[SignalWaiter] = []
         self._shm_links: list[_Link] = []
         self._backoff = Backoff(spin=spin, max_sleep=5e-3)
         self.counters = {"ops": 0, "dropped_crc": 0, "dropped_malformed": 0,
@@ -474,7 +479,7 @@ class Agent:
         result: the word. Polls with READs, ``interval`` apart at most."""
         h = self._handle(f"wait_signal >= {value} at {signal.offset:#x}", signal.device,
                          timeout)
-        self._waiters.append(_SignalWaiter(h, signal, value, interval))
+        self._waiters.append(SignalWaiter(h, signal, value, interval, self._finish))
         return h
 
     def read(self, addr: Addr, length: int, **kw) -> bytearray:
@@ -744,42 +749,6 @@ class Agent:
 
     def __exit__(self, *exc):
         self.close()
-
-
-class _SignalWaiter:
-    """Polls a signal word with READs until it reaches a value or the handle's deadline."""
-
-    __slots__ = ("h", "signal", "value", "interval", "read", "next_poll")
-
-    def __init__(self, h: Handle, signal: Addr, value: int, interval: float):
-        self.h, self.signal, self.value, self.interval = h, signal, value & _MASK64, interval
-        self.read: Handle | None = None
-        self.next_poll = 0.0
-
-    def step(self, agent: Agent, now: float) -> bool:
-        """Advance; True when the waiter is finished (its handle completed)."""
-        h = self.h
-        if self.read is not None and self.read.finished:
-            r, self.read = self.read, None
-            if r.error is not None:
-                agent._finish(h, r.error)
-                return True
-            (word,) = _U64.unpack_from(r.result)
-            if word >= self.value:
-                h.result = word
-                agent._finish(h)
-                return True
-            self.next_poll = now + self.interval
-        if now >= h.deadline:
-            agent.counters["timeouts"] += 1
-            agent._finish(h, NetdamTimeout(f"{h.what} on device {h.device}: signal not "
-                                           f"reached within {h.timeout:g} s"))
-            return True
-        if self.read is None and now >= self.next_poll:
-            self.read = agent.read_nb(self.signal, 8, timeout=max(h.deadline - now, 0.001))
-            self.read.queued = True   # internal: never shows in the completion queue
-            self.next_poll = h.deadline
-        return False
 
 
 _agents_made = itertools.count()

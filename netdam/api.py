@@ -18,7 +18,7 @@ import atexit
 import os
 import time
 
-from netdam.agent import Addr, Agent
+from netdam.agent import SPIN, Addr, Agent
 from netdam.bootstrap import detect
 from netdam.collectives.communicator import MAX_SPLITS, Communicator
 from netdam.collectives.p2p import Layout
@@ -80,9 +80,13 @@ def init(*, timeout: float = 30.0, deterministic: bool = False, env=None,
     mtu = int(env.get("NETDAM_MTU", DEFAULT_MTU))
     bind = env.get("NETDAM_BIND", "127.0.0.1")
     warn_if_exposed(bind, f"rank {b.rank}'s agent")
+    try:
+        spin = float(env.get("NETDAM_SPIN", SPIN))
+    except ValueError:
+        raise UsageError(f"NETDAM_SPIN={env['NETDAM_SPIN']!r}: expected seconds") from None
     agent = Agent(host_id=reply["id"], timeout=min(timeout, 10.0), mtu=mtu,
                   faults=FaultConfig.from_env(env), capture=capture_from_env(env),
-                  bind=bind)
+                  bind=bind, spin=spin)
     policy = env.get("NETDAM_PATH", "direct")
     if policy not in ("direct", "relay"):
         agent.close()

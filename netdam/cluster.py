@@ -91,8 +91,9 @@ class LocalCluster:
 
     Devices get ids 1..nodes*devices_per_node, node-major. ``c.env(rank)`` is the
     bootstrap environment of host ``rank``; ``c.launch(script, args)`` runs hosts.
-    ``spin``: seconds a device busy-polls after traffic (default: the device's own
-    default when the machine has a core per device and per host rank, else 0).
+    ``spin``: seconds a device (and, through NETDAM_SPIN, a host's agent) busy-polls
+    before sleeping (default: their own defaults when the machine has a core per device
+    and per host rank, else 0).
     """
 
     def __init__(self, nodes: int = 2, devices_per_node: int = 1, *, mem_size: int = 64 << 20,
@@ -312,6 +313,8 @@ class LocalCluster:
                "NETDAM_COORDINATOR": self.coordinator, "NETDAM_CLUSTER": self.name}
         if self.mtu:
             env["NETDAM_MTU"] = str(self.mtu)
+        if self.spin is not None:               # hosts poll like their devices
+            env["NETDAM_SPIN"] = str(self.spin)
         if self.pcap:
             env["NETDAM_PCAP"] = str(self.pcap_part(f"host{rank}"))
         env.update(self.faults.to_env())

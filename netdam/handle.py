@@ -5,10 +5,13 @@ Owns ``Addr`` (a global address: device + offset, with the region's keys), ``Han
 fails: ``NakError`` (a device refused it; carries the SPEC §7 status) and
 ``NetdamTimeout`` (no answer within the bound; names the device and the operation).
 The agent (netdam.agent) creates and completes handles; callers only wait on them.
+``SignalWaiter`` is the operation behind ``wait_signal``: READs of a signal word until
+it reaches a value or the handle's deadline.
 """
 
 from __future__ import annotations
 
+import struct
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -84,3 +87,44 @@ class Handle:
     def __repr__(self) -> str:
         state = "done" if self.finished else "pending"
         return f"<Handle {self.what} device={self.device} {state}>"
+
+
+_U64 = struct.Struct("<Q")
+
+
+class SignalWaiter:
+    """Polls a signal word with READs until it reaches ``value`` or the handle's
+    deadline; ``finish(handle, error=None)`` completes the handle (the agent's)."""
+
+    __slots__ = ("h", "signal", "value", "interval", "read", "next_poll", "finish")
+
+    def __init__(self, h: Handle, signal: Addr, value: int, interval: float, finish):
+        self.h, self.signal, self.value, self.interval = h, signal, value % (1 << 64), interval
+        self.finish = finish
+        self.read: Handle | None = None
+        self.next_poll = 0.0
+
+    def step(self, agent: "Agent", now: float) -> bool:
+        """Advance; True when the waiter is finished (its handle completed)."""
+        h = self.h
+        if self.read is not None and self.read.finished:
+            r, self.read = self.read, None
+            if r.error is not None:
+                self.finish(h, r.error)
+                return True
+            (word,) = _U64.unpack_from(r.result)
+            if word >= self.value:
+                h.result = word
+                self.finish(h)
+                return True
+            self.next_poll = now + self.interval
+        if now >= h.deadline:
+            agent.counters["timeouts"] += 1
+            self.finish(h, NetdamTimeout(f"{h.what} on device {h.device}: signal not "
+                                         f"reached within {h.timeout:g} s"))
+            return True
+        if self.read is None and now >= self.next_poll:
+            self.read = agent.read_nb(self.signal, 8, timeout=max(h.deadline - now, 0.001))
+            self.read.queued = True   # internal: never shows in the completion queue
+            self.next_poll = h.deadline
+        return False
