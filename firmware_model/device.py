@@ -179,18 +179,6 @@ class Device(WriteRuns):
             c.add("internal_errors")
             return []
 
-    def _one(self, pkt: Packet, now: float) -> list[Out]:
-        """``receive`` of a datagram already decoded."""
-        c = self._counters
-        try:
-            size = overhead(len(pkt.route)) + len(pkt.payload)
-            c.add("rx_packets")
-            c.add("rx_bytes", size)
-            return self._sent(self._handle(pkt, now, size))
-        except Exception:
-            c.add("internal_errors")
-            return []
-
     def handle(self, pkt: Packet, now: float) -> list[Out]:
         """Same as ``receive`` for an already decoded packet. Never raises."""
         c = self._counters

@@ -97,7 +97,7 @@ class WriteRuns:
         h = heads[i]
         if h is None or batch is not None:      # C scanned it: decode it the usual way
             return self.receive(datagrams[i], now)
-        return self._one(h, now)
+        return self.handle(h, now)
 
     def _run(self, datagrams, heads, batch, i: int, j: int, now: float) -> list:
         run = heads[i:j]
