@@ -144,43 +144,42 @@ static inline uint64_t load64(const uint8_t *p) {
     return w;
 }
 
-/* Three independent streams hide the crc32 instruction's latency; their CRCs are
- * joined by shifting over the zero bytes that follow each (Adler's method). */
+/* Three independent streams over blocks of ``block`` bytes hide the crc32 instruction's
+ * latency; their CRCs are joined by shifting over the zero bytes that follow each
+ * (Adler's method). Consumes whole triples of blocks from *buf / *len. */
+__attribute__((target("sse4.2")))
+static uint64_t crc_triples(uint64_t c0, const uint8_t **buf, size_t *len, size_t block,
+                            uint32_t zeros[4][256]) {
+    const uint8_t *p = *buf;
+    size_t n = *len;
+    while (n >= 3 * block) {
+        uint64_t c1 = 0, c2 = 0;
+        const uint8_t *end = p + block;
+        do {
+            c0 = _mm_crc32_u64(c0, load64(p));
+            c1 = _mm_crc32_u64(c1, load64(p + block));
+            c2 = _mm_crc32_u64(c2, load64(p + 2 * block));
+            p += 8;
+        } while (p < end);
+        c0 = shift(zeros, (uint32_t)c0) ^ (uint32_t)c1;
+        c0 = shift(zeros, (uint32_t)c0) ^ (uint32_t)c2;
+        p += 2 * block;
+        n -= 3 * block;
+    }
+    *buf = p;
+    *len = n;
+    return c0;
+}
+
 __attribute__((target("sse4.2")))
 static uint32_t crc_hw3(uint32_t crc, const uint8_t *buf, size_t len) {
-    uint64_t c0 = crc ^ 0xffffffffu, c1, c2;
+    uint64_t c0 = crc ^ 0xffffffffu;
     while (len && ((uintptr_t)buf & 7)) {
         c0 = _mm_crc32_u8((uint32_t)c0, *buf++);
         len--;
     }
-    while (len >= 3 * LONG_BLOCK) {
-        c1 = c2 = 0;
-        const uint8_t *end = buf + LONG_BLOCK;
-        do {
-            c0 = _mm_crc32_u64(c0, load64(buf));
-            c1 = _mm_crc32_u64(c1, load64(buf + LONG_BLOCK));
-            c2 = _mm_crc32_u64(c2, load64(buf + 2 * LONG_BLOCK));
-            buf += 8;
-        } while (buf < end);
-        c0 = shift(crc_long, (uint32_t)c0) ^ (uint32_t)c1;
-        c0 = shift(crc_long, (uint32_t)c0) ^ (uint32_t)c2;
-        buf += 2 * LONG_BLOCK;
-        len -= 3 * LONG_BLOCK;
-    }
-    while (len >= 3 * SHORT_BLOCK) {
-        c1 = c2 = 0;
-        const uint8_t *end = buf + SHORT_BLOCK;
-        do {
-            c0 = _mm_crc32_u64(c0, load64(buf));
-            c1 = _mm_crc32_u64(c1, load64(buf + SHORT_BLOCK));
-            c2 = _mm_crc32_u64(c2, load64(buf + 2 * SHORT_BLOCK));
-            buf += 8;
-        } while (buf < end);
-        c0 = shift(crc_short, (uint32_t)c0) ^ (uint32_t)c1;
-        c0 = shift(crc_short, (uint32_t)c0) ^ (uint32_t)c2;
-        buf += 2 * SHORT_BLOCK;
-        len -= 3 * SHORT_BLOCK;
-    }
+    c0 = crc_triples(c0, &buf, &len, LONG_BLOCK, crc_long);
+    c0 = crc_triples(c0, &buf, &len, SHORT_BLOCK, crc_short);
     while (len >= 8) {
         c0 = _mm_crc32_u64(c0, load64(buf));
         buf += 8;
