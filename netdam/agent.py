@@ -299,15 +299,11 @@ class Agent:
         if not self.rel.wants_send():
             return
         links, udp = self.links, self.udp
-        frags, to = [], None            # consecutive UDP fragments of one message
+        bursts = udp.bursts(now)        # a message's UDP fragments: one sendmmsg
         for dev, pkt in self.rel.datagrams_to_send(now):
             link = links[dev]
             if link.shm is None:
-                if frags and (pkt.req_id != frags[0].req_id or link is not to):
-                    udp.send_many(frags, to.addr, now)
-                    frags = []
-                frags.append(pkt)
-                to = link
+                bursts.add(pkt, link.addr)
             else:
                 parts = encode_parts(pkt)
                 port = link.shm.send(parts)
@@ -317,8 +313,7 @@ class Agent:
                     udp.ring_doorbell(port)
                 elif port < 0:
                     self.counters["shm_full"] += 1   # lost; retransmitted on timeout
-        if frags:
-            udp.send_many(frags, to.addr, now)
+        bursts.flush()
 
     # -- the primitives ----------------------------------------------------------------------
     def read_nb(self, addr: Addr, length: int, *, out=None, timeout: float | None = None,

@@ -242,17 +242,13 @@ class DeviceServer:
     def _emit_udp(self, outs, addr, now: float) -> None:
         """Answers go back to ``addr`` (the fragments of one answer, a READ_RESP cut to
         the MTU, in one burst); packets for other members go through ``_to_member``."""
-        udp, frags = self.udp, []
+        bursts = self.udp.bursts(now)
         for dest, pkt in outs:
             if dest is None:
-                if frags and pkt.req_id != frags[0].req_id:
-                    udp.send_many(frags, addr, now)
-                    frags = []
-                frags.append(pkt)
+                bursts.add(pkt, addr)
             else:
                 self._to_member(dest, pkt, now)
-        if frags:
-            udp.send_many(frags, addr, now)
+        bursts.flush()
 
     def _emit_shm(self, outs, slot: int, now: float) -> None:
         for dest, pkt in outs:
@@ -392,15 +388,10 @@ class DeviceServer:
         if r is not None and r <= now:
             self.forward_counters["forward_failed"] += len(rel.handle_timer(now))
         if rel.wants_send():           # a message's fragments to one member: one burst
-            peers, frags, to = self.peers, [], None
+            peers, bursts = self.peers, udp.bursts(now)
             for dest, pkt in rel.datagrams_to_send(now):
-                if frags and (dest != to or pkt.req_id != frags[0].req_id):
-                    udp.send_many(frags, peers[to], now)
-                    frags = []
-                frags.append(pkt)
-                to = dest
-            if frags:
-                udp.send_many(frags, peers[to], now)
+                bursts.add(pkt, peers[dest])
+            bursts.flush()
         r = rel.next_timer()              # after sending: retransmissions re-arm there
         u = udp.next_timer()
         if u is not None:

@@ -169,6 +169,11 @@ class UdpEndpoint:
         c["tx_datagrams"] += done
         c["tx_bytes"] += sum(burst.size(i) for i in range(done))
 
+    def bursts(self, now: float | None = None) -> "Bursts":
+        """A collector that sends each run of consecutive packets to one address of one
+        message (one ``req_id``) with ``send_many``; ``flush()`` sends the last run."""
+        return Bursts(self, now)
+
     def send_bytes(self, data, addr: tuple[str, int], now: float | None = None) -> None:
         """Send an already encoded datagram (through the injector when active)."""
         if self.injector.active:
@@ -235,11 +240,11 @@ class UdpEndpoint:
         return n
 
     # -- receiving -----------------------------------------------------------------------
-    def recv(self, timeout: float | None = 0.0):
-        """One datagram as ``(memoryview, addr)``, or None after ``timeout`` seconds
-        (0: do not wait; None: wait forever). The view is valid until the next call."""
+    def _receive(self, call, timeout: float | None):
+        """``call()`` on the socket, waiting with poll() up to ``timeout`` seconds (0: do
+        not wait; None: wait forever) while nothing is there; None if nothing came."""
         try:
-            n, addr = self.sock.recvfrom_into(self._buf)
+            return call()
         except BlockingIOError:
             if timeout == 0.0:
                 return None
@@ -247,11 +252,19 @@ class UdpEndpoint:
             if not self._poll.poll(ms):
                 return None
             try:
-                n, addr = self.sock.recvfrom_into(self._buf)
+                return call()
             except BlockingIOError:
                 return None
         except ConnectionRefusedError:
             return None
+
+    def recv(self, timeout: float | None = 0.0):
+        """One datagram as ``(memoryview, addr)``, or None after ``timeout`` seconds
+        (0: do not wait; None: wait forever). The view is valid until the next call."""
+        r = self._receive(self._recv_into, timeout)
+        if r is None:
+            return None
+        n, addr = r
         self.counters["rx_datagrams"] += 1
         self.counters["rx_bytes"] += n
         return self._view[:n], addr
@@ -259,23 +272,18 @@ class UdpEndpoint:
     def recv_bytes(self, timeout: float | None = 0.0):
         """As ``recv``, but the datagram is its own ``bytes`` (received straight into
         it, no copy): for a caller that keeps datagrams beyond the next receive."""
-        try:
-            data, addr = self.sock.recvfrom(MAX_DATAGRAM + 1)
-        except BlockingIOError:
-            if timeout == 0.0:
-                return None
-            ms = -1 if timeout is None else max(0, int(timeout * 1000 + 0.999))
-            if not self._poll.poll(ms):
-                return None
-            try:
-                data, addr = self.sock.recvfrom(MAX_DATAGRAM + 1)
-            except BlockingIOError:
-                return None
-        except ConnectionRefusedError:
+        r = self._receive(self._recv_owned, timeout)
+        if r is None:
             return None
         self.counters["rx_datagrams"] += 1
-        self.counters["rx_bytes"] += len(data)
-        return data, addr
+        self.counters["rx_bytes"] += len(r[0])
+        return r
+
+    def _recv_into(self):
+        return self.sock.recvfrom_into(self._buf)
+
+    def _recv_owned(self):
+        return self.sock.recvfrom(MAX_DATAGRAM + 1)
 
     def close(self) -> None:
         try:
@@ -291,4 +299,25 @@ class UdpEndpoint:
         self.close()
 
 
-__all__ = ["UdpEndpoint", "SOCKET_BUFFER", "check_mtu", "is_loopback", "warn_if_exposed"]
+class Bursts:
+    """Consecutive packets of one message to one address, sent together (``send_many``)."""
+
+    __slots__ = ("udp", "now", "frags", "to")
+
+    def __init__(self, udp: UdpEndpoint, now: float | None):
+        self.udp, self.now, self.frags, self.to = udp, now, [], None
+
+    def add(self, pkt: Packet, addr) -> None:
+        frags = self.frags
+        if frags and (pkt.req_id != frags[0].req_id or addr != self.to):
+            self.flush()
+        self.frags.append(pkt)
+        self.to = addr
+
+    def flush(self) -> None:
+        if self.frags:
+            self.udp.send_many(self.frags, self.to, self.now)
+            self.frags = []
+
+
+__all__ = ["UdpEndpoint", "Bursts", "SOCKET_BUFFER", "check_mtu", "is_loopback", "warn_if_exposed"]
