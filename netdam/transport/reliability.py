@@ -283,13 +283,11 @@ class Reliability:
         run = reply.addr2 if reply.opcode == _ACK else 0
         if run > 1:     # a coalesced ACK answers seq - run + 1 .. seq (SPEC §4.7)
             p.anchored = True
-            outstanding, before = p.outstanding, len(done)
+            outstanding = p.outstanding
             for k in range(1, min(run, self.config.window)):
-                e = outstanding.pop((reply.seq - k) & _SEQ_MASK, None)
+                e = outstanding.get((reply.seq - k) & _SEQ_MASK)
                 if e is not None:     # the RTT was sampled on the seq the ACK echoes
-                    p.bytes -= e.size
-                    done.append(Retired(peer, e.seq, e.token))
-            self.counters["retired"] += len(done) - before
+                    self._retire(peer, p, e, now, done, sample=False)
         if reply.flags & _ACK_VALID:
             ack = reply.ack
             if seq_diff(ack, p.cum) > 0 and seq_diff(ack, p.next_seq) <= 0:
@@ -318,10 +316,11 @@ class Reliability:
         self._advance(p)
         return done
 
-    def _retire(self, peer, p: _Peer, e: _Entry, now: float, done: list) -> None:
+    def _retire(self, peer, p: _Peer, e: _Entry, now: float, done: list, *,
+                sample: bool = True) -> None:
         del p.outstanding[e.seq]
         p.bytes -= e.size
-        if e.tries == 1:  # Karn: sample only datagrams sent once
+        if sample and e.tries == 1:  # Karn: sample only datagrams sent once
             self._sample(p, now - e.first_sent)
         self.counters["retired"] += 1
         done.append(Retired(peer, e.seq, e.token))
