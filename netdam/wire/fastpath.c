@@ -21,17 +21,20 @@
 #include <sys/uio.h>
 
 #if defined(__x86_64__) || defined(__i386__)
+#include <emmintrin.h>
 #include <nmmintrin.h>
 #define ND_X86 1
 #endif
 
 /* ---- CRC32C (Castagnoli, reflected 0x82F63B78), as the crc32c package computes it ---- */
 #define POLY 0x82f63b78u
-#define LONG_BLOCK 8192
+#define LONG_BLOCK 16384
+#define MID_BLOCK 2048
 #define SHORT_BLOCK 256
 
 static uint32_t crc_table[8][256];       /* slicing-by-8, the portable path */
 static uint32_t crc_long[4][256];        /* shift a CRC over LONG_BLOCK zero bytes */
+static uint32_t crc_mid[4][256];         /* ... over MID_BLOCK zero bytes */
 static uint32_t crc_short[4][256];       /* ... over SHORT_BLOCK zero bytes */
 static int crc_ready = 0;
 static int crc_hw = 0;
@@ -105,6 +108,7 @@ static void crc_init(void) {
         }
     }
     zeros_table(crc_long, LONG_BLOCK);
+    zeros_table(crc_mid, MID_BLOCK);
     zeros_table(crc_short, SHORT_BLOCK);
 #ifdef ND_X86
     __builtin_cpu_init();
@@ -179,6 +183,7 @@ static uint32_t crc_hw3(uint32_t crc, const uint8_t *buf, size_t len) {
         len--;
     }
     c0 = crc_triples(c0, &buf, &len, LONG_BLOCK, crc_long);
+    c0 = crc_triples(c0, &buf, &len, MID_BLOCK, crc_mid);
     c0 = crc_triples(c0, &buf, &len, SHORT_BLOCK, crc_short);
     while (len >= 8) {
         c0 = _mm_crc32_u64(c0, load64(buf));
@@ -276,13 +281,51 @@ void nd_scan(size_t n, const uint8_t *const *grams, const uint32_t *lens, nd_hdr
     }
 }
 
+/* Messages at least this long are written to device memory with streaming stores: a
+ * bulk transfer does not fit the caches anyway, and a store that skips them neither
+ * reads each destination line first nor evicts what the device is working on (the
+ * same reasoning as glibc's non-temporal threshold, but per message: one 64 KiB
+ * fragment of a 16 MiB WRITE is small, its message is not). */
+#define STREAM_MIN (4u << 20)
+
+#ifdef ND_X86
+/* memcpy with SSE2 non-temporal stores (baseline on x86-64), fenced so the bytes are
+ * visible before anything the caller does next (a signal, an ACK). */
+static void copy_streaming(uint8_t *d, const uint8_t *s, size_t n) {
+    while (n && ((uintptr_t)d & 15)) {
+        *d++ = *s++;
+        n--;
+    }
+    for (; n >= 64; d += 64, s += 64, n -= 64) {
+        __m128i a = _mm_loadu_si128((const __m128i *)s);
+        __m128i b = _mm_loadu_si128((const __m128i *)(s + 16));
+        __m128i c = _mm_loadu_si128((const __m128i *)(s + 32));
+        __m128i e = _mm_loadu_si128((const __m128i *)(s + 48));
+        _mm_stream_si128((__m128i *)d, a);
+        _mm_stream_si128((__m128i *)(d + 16), b);
+        _mm_stream_si128((__m128i *)(d + 32), c);
+        _mm_stream_si128((__m128i *)(d + 48), e);
+    }
+    memcpy(d, s, n);
+    _mm_sfence();
+}
+#endif
+
 /* Copy the payloads of datagrams 0..n to mem + addr + frag_off; the caller has checked
  * every range against the region. */
 void nd_copy_payloads(uint8_t *mem, size_t n, const uint8_t *const *grams,
                       const nd_hdr *hdrs) {
     for (size_t k = 0; k < n; k++) {
         const nd_hdr *h = &hdrs[k];
-        memcpy(mem + h->addr + h->frag_off, grams[k] + h->payload_at, h->payload_len);
+        uint8_t *to = mem + h->addr + h->frag_off;
+        const uint8_t *from = grams[k] + h->payload_at;
+#ifdef ND_X86
+        if (h->length >= STREAM_MIN) {
+            copy_streaming(to, from, h->payload_len);
+            continue;
+        }
+#endif
+        memcpy(to, from, h->payload_len);
     }
 }
 

@@ -70,6 +70,21 @@ def test_copy_payloads_writes_each_fragment_at_its_offset():
     assert memory[100:5100] == data and not any(memory[:100]) and not any(memory[5100:])
 
 
+@pytest.mark.parametrize("addr", [0, 4099])
+def test_copy_payloads_of_a_bulk_message_streams_the_same_bytes(addr):
+    """Messages of 4 MiB and more are copied with streaming stores (fastpath.c,
+    STREAM_MIN): same bytes at any alignment, nothing written around them."""
+    data = random.Random(addr).randbytes((4 << 20) + 777)
+    tmpl = Packet(opcode=Opcode.WRITE, addr=addr, flags=Flag.ACK_REQ)
+    grams = [encode(f) for f in fragment(tmpl, data, 9000)]
+    memory = bytearray(b"\xa5" * (addr + len(data) + 4099))
+    batch = fast.Batch(grams)
+    assert batch.hdrs[0].length == len(data)
+    batch.copy_payloads(memory, 0, len(grams))
+    assert memory[addr:addr + len(data)] == data
+    assert memory[:addr] == b"\xa5" * addr and memory[addr + len(data):] == b"\xa5" * 4099
+
+
 def _fragments(n_bytes: int, mtu: int) -> list[Packet]:
     data = random.Random(n_bytes).randbytes(n_bytes)
     tmpl = Packet(opcode=Opcode.WRITE, src=3, dst=4, rkey=0xABCD, pkey=2, req_id=77,
