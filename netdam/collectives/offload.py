@@ -47,10 +47,17 @@ def _address(buf: memoryview) -> int | None:
 def rounds(comm, src: memoryview, dst: memoryview, esize: int, body):
     """Run an in-device algorithm round by round: each round puts this rank's part of
     ``src`` in its device's work area, meets the others at a barrier, runs
-    ``body(spans)`` (which leaves the result in the work area), copies the result out to
-    ``dst`` (which may be ``src``), and meets again so that the work area is free for
-    the next round. A buffer that is the work area itself (``comm.work_buffer``) is
-    neither copied in nor out."""
+    ``body(spans)`` (which leaves the result in the work area) and copies the result
+    out to ``dst`` (which may be ``src``). A buffer that is the work area itself
+    (``comm.work_buffer``) is neither copied in nor out.
+
+    No barrier closes a round. ``body`` returns once this rank's signal word counts
+    every block's result in its own memory, and a block's result is multicast only
+    after its chain (or tree) has passed every device: so no device still reads or
+    folds into this rank's work area for this round, and it may take the next
+    round's (or collective's) input at once. Another rank's chains for that next
+    round cannot start before this rank has written it, because of the next round's
+    opening barrier."""
     n, rank, lay = comm.size, comm.rank, comm.layout
     home = comm.areas[rank]
     step = lay.work_bytes - lay.work_bytes % (esize * n)
@@ -64,7 +71,6 @@ def rounds(comm, src: memoryview, dst: memoryview, esize: int, body):
         yield from body(A.blocks(len(part) // esize, n, esize))
         if work is None or _address(out) != work:
             yield lambda: comm.channels.home.read_into(lay.work, out)
-        yield from A.barrier_dissemination(rank, n)
 
 
 def chain_allreduce(comm, src: memoryview, dst: memoryview, dtype: DType, op: RedOp, *,
