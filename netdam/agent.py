@@ -35,6 +35,7 @@ import time
 
 import numpy as np
 
+from netdam.collectives.types import NUMPY_TO_DTYPE
 from netdam.errors import UsageError
 from netdam.handle import Addr, Handle, NakError, NetdamTimeout, SignalWaiter
 from netdam.transport.faults import FaultConfig
@@ -42,8 +43,7 @@ from netdam.transport.reliability import RelConfig, Reliability
 from netdam.transport.shm import Backoff
 from netdam.transport.udp import UdpEndpoint
 from netdam.wire.codec import Packet, WireError, decode, encode_parts
-from netdam.wire.fields import (DEFAULT_MTU, DTYPE_NUMPY, DTYPE_SIZE, DType, Flag, Opcode,
-                                RedOp, Status)
+from netdam.wire.fields import DEFAULT_MTU, DTYPE_SIZE, DType, Flag, Opcode, RedOp, Status
 from netdam.wire.frag import Reassembler, fragment, max_payload
 
 _U64 = struct.Struct("<Q")
@@ -60,10 +60,6 @@ MAX_QUEUE = 1 << 16
 #: trips of this machine's Python path, so a READ or a short WRITE is answered without a
 #: wake-up; set 0 where processes outnumber cores (LocalCluster does, via NETDAM_SPIN)
 SPIN = 500e-6
-
-#: NumPy dtype -> netdam dtype (the unambiguous ones; bfloat16 and fp8 are named explicitly)
-_FROM_NUMPY = {np.dtype(name): DType(code) for code, name in reversed(DTYPE_NUMPY.items())
-               if code not in (DType.BFLOAT16, DType.FP8_E4M3, DType.FP8_E5M2, DType.NONE)}
 
 
 class _Link:
@@ -760,7 +756,7 @@ def _dtype_of(data, dtype: int | None) -> int:
         return DType(dtype)
     if isinstance(data, np.ndarray):
         try:
-            return _FROM_NUMPY[data.dtype]
+            return NUMPY_TO_DTYPE[data.dtype.name]
         except KeyError:
             raise UsageError(f"no netdam dtype for NumPy {data.dtype}; pass dtype=") from None
     return DType.UINT8
