@@ -18,7 +18,8 @@ from netdam.wire.frag import fragment
 pytestmark = pytest.mark.skipif(not fast.AVAILABLE, reason="the C fast path is not built")
 
 
-@pytest.mark.parametrize("n", [0, 1, 7, 8, 9, 767, 768, 769, 8192, 24575, 24576, 24577,
+@pytest.mark.parametrize("n", [0, 1, 7, 8, 9, 767, 768, 769, 6143, 6144, 6145, 8192, 24575, 24576,
+                               24577, 49151, 49152, 49153,
                                65000, 65507, 200003])
 def test_crc32c_equals_the_reference(n):
     rng = random.Random(n)
