@@ -142,16 +142,21 @@ def _nbytes(buf) -> int:
     return mv.nbytes
 
 
+_ESIZE: dict[tuple[int, int], int] = {}   # (dtype, op) found reducible -> element size
+
+
 def _validate(dst, src, dtype: int, op: int) -> int:
     """Raise AluError for a bad request; return the element count."""
-    st = check(dtype, op)
-    if st:
-        name = "dtype" if st == Status.BAD_DTYPE else "redop"
-        raise AluError(st, f"{name} not supported: dtype={dtype} redop={op}")
+    esize = _ESIZE.get((dtype, op))
+    if esize is None:                     # once per (dtype, op): the per-fragment path
+        st = check(dtype, op)
+        if st:
+            name = "dtype" if st == Status.BAD_DTYPE else "redop"
+            raise AluError(st, f"{name} not supported: dtype={dtype} redop={op}")
+        esize = _ESIZE[(dtype, op)] = element_size(dtype)
     nd, ns = _nbytes(dst), _nbytes(src)
     if nd != ns:
         raise AluError(Status.LENGTH_MISMATCH, f"dst is {nd} bytes but src is {ns}")
-    esize = element_size(dtype)
     if nd % esize:
         raise AluError(Status.MISALIGNED, f"{nd} bytes is not a multiple of {esize}")
     return nd // esize

@@ -41,7 +41,11 @@ FP8_BLOCK = 128                      #: elements per scale (QUANT_FP8 / DEQUANT_
 FP8_FORMATS = (DType.FP8_E4M3, DType.FP8_E5M2)
 FP8_SOURCES = (DType.FLOAT32, DType.BFLOAT16, DType.FLOAT16)
 #: flags a forwarded packet keeps (ordering and reliability flags belong to one hop)
-FORWARD_KEEP = Flag.MORE_FRAGS | Flag.LAST_HOP_SIGNAL | Flag.RESULT_MCAST | Flag.MCAST_COPY
+FORWARD_KEEP = int(Flag.MORE_FRAGS | Flag.LAST_HOP_SIGNAL | Flag.RESULT_MCAST | Flag.MCAST_COPY)
+# plain ints on the per-fragment path: IntFlag arithmetic builds enum members, which
+# cost more than the rest of a chain hop's bookkeeping
+_MORE, _SIGNAL = int(Flag.MORE_FRAGS), int(Flag.LAST_HOP_SIGNAL)
+_RESULT_MCAST, _COPY = int(Flag.RESULT_MCAST), int(Flag.MCAST_COPY)
 #: rights that let a request bump a signal word
 SIGNAL_NEED = (Rights.ATOMIC,) + WRITE_ANY
 _PAYLOAD = int(Cap.PAYLOAD)
@@ -343,7 +347,7 @@ def _chain_validate(ctx, pkt):
     route = _route(ctx, pkt)
     if not route or pkt.hop >= len(route) or route[pkt.hop] != ctx.device_id:
         return Status.BAD_GROUP
-    if (pkt.hop == len(route) - 1 and pkt.flags & Flag.RESULT_MCAST
+    if (pkt.hop == len(route) - 1 and pkt.flags & _RESULT_MCAST
             and pkt.group not in ctx.groups):
         return Status.BAD_GROUP
     return Status.OK
@@ -354,7 +358,7 @@ def _chain_operands(ctx, pkt):
         ops = [Access(pkt.addr, pkt.length, (Rights.REDUCE,), _esize(pkt))]
     else:
         ops = [_data(pkt, (Rights.REDUCE,), _esize(pkt))]
-    if _is_last_hop(ctx, pkt) and pkt.flags & Flag.LAST_HOP_SIGNAL:
+    if _is_last_hop(ctx, pkt) and pkt.flags & _SIGNAL:
         ops.append(_signal(pkt))
     return ops
 
@@ -393,7 +397,7 @@ def _chain_last_hop(ctx: Context, pkt: Packet, route: tuple[int, ...], *,
     """Write the result back; signal after the message's last byte; multicast it."""
     n = len(pkt.payload)
     start = pkt.addr + pkt.frag_off
-    signal = bool(pkt.flags & Flag.LAST_HOP_SIGNAL)
+    signal = bool(pkt.flags & _SIGNAL)
     key = signal_key("chain", route[0], pkt) if signal else None
     if key is not None and not ctx.tracker.has_room(key):
         raise InstructionError(Status.BUSY, "signal message table full")
@@ -405,9 +409,9 @@ def _chain_last_hop(ctx: Context, pkt: Packet, route: tuple[int, ...], *,
         if done is not None:
             ctx.add_signal(*done)
     outs: list[Out] = []
-    if pkt.flags & Flag.RESULT_MCAST:
+    if pkt.flags & _RESULT_MCAST:
         result = bytes(ctx.mem(start, n))
-        flags = Flag.MCAST_COPY | (pkt.flags & (Flag.MORE_FRAGS | Flag.LAST_HOP_SIGNAL))
+        flags = _COPY | (pkt.flags & (_MORE | _SIGNAL))
         for member in ctx.groups[pkt.group]:
             if member != ctx.device_id:
                 out = ctx.forward(member, pkt, opcode=Opcode.MULTICAST, route=(), hop=0,
@@ -422,12 +426,12 @@ def _members(ctx, pkt) -> tuple[int, ...]:
 
 
 def _applies_locally(ctx, pkt) -> bool:
-    return bool(pkt.flags & Flag.MCAST_COPY) or ctx.device_id in _members(ctx, pkt)
+    return bool(pkt.flags & _COPY) or ctx.device_id in _members(ctx, pkt)
 
 
 def _mcast_validate(ctx, pkt):
     st = _first(_dtype_known(pkt), _fragment_fits(pkt))
-    if not st and not pkt.flags & Flag.MCAST_COPY and pkt.group not in ctx.groups:
+    if not st and not pkt.flags & _COPY and pkt.group not in ctx.groups:
         st = Status.BAD_GROUP
     return st
 
@@ -436,19 +440,19 @@ def _mcast_operands(ctx, pkt):
     if not _applies_locally(ctx, pkt):
         return []
     ops = [_data(pkt, WRITE_ANY)]
-    if pkt.flags & Flag.LAST_HOP_SIGNAL:
+    if pkt.flags & _SIGNAL:
         ops.append(_signal(pkt))
     return ops
 
 
 def _mcast(ctx: Context, pkt: Packet) -> list[Out]:
     if _applies_locally(ctx, pkt):
-        signal = pkt.flags & Flag.LAST_HOP_SIGNAL
+        signal = pkt.flags & _SIGNAL
         write_and_signal(ctx, pkt, signal_key("mcast", pkt.src, pkt) if signal else None)
-    if pkt.flags & Flag.MCAST_COPY:
+    if pkt.flags & _COPY:
         return []
     payload = bytes(pkt.payload)
-    return [ctx.forward(m, pkt, flags=Flag.MCAST_COPY, payload=payload)
+    return [ctx.forward(m, pkt, flags=_COPY, payload=payload)
             for m in _members(ctx, pkt) if m != ctx.device_id]
 
 
