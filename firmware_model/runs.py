@@ -1,11 +1,16 @@
-"""Runs of WRITE / PUT_SIGNAL / MULTICAST-copy fragments in one pass: the batch lane.
+"""Runs of WRITE / PUT_SIGNAL / MULTICAST-copy / chain-hop fragments in one pass: the
+batch lane.
 
 Owns ``Device.receive_many``: for a list of datagrams, the same memory, replay windows,
 counters, signals and answers as ``Device.receive`` of each in turn, in the same order,
 but cheaper where bulk transfers spend their time (SPEC_device §4-§5). Consecutive
 plain fragments of one opcode from one peer, with consecutive sequence numbers, form a
-run: WRITE or PUT_SIGNAL with flags ACK_REQ and MORE_FRAGS only, or MULTICAST copies to
-apply here (MCAST_COPY, perhaps LAST_HOP_SIGNAL). A run whose requests are all new, of
+run: WRITE or PUT_SIGNAL with flags ACK_REQ and MORE_FRAGS only, MULTICAST copies to
+apply here (MCAST_COPY, perhaps LAST_HOP_SIGNAL), or REDUCE_FWD fragments at an
+intermediate hop of one in-packet route (SPEC §4.9: each is reduced with this device's
+memory and forwarded to the next hop, its forward made just before its ACK, as
+``_chain`` does; the last hop and the chain descriptor stay one by one). A run whose
+requests are all new, of
 one region and aimed at this device, with nothing of that peer held, is checked once
 (``Memory.check`` over the run's hull and over each signal word, the window over its
 sequence numbers), its payloads are written (WRITE: all copies at once; the others one
@@ -28,23 +33,30 @@ from __future__ import annotations
 
 import heapq
 
-from firmware_model.instructions import (SIGNAL_NEED, InstructionError, Out, make_ack,
-                                         signal_key, write_and_signal)
-from firmware_model.memory import WRITE_ANY, Access
+import struct
+
+from firmware_model import alu
+from firmware_model.instructions import (FORWARD_KEEP, SIGNAL_NEED, InstructionError, Out,
+                                         make_ack, signal_key, write_and_signal)
+from firmware_model.memory import WRITE_ANY, Access, Rights
 from netdam.wire import fast
-from netdam.wire.codec import WireError, decode, overhead
-from netdam.wire.fields import DTYPE_SIZE, Flag, Opcode
+from netdam.wire.codec import Packet, WireError, decode, overhead
+from netdam.wire.fields import DTYPE_SIZE, HEADER_LEN, VERSION, Flag, Opcode
 
 _WRITE, _PUT_SIGNAL = int(Opcode.WRITE), int(Opcode.PUT_SIGNAL)
-_MULTICAST = int(Opcode.MULTICAST)
+_MULTICAST, _REDUCE_FWD = int(Opcode.MULTICAST), int(Opcode.REDUCE_FWD)
 _ACK_REQ, _MORE = int(Flag.ACK_REQ), int(Flag.MORE_FRAGS)
 _ACK_VALID, _COPY = int(Flag.ACK_VALID), int(Flag.MCAST_COPY)
-_SIGNAL = int(Flag.LAST_HOP_SIGNAL)
+_SIGNAL, _RESULT_MCAST = int(Flag.LAST_HOP_SIGNAL), int(Flag.RESULT_MCAST)
 #: the opcodes the lane takes, and the flags their runs' requests may carry
 _PLAIN = {_WRITE: frozenset({_ACK_REQ, _ACK_REQ | _MORE}),
           _PUT_SIGNAL: frozenset({_ACK_REQ, _ACK_REQ | _MORE}),
           _MULTICAST: frozenset(_ACK_REQ | _COPY | more | sig       # a copy to apply here
-                                for more in (0, _MORE) for sig in (0, _SIGNAL))}
+                                for more in (0, _MORE) for sig in (0, _SIGNAL)),
+          _REDUCE_FWD: frozenset(_ACK_REQ | more | sig | res        # the flags of a chain
+                                 for more in (0, _MORE) for sig in (0, _SIGNAL)
+                                 for res in (0, _RESULT_MCAST))}
+_HOP_NEED = (Rights.REDUCE,)
 _NONE = frozenset()
 _ANY = 0xFFFF
 _MASK = 0xFFFFFFFF
@@ -79,12 +91,14 @@ class WriteRuns:
             if h is not None and h.flags in _PLAIN.get(h.opcode, _NONE):
                 op, src, seq = h.opcode, h.src, h.seq
                 plain = _PLAIN[op]
+                chain = (h.req_id, h.hop) if op == _REDUCE_FWD else None
                 while j < n:
                     g = heads[j]
                     seq = (seq + 1) & _MASK
                     if g is None or g.opcode != op or g.flags not in plain \
-                            or g.src != src or g.seq != seq:
-                        break
+                            or g.src != src or g.seq != seq \
+                            or (chain is not None and (g.req_id, g.hop) != chain):
+                        break           # a chain's run is one message at one hop
                     j += 1
             if j - i >= _MIN_RUN:
                 outs += self._run(datagrams, heads, batch, i, j, now)
@@ -109,8 +123,12 @@ class WriteRuns:
         first = run[0]
         peer = self._peers.get(first.src)
         outs, done = [], 0
+        if first.opcode == _REDUCE_FWD:
+            ok = batch is not None and self._hops_ok(datagrams, run, i)
+        else:
+            ok = self._run_writable(run)
         if peer is not None and not peer.held and peer.window.all_new(first.seq, len(run)) \
-                and self._run_writable(run):
+                and ok:
             try:
                 outs, done = self._apply_run(datagrams, run, batch, i, peer, now)
             except Exception:   # a bug: count it, never take the caller down
@@ -140,6 +158,53 @@ class WriteRuns:
         return not check(rkey, pkey, Access(lo, hi - lo, WRITE_ANY)) and not any(
             check(rkey, pkey, Access(w, 8, SIGNAL_NEED, 8)) for w in words)
 
+    def _hops_ok(self, datagrams, run, i: int) -> bool:
+        """Would every request of a REDUCE_FWD run pass ``_chain_validate`` and its
+        operand check as an intermediate hop of the same in-packet route?"""
+        first = run[0]
+        nhops, hop, dtype, redop = first.nhops, first.hop, first.dtype, first.redop
+        esize = DTYPE_SIZE.get(dtype)
+        if not nhops or hop + 1 >= nhops or esize is None or alu.check(dtype, redop):
+            return False
+        route = _route_bytes(datagrams[i], nhops)
+        if struct.unpack_from("!H", route, 2 * hop)[0] != self.device_id:
+            return False
+        rkey, pkey, me = first.rkey, first.pkey, self.device_id
+        lo = hi = first.addr + first.frag_off
+        for k, h in enumerate(run):
+            n = h.payload_len
+            start = h.addr + h.frag_off
+            if h.rkey != rkey or h.pkey != pkey or (h.dst != me and h.dst != _ANY) \
+                    or h.nhops != nhops or h.hop != hop or h.dtype != dtype \
+                    or h.redop != redop or not n or h.frag_off + n > h.length \
+                    or start % esize or n % esize \
+                    or (k and _route_bytes(datagrams[i + k], nhops) != route):
+                return False
+            lo = start if start < lo else lo
+            hi = start + n if start + n > hi else hi
+        return not self._mem.check(rkey, pkey, Access(lo, hi - lo, _HOP_NEED))
+
+    def _hops(self, datagrams, run, i: int) -> list:
+        """Each fragment of a checked REDUCE_FWD run reduced with this device's memory
+        and forwarded to the next hop (``_chain``): its forward, one per request."""
+        first = run[0]
+        route = struct.unpack(f"!{first.nhops}H", _route_bytes(datagrams[i], first.nhops))
+        nxt, hop = route[first.hop + 1], first.hop + 1
+        mem, me = self._mem.view, self.device_id
+        dtype, redop = first.dtype, first.redop
+        reduce_into = alu.reduce_into
+        outs = []
+        for k, h in enumerate(run):
+            at, n = h.payload_at, h.payload_len
+            acc = bytearray(memoryview(datagrams[i + k])[at:at + n])
+            start = h.addr + h.frag_off
+            reduce_into(acc, mem[start:start + n], dtype, redop)
+            outs.append(Out(nxt, Packet(_REDUCE_FWD, h.flags & FORWARD_KEEP, 0, dtype, redop,
+                                        hop, me, nxt, h.pkey, h.group, h.rkey, 0, 0,
+                                        h.req_id, h.addr, h.addr2, h.imm, h.length,
+                                        h.frag_off, route, acc, VERSION)))
+        return outs
+
     def _signalled(self, datagrams, run, batch, i: int) -> int:
         """The handler of PUT_SIGNAL (or of a MULTICAST copy) for each fragment in turn;
         how many were applied (the first one the message table has no room for stops
@@ -167,7 +232,10 @@ class WriteRuns:
         window = peer.window
         self._ctx.now = now
         self._peers.touch(first.src, first.seq, now)
-        if first.opcode != _WRITE:
+        fwd = None
+        if first.opcode == _REDUCE_FWD:
+            fwd = self._hops(datagrams, run, i)
+        elif first.opcode != _WRITE:
             k = self._signalled(datagrams, run, batch, i)
             if not k:
                 return [], 0
@@ -192,7 +260,10 @@ class WriteRuns:
 
         me, every, outs = self.device_id, self.ack_every, []
         if every == 1:
-            outs = [stamped(make_ack(me, h), idx) for idx, h in enumerate(run)]
+            for idx, h in enumerate(run):
+                if fwd:
+                    outs.append(fwd[idx])
+                outs.append(stamped(make_ack(me, h), idx))
         else:                   # what _coalesce does, request by request
             prev, count = peer.ack, 0
             pending = prev is not None
@@ -205,6 +276,8 @@ class WriteRuns:
             deferred = 0
             for idx, h in enumerate(run):
                 count += 1
+                if fwd:
+                    outs.append(fwd[idx])
                 if h.flags & _MORE and count < every:
                     if not pending:
                         peer.ack_due = now + self.ack_delay
@@ -230,13 +303,18 @@ class WriteRuns:
         op = first.opcode
         row = self._table.get(op)
         payload = sum(h.payload_len for h in run)
-        nbytes = k * overhead() + payload
+        nbytes = k * overhead(first.nhops) + payload
         c.add("rx_packets", k)
         c.add("rx_bytes", nbytes)
         c.request(row.name, nbytes, k)
         cost, caps = self.timing.cost, row.caps
         c.busy(row.name, sum(cost(op, h.payload_len, caps) for h in run))
         return self._sent(outs), k
+
+
+def _route_bytes(datagram, nhops: int) -> bytes:
+    """The route list of a datagram, as it is on the wire (SPEC §2.2)."""
+    return bytes(memoryview(datagram)[HEADER_LEN:HEADER_LEN + 2 * nhops])
 
 
 __all__ = ["WriteRuns"]

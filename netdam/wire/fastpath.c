@@ -225,7 +225,7 @@ static inline void put32(uint8_t *p, uint32_t v) {
 
 typedef struct {
     uint32_t ok;          /* 1: CRC, magic, version and lengths hold (codec.decode accepts) */
-    uint32_t opcode, flags, status, dtype, hop, nhops, src, dst, pkey, group;
+    uint32_t opcode, flags, status, dtype, redop, hop, nhops, src, dst, pkey, group;
     uint32_t rkey, seq, ack, req_id, payload_len, length, frag_off;
     uint64_t addr, addr2, imm;
     uint32_t payload_at;  /* offset of the payload in the datagram */
@@ -263,6 +263,7 @@ void nd_scan(size_t n, const uint8_t *const *grams, const uint32_t *lens, nd_hdr
         h->flags = be16(g + ND_OFF_flags);
         h->status = g[ND_OFF_status];
         h->dtype = g[ND_OFF_dtype];
+        h->redop = g[ND_OFF_redop];
         h->src = be16(g + ND_OFF_src);
         h->dst = be16(g + ND_OFF_dst);
         h->pkey = be16(g + ND_OFF_pkey);

@@ -23,7 +23,7 @@ _WIDTH = {"u8": 1, "u16": 2, "u32": 4, "u64": 8}
 CDEF = """
 typedef struct {
     uint32_t ok;
-    uint32_t opcode, flags, status, dtype, hop, nhops, src, dst, pkey, group;
+    uint32_t opcode, flags, status, dtype, redop, hop, nhops, src, dst, pkey, group;
     uint32_t rkey, seq, ack, req_id, payload_len, length, frag_off;
     uint64_t addr, addr2, imm;
     uint32_t payload_at;

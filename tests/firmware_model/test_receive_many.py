@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import random
 
+import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -18,7 +19,7 @@ from hypothesis import strategies as st
 from firmware_model import Device
 from netdam.wire import fast
 from netdam.wire.codec import Packet, decode, encode
-from netdam.wire.fields import Flag, Opcode, Status
+from netdam.wire.fields import DType, Flag, Opcode, RedOp, Status
 
 MEM = 1 << 16
 KEY = 0x1234
@@ -155,11 +156,69 @@ def test_ack_every_is_bounded_by_the_replay_window():
         Device(1, MEM, ack_every=0)
 
 
+def hop(src: int, seq: int, off: int, payload: bytes, *, hop: int = 1,
+        route=(9, 1, 3), more: bool = True, length: int = MEM, dtype: int = DType.FLOAT32,
+        redop: int = RedOp.SUM, flags: int = 0) -> bytes:
+    """A REDUCE_FWD fragment reaching device 1 at position ``hop`` of ``route``."""
+    f = int(Flag.ACK_REQ) | (int(Flag.MORE_FRAGS) if more else 0) | flags
+    return encode(Packet(opcode=Opcode.REDUCE_FWD, src=src, dst=1, rkey=KEY, seq=seq,
+                         req_id=77, addr=0, length=length, frag_off=off, flags=f, hop=hop,
+                         route=route, dtype=dtype, redop=redop, group=2, payload=payload))
+
+
+@pytest.mark.parametrize("c_path", [True, False])
+@pytest.mark.parametrize("ack_every", [1, 4, 16])
+def test_a_run_of_chain_hops_equals_one_by_one(ack_every, c_path):
+    """Intermediate hops of a chain (SPEC §4.9): each fragment reduced with memory and
+    forwarded to the next hop just before its ACK, exactly as one by one."""
+    chunk, n = 256, 12
+    data = np.arange(n * chunk // 4, dtype=np.float32).tobytes()
+    grams = [hop(9, 300 + i, i * chunk, data[i * chunk:(i + 1) * chunk], more=i < n - 1,
+                 length=len(data), flags=int(Flag.LAST_HOP_SIGNAL | Flag.RESULT_MCAST))
+             for i in range(n)]
+    seq_dev, many_dev = device(ack_every), device(ack_every)
+    mine = np.full(n * chunk // 4, 0.5, np.float32).tobytes()
+    for d in (seq_dev, many_dev):
+        d.memory[:len(mine)] = mine
+    seq_outs = [o for g in grams for o in seq_dev.receive(g, 1.0)]
+    many_outs = many_dev.receive(grams[0], 1.0)            # anchors the peer's window
+    with lane(c_path):
+        many_outs += many_dev.receive_many(grams[1:], 1.0)
+    assert wire(seq_outs) == wire(many_outs)
+    same_state(seq_dev, many_dev)
+    fwd = [o for o in many_outs if o.dest == 3]
+    assert len(fwd) == n and all(o.packet.hop == 2 and o.packet.src == 1 for o in fwd)
+    got = b"".join(bytes(o.packet.payload) for o in fwd)
+    assert got == (np.frombuffer(data, np.float32) + np.float32(0.5)).tobytes()
+    assert bytes(many_dev.memory[:len(mine)]) == mine        # a middle hop writes nothing
+    answered = sum(max(o.packet.addr2, 1) for o in many_outs if o.dest is None)
+    assert answered == n
+
+
+@pytest.mark.parametrize("defect", ["route", "misaligned", "redop", "last", "bounds",
+                                    "dtype"])
+def test_a_run_of_chain_hops_with_a_defect_is_answered_as_one_by_one(defect):
+    """Every fragment of the run has the defect: the lane must refuse the run whole."""
+    kw = {"route": {"route": (9, 4, 3)}, "redop": {"redop": RedOp.BXOR},
+          "last": {"hop": 2, "route": (9, 3, 1)}, "dtype": {"dtype": 0x7F}}.get(defect, {})
+    off = {"misaligned": 2, "bounds": MEM - 128}.get(defect, 0)
+    grams = [hop(9, 400 + i, off + 64 * i, bytes(64), length=2 * MEM, **kw)
+             for i in range(6)]
+    seq_dev, many_dev = device(16), device(16)
+    seq_outs = [o for g in grams for o in seq_dev.receive(g, 1.0)]
+    many_outs = many_dev.receive(grams[0], 1.0)
+    many_outs += many_dev.receive_many(grams[1:], 1.0)
+    assert wire(seq_outs) == wire(many_outs)
+    same_state(seq_dev, many_dev)
+    assert not [o for o in many_outs if o.dest == 3 and o.packet.hop == 2] or defect == "bounds"
+
+
 # -- the property ------------------------------------------------------------------------------
 _kinds = st.sampled_from(["next", "next", "next", "last", "dup", "skip", "old", "badkey",
                           "partition", "oob", "retransmit", "fence", "read", "other_src",
                           "garbage", "corrupt", "put", "put", "put", "put_new", "put_bad",
-                          "copy", "copy", "copy_signal"])
+                          "copy", "copy", "copy_signal", "hop", "hop", "hop", "hop_last",
+                          "hop_route", "hop_misaligned", "hop_redop", "hop_wrong"])
 SIGNAL = MEM - 64
 
 
@@ -203,6 +262,16 @@ def test_receive_many_equals_receive_one_by_one(kinds, ack_every, seed, c_path, 
                 payload=body[:8] * 8, flags=flags | (Flag.LAST_HOP_SIGNAL
                                                      if kind == "copy_signal" else 0))))
             part = (part + 1) % 3
+            continue
+        if kind.startswith("hop"):               # a chain fragment passing through
+            seqs[src] += 1
+            grams.append(hop(
+                src, seq, off + (2 if kind == "hop_misaligned" else 0), body[:8] * 8,
+                hop=2 if kind == "hop_last" else 1,
+                route=(9, 4, 3) if kind == "hop_route" else (9, 1, 3),
+                redop=RedOp.BXOR if kind == "hop_redop" else RedOp.SUM,
+                dtype=DType.INT32 if kind == "hop_wrong" else DType.FLOAT32,
+                flags=int(Flag.RESULT_MCAST) if kind == "hop_last" else 0))
             continue
         if kind in ("put", "put_new", "put_bad"):
             seqs[src] += 1
