@@ -97,6 +97,8 @@ def same(got: np.ndarray, want: np.ndarray, dtype: str | None = None) -> bool:
     d = resolve_dtype(want, dtype)
     if d in INTEGER:
         return bool(np.array_equal(got, want))
+    if np.array_equal(got, want):   # the usual case (exact sums): cheap to see
+        return True
     g = decode_bits(got, dtype).astype(np.float64)
     w = decode_bits(want, dtype).astype(np.float64)
     rtol, atol = TOLERANCE[d]

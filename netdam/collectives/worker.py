@@ -136,7 +136,7 @@ def run_case(comm, case: dict) -> dict:
     inputs = _inputs(case, n)
     bits = "bfloat16" if case["collective"] == "moe" else case.get("bits")  # combine's type
     want = _reference(case, n, rank, inputs) if case.get("check", True) else None
-    times, wrong, digest = [], 0, None
+    times, wrong, digest, got = [], 0, None, None
     cpu = []            # host CPU seconds of each timed collective (not the checks)
     for i in range(case.get("warmup", 1) + case.get("iters", 1)):
         arg = _prepare(comm, case, inputs[rank])
@@ -151,8 +151,8 @@ def run_case(comm, case: dict) -> dict:
             cpu.append(c1 - c0)
             if want is not None and not C.same(np.asarray(got), want, bits):
                 wrong += 1
-            if got is not None:
-                digest = hashlib.sha256(np.asarray(got).tobytes()).hexdigest()[:16]
+    if got is not None:           # the last result's fingerprint (ranks compare them)
+        digest = hashlib.sha256(np.asarray(got).tobytes()).hexdigest()[:16]
     return {"rank": rank, "times_us": times, "wrong": wrong, "digest": digest,
             "cpu_s": sum(cpu) / max(len(cpu), 1),
             "nbytes": int(_first(inputs[rank]).nbytes)}
