@@ -34,10 +34,11 @@ from netdam.errors import UsageError
 from netdam.transport.fair import FairQueue
 from netdam.transport.faults import FaultConfig, add_fault_arguments
 from netdam.transport.reliability import RelConfig, Reliability
+from netdam.transport.rxpool import RecvPool
 from netdam.transport.shm import Backoff
 from netdam.transport.udp import UdpEndpoint, check_mtu, warn_if_exposed
 from netdam.wire.codec import WireError, decode, encode_parts
-from netdam.wire.fields import CAPS, DEFAULT_MTU, Cap
+from netdam.wire.fields import CAPS, DEFAULT_MTU, MAX_DATAGRAM, Cap
 
 #: opcodes that are responses (answers to packets this device originated)
 _IS_RESPONSE = bytes(1 if op in CAPS and CAPS[op] & Cap.RESPONSE else 0 for op in range(256))
@@ -137,6 +138,7 @@ class DeviceServer:
         self.rel = Reliability(replace(c.reliability, max_queue=lim["forward_queue"],
                                        deadline=lim["forward_deadline"]))
         self.rxq = FairQueue(lim["peer_queue"], lim["rx_queue_bytes"])
+        self.rxpool = RecvPool(MAX_DATAGRAM + 1, lim["rx_pool_slots"])
         self._shm_next = 0                     # the ring served first next turn
         self._granted: set[int] = set()        # keys registered through set_regions
         self._stop = False
@@ -204,6 +206,7 @@ class DeviceServer:
         out.update({f"rel_{k}": v for k, v in self.rel.counters.items()})
         out.update({f"rx_{k}": v for k, v in self.rxq.counters.items()})
         out["rx_waiting"] = len(self.rxq)
+        out.update({f"rx_pool_{k}": v for k, v in self.rxpool.counters.items()})
         out["udp_kernel_drops"] = self.udp.kernel_drops()
         out.update({f"fault_{k}": v for k, v in self.udp.injector.counters.items()
                     if self.udp.injector.active})
@@ -313,18 +316,28 @@ class DeviceServer:
         return self._ingest(timeout) + self._serve_udp()
 
     def _ingest(self, timeout: float) -> int:
-        udp, q, n = self.udp, self.rxq, 0
-        r = udp.recv_bytes(timeout) if not len(q) else udp.recv_bytes(0.0)
-        while r is not None:
-            data, addr = r
-            if data and not (len(data) > _DST_AT + 1 and _IS_RESPONSE[data[_OPCODE_AT]]
-                             and (self._relay_in(data)
-                                  or self._response(data, time.monotonic()))):
-                q.push(addr, data, len(data))
-            n += 1                          # a doorbell counts: it is progress
-            if n >= _INGEST:
+        """Drain the socket into the fair queue, each datagram into a slot of the receive
+        pool (a queued datagram keeps its slot until it is served)."""
+        udp, q, pool, n = self.udp, self.rxq, self.rxpool, 0
+        wait = timeout if not len(q) else 0.0
+        while n < _INGEST:
+            slot = pool.take()
+            if slot is None:
+                r = udp.recv_bytes(wait)
+            else:
+                r = udp.recv_into(slot, wait)
+                if r is None:
+                    pool.unused(slot)
+            if r is None:
                 break
-            r = udp.recv_bytes(0.0)
+            wait = 0.0
+            data, addr = r
+            if not (data and not (len(data) > _DST_AT + 1 and _IS_RESPONSE[data[_OPCODE_AT]]
+                                  and (self._relay_in(data)
+                                       or self._response(data, time.monotonic())))
+                    and q.push(addr, data, len(data))):
+                pool.give(data)             # not queued: done with it already
+            n += 1                          # a doorbell counts: it is progress
         return n
 
     def _serve_udp(self) -> int:
@@ -344,6 +357,9 @@ class DeviceServer:
             if outs:
                 self._emit_udp(outs, addr, now)
             n += len(grams)
+            give = self.rxpool.give
+            for data in grams:
+                give(data)
         return n
 
     def _shm_turn(self) -> int:

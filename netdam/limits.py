@@ -52,6 +52,9 @@ LIMITS: tuple[Limit, ...] = (
           "retransmits"),
     Limit("rx_queue_bytes", 32 << 20, int, "rx", "received bytes waiting, all sources",
           "dropped (rx_dropped_full); the sender retransmits"),
+    Limit("rx_pool_slots", 256, int, "rx", "reusable 64 KiB receive buffers (made on "
+          "first need)", "a datagram is received into a new buffer "
+          "(rx_pool_exhausted); nothing is lost"),
     Limit("forward_queue", 4096, int, "forward", "packets waiting to be forwarded to one "
           "device (chain hops, multicast copies)", "the forward fails at once "
           "(forward_failed)"),

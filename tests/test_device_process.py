@@ -8,6 +8,7 @@ import signal
 import socket
 import time
 
+import numpy as np
 import pytest
 
 from netdam.agent import Addr, Agent
@@ -98,9 +99,29 @@ def test_multicast_is_replicated_to_peers():
             d.stop()
         assert devs[0].final_counters["forwarded"] >= 2
         assert devs[0].final_counters["forward_failed"] == 0
+        for d in devs:                 # forwarding kept no view of a receive buffer
+            assert d.final_counters["rx_pool_retained"] == 0
     finally:
         for d in devs:
             d.kill()
+
+
+def test_datagrams_are_received_into_reused_buffers():
+    """Bulk writes and reads go through a handful of receive buffers, reused: none is
+    kept by the engine, none is allocated per datagram (so the pool never runs out)."""
+    data = np.random.default_rng(3).integers(0, 256, 4 << 20, dtype=np.uint8).tobytes()
+    with DeviceProcess("--id", 5, "--mem-size", 8 << 20) as dev:
+        with Agent(timeout=10) as ag:
+            ag.add_device(dev.info, path="udp")
+            for i in range(8):
+                ag.write(Addr(5, i * 4096), data)
+                assert ag.read(Addr(5, i * 4096), len(data)) == data
+            ag.atomic_add(Addr(5, 0), 1)
+        assert dev.stop() == 0
+    c = dev.final_counters
+    assert c["udp_rx_datagrams"] >= 8 * 64            # every fragment came in
+    assert c["rx_pool_retained"] == 0 and c["rx_pool_exhausted"] == 0
+    assert 1 <= c["rx_pool_slots"] <= 256 < c["udp_rx_datagrams"]   # so: reused
 
 
 def test_arguments_build_a_config():

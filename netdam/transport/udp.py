@@ -240,11 +240,11 @@ class UdpEndpoint:
         return n
 
     # -- receiving -----------------------------------------------------------------------
-    def _receive(self, call, timeout: float | None):
-        """``call()`` on the socket, waiting with poll() up to ``timeout`` seconds (0: do
-        not wait; None: wait forever) while nothing is there; None if nothing came."""
+    def _receive(self, call, timeout: float | None, arg=None):
+        """``call(arg)`` on the socket, waiting with poll() up to ``timeout`` seconds (0:
+        do not wait; None: wait forever) while nothing is there; None if nothing came."""
         try:
-            return call()
+            return call(arg)
         except BlockingIOError:
             if timeout == 0.0:
                 return None
@@ -252,7 +252,7 @@ class UdpEndpoint:
             if not self._poll.poll(ms):
                 return None
             try:
-                return call()
+                return call(arg)
             except BlockingIOError:
                 return None
         except ConnectionRefusedError:
@@ -261,13 +261,25 @@ class UdpEndpoint:
     def recv(self, timeout: float | None = 0.0):
         """One datagram as ``(memoryview, addr)``, or None after ``timeout`` seconds
         (0: do not wait; None: wait forever). The view is valid until the next call."""
-        r = self._receive(self._recv_into, timeout)
+        r = self._receive(self._recv_into, timeout, self._buf)
         if r is None:
             return None
         n, addr = r
         self.counters["rx_datagrams"] += 1
         self.counters["rx_bytes"] += n
         return self._view[:n], addr
+
+    def recv_into(self, buf: bytearray, timeout: float | None = 0.0):
+        """As ``recv``, but into ``buf`` (at least ``MAX_DATAGRAM + 1`` bytes, so an
+        oversized datagram shows as one): ``(memoryview of buf, addr)`` or None. The view
+        stays valid as long as ``buf`` is not received into again."""
+        r = self._receive(self._recv_into, timeout, buf)
+        if r is None:
+            return None
+        n, addr = r
+        self.counters["rx_datagrams"] += 1
+        self.counters["rx_bytes"] += n
+        return memoryview(buf)[:n], addr
 
     def recv_bytes(self, timeout: float | None = 0.0):
         """As ``recv``, but the datagram is its own ``bytes`` (received straight into
@@ -279,10 +291,10 @@ class UdpEndpoint:
         self.counters["rx_bytes"] += len(r[0])
         return r
 
-    def _recv_into(self):
-        return self.sock.recvfrom_into(self._buf)
+    def _recv_into(self, buf):
+        return self.sock.recvfrom_into(buf)
 
-    def _recv_owned(self):
+    def _recv_owned(self, _unused):
         return self.sock.recvfrom(MAX_DATAGRAM + 1)
 
     def close(self) -> None:
