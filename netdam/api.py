@@ -34,12 +34,15 @@ from netdam.wire.fields import DEFAULT_MTU
 WORLD_GROUP = 1
 
 
-#: (slot bytes, work bytes) tried in order until the ranks' areas fit device memory
-LAYOUTS = ((256 << 10, 16 << 20), (128 << 10, 4 << 20), (64 << 10, 1 << 20),
-           (16 << 10, 256 << 10))
+#: (slot bytes, work bytes) tried in order until the ranks' areas fit device memory; the
+#: work area bounds a registered buffer and one round of an in-network algorithm
+LAYOUTS = ((256 << 10, 64 << 20), (256 << 10, 16 << 20), (128 << 10, 4 << 20),
+           (64 << 10, 1 << 20), (16 << 10, 256 << 10))
 
 
-def _fit(n: int, per_device: int, mem: int) -> Layout:
+def fit_layout(n: int, per_device: int, mem: int) -> Layout:
+    """The largest layout of ``LAYOUTS`` whose areas for ``per_device`` ranks (of ``n``)
+    and their sub-communicators fit devices of ``mem`` bytes."""
     for slot, work in LAYOUTS:
         lay = Layout(n, slot_bytes=slot, work_bytes=work)
         if per_device * _stride(lay) <= mem:
@@ -107,7 +110,7 @@ def init(*, timeout: float = 30.0, deterministic: bool = False, env=None,
         for r in range(b.world_size):
             per_device[ranks[r]] = per_device.get(ranks[r], 0) + 1
         mem = min(m["info"]["mem_size"] for m in devices)
-        layout = layout or _fit(b.world_size, max(per_device.values()), mem)
+        layout = layout or fit_layout(b.world_size, max(per_device.values()), mem)
         stride = _stride(layout)
         index: dict[int, int] = {}
         areas = []

@@ -34,12 +34,12 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from netdam.api import fit_layout
 from netdam.collectives import compare
 from netdam.collectives.check import BUSBW_FACTOR, numpy_dtype
 from netdam.collectives.plot import busbw_svg
 from netdam.collectives.run_cmd import parse_size
-from netdam.collectives.p2p import Layout
-from netdam.collectives.runner import Result, run_cases
+from netdam.collectives.runner import MEM_SIZE, Result, run_cases
 from netdam.collectives.types import OP_NAMES
 from netdam.errors import UsageError
 from netdam.transport.faults import add_fault_arguments, given_faults
@@ -94,7 +94,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="in-network all_reduce (chain, tree) in place on a buffer that "
                         "lives in the device's work area, like nccl-tests -R with NCCL's "
                         "registered buffers: no host copy in or out (sizes up to the "
-                        "work area, 16 MiB; larger ones run as usual)")
+                        "work area, 64 MiB here; larger ones run as usual)")
     p.add_argument("--json", metavar="FILE", help="write every row as JSON")
     p.add_argument("--plot", metavar="FILE", help="draw busbw vs size as an SVG file")
     p.add_argument("--compare", action="append", choices=sorted(compare.REFERENCES),
@@ -130,7 +130,7 @@ def plan(args: argparse.Namespace) -> tuple[int, list[dict]]:
     for name in args.compare or []:
         compare.require(name, args.dtype)
     cases = []
-    registrable = Layout(n).work_bytes    # -R: what fits one rank's work area
+    registrable = fit_layout(n, 1, MEM_SIZE).work_bytes   # -R: one rank's work area
     for coll in args.collectives:
         for algo in (args.algo or ALGOS.get(coll, [None])):
             for size in sizes(args.minbytes, args.maxbytes, args.stepfactor, args.stepbytes):

@@ -22,6 +22,9 @@ from netdam.cluster import LocalCluster
 from netdam.collectives import check as C
 from netdam.launch import run_hosts
 
+#: device memory of the clusters benchmarks run on (room for a 64 MiB work area per rank)
+MEM_SIZE = 128 << 20
+
 
 @dataclass
 class Result:
@@ -70,7 +73,7 @@ def merge(cases: list[dict], lines: list[dict]) -> list[Result]:
 
 
 def run_cases(cases: list[dict], *, nprocs: int, nodes: int | None = None,
-              devices_per_node: int = 1, mem_size: int = 128 << 20, mtu: int | None = None,
+              devices_per_node: int = 1, mem_size: int = MEM_SIZE, mtu: int | None = None,
               pcap: str | None = None, faults: dict | None = None, timeout: float = 600.0,
               progress: Callable[[int], None] | None = None, quiet: bool = True
               ) -> list[Result]:

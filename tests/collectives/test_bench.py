@@ -56,11 +56,12 @@ def test_registered_in_network_all_reduce_is_checked_and_labelled(tmp_path):
 def test_registered_applies_to_in_network_sizes_that_fit_the_work_area():
     p = argparse.ArgumentParser()
     bench.add_arguments(p)
-    _, cases = bench.plan(p.parse_args(["all_reduce", "--nodes", "4", "-b", "8M", "-e", "32M",
-                                        "-f", "2", "-R", "--algo", "chain", "--algo", "ring"]))
+    _, cases = bench.plan(p.parse_args(["all_reduce", "--nodes", "4", "-b", "32M", "-e",
+                                        "128M", "-f", "2", "-R", "--algo", "chain",
+                                        "--algo", "ring"]))
     assert [(c["algo"], c["count"] * 4 >> 20, c["registered"]) for c in cases] == [
-        ("chain", 8, True), ("chain", 16, True), ("chain", 32, False),
-        ("ring", 8, False), ("ring", 16, False), ("ring", 32, False)]
+        ("chain", 32, True), ("chain", 64, True), ("chain", 128, False),
+        ("ring", 32, False), ("ring", 64, False), ("ring", 128, False)]
 
 
 @pytest.mark.parametrize("argv,text", [

@@ -37,7 +37,8 @@ SCRIPT = textwrap.dedent("""
             got = comm.all_reduce(x, algo=algo)
             assert np.array_equal(got, expect(it, 3000)), (algo, it, got[:3])
 
-    count = (17 << 20) // 4 + 5          # more than the 16 MiB work area: two rounds
+    count = comm.layout.work_bytes // 4 + 5          # more than the work area: two rounds
+    assert comm.layout.work_bytes == 16 << 20       # the layout that fits 64 MiB devices
     for it in range(2):
         x = np.full(count, (r + 1) * (it + 1), np.float32)
         got = comm.all_reduce(x, algo="chain")
@@ -49,5 +50,5 @@ SCRIPT = textwrap.dedent("""
 
 @pytest.mark.timeout(180)
 def test_in_network_allreduce_back_to_back_gives_each_call_its_own_sum(run_job):
-    with LocalCluster(nodes=4, mem_size=96 << 20) as c:
+    with LocalCluster(nodes=4, mem_size=64 << 20) as c:
         run_job(c, SCRIPT, 4, job="offload-back-to-back", timeout=150)
