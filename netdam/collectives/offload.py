@@ -20,8 +20,9 @@ does in switches: block b is aggregated up a ``radix``-ary tree rooted at device
 levels; radix n-1 is one level). A leaf sends its block b to its parent as a two-hop
 chain whose last hop folds it into the parent's memory and bumps the parent's
 aggregation word for block b; an inner node passes its partial sum up the same way once
-all its children's are in; the root multicasts the sum down from its device with a
-signal on every member. Hosts only watch words and hand over one descriptor per block
+all its children's are in; the root's device multicasts the sum down from its own
+memory (a one-device chain, so the host never touches the bytes) with a signal on every
+member. Hosts only watch words and hand over one descriptor per block
 and level; the devices move and add every byte.
 
 The generators here yield the same ``Send``/``Recv`` as the host algorithms (for the
@@ -126,10 +127,11 @@ def tree_allreduce(comm, src: memoryview, dst: memoryview, dtype: DType, op: Red
             down to every member."""
             lo, hi = spans[b]
             pos = (rank - b) % n
-            if pos == 0:
-                handles.append(agent.multicast_nb(
-                    comm.group, home + (lay.work + lo), block_of(ch, lay.work + lo, hi - lo),
-                    signal=home + lay.offload_signal, timeout=comm.timeout))
+            if pos == 0:      # a one-device chain: the device multicasts its own memory
+                handles.append(agent.reduce_chain_nb(
+                    [devices[rank]], home + (lay.work + lo), hi - lo, dtype=dtype, op=op,
+                    signal=home + lay.offload_signal, group=comm.group,
+                    timeout=comm.timeout))
             else:
                 parent = devices[(b + tree_parent(pos, radix)) % n]
                 handles.append(agent.reduce_chain_nb(
@@ -145,9 +147,3 @@ def tree_allreduce(comm, src: memoryview, dst: memoryview, dtype: DType, op: Red
 
     yield from rounds(comm, src, dst, DTYPE_SIZE[dtype], body)
 
-
-def block_of(ch, offset: int, length: int) -> bytes:
-    """The aggregated block, copied out of this rank's device memory."""
-    out = bytearray(length)
-    ch.home.read_into(offset, memoryview(out))
-    return bytes(out)

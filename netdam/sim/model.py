@@ -257,12 +257,12 @@ class ModelDevice(DeviceBase, _Sender):
         p = f.pkt
         route = p.route
         if p.hop == 0 and not f.payload and p.length > 0:     # a chain descriptor
-            if len(route) == 1:
-                self._last_hop(p, Frag(p, 0, p.length, f.npackets, None, self.member),
-                               first, last)
+            per = max_payload(self.world.mtu, len(route))
+            if len(route) == 1:     # finished here, cut as the device cuts it
+                for off, pay, k in split(p.length, per, self.gran):
+                    self._last_hop(p, Frag(p, off, pay, k, None, self.member), last, last)
                 return
             nxt = _next_hop(p, self.member, route[1], 1)
-            per = max_payload(self.world.mtu, len(route))
             for off, pay, k in split(p.length, per, self.gran):
                 self.emit(route[1], Frag(nxt, off, pay, k, None, self.member), last, last)
         elif p.hop < len(route) - 1:
