@@ -275,9 +275,12 @@ def soak(seconds: float, nodes: int, devices_per_node: int, faults: dict, *,
                                            for a, b in rss.values())
     report["ledger"] = _ledger(summaries, devices) if summaries else {"balanced": False}
     report["device_naks"] = {d: c.get("naks", {}) for d, c in devices.items()}
+    # receive buffers a device had to give up because something still referred to them
+    report["rx_retained"] = sum(int(c.get("rx_pool_retained") or 0) for c in devices.values())
     report["clean"] = (code == 0 and report["wrong"] == 0 and report["errors"] == 0
                        and report["lost"] == 0 and report["rss_flat"]
-                       and report["ledger"]["balanced"] and report["ok"] > 0)
+                       and report["ledger"]["balanced"] and report["ok"] > 0
+                       and report["rx_retained"] == 0)
     return report
 
 
@@ -311,6 +314,8 @@ def render(report: dict) -> None:
     row("  unaccounted (<= kernel or ring drops "
         f"{led.get('kernel_or_ring_drops', 0)})", led.get("vanished", "-"),
         led.get("balanced", False))
+    row("device receive buffers kept past serving", report.get("rx_retained", 0),
+        report.get("rx_retained", 0) == 0)
     for name, (a, b) in report["rss_kib"].items():
         row(f"RSS {name} (KiB, start -> end)", f"{a:,} -> {b:,}", 0 < a and b - a <
             report["rss_slack_kib"])

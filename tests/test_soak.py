@@ -1,7 +1,7 @@
 """``netdam soak`` for a few seconds. Invariant: under injected loss, duplication,
 reordering and corruption every checked operation is right, none is lost, memory stays
-flat and every retransmission is accounted for; the command says so with exit 0. A bad
-duration is one readable line."""
+flat, every retransmission is accounted for and no device receive buffer is kept past
+serving; the command says so with exit 0. A bad duration is one readable line."""
 
 import json
 import subprocess
@@ -24,6 +24,7 @@ def test_a_short_soak_is_clean(tmp_path):
     led = report["ledger"]
     assert led["injected"]["lost"] > 0 and led["retransmitted"] > 0 and led["balanced"]
     assert set(report["rss_kib"]) == {"rank0", "rank1", "coordinator", "device1", "device2"}
+    assert report["rx_retained"] == 0 and "receive buffers kept" in p.stdout
 
 
 def test_a_bad_duration_is_one_line():
