@@ -6,18 +6,9 @@ import numpy as np
 import pytest
 
 from netdam.transport.rxpool import RecvPool
-from netdam.transport.udp import UdpEndpoint
 from netdam.wire.fields import MAX_DATAGRAM
 
 pytestmark = pytest.mark.timeout(30)
-
-
-@pytest.fixture
-def pair():
-    a, b = UdpEndpoint(), UdpEndpoint()
-    yield a, b
-    a.close()
-    b.close()
 
 
 def _receive(pool, ep, payload, sender):

@@ -10,14 +10,6 @@ from netdam.wire.fields import DEFAULT_MTU, MAX_DATAGRAM
 from netdam.wire.frag import fragment
 
 
-@pytest.fixture
-def pair():
-    a, b = UdpEndpoint(), UdpEndpoint()
-    yield a, b
-    a.close()
-    b.close()
-
-
 def _drain(ep, want, timeout=2.0):
     got = []
     while len(got) < want:
