@@ -332,11 +332,13 @@ class DeviceServer:
                 break
             wait = 0.0
             data, addr = r
-            if not (data and not (len(data) > _DST_AT + 1 and _IS_RESPONSE[data[_OPCODE_AT]]
-                                  and (self._relay_in(data)
-                                       or self._response(data, time.monotonic())))
-                    and q.push(addr, data, len(data))):
-                pool.give(data)             # not queued: done with it already
+            queued = False
+            if data and not (len(data) > _DST_AT + 1 and _IS_RESPONSE[data[_OPCODE_AT]]
+                             and (self._relay_in(data)
+                                  or self._response(data, time.monotonic()))):
+                queued = q.push(addr, data, len(data))
+            if not queued:                  # a doorbell, an answer, or dropped: done
+                pool.give(data)
             n += 1                          # a doorbell counts: it is progress
         return n
 
@@ -344,7 +346,7 @@ class DeviceServer:
         """Serve the fair queue: each source in turn hands over up to a quantum of its
         datagrams, which the engine takes together (``receive_many``: a run of WRITE
         fragments is applied in one pass and answered by coalesced ACKs)."""
-        q, dev, n = self.rxq, self.device, 0
+        q, dev, give, n = self.rxq, self.device, self.rxpool.give, 0
         while n < _BATCH:
             item = q.pop_run(_QUANTUM)
             if item is None:
@@ -357,7 +359,6 @@ class DeviceServer:
             if outs:
                 self._emit_udp(outs, addr, now)
             n += len(grams)
-            give = self.rxpool.give
             for data in grams:
                 give(data)
         return n

@@ -91,7 +91,6 @@ class UdpEndpoint:
         except OSError:
             self._inode = -1
         self._buf = bytearray(MAX_DATAGRAM + 1)
-        self._view = memoryview(self._buf)
         self._poll = select.poll()
         self._poll.register(self.sock.fileno(), select.POLLIN)
         inj = faults if isinstance(faults, Injector) else Injector(faults)
@@ -261,13 +260,7 @@ class UdpEndpoint:
     def recv(self, timeout: float | None = 0.0):
         """One datagram as ``(memoryview, addr)``, or None after ``timeout`` seconds
         (0: do not wait; None: wait forever). The view is valid until the next call."""
-        r = self._receive(self._recv_into, timeout, self._buf)
-        if r is None:
-            return None
-        n, addr = r
-        self.counters["rx_datagrams"] += 1
-        self.counters["rx_bytes"] += n
-        return self._view[:n], addr
+        return self.recv_into(self._buf, timeout)
 
     def recv_into(self, buf: bytearray, timeout: float | None = 0.0):
         """As ``recv``, but into ``buf`` (at least ``MAX_DATAGRAM + 1`` bytes, so an
