@@ -672,7 +672,10 @@ class Agent:
 
     def _on_ack(self, pkt: Packet, now: float) -> None:
         for r in self.rel.on_reply(pkt.src, pkt, now):
-            self._datagram_done(r.token)
+            h = r.token                    # _datagram_done, inlined: a coalesced ACK
+            h.remaining -= 1               # retires up to 16 datagrams
+            if h.remaining <= 0:
+                self._finish(h)
 
     def _on_nak(self, pkt: Packet, now: float) -> None:
         if pkt.status in _DAMAGED_IN_TRANSIT:

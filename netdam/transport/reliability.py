@@ -32,7 +32,7 @@ import heapq
 import random
 from collections import deque
 from dataclasses import dataclass
-from typing import Any, Hashable
+from typing import Any, Hashable, NamedTuple
 
 from netdam.wire.codec import Packet
 from netdam.wire.fields import Flag, Opcode
@@ -64,8 +64,7 @@ class RelConfig:
             raise ValueError("max_bytes, max_queue, rto_min and backoff must be positive")
 
 
-@dataclass(frozen=True, slots=True)
-class Retired:
+class Retired(NamedTuple):    # a tuple: one is made per datagram on the hot path
     """A datagram is done: its answer arrived (or a cumulative ack covered it)."""
 
     peer: Hashable
@@ -73,8 +72,7 @@ class Retired:
     token: Any
 
 
-@dataclass(frozen=True, slots=True)
-class Failed:
+class Failed(NamedTuple):
     """The core gave up on a datagram at its deadline (SPEC §7 TIMEOUT, never on the wire)."""
 
     peer: Hashable
@@ -230,28 +228,34 @@ class Reliability:
             self.counters["sent"] += len(out)
             return out
         window, max_bytes = self.config.window, self.config.max_bytes
+        timers, push, tick = self._timers, heapq.heappush, self._tick
         for peer, p in self._peers.items():
-            q = p.queue
+            q, outstanding, rto = p.queue, p.outstanding, p.rto
+            sent = 0
             while q:
                 e = q[0]
-                if seq_diff(p.next_seq, p.base) >= window or (p.outstanding and (
+                if seq_diff(p.next_seq, p.base) >= window or (outstanding and (
                         not p.anchored or p.bytes + e.size > max_bytes)):
                     self.counters["window_stalls"] += 1
                     break
                 q.popleft()
-                self._queued -= 1
+                sent += 1
                 seq = e.seq = p.next_seq
                 p.next_seq = (seq + 1) & _SEQ_MASK
                 pkt = e.packet
                 pkt.seq = seq
                 pkt.flags = int(pkt.flags) | _ACK_REQ
-                p.outstanding[seq] = e
+                outstanding[seq] = e
                 p.bytes += e.size
                 e.first_sent = now
-                e.rto = p.rto
+                e.rto = rto
                 e.tries = 1
-                self._arm(peer, e, now)
+                e.due = due = min(now + rto, e.deadline)     # _arm, inlined
+                tick += 1
+                push(timers, (due, tick, peer, seq))
                 out.append((peer, pkt))
+            self._queued -= sent
+        self._tick = tick
         self.counters["sent"] += len(out)
         return out
 
@@ -283,11 +287,15 @@ class Reliability:
         run = reply.addr2 if reply.opcode == _ACK else 0
         if run > 1:     # a coalesced ACK answers seq - run + 1 .. seq (SPEC §4.7)
             p.anchored = True
-            outstanding = p.outstanding
+            pop, first = p.outstanding.pop, reply.seq
+            retired = 0
             for k in range(1, min(run, self.config.window)):
-                e = outstanding.get((reply.seq - k) & _SEQ_MASK)
-                if e is not None:     # the RTT was sampled on the seq the ACK echoes
-                    self._retire(peer, p, e, now, done, sample=False)
+                e = pop((first - k) & _SEQ_MASK, None)
+                if e is not None:     # _retire inlined; the RTT was sampled on ``first``
+                    p.bytes -= e.size
+                    retired += 1
+                    done.append(Retired(peer, e.seq, e.token))
+            self.counters["retired"] += retired
         if reply.flags & _ACK_VALID:
             ack = reply.ack
             if seq_diff(ack, p.cum) > 0 and seq_diff(ack, p.next_seq) <= 0:

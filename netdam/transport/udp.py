@@ -166,7 +166,7 @@ class UdpEndpoint:
         c = self.counters
         c["tx_errors"] += burst.n - done
         c["tx_datagrams"] += done
-        c["tx_bytes"] += sum(burst.size(i) for i in range(done))
+        c["tx_bytes"] += burst.bytes_of(done)
 
     def bursts(self, now: float | None = None) -> "Bursts":
         """A collector that sends each run of consecutive packets to one address of one

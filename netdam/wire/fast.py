@@ -64,7 +64,8 @@ class Burst:
         self._keep = [ffi.from_buffer("uint8_t[]", p) for p in payloads]
         self.heads = ffi.new("uint8_t[]", head * n)
         self.head_len = len(head)
-        self.plen = ffi.new("uint32_t[]", [len(p) for p in self._keep])
+        self._lens = lens = [len(p) for p in self._keep]
+        self.plen = ffi.new("uint32_t[]", lens)
         self.payloads = ffi.new("const uint8_t *[]", self._keep)
         self.trailers = ffi.new("uint8_t[]", 4 * n)
         lib.nd_stamp(n, self.heads, self.head_len, ffi.new("uint32_t[]", seqs),
@@ -74,6 +75,10 @@ class Burst:
     def size(self, i: int) -> int:
         """Bytes of datagram i."""
         return self.head_len + self.plen[i] + 4
+
+    def bytes_of(self, count: int) -> int:
+        """Bytes of datagrams ``0:count`` together."""
+        return (self.head_len + 4) * count + sum(self._lens[:count])
 
     def datagram(self, i: int) -> bytes:
         """Datagram i as bytes (for captures and for injecting faults)."""

@@ -9,7 +9,7 @@ together with bounded memory. Sans-I/O: the reassembler is fed packets and ``now
 from __future__ import annotations
 
 from bisect import bisect_left
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Hashable, Iterator
 
 from netdam.wire.codec import Packet, WireError, overhead
@@ -17,6 +17,12 @@ from netdam.wire.fields import MAX_DATAGRAM, MIN_MTU, PAYLOAD_ALIGN, Flag, Statu
 
 
 _MORE = int(Flag.MORE_FRAGS)
+#: the header fields all fragments of a message share, in ``Packet``'s field order
+#: between ``flags`` and ``length`` (each fragment is then one positional constructor)
+_SHARED = ("status", "dtype", "redop", "hop", "src", "dst", "pkey", "group", "rkey", "seq",
+           "ack", "req_id", "addr", "addr2", "imm")
+assert tuple(f.name for f in fields(Packet)) == (
+    "opcode", "flags", *_SHARED, "length", "frag_off", "route", "payload", "version")
 
 
 def max_payload(mtu: int, nhops: int = 0) -> int:
@@ -36,18 +42,19 @@ def fragment(template: Packet, data, mtu: int, *, base: int = 0) -> Iterator[Pac
     """
     view = memoryview(data).cast("B")
     total = len(view)
-    length = template.length if base else total
-    step = max_payload(mtu, len(template.route))
+    t = template
+    length = t.length if base else total
+    step = max_payload(mtu, len(t.route))
     if total == 0:
-        yield template.copy(frag_off=base, length=length, payload=b"",
-                            flags=int(template.flags) & ~_MORE)
+        yield t.copy(frag_off=base, length=length, payload=b"", flags=int(t.flags) & ~_MORE)
         return
+    same = tuple(getattr(t, name) for name in _SHARED)   # one constructor per fragment
+    op, route, version = t.opcode, t.route, t.version
+    more, last = int(t.flags) | _MORE, int(t.flags) & ~_MORE
     for off in range(0, total, step):
         end = min(off + step, total)
-        more = end < total or base + end < length
-        flags = int(template.flags) | _MORE if more else int(template.flags) & ~_MORE
-        yield template.copy(frag_off=base + off, length=length, payload=view[off:end],
-                            flags=flags)
+        flags = more if end < total or base + end < length else last
+        yield Packet(op, flags, *same, length, base + off, route, view[off:end], version)
 
 
 def fragment_count(length: int, mtu: int, nhops: int = 0) -> int:
