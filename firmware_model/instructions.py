@@ -46,6 +46,7 @@ FORWARD_KEEP = int(Flag.MORE_FRAGS | Flag.LAST_HOP_SIGNAL | Flag.RESULT_MCAST | 
 # cost more than the rest of a chain hop's bookkeeping
 _MORE, _SIGNAL = int(Flag.MORE_FRAGS), int(Flag.LAST_HOP_SIGNAL)
 _RESULT_MCAST, _COPY = int(Flag.RESULT_MCAST), int(Flag.MCAST_COPY)
+_MULTICAST = int(Opcode.MULTICAST)
 #: rights that let a request bump a signal word
 SIGNAL_NEED = (Rights.ATOMIC,) + WRITE_ANY
 _PAYLOAD = int(Cap.PAYLOAD)
@@ -373,7 +374,7 @@ def _chain_start(ctx: Context, pkt: Packet, route: tuple[int, ...]) -> list[Out]
     outs: list[Out] = []
     template = pkt.copy(payload=b"", flags=pkt.flags & ~Flag.ACK_REQ)
     for f in fragment(template, data, ctx.mtu):
-        outs += _chain_last_hop(ctx, f, route, reduce=False)
+        outs += chain_last_hop(ctx, f, route, reduce=False)
     return outs
 
 
@@ -389,10 +390,10 @@ def _chain(ctx: Context, pkt: Packet) -> list[Out]:
             alu.reduce_into(acc, ctx.mem(start, n), pkt.dtype, pkt.redop)
         nxt = route[pkt.hop + 1]
         return [ctx.forward(nxt, pkt, hop=pkt.hop + 1, route=route, payload=acc)]
-    return _chain_last_hop(ctx, pkt, route)
+    return chain_last_hop(ctx, pkt, route)
 
 
-def _chain_last_hop(ctx: Context, pkt: Packet, route: tuple[int, ...], *,
+def chain_last_hop(ctx: Context, pkt: Packet, route: tuple[int, ...], *,
                     reduce: bool = True) -> list[Out]:
     """Write the result back; signal after the message's last byte; multicast it."""
     n = len(pkt.payload)
@@ -409,14 +410,14 @@ def _chain_last_hop(ctx: Context, pkt: Packet, route: tuple[int, ...], *,
         if done is not None:
             ctx.add_signal(*done)
     outs: list[Out] = []
-    if pkt.flags & _RESULT_MCAST:
+    if pkt.flags & _RESULT_MCAST:      # a copy for each other member, as ctx.forward makes
         result = bytes(ctx.mem(start, n))
-        flags = _COPY | (pkt.flags & (_MORE | _SIGNAL))
+        flags, me = _COPY | (pkt.flags & (_MORE | _SIGNAL)), ctx.device_id
         for member in ctx.groups[pkt.group]:
-            if member != ctx.device_id:
-                out = ctx.forward(member, pkt, opcode=Opcode.MULTICAST, route=(), hop=0,
-                                  redop=0, payload=result)
-                outs.append(Out(member, out.packet.copy(flags=flags)))
+            if member != me:
+                outs.append(Out(member, pkt.copy(
+                    opcode=_MULTICAST, flags=flags, status=0, redop=0, hop=0, src=me,
+                    dst=member, seq=0, ack=0, route=(), payload=result)))
     return outs
 
 
@@ -619,5 +620,5 @@ class InstructionTable:
 
 __all__ = ["Out", "InstructionError", "Context", "Instruction", "InstructionTable",
            "BUILTINS", "make_ack", "make_nak", "nak_for", "need_for", "default_validate",
-           "write_and_signal", "signal_key", "SIGNAL_NEED",
+           "write_and_signal", "signal_key", "chain_last_hop", "SIGNAL_NEED",
            "default_operands", "FP8_BLOCK"]

@@ -6,16 +6,17 @@ counters, signals and answers as ``Device.receive`` of each in turn, in the same
 but cheaper where bulk transfers spend their time (SPEC_device §4-§5). Consecutive
 plain fragments of one opcode from one peer, with consecutive sequence numbers, form a
 run: WRITE or PUT_SIGNAL with flags ACK_REQ and MORE_FRAGS only, MULTICAST copies to
-apply here (MCAST_COPY, perhaps LAST_HOP_SIGNAL), or REDUCE_FWD fragments at an
-intermediate hop of one in-packet route (SPEC §4.9: each is reduced with this device's
-memory and forwarded to the next hop, its forward made just before its ACK, as
-``_chain`` does; the last hop and the chain descriptor stay one by one). A run whose
-requests are all new, of
-one region and aimed at this device, with nothing of that peer held, is checked once
-(``Memory.check`` over the run's hull and over each signal word, the window over its
-sequence numbers), its payloads are written (WRITE: all copies at once; the others one
-by one through ``write_and_signal``, so a signal fires after its message's last byte
-and a full message table refuses the rest BUSY exactly as it would), its window slots
+apply here (MCAST_COPY, perhaps LAST_HOP_SIGNAL), or REDUCE_FWD fragments at one hop
+of one in-packet route (SPEC §4.9, as ``_chain`` takes them: at an intermediate hop each
+is reduced with this device's memory and forwarded to the next hop; at the last hop
+``chain_last_hop`` reduces it into memory, signals and multicasts the result; either
+way its datagrams are made just before its ACK; the chain descriptor stays one by one).
+A run whose requests are all new, of one region and aimed at this device, with nothing
+of that peer held, is checked once (``Memory.check`` over the run's hull and over each
+signal word, the window over its sequence numbers), its payloads are written (WRITE:
+all copies at once; the others one by one through ``write_and_signal`` or
+``chain_last_hop``, so a signal fires after its message's last byte and a full message
+table refuses the rest BUSY exactly as it would), its window slots
 are recorded at once, and its ACKs are made exactly where the one-by-one path makes them
 (coalesced or not, stamped with the cumulative ack of that moment). Any other datagram,
 and the part of a run that fails a check, takes the one-by-one path, which answers it as
@@ -37,7 +38,8 @@ import struct
 
 from firmware_model import alu
 from firmware_model.instructions import (FORWARD_KEEP, SIGNAL_NEED, InstructionError, Out,
-                                         make_ack, signal_key, write_and_signal)
+                                         chain_last_hop, make_ack, signal_key,
+                                         write_and_signal)
 from firmware_model.memory import WRITE_ANY, Access, Rights
 from netdam.wire import fast
 from netdam.wire.codec import Packet, WireError, decode, overhead
@@ -160,17 +162,21 @@ class WriteRuns:
 
     def _hops_ok(self, datagrams, run, i: int) -> bool:
         """Would every request of a REDUCE_FWD run pass ``_chain_validate`` and its
-        operand check as an intermediate hop of the same in-packet route?"""
+        operand check at one position of the same in-packet route: an intermediate hop,
+        or the last one (then also the signal words and the result's group)?"""
         first = run[0]
         nhops, hop, dtype, redop = first.nhops, first.hop, first.dtype, first.redop
         esize = DTYPE_SIZE.get(dtype)
-        if not nhops or hop + 1 >= nhops or esize is None or alu.check(dtype, redop):
+        if not nhops or hop >= nhops or esize is None or alu.check(dtype, redop):
             return False
+        last = hop + 1 == nhops
         route = _route_bytes(datagrams[i], nhops)
         if struct.unpack_from("!H", route, 2 * hop)[0] != self.device_id:
             return False
         rkey, pkey, me = first.rkey, first.pkey, self.device_id
+        groups = self._ctx.groups
         lo = hi = first.addr + first.frag_off
+        words = set()
         for k, h in enumerate(run):
             n = h.payload_len
             start = h.addr + h.frag_off
@@ -180,15 +186,27 @@ class WriteRuns:
                     or start % esize or n % esize \
                     or (k and _route_bytes(datagrams[i + k], nhops) != route):
                 return False
+            if last:
+                if h.flags & _RESULT_MCAST and h.group not in groups:
+                    return False
+                if h.flags & _SIGNAL:
+                    words.add(h.addr2)
             lo = start if start < lo else lo
             hi = start + n if start + n > hi else hi
-        return not self._mem.check(rkey, pkey, Access(lo, hi - lo, _HOP_NEED))
+        check = self._mem.check
+        return not check(rkey, pkey, Access(lo, hi - lo, _HOP_NEED)) and not any(
+            check(rkey, pkey, Access(w, 8, SIGNAL_NEED, 8)) for w in words)
 
-    def _hops(self, datagrams, run, i: int) -> list:
-        """Each fragment of a checked REDUCE_FWD run reduced with this device's memory
-        and forwarded to the next hop (``_chain``): its forward, one per request."""
+    def _hops(self, datagrams, run, i: int) -> list[list[Out]]:
+        """Each fragment of a checked REDUCE_FWD run as ``_chain`` takes it: at an
+        intermediate hop reduced with this device's memory and forwarded to the next
+        hop; at the last hop reduced into memory, signalled and multicast
+        (``_chain_last_hop``). The datagrams each request makes, one list per request;
+        fewer lists than requests when a full message table stops the run."""
         first = run[0]
         route = struct.unpack(f"!{first.nhops}H", _route_bytes(datagrams[i], first.nhops))
+        if first.hop + 1 == first.nhops:
+            return self._last_hops(datagrams, run, i, route)
         nxt, hop = route[first.hop + 1], first.hop + 1
         mem, me = self._mem.view, self.device_id
         dtype, redop = first.dtype, first.redop
@@ -199,10 +217,26 @@ class WriteRuns:
             acc = bytearray(memoryview(datagrams[i + k])[at:at + n])
             start = h.addr + h.frag_off
             reduce_into(acc, mem[start:start + n], dtype, redop)
-            outs.append(Out(nxt, Packet(_REDUCE_FWD, h.flags & FORWARD_KEEP, 0, dtype, redop,
-                                        hop, me, nxt, h.pkey, h.group, h.rkey, 0, 0,
-                                        h.req_id, h.addr, h.addr2, h.imm, h.length,
-                                        h.frag_off, route, acc, VERSION)))
+            outs.append([Out(nxt, Packet(_REDUCE_FWD, h.flags & FORWARD_KEEP, 0, dtype, redop,
+                                         hop, me, nxt, h.pkey, h.group, h.rkey, 0, 0,
+                                         h.req_id, h.addr, h.addr2, h.imm, h.length,
+                                         h.frag_off, route, acc, VERSION))])
+        return outs
+
+    def _last_hops(self, datagrams, run, i: int, route: tuple[int, ...]) -> list[list[Out]]:
+        """The last hop of each fragment: ``_chain_last_hop`` itself, skipping only the
+        decoding and the checks the run passed as a whole."""
+        ctx, outs = self._ctx, []
+        for k, h in enumerate(run):
+            at, n = h.payload_at, h.payload_len
+            pkt = Packet(_REDUCE_FWD, h.flags, 0, h.dtype, h.redop, h.hop, h.src, h.dst,
+                         h.pkey, h.group, h.rkey, h.seq, h.ack, h.req_id, h.addr, h.addr2,
+                         h.imm, h.length, h.frag_off, route,
+                         memoryview(datagrams[i + k])[at:at + n], VERSION)
+            try:
+                outs.append(chain_last_hop(ctx, pkt, route))
+            except InstructionError:   # BUSY: the rest is refused one by one, as always
+                break
         return outs
 
     def _signalled(self, datagrams, run, batch, i: int) -> int:
@@ -235,6 +269,10 @@ class WriteRuns:
         fwd = None
         if first.opcode == _REDUCE_FWD:
             fwd = self._hops(datagrams, run, i)
+            if len(fwd) < len(run):
+                if not fwd:
+                    return [], 0
+                run = run[:len(fwd)]
         elif first.opcode != _WRITE:
             k = self._signalled(datagrams, run, batch, i)
             if not k:
@@ -262,7 +300,7 @@ class WriteRuns:
         if every == 1:
             for idx, h in enumerate(run):
                 if fwd:
-                    outs.append(fwd[idx])
+                    outs += fwd[idx]
                 outs.append(stamped(make_ack(me, h), idx))
         else:                   # what _coalesce does, request by request
             prev, count = peer.ack, 0
@@ -277,7 +315,7 @@ class WriteRuns:
             for idx, h in enumerate(run):
                 count += 1
                 if fwd:
-                    outs.append(fwd[idx])
+                    outs += fwd[idx]
                 if h.flags & _MORE and count < every:
                     if not pending:
                         peer.ack_due = now + self.ack_delay

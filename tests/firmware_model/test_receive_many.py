@@ -29,6 +29,7 @@ def device(ack_every: int) -> Device:
     d = Device(1, MEM, ack_every=ack_every, max_messages=2)
     d.register_region(0, MEM, key=KEY)
     d.register_region(0, 4096, key=KEY + 1, pkey=7)
+    d.set_group(2, [9, 3, 1])          # the members a chain's last hop multicasts to
     return d
 
 
@@ -158,12 +159,13 @@ def test_ack_every_is_bounded_by_the_replay_window():
 
 def hop(src: int, seq: int, off: int, payload: bytes, *, hop: int = 1,
         route=(9, 1, 3), more: bool = True, length: int = MEM, dtype: int = DType.FLOAT32,
-        redop: int = RedOp.SUM, flags: int = 0) -> bytes:
+        redop: int = RedOp.SUM, flags: int = 0, group: int = 2, addr2: int = 0) -> bytes:
     """A REDUCE_FWD fragment reaching device 1 at position ``hop`` of ``route``."""
     f = int(Flag.ACK_REQ) | (int(Flag.MORE_FRAGS) if more else 0) | flags
     return encode(Packet(opcode=Opcode.REDUCE_FWD, src=src, dst=1, rkey=KEY, seq=seq,
                          req_id=77, addr=0, length=length, frag_off=off, flags=f, hop=hop,
-                         route=route, dtype=dtype, redop=redop, group=2, payload=payload))
+                         route=route, dtype=dtype, redop=redop, group=group, addr2=addr2,
+                         imm=1, payload=payload))
 
 
 @pytest.mark.parametrize("c_path", [True, False])
@@ -195,12 +197,49 @@ def test_a_run_of_chain_hops_equals_one_by_one(ack_every, c_path):
     assert answered == n
 
 
+@pytest.mark.parametrize("c_path", [True, False])
+@pytest.mark.parametrize("ack_every", [1, 4, 16])
+def test_a_run_of_last_hops_equals_one_by_one(ack_every, c_path):
+    """The last hop of a chain (SPEC §4.9): each fragment reduced into memory, the
+    signal bumped once after the message's last byte, the result multicast to the other
+    members of the group, all before its ACK, exactly as one by one."""
+    chunk, n, word = 256, 12, MEM - 64
+    data = np.arange(n * chunk // 4, dtype=np.float32).tobytes()
+    grams = [hop(3, 500 + i, i * chunk, data[i * chunk:(i + 1) * chunk], hop=2,
+                 route=(9, 3, 1), more=i < n - 1, length=len(data), addr2=word,
+                 flags=int(Flag.LAST_HOP_SIGNAL | Flag.RESULT_MCAST))
+             for i in range(n)]
+    seq_dev, many_dev = device(ack_every), device(ack_every)
+    mine = np.full(n * chunk // 4, 0.5, np.float32).tobytes()
+    for d in (seq_dev, many_dev):
+        d.memory[:len(mine)] = mine
+    seq_outs = [o for g in grams for o in seq_dev.receive(g, 1.0)]
+    many_outs = many_dev.receive(grams[0], 1.0)            # anchors the peer's window
+    with lane(c_path):
+        many_outs += many_dev.receive_many(grams[1:], 1.0)
+    assert wire(seq_outs) == wire(many_outs)
+    same_state(seq_dev, many_dev)
+    result = (np.frombuffer(data, np.float32) + np.float32(0.5)).tobytes()
+    assert bytes(many_dev.memory[:len(result)]) == result
+    assert int.from_bytes(many_dev.memory[word:word + 8], "little") == 1
+    for member in (9, 3):
+        copies = [o.packet for o in many_outs if o.dest == member]
+        assert [p.opcode for p in copies] == [Opcode.MULTICAST] * n
+        assert b"".join(bytes(p.payload) for p in copies) == result
+    answered = sum(max(o.packet.addr2, 1) for o in many_outs if o.dest is None)
+    assert answered == n
+
+
 @pytest.mark.parametrize("defect", ["route", "misaligned", "redop", "last", "bounds",
-                                    "dtype"])
+                                    "dtype", "group", "signal"])
 def test_a_run_of_chain_hops_with_a_defect_is_answered_as_one_by_one(defect):
     """Every fragment of the run has the defect: the lane must refuse the run whole."""
+    last, mcast = {"hop": 2, "route": (9, 3, 1)}, int(Flag.RESULT_MCAST)
     kw = {"route": {"route": (9, 4, 3)}, "redop": {"redop": RedOp.BXOR},
-          "last": {"hop": 2, "route": (9, 3, 1)}, "dtype": {"dtype": 0x7F}}.get(defect, {})
+          "last": {**last, "route": (9, 3, 4)}, "dtype": {"dtype": 0x7F},
+          "group": {**last, "flags": mcast, "group": 5},
+          "signal": {**last, "flags": int(Flag.LAST_HOP_SIGNAL), "addr2": MEM - 4},
+          }.get(defect, {})
     off = {"misaligned": 2, "bounds": MEM - 128}.get(defect, 0)
     grams = [hop(9, 400 + i, off + 64 * i, bytes(64), length=2 * MEM, **kw)
              for i in range(6)]
@@ -218,6 +257,7 @@ _kinds = st.sampled_from(["next", "next", "next", "last", "dup", "skip", "old", 
                           "partition", "oob", "retransmit", "fence", "read", "other_src",
                           "garbage", "corrupt", "put", "put", "put", "put_new", "put_bad",
                           "copy", "copy", "copy_signal", "hop", "hop", "hop", "hop_last",
+                          "hop_last", "hop_last_signal", "hop_last_end", "hop_last_nogroup",
                           "hop_route", "hop_misaligned", "hop_redop", "hop_wrong"])
 SIGNAL = MEM - 64
 
@@ -265,13 +305,17 @@ def test_receive_many_equals_receive_one_by_one(kinds, ack_every, seed, c_path, 
             continue
         if kind.startswith("hop"):               # a chain fragment passing through
             seqs[src] += 1
+            last = kind.startswith("hop_last")     # device 1 ends the route
             grams.append(hop(
                 src, seq, off + (2 if kind == "hop_misaligned" else 0), body[:8] * 8,
-                hop=2 if kind == "hop_last" else 1,
-                route=(9, 4, 3) if kind == "hop_route" else (9, 1, 3),
+                hop=2 if last else 1,
+                route=(9, 4, 3) if kind == "hop_route" else (9, 3, 1) if last else (9, 1, 3),
                 redop=RedOp.BXOR if kind == "hop_redop" else RedOp.SUM,
                 dtype=DType.INT32 if kind == "hop_wrong" else DType.FLOAT32,
-                flags=int(Flag.RESULT_MCAST) if kind == "hop_last" else 0))
+                flags=int(Flag.RESULT_MCAST) | (int(Flag.LAST_HOP_SIGNAL)
+                                                 if kind == "hop_last_signal" else 0),
+                group=5 if kind == "hop_last_nogroup" else 2, addr2=SIGNAL,
+                more=kind != "hop_last_end"))
             continue
         if kind in ("put", "put_new", "put_bad"):
             seqs[src] += 1
