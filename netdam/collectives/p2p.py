@@ -12,6 +12,12 @@ receiver, a credit word. A message is cut into pieces of at most ``slot_bytes``:
   out of its home device's memory, and gives the slot back with an ATOMIC_FADD of 1 on
   the sender's credit word (an add, so reordered credits never go backwards).
 
+An empty message (a barrier's) is one piece that takes no slot: its PUT_SIGNAL only
+bumps the head word, waits for no credit (only behind earlier pieces to the same peer)
+and is given no credit back, so a barrier round costs one request per rank instead of
+two. Slots are therefore numbered by the non-empty pieces of a channel, head words by
+all of its pieces.
+
 Reading home-device memory is a zero-copy view of the device's shared memory when the
 host is on the device's node (the scale-up path), else READs. Sends are non-blocking and
 progress whenever the rank waits, so no algorithm deadlocks on flow control.
@@ -157,14 +163,16 @@ class Channels:
         self.timeout = timeout
         self.home = _HomeMemory(agent, areas[rank], layout.size)
         n = layout.n
-        self.sent = [0] * n        # pieces sent to each peer
+        self.sent = [0] * n        # pieces sent to each peer (what its head word counts)
         self.received = [0] * n    # pieces received from each peer
+        self.slots_sent = [0] * n      # of those, pieces that took a slot (not empty)
+        self.slots_received = [0] * n
         self._outbox: deque[tuple[int, bytes]] = deque()  # pieces waiting for credit
         self._inflight: deque = deque()                   # handles of posted operations
         self._idle_since: float | None = None   # when this rank last moved (p2p waits)
         self.pacer = Pacer()
         self.counters = {"pieces_sent": 0, "pieces_received": 0, "bytes_sent": 0,
-                         "bytes_received": 0, "credit_waits": 0}
+                         "bytes_received": 0, "credit_waits": 0, "credits_returned": 0}
 
     def reset(self) -> None:
         """Zero this rank's head, credit and offload-signal words (before the job's
@@ -176,6 +184,8 @@ class Channels:
                              timeout=self.timeout)
         self.sent = [0] * lay.n
         self.received = [0] * lay.n
+        self.slots_sent = [0] * lay.n
+        self.slots_received = [0] * lay.n
 
     # -- sending ---------------------------------------------------------------------------
     @property
@@ -199,8 +209,9 @@ class Channels:
         lay, blocked = self.layout, set()
         for _ in range(len(self._outbox)):
             peer, piece = self._outbox.popleft()
-            k = self.sent[peer]
-            if peer in blocked or k - self.home.word(lay.credits + peer * WORD) >= lay.slots:
+            k = self.slots_sent[peer]
+            if peer in blocked or (piece and k - self.home.word(lay.credits + peer * WORD)
+                                   >= lay.slots):
                 blocked.add(peer)
                 self._outbox.append((peer, piece))
                 continue
@@ -208,7 +219,9 @@ class Channels:
             h = self.agent.put_signal_nb(dst + lay.slot(self.rank, k), piece,
                                          dst + (lay.heads + self.rank * WORD), 1,
                                          timeout=self.timeout)
-            self.sent[peer] = k + 1
+            self.sent[peer] += 1
+            if piece:        # an empty piece (a barrier's message) takes no slot
+                self.slots_sent[peer] = k + 1
             self._inflight.append(h)
             self.counters["pieces_sent"] += 1
             self.counters["bytes_sent"] += len(piece)
@@ -232,12 +245,15 @@ class Channels:
             if self.home.word(head) <= k:
                 return i
             chunk = view[i * step:min((i + 1) * step, op.nbytes)]
-            if len(chunk):
-                self.home.read_into(lay.slot(op.peer, k), chunk)
             self.received[op.peer] = k + 1
-            self._inflight.append(self.agent.atomic_add_nb(
-                self.areas[op.peer] + (lay.credits + self.rank * WORD), 1,
-                timeout=self.timeout))
+            if len(chunk):       # an empty piece took no slot: nothing to give back
+                j = self.slots_received[op.peer]
+                self.home.read_into(lay.slot(op.peer, j), chunk)
+                self.slots_received[op.peer] = j + 1
+                self._inflight.append(self.agent.atomic_add_nb(
+                    self.areas[op.peer] + (lay.credits + self.rank * WORD), 1,
+                    timeout=self.timeout))
+                self.counters["credits_returned"] += 1
             self.counters["pieces_received"] += 1
             self.counters["bytes_received"] += len(chunk)
             self._moved()

@@ -11,7 +11,7 @@ does, and moves its messages the way ``netdam.collectives.p2p`` does on the emul
   this host has there;
 - ``Recv``: wait until the head word on this host's own device passes the piece, copy
   it out across PCIe, give the slot back with an ATOMIC_FADD on the sender's credit
-  word;
+  word (an empty message, a barrier's, takes no slot: it only bumps the head word);
 - a callable (a device step of offload.py): it is called with a stand-in communicator
   (``SimComm``) whose agent and channels record what the step asks for (write this
   host's part into its device, send a chain descriptor, multicast, wait for a signal
@@ -74,7 +74,8 @@ class SimHost:
         self.data = data
         self.group_pieces = group_pieces
         n = world.n
-        self.sent, self.received = [0] * n, [0] * n
+        self.sent, self.received = [0] * n, [0] * n   # pieces (what head words count)
+        self.slots_sent, self.slots_received = [0] * n, [0] * n   # those not empty
         self._outbox: deque = deque()
         self._credit_watch: set[int] = set()
         self._actions: deque = deque()
@@ -159,9 +160,9 @@ class SimHost:
         blocked: set[int] = set()
         for _ in range(len(self._outbox)):
             peer, piece, count = self._outbox.popleft()
-            k = self.sent[peer]
-            if peer in blocked or k + count - self.home.word(lay.credits + peer * WORD) \
-                    > lay.slots:
+            k = self.slots_sent[peer]
+            if peer in blocked or (len(piece) and k + count
+                                   - self.home.word(lay.credits + peer * WORD) > lay.slots):
                 blocked.add(peer)
                 self._outbox.append((peer, piece, count))
                 continue
@@ -170,11 +171,13 @@ class SimHost:
                                 addr2=lay.heads + self.rank * WORD, imm=count,
                                 flags=Flag.RELEASE)
             self.request(pkt, piece, t, count)
-            self.sent[peer] = k + count
+            self.sent[peer] += count
+            if len(piece):       # an empty piece (a barrier's message) takes no slot
+                self.slots_sent[peer] = k + count
         for peer in blocked:
             if peer not in self._credit_watch:
                 self._credit_watch.add(peer)
-                need = self.sent[peer] + self._outbox_head(peer) - lay.slots
+                need = self.slots_sent[peer] + self._outbox_head(peer) - lay.slots
                 self.home.watch(lay.credits + peer * WORD, need,
                                 lambda t2, p=peer: self._credit(p, t2))
         self._maybe_finished(t)
@@ -208,19 +211,21 @@ class SimHost:
         first, count, nbytes = groups.popleft()
         w, lay = self.world, self.world.layout
         t = max(t + w.poll_ns(), self.t)
-        k = self.received[op.peer]
-        if self.data:
-            step = lay.slot_bytes
-            for j in range(count):
-                lo = (first + j) * step
-                hi = min(lo + step, op.nbytes)
-                self.home.read_local(lay.slot(op.peer, k + j), memoryview(buf)[lo:hi])
-        t += w.pcie_ns(nbytes)
-        self.received[op.peer] = k + count
-        dest = w.device_member(op.peer)
-        pkt = self.template(Opcode.ATOMIC_FADD, dest, lay.credits + self.rank * WORD, 8,
-                            dtype=DType.UINT64, payload=count.to_bytes(8, "little"))
-        self.request(pkt, pkt.payload, t, count)
+        self.received[op.peer] += count
+        if nbytes:               # an empty piece took no slot: nothing to copy or give back
+            k = self.slots_received[op.peer]
+            if self.data:
+                step = lay.slot_bytes
+                for j in range(count):
+                    lo = (first + j) * step
+                    hi = min(lo + step, op.nbytes)
+                    self.home.read_local(lay.slot(op.peer, k + j), memoryview(buf)[lo:hi])
+            t += w.pcie_ns(nbytes)
+            self.slots_received[op.peer] = k + count
+            dest = w.device_member(op.peer)
+            pkt = self.template(Opcode.ATOMIC_FADD, dest, lay.credits + self.rank * WORD, 8,
+                                dtype=DType.UINT64, payload=count.to_bytes(8, "little"))
+            self.request(pkt, pkt.payload, t, count)
         self.t = t
         self._recv_next(t)
 

@@ -4,6 +4,7 @@ through the firmware devices (chain and tree reduce inside them)."""
 import pytest
 
 from netdam.sim import ALGORITHMS, SimConfig, SimError, simulate
+from netdam.wire.fields import Opcode
 
 
 @pytest.mark.parametrize("collective,algo", sorted(ALGORITHMS))
@@ -45,3 +46,14 @@ def test_a_run_that_cannot_finish_says_so():
     # a link that loses everything: the reliability core gives up at its deadline
     with pytest.raises(SimError):
         simulate(SimConfig(nodes=2, size=4096, topology="ring", loss=0.999))
+
+
+def test_a_barrier_returns_no_credits():
+    """An in-network round opens with a barrier of empty messages, which take no slot:
+    the chain's hosts send no credit (ATOMIC_FADD); the ring's data pieces do."""
+    def credits(algo):
+        flows = simulate(SimConfig(nodes=4, size=1 << 20, algo=algo)).flows
+        return sum(pkts for (_, _, op), (pkts, _) in flows.items()
+                   if op == Opcode.ATOMIC_FADD)
+    assert credits("chain") == 0
+    assert credits("ring") > 0

@@ -1,0 +1,46 @@
+"""Point-to-point channels on a real cluster: an empty message (a barrier's) takes no slot
+and is given no credit back, and the slots of the data messages around it stay in step
+on both sides."""
+
+import textwrap
+
+import pytest
+
+from netdam.cluster import LocalCluster
+
+SCRIPT = textwrap.dedent("""
+    import numpy as np, netdam
+    comm = netdam.init(timeout=30)
+    r, n, ch = comm.rank, comm.size, comm.channels
+    rounds = (n - 1).bit_length()              # a dissemination barrier's rounds
+    slots = comm.layout.slots
+
+    # more barriers than a channel has slots, none waiting for a credit
+    before = dict(ch.counters)
+    k = slots + 3
+    for _ in range(k):
+        comm.barrier()
+    moved = {key: ch.counters[key] - before[key] for key in before}
+    assert moved["pieces_sent"] == moved["pieces_received"] == k * rounds, moved
+    assert moved["credits_returned"] == moved["credit_waits"] == 0, moved
+    assert moved["bytes_sent"] == moved["bytes_received"] == 0, moved
+
+    # data messages between barriers: each piece takes a slot and returns a credit, and
+    # every result is right though the head words also counted the empty pieces
+    before = dict(ch.counters)
+    for i in range(2 * slots + 1):
+        size = (300_000, 70_000)[i % 2]        # two pieces of 256 KiB, then one
+        got = comm.all_reduce(np.full(size, i + r, np.float32), algo="ring")
+        assert (got == n * i + n * (n - 1) / 2).all(), (i, got[:3])
+        comm.barrier()
+    moved = {key: ch.counters[key] - before[key] for key in before}
+    data = moved["pieces_received"] - (2 * slots + 1) * rounds
+    assert data > 0 and moved["credits_returned"] == data, moved
+    print("rank", r, "ok", flush=True)
+""")
+
+
+@pytest.mark.timeout(120)
+def test_empty_messages_take_no_slot_and_no_credit(run_job):
+    with LocalCluster(nodes=3, mem_size=64 << 20) as c:
+        run_job(c, SCRIPT, 3, job="p2p")
