@@ -201,7 +201,7 @@ class WriteRuns:
         """Each fragment of a checked REDUCE_FWD run as ``_chain`` takes it: at an
         intermediate hop reduced with this device's memory and forwarded to the next
         hop; at the last hop reduced into memory, signalled and multicast
-        (``_chain_last_hop``). The datagrams each request makes, one list per request;
+        (``chain_last_hop``). The datagrams each request makes, one list per request;
         fewer lists than requests when a full message table stops the run."""
         first = run[0]
         route = struct.unpack(f"!{first.nhops}H", _route_bytes(datagrams[i], first.nhops))
@@ -224,7 +224,7 @@ class WriteRuns:
         return outs
 
     def _last_hops(self, datagrams, run, i: int, route: tuple[int, ...]) -> list[list[Out]]:
-        """The last hop of each fragment: ``_chain_last_hop`` itself, skipping only the
+        """The last hop of each fragment: ``chain_last_hop`` itself, skipping only the
         decoding and the checks the run passed as a whole."""
         ctx, outs = self._ctx, []
         for k, h in enumerate(run):
