@@ -672,10 +672,7 @@ class Agent:
 
     def _on_ack(self, pkt: Packet, now: float) -> None:
         for r in self.rel.on_reply(pkt.src, pkt, now):
-            h = r.token                    # _datagram_done, inlined: a coalesced ACK
-            h.remaining -= 1               # retires up to 16 datagrams
-            if h.remaining <= 0:
-                self._finish(h)
+            self._datagram_done(r.token)
 
     def _on_nak(self, pkt: Packet, now: float) -> None:
         if pkt.status in _DAMAGED_IN_TRANSIT:

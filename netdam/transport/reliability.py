@@ -228,34 +228,28 @@ class Reliability:
             self.counters["sent"] += len(out)
             return out
         window, max_bytes = self.config.window, self.config.max_bytes
-        timers, push, tick = self._timers, heapq.heappush, self._tick
         for peer, p in self._peers.items():
-            q, outstanding, rto = p.queue, p.outstanding, p.rto
-            sent = 0
+            q = p.queue
             while q:
                 e = q[0]
-                if seq_diff(p.next_seq, p.base) >= window or (outstanding and (
+                if seq_diff(p.next_seq, p.base) >= window or (p.outstanding and (
                         not p.anchored or p.bytes + e.size > max_bytes)):
                     self.counters["window_stalls"] += 1
                     break
                 q.popleft()
-                sent += 1
+                self._queued -= 1
                 seq = e.seq = p.next_seq
                 p.next_seq = (seq + 1) & _SEQ_MASK
                 pkt = e.packet
                 pkt.seq = seq
                 pkt.flags = int(pkt.flags) | _ACK_REQ
-                outstanding[seq] = e
+                p.outstanding[seq] = e
                 p.bytes += e.size
                 e.first_sent = now
-                e.rto = rto
+                e.rto = p.rto
                 e.tries = 1
-                e.due = due = min(now + rto, e.deadline)     # _arm, inlined
-                tick += 1
-                push(timers, (due, tick, peer, seq))
+                self._arm(peer, e, now)
                 out.append((peer, pkt))
-            self._queued -= sent
-        self._tick = tick
         self.counters["sent"] += len(out)
         return out
 
@@ -287,15 +281,11 @@ class Reliability:
         run = reply.addr2 if reply.opcode == _ACK else 0
         if run > 1:     # a coalesced ACK answers seq - run + 1 .. seq (SPEC §4.7)
             p.anchored = True
-            pop, first = p.outstanding.pop, reply.seq
-            retired = 0
+            outstanding = p.outstanding
             for k in range(1, min(run, self.config.window)):
-                e = pop((first - k) & _SEQ_MASK, None)
-                if e is not None:     # _retire inlined; the RTT was sampled on ``first``
-                    p.bytes -= e.size
-                    retired += 1
-                    done.append(Retired(peer, e.seq, e.token))
-            self.counters["retired"] += retired
+                e = outstanding.get((reply.seq - k) & _SEQ_MASK)
+                if e is not None:     # the RTT was sampled on the seq the ACK echoes
+                    self._retire(peer, p, e, now, done, sample=False)
         if reply.flags & _ACK_VALID:
             ack = reply.ack
             if seq_diff(ack, p.cum) > 0 and seq_diff(ack, p.next_seq) <= 0:
