@@ -168,33 +168,45 @@ def hop(src: int, seq: int, off: int, payload: bytes, *, hop: int = 1,
                          imm=1, payload=payload))
 
 
+CHUNK, RUN = 256, 12       # a chain message of RUN fragments of CHUNK bytes
+
+
+def chain_run(ack_every: int, c_path: bool, src: int, seq: int, **hop_fields):
+    """A chain message of float32 arriving at device 1 (its memory holds 0.5 each), taken
+    one by one on one device and as a run on another (after its first fragment, which
+    anchors the peer's window); asserts the two give the same datagrams and state and
+    returns (data, the device's own data, the run's device, its answers)."""
+    data = np.arange(RUN * CHUNK // 4, dtype=np.float32).tobytes()
+    grams = [hop(src, seq + i, i * CHUNK, data[i * CHUNK:(i + 1) * CHUNK], more=i < RUN - 1,
+                 length=len(data), flags=int(Flag.LAST_HOP_SIGNAL | Flag.RESULT_MCAST),
+                 **hop_fields)
+             for i in range(RUN)]
+    seq_dev, many_dev = device(ack_every), device(ack_every)
+    mine = np.full(RUN * CHUNK // 4, 0.5, np.float32).tobytes()
+    for d in (seq_dev, many_dev):
+        d.memory[:len(mine)] = mine
+    seq_outs = [o for g in grams for o in seq_dev.receive(g, 1.0)]
+    many_outs = many_dev.receive(grams[0], 1.0)
+    with lane(c_path):
+        many_outs += many_dev.receive_many(grams[1:], 1.0)
+    assert wire(seq_outs) == wire(many_outs)
+    same_state(seq_dev, many_dev)
+    return data, mine, many_dev, many_outs
+
+
 @pytest.mark.parametrize("c_path", [True, False])
 @pytest.mark.parametrize("ack_every", [1, 4, 16])
 def test_a_run_of_chain_hops_equals_one_by_one(ack_every, c_path):
     """Intermediate hops of a chain (SPEC §4.9): each fragment reduced with memory and
     forwarded to the next hop just before its ACK, exactly as one by one."""
-    chunk, n = 256, 12
-    data = np.arange(n * chunk // 4, dtype=np.float32).tobytes()
-    grams = [hop(9, 300 + i, i * chunk, data[i * chunk:(i + 1) * chunk], more=i < n - 1,
-                 length=len(data), flags=int(Flag.LAST_HOP_SIGNAL | Flag.RESULT_MCAST))
-             for i in range(n)]
-    seq_dev, many_dev = device(ack_every), device(ack_every)
-    mine = np.full(n * chunk // 4, 0.5, np.float32).tobytes()
-    for d in (seq_dev, many_dev):
-        d.memory[:len(mine)] = mine
-    seq_outs = [o for g in grams for o in seq_dev.receive(g, 1.0)]
-    many_outs = many_dev.receive(grams[0], 1.0)            # anchors the peer's window
-    with lane(c_path):
-        many_outs += many_dev.receive_many(grams[1:], 1.0)
-    assert wire(seq_outs) == wire(many_outs)
-    same_state(seq_dev, many_dev)
+    data, mine, many_dev, many_outs = chain_run(ack_every, c_path, 9, 300)
     fwd = [o for o in many_outs if o.dest == 3]
-    assert len(fwd) == n and all(o.packet.hop == 2 and o.packet.src == 1 for o in fwd)
+    assert len(fwd) == RUN and all(o.packet.hop == 2 and o.packet.src == 1 for o in fwd)
     got = b"".join(bytes(o.packet.payload) for o in fwd)
     assert got == (np.frombuffer(data, np.float32) + np.float32(0.5)).tobytes()
     assert bytes(many_dev.memory[:len(mine)]) == mine        # a middle hop writes nothing
     answered = sum(max(o.packet.addr2, 1) for o in many_outs if o.dest is None)
-    assert answered == n
+    assert answered == RUN
 
 
 @pytest.mark.parametrize("c_path", [True, False])
@@ -203,31 +215,18 @@ def test_a_run_of_last_hops_equals_one_by_one(ack_every, c_path):
     """The last hop of a chain (SPEC §4.9): each fragment reduced into memory, the
     signal bumped once after the message's last byte, the result multicast to the other
     members of the group, all before its ACK, exactly as one by one."""
-    chunk, n, word = 256, 12, MEM - 64
-    data = np.arange(n * chunk // 4, dtype=np.float32).tobytes()
-    grams = [hop(3, 500 + i, i * chunk, data[i * chunk:(i + 1) * chunk], hop=2,
-                 route=(9, 3, 1), more=i < n - 1, length=len(data), addr2=word,
-                 flags=int(Flag.LAST_HOP_SIGNAL | Flag.RESULT_MCAST))
-             for i in range(n)]
-    seq_dev, many_dev = device(ack_every), device(ack_every)
-    mine = np.full(n * chunk // 4, 0.5, np.float32).tobytes()
-    for d in (seq_dev, many_dev):
-        d.memory[:len(mine)] = mine
-    seq_outs = [o for g in grams for o in seq_dev.receive(g, 1.0)]
-    many_outs = many_dev.receive(grams[0], 1.0)            # anchors the peer's window
-    with lane(c_path):
-        many_outs += many_dev.receive_many(grams[1:], 1.0)
-    assert wire(seq_outs) == wire(many_outs)
-    same_state(seq_dev, many_dev)
+    word = MEM - 64
+    data, _, many_dev, many_outs = chain_run(ack_every, c_path, 3, 500, hop=2,
+                                             route=(9, 3, 1), addr2=word)
     result = (np.frombuffer(data, np.float32) + np.float32(0.5)).tobytes()
     assert bytes(many_dev.memory[:len(result)]) == result
     assert int.from_bytes(many_dev.memory[word:word + 8], "little") == 1
     for member in (9, 3):
         copies = [o.packet for o in many_outs if o.dest == member]
-        assert [p.opcode for p in copies] == [Opcode.MULTICAST] * n
+        assert [p.opcode for p in copies] == [Opcode.MULTICAST] * RUN
         assert b"".join(bytes(p.payload) for p in copies) == result
     answered = sum(max(o.packet.addr2, 1) for o in many_outs if o.dest is None)
-    assert answered == n
+    assert answered == RUN
 
 
 @pytest.mark.parametrize("defect", ["route", "misaligned", "redop", "last", "bounds",

@@ -108,6 +108,8 @@ def test_burst_datagrams_are_what_encode_makes():
     burst = _burst(frags)
     assert [burst.datagram(i) for i in range(burst.n)] == [encode(f) for f in frags]
     assert [burst.size(i) for i in range(burst.n)] == [len(encode(f)) for f in frags]
+    assert [burst.bytes_of(k) for k in range(burst.n + 1)] == [
+        sum(len(encode(f)) for f in frags[:k]) for k in range(burst.n + 1)]
 
 
 def test_a_burst_crosses_a_real_socket_in_order():
