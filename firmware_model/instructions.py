@@ -141,10 +141,11 @@ class Context:
                    payload=payload)
         return Out(None, p.copy(**changes) if changes else p)
 
-    def forward(self, dest: int, pkt: Packet, **changes) -> Out:
+    def forward(self, dest: int, pkt: Packet, *, keep: int = FORWARD_KEEP,
+                **changes) -> Out:
         """A copy of ``pkt`` for device ``dest``: src = this device, seq 0 (the glue's
-        reliability layer numbers it), hop-local flags cleared."""
-        flags = (pkt.flags & FORWARD_KEEP) | changes.pop("flags", 0)
+        reliability layer numbers it), flags outside ``keep`` (hop-local ones) cleared."""
+        flags = (pkt.flags & keep) | changes.pop("flags", 0)
         return Out(dest, pkt.copy(src=self.device_id, dst=dest, seq=0, ack=0, status=0,
                                   flags=flags, **changes))
 
@@ -410,14 +411,13 @@ def chain_last_hop(ctx: Context, pkt: Packet, route: tuple[int, ...], *,
         if done is not None:
             ctx.add_signal(*done)
     outs: list[Out] = []
-    if pkt.flags & _RESULT_MCAST:      # a copy for each other member, as ctx.forward makes
+    if pkt.flags & _RESULT_MCAST:      # a copy of the result for each other member
         result = bytes(ctx.mem(start, n))
-        flags, me = _COPY | (pkt.flags & (_MORE | _SIGNAL)), ctx.device_id
         for member in ctx.groups[pkt.group]:
-            if member != me:
-                outs.append(Out(member, pkt.copy(
-                    opcode=_MULTICAST, flags=flags, status=0, redop=0, hop=0, src=me,
-                    dst=member, seq=0, ack=0, route=(), payload=result)))
+            if member != ctx.device_id:
+                outs.append(ctx.forward(member, pkt, keep=_MORE | _SIGNAL, flags=_COPY,
+                                        opcode=_MULTICAST, route=(), hop=0, redop=0,
+                                        payload=result))
     return outs
 
 

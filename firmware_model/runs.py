@@ -33,7 +33,6 @@ A mixin of ``firmware_model.device.Device``: it works on the device's own tables
 from __future__ import annotations
 
 import heapq
-
 import struct
 
 from firmware_model import alu
