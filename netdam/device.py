@@ -15,8 +15,10 @@ Fair service: each turn drains the socket into a ``FairQueue`` keyed by the send
 address (bounded per source and in bytes) and then serves the sources round robin;
 shared-memory rings are served round robin with a quota per ring. A flooding peer thus
 waits behind itself, and what it sends beyond its share is dropped here, counted. Every
-bound is a row of ``netdam.limits`` (flags of ``netdam device``). Region keys granted
-or revoked through the control plane are applied here (``set_regions``).
+bound is a row of ``netdam.limits`` (flags of ``netdam device``). Every ACK sent over
+UDP carries the socket's credit (``netdam.transport.credit``, SPEC §8.2): the bytes each
+active sender may have in flight so that all of them fit the receive buffer. Region keys
+granted or revoked through the control plane are applied here (``set_regions``).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from dataclasses import dataclass, field, replace
 
 from netdam import limits as _limits
 from netdam.errors import UsageError
+from netdam.transport.credit import Credit
 from netdam.transport.fair import FairQueue
 from netdam.transport.faults import FaultConfig, add_fault_arguments
 from netdam.transport.reliability import RelConfig, Reliability
@@ -38,7 +41,7 @@ from netdam.transport.rxpool import RecvPool
 from netdam.transport.shm import Backoff
 from netdam.transport.udp import UdpEndpoint, check_mtu, warn_if_exposed
 from netdam.wire.codec import WireError, decode, encode_parts
-from netdam.wire.fields import CAPS, DEFAULT_MTU, MAX_DATAGRAM, Cap
+from netdam.wire.fields import CAPS, DEFAULT_MTU, MAX_DATAGRAM, Cap, Opcode
 
 #: opcodes that are responses (answers to packets this device originated)
 _IS_RESPONSE = bytes(1 if op in CAPS and CAPS[op] & Cap.RESPONSE else 0 for op in range(256))
@@ -46,6 +49,7 @@ _OPCODE_AT = 3       # byte offset of the opcode in the fixed header (SPEC §2.1
 _SRC_AT = 12         # byte offset of the u16 src in the fixed header (SPEC §2.1)
 _DST_AT = 14         # byte offset of the u16 dst
 _ANY = 0xFFFF        # dst meaning "whichever device receives it"
+_ACK = int(Opcode.ACK)
 _VIA_SHM = "shm"     # marks a learned address that is a shared-memory slot
 _BATCH = 64          # datagrams served per turn before looking at timers again
 _QUANTUM = 32        # datagrams of one source served together per round (fair queue)
@@ -139,6 +143,7 @@ class DeviceServer:
                                        deadline=lim["forward_deadline"]))
         self.rxq = FairQueue(lim["peer_queue"], lim["rx_queue_bytes"])
         self.rxpool = RecvPool(MAX_DATAGRAM + 1, lim["rx_pool_slots"])
+        self.credit = Credit(self.udp.buffer_sizes[0], c.mtu, idle=lim["credit_idle"])
         self._shm_next = 0                     # the ring served first next turn
         self._granted: set[int] = set()        # keys registered through set_regions
         self._stop = False
@@ -208,6 +213,8 @@ class DeviceServer:
         out["rx_waiting"] = len(self.rxq)
         out.update({f"rx_pool_{k}": v for k, v in self.rxpool.counters.items()})
         out["udp_kernel_drops"] = self.udp.kernel_drops()
+        out["credit_bytes"] = self.credit.bytes
+        out["credit_senders"] = self.credit.active
         out.update({f"fault_{k}": v for k, v in self.udp.injector.counters.items()
                     if self.udp.injector.active})
         if self.shm is not None:
@@ -226,6 +233,8 @@ class DeviceServer:
             elif where[0] is _VIA_SHM:
                 self._to_ring(where[1], encode_parts(pkt))
             else:
+                if pkt.opcode == _ACK:
+                    pkt.group = self.credit.units
                 self.udp.send(pkt, where, now)
             return
         if dest not in self.peers:
@@ -245,9 +254,11 @@ class DeviceServer:
     def _emit_udp(self, outs, addr, now: float) -> None:
         """Answers go back to ``addr`` (the fragments of one answer, a READ_RESP cut to
         the MTU, in one burst); packets for other members go through ``_to_member``."""
-        bursts = self.udp.bursts(now)
+        bursts, units = self.udp.bursts(now), self.credit.units
         for dest, pkt in outs:
             if dest is None:
+                if pkt.opcode == _ACK:
+                    pkt.group = units       # the credit (SPEC §4.7): UDP answers only
                 bursts.add(pkt, addr)
             else:
                 self._to_member(dest, pkt, now)
@@ -346,13 +357,14 @@ class DeviceServer:
         """Serve the fair queue: each source in turn hands over up to a quantum of its
         datagrams, which the engine takes together (``receive_many``: a run of WRITE
         fragments is applied in one pass and answered by coalesced ACKs)."""
-        q, dev, give, n = self.rxq, self.device, self.rxpool.give, 0
+        q, dev, give, credit, n = self.rxq, self.device, self.rxpool.give, self.credit, 0
         while n < _BATCH:
             item = q.pop_run(_QUANTUM)
             if item is None:
                 break
             addr, grams = item
             now = time.monotonic()
+            credit.served(addr, now)
             for data in grams:
                 self._learn(data, addr)
             outs = dev.receive_many(grams, now)
@@ -396,6 +408,7 @@ class DeviceServer:
     def _timers(self, now: float) -> float | None:
         """Run what is due; return the next deadline."""
         dev, rel, udp = self.device, self.rel, self.udp
+        self.credit.tick(now)
         t = dev.next_timer()
         if t is not None and t <= now:
             for dest, pkt in dev.on_timer(now):

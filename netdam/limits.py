@@ -55,6 +55,10 @@ LIMITS: tuple[Limit, ...] = (
     Limit("rx_pool_slots", 256, int, "rx", "reusable 64 KiB receive buffers (made on "
           "first need)", "a datagram is received into a new buffer "
           "(rx_pool_exhausted); nothing is lost"),
+    Limit("credit_idle", 0.05, float, "rx", "seconds a source still counts as an active "
+          "sender after it was last served: the active senders share the receive "
+          "buffer's credit (SPEC §8.2)", "it no longer counts; the others' credit grows "
+          "(credit_bytes, credit_senders)"),
     Limit("forward_queue", 4096, int, "forward", "packets waiting to be forwarded to one "
           "device (chain hops, multicast copies)", "the forward fails at once "
           "(forward_failed)"),

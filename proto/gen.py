@@ -50,6 +50,7 @@ def fields_py(d: Definition) -> str:
            f"MIN_MTU = {p['min_mtu']}",
            f"DEFAULT_MTU = {p['default_mtu']}",
            f"PAYLOAD_ALIGN = {p['payload_align']}",
+           f"CREDIT_UNIT = {p['credit_unit']}",
            f"USER_OPCODES = range(0x{d.opcode_ranges['user_first']:02X}, "
            f"0x{d.opcode_ranges['user_last']:02X} + 1)",
            "",

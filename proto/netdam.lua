@@ -84,7 +84,7 @@ pf["rsvd"] = ProtoField.uint8("netdam.rsvd", "Reserved", base.DEC, nil, nil, "re
 pf["src"] = ProtoField.uint16("netdam.src", "Source", base.DEC, nil, nil, "sender's member id (device or host)")
 pf["dst"] = ProtoField.uint16("netdam.dst", "Destination", base.DEC, nil, nil, "receiver's member id; 0xFFFF = any")
 pf["pkey"] = ProtoField.uint16("netdam.pkey", "Pkey", base.DEC, nil, nil, "partition key (tenant); must match the target region's")
-pf["group"] = ProtoField.uint16("netdam.group", "Group", base.DEC, nil, nil, "multicast group id (MULTICAST); chain id (REDUCE_FWD); 0 otherwise")
+pf["group"] = ProtoField.uint16("netdam.group", "Group", base.DEC, nil, nil, "multicast group id (MULTICAST); chain id (REDUCE_FWD); in an ACK, the receiver's credit in 4 KiB units (§8.2); 0 otherwise")
 pf["rkey"] = ProtoField.uint32("netdam.rkey", "Rkey", base.HEX, nil, nil, "memory key of the target region (like an RDMA rkey)")
 pf["seq"] = ProtoField.uint32("netdam.seq", "Sequence", base.DEC, nil, nil, "per-peer sequence number, serial arithmetic mod 2^32 (§8)")
 pf["ack"] = ProtoField.uint32("netdam.ack", "Ack", base.DEC, nil, nil, "cumulative ack: every seq before this one was received (valid with ACK_VALID)")

@@ -5,9 +5,10 @@ sender: the per-peer 32-bit sequence counter (serial arithmetic from
 ``netdam.wire.seqnum``), the table of outstanding datagrams, cumulative and selective
 acknowledgement, retransmission on timeout with exponential backoff (flag RETRANSMIT),
 a send window per peer bounded both in sequence span (never more than ``window``
-numbers in flight, so a receiver's replay window always covers them) and in bytes
-(``max_bytes``, so a burst fits the receiver's socket buffer), and giving up at a
-deadline.
+numbers in flight, so a receiver's replay window always covers them) and in bytes (the
+credit the receiver advertises in its ACKs, SPEC §8.2, so a burst fits its socket buffer
+together with its other senders'; ``max_bytes`` until it has advertised one, and for the
+expected answers that must fit our own), and giving up at a deadline.
 
 It never touches a socket or a clock: it is fed packets and ``now`` and is asked for the
 datagrams to send and for its next timer (the aioquic pattern).
@@ -35,7 +36,7 @@ from dataclasses import dataclass
 from typing import Any, Hashable, NamedTuple
 
 from netdam.wire.codec import Packet
-from netdam.wire.fields import Flag, Opcode
+from netdam.wire.fields import CREDIT_UNIT, Flag, Opcode
 from netdam.wire.seqnum import seq_add, seq_diff
 
 _SEQ_MASK = (1 << 32) - 1
@@ -49,7 +50,8 @@ class RelConfig:
     """Knobs of the reliability core. Times in seconds."""
 
     window: int = 1024          #: max sequence span in flight per peer (<= replay window)
-    max_bytes: int = 2 << 20    #: max bytes in flight per peer (request + expected answer)
+    max_bytes: int = 2 << 20    #: bytes in flight per peer before it advertises a credit,
+    #: and always for expected answers (a READ's), which land in our own socket buffer
     rto_initial: float = 0.1    #: retransmission timeout before any RTT sample
     rto_min: float = 0.03       #: loopback RTTs are tiny, but a busy peer stalls for ms
     rto_max: float = 0.5
@@ -82,11 +84,12 @@ class Failed(NamedTuple):
 
 
 class _Entry:
-    __slots__ = ("seq", "packet", "token", "needs_reply", "size", "deadline", "first_sent",
-                 "due", "rto", "tries", "delivered")
+    __slots__ = ("seq", "packet", "token", "needs_reply", "size", "answer", "deadline",
+                 "first_sent", "due", "rto", "tries", "delivered")
 
-    def __init__(self, packet, token, needs_reply, size, deadline):
+    def __init__(self, packet, token, needs_reply, size, deadline, answer=False):
         self.seq = 0
+        self.answer = answer             # size counts an expected answer, not the request
         self.packet = packet
         self.token = token
         self.needs_reply = needs_reply
@@ -100,8 +103,8 @@ class _Entry:
 
 
 class _Peer:
-    __slots__ = ("next_seq", "base", "cum", "outstanding", "queue", "bytes", "srtt",
-                 "rttvar", "rto", "anchored")
+    __slots__ = ("next_seq", "base", "cum", "outstanding", "queue", "bytes", "credit",
+                 "srtt", "rttvar", "rto", "anchored")
 
     def __init__(self, initial_seq: int, rto: float):
         self.next_seq = initial_seq
@@ -110,6 +113,7 @@ class _Peer:
         self.outstanding: dict[int, _Entry] = {}
         self.queue: deque[_Entry] = deque()
         self.bytes = 0
+        self.credit = 0                  # bytes the peer's last ACK allowed (0: none yet)
         self.srtt: float | None = None
         self.rttvar = 0.0
         self.rto = rto
@@ -164,6 +168,11 @@ class Reliability:
         peers = self._peers.values() if peer is None else [self._peer(peer)]
         return sum(len(p.queue) for p in peers)
 
+    def credit(self, peer: Hashable) -> int:
+        """Bytes of requests ``peer`` last allowed in flight (its ACKs' credit, SPEC
+        §8.2); 0 while it has advertised none (``max_bytes`` applies)."""
+        return self._peer(peer).credit
+
     def rto(self, peer: Hashable) -> float:
         return self._peer(peer).rto
 
@@ -177,8 +186,9 @@ class Reliability:
                deadline: float | None = None) -> None:
         """Queue ``packet`` for ``peer``. The core assigns ``seq`` and sets ACK_REQ.
 
-        ``size`` is the bytes the datagram occupies in the byte window (default its
-        payload; a READ should pass the length of its answer). ``deadline`` is absolute.
+        ``size`` is the length of an expected answer (a READ's), which counts against
+        ``max_bytes`` whatever the peer's credit; by default the datagram counts its
+        payload against the peer's credit. ``deadline`` is absolute.
         A peer whose queue already holds ``max_queue`` datagrams refuses it: it fails
         (``Failed`` with ``seq`` None, ``tries`` 0) at the next ``handle_timer``.
         """
@@ -189,7 +199,7 @@ class Reliability:
             self.counters["queue_full"] += 1
             self._overflow.append(Failed(peer, None, token, 0))
             return
-        p.queue.append(_Entry(packet, token, needs_reply, n, dl))
+        p.queue.append(_Entry(packet, token, needs_reply, n, dl, size is not None))
         self._queued += 1
 
     def submit_many(self, peer: Hashable, packets, now: float, *, token: Any = None,
@@ -232,8 +242,9 @@ class Reliability:
             q = p.queue
             while q:
                 e = q[0]
+                limit = max_bytes if e.answer or not p.credit else p.credit
                 if seq_diff(p.next_seq, p.base) >= window or (p.outstanding and (
-                        not p.anchored or p.bytes + e.size > max_bytes)):
+                        not p.anchored or p.bytes + e.size > limit)):
                     self.counters["window_stalls"] += 1
                     break
                 q.popleft()
@@ -278,7 +289,11 @@ class Reliability:
                 self._retire(peer, p, e, now, done)
         elif final:
             self.counters["duplicate_replies"] += 1
-        run = reply.addr2 if reply.opcode == _ACK else 0
+        run = 0
+        if reply.opcode == _ACK:
+            run = reply.addr2
+            if reply.group:          # the receiver's credit (SPEC §4.7, §8.2)
+                p.credit = reply.group * CREDIT_UNIT
         if run > 1:     # a coalesced ACK answers seq - run + 1 .. seq (SPEC §4.7)
             p.anchored = True
             outstanding = p.outstanding

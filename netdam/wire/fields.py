@@ -21,6 +21,7 @@ MAX_DATAGRAM = 65507
 MIN_MTU = 256
 DEFAULT_MTU = 65000
 PAYLOAD_ALIGN = 8
+CREDIT_UNIT = 4096
 USER_OPCODES = range(0xC0, 0xFE + 1)
 
 #: header fields in wire order

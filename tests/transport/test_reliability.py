@@ -8,6 +8,7 @@ import pytest
 
 from netdam.transport.reliability import Failed, RelConfig, Reliability, Retired
 from netdam.wire import Flag, Opcode, Packet
+from netdam.wire.fields import CREDIT_UNIT
 from netdam.wire.seqnum import seq_add
 
 PEER = 7
@@ -134,6 +135,46 @@ def test_window_limits_sequence_span_and_bytes():
     for i in range(5):
         byt.submit(PEER, _req(400), 0.0, token=i)
     assert len(byt.datagrams_to_send(0.0)) == 2
+
+
+def _credit_ack(pkt: Packet, nbytes: int) -> Packet:
+    ack = _ack(pkt)
+    ack.group = nbytes // CREDIT_UNIT
+    return ack
+
+
+def test_the_receivers_credit_sets_the_byte_window():
+    """An ACK's credit (SPEC §8.2) replaces max_bytes for requests: larger lets more go
+    out, smaller holds back what has not been sent yet; in flight stays in flight."""
+    rel = Reliability(RelConfig(window=1000, max_bytes=8 * CREDIT_UNIT), initial_seq=0)
+    rel.submit(PEER, _req(), 0.0, token="anchor")
+    (_, first), = rel.datagrams_to_send(0.0)
+    assert rel.credit(PEER) == 0
+    rel.on_reply(PEER, _credit_ack(first, 20 * CREDIT_UNIT), 0.0)
+    assert rel.credit(PEER) == 20 * CREDIT_UNIT
+    for i in range(30):
+        rel.submit(PEER, _req(CREDIT_UNIT), 0.0, token=i)
+    sent = rel.datagrams_to_send(0.0)
+    assert len(sent) == 20                          # not 8: the credit, not max_bytes
+    rel.on_reply(PEER, _credit_ack(sent[0][1], 4 * CREDIT_UNIT), 0.001)
+    assert rel.datagrams_to_send(0.001) == []       # 19 in flight > 4: hold back
+    done = rel.on_reply(PEER, _ack(sent[19][1], cum=sent[19][1].seq + 1), 0.002)
+    assert len(done) == 19
+    assert len(rel.datagrams_to_send(0.002)) == 4   # an ACK without credit keeps the last
+    assert rel.credit(PEER) == 4 * CREDIT_UNIT
+
+
+def test_expected_answers_stay_within_max_bytes_whatever_the_credit():
+    """A READ's answer lands in the sender's own socket buffer: it counts against
+    max_bytes, not against the receiver's credit."""
+    rel = Reliability(RelConfig(window=1000, max_bytes=8 * CREDIT_UNIT), initial_seq=0)
+    rel.submit(PEER, _req(), 0.0, token="anchor")
+    (_, first), = rel.datagrams_to_send(0.0)
+    rel.on_reply(PEER, _credit_ack(first, 100 * CREDIT_UNIT), 0.0)
+    for i in range(10):
+        rel.submit(PEER, Packet(opcode=Opcode.READ, length=2 * CREDIT_UNIT), 0.0,
+                   token=i, needs_reply=True, size=2 * CREDIT_UNIT)
+    assert len(rel.datagrams_to_send(0.0)) == 4     # 4 x 2 units = max_bytes
 
 
 def test_queued_datagrams_fail_at_their_deadline():
