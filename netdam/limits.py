@@ -56,7 +56,7 @@ LIMITS: tuple[Limit, ...] = (
           "first need)", "a datagram is received into a new buffer "
           "(rx_pool_exhausted); nothing is lost"),
     Limit("credit_idle", 0.05, float, "rx", "seconds a source still counts as an active "
-          "sender after it was last served: the active senders share the receive "
+          "sender after its last bulk run: the active senders share the receive "
           "buffer's credit (SPEC §8.2)", "it no longer counts; the others' credit grows "
           "(credit_bytes, credit_senders)"),
     Limit("forward_queue", 4096, int, "forward", "packets waiting to be forwarded to one "

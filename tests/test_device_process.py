@@ -127,16 +127,17 @@ def test_datagrams_are_received_into_reused_buffers():
 
 def test_acks_carry_a_credit_shared_by_active_senders():
     """Every ACK over UDP carries the device's credit (SPEC §8.2): a lone writer gets the
-    whole share, a second active source halves it for both, and an agent applies it."""
+    whole share, a second writer halves it for both, a small request takes no part, and
+    an agent applies it."""
     with DeviceProcess("--id", 6, "--mem-size", 65536, "--regions", REGIONS,
                        "--credit-idle", 30) as dev:
-        a, b = (socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(2))
-        for s in (a, b):
+        a, b, c = (socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(3))
+        for s in (a, b, c):
             s.bind(("127.0.0.1", 0))
 
         def write(sock, src, seq):
             w = Packet(opcode=Opcode.WRITE, src=src, dst=6, rkey=KEY, seq=seq, req_id=seq,
-                       flags=Flag.ACK_REQ, addr=0, length=8, payload=bytes(8))
+                       flags=Flag.ACK_REQ, addr=0, length=40000, payload=bytes(40000))
             ack = _ask(sock, dev.address, w)
             assert ack.opcode == Opcode.ACK and ack.seq == seq
             return ack.group * CREDIT_UNIT
@@ -145,13 +146,16 @@ def test_acks_carry_a_credit_shared_by_active_senders():
         assert alone >= 4 << 20             # most of a doubled 4 MiB buffer
         shared = write(b, 0x9002, 20)
         assert shared == alone // CREDIT_UNIT // 2 * CREDIT_UNIT
+        poll = Packet(opcode=Opcode.READ, src=0x9003, dst=6, rkey=KEY, seq=30, req_id=30,
+                      flags=Flag.ACK_REQ, addr=0, length=8)
+        assert _ask(c, dev.address, poll).opcode == Opcode.READ_RESP   # small: no share
         assert write(a, 0x9001, 11) == shared
         with Agent(timeout=10) as ag:
             ag.add_device(dev.info, path="udp")
             ag.write(Addr(6, 0), bytes(60000))
             assert ag.rel.credit(6) == alone // CREDIT_UNIT // 3 * CREDIT_UNIT
-        a.close()
-        b.close()
+        for s in (a, b, c):
+            s.close()
         assert dev.stop() == 0
     c = dev.final_counters
     assert c["credit_senders"] == 3 and c["credit_bytes"] == ag.rel.credit(6)

@@ -1,12 +1,13 @@
 """The receiver's side of the byte window: the credit a device advertises (SPEC §4.7, §8.2).
 
 Owns how many bytes of requests each sender may have in flight towards one UDP socket:
-the sources that are active (served within the last ``idle`` seconds), the share of the
-socket's receive buffer they may fill together (``share``, leaving room for a newcomer's
-first datagram and for answers to the device's own forwards), and the kernel's charge for
-one datagram, which that buffer is counted in. Every active source gets an equal part,
-never less than one full datagram. Sans-I/O: the device process tells it which source
-it served and when (``served``, once per run of datagrams) and stamps ``units`` into the
+the sources that are active (that sent a run of at least half a full datagram's bytes
+within the last ``idle`` seconds), the share of the socket's receive buffer they may fill
+together (``share``; the rest is room for small requests, a newcomer's first datagram and
+answers to the device's own forwards), and the kernel's charge for one datagram, which
+that buffer is counted in. Every active source gets an equal part, never less than one
+full datagram. Sans-I/O: the device process tells it which source it served, how many
+bytes and when (``served``, once per run of datagrams) and stamps ``units`` into the
 ACKs it sends over UDP; a sender applies the latest one (``netdam.transport.reliability``).
 """
 
@@ -43,6 +44,7 @@ class Credit:
             raise ValueError("rcvbuf, mtu, idle and period must be positive, share in (0, 1]")
         self.room = int(rcvbuf // datagram_charge(mtu) * mtu * share)   #: bytes, all senders
         self.floor = -(-mtu // CREDIT_UNIT)          # one full datagram, in units
+        self.bulk = mtu // 2                         #: bytes of a run that make a sender
         self.idle, self.period = idle, period
         self._last: dict[Hashable, float] = {}       # source -> when it was last served
         self._due = 0.0
@@ -50,7 +52,8 @@ class Credit:
 
     @property
     def active(self) -> int:
-        """Sources served within the last ``idle`` seconds (as of the last update)."""
+        """Sources that sent a bulk run within the last ``idle`` seconds (as of the last
+        update)."""
         return len(self._last)
 
     @property
@@ -58,9 +61,12 @@ class Credit:
         """The credit in bytes."""
         return self.units * CREDIT_UNIT
 
-    def served(self, source: Hashable, now: float) -> None:
-        """Datagrams of ``source`` were served at ``now``: a new source shrinks every
-        source's part at once."""
+    def served(self, source: Hashable, nbytes: int, now: float) -> None:
+        """A run of ``nbytes`` from ``source`` was served at ``now``. A run of at least
+        ``bulk`` bytes makes it an active sender; a new one shrinks every part at once.
+        Smaller runs (single requests, polls) live off the headroom."""
+        if nbytes < self.bulk:
+            return
         known = source in self._last
         self._last[source] = now
         if not known:

@@ -54,17 +54,17 @@ def test_a_lone_sender_gets_three_quarters_of_the_buffer():
     assert c.active == 0
     full = RCVBUF // datagram_charge(65000) * 65000 * 3 // 4
     assert c.bytes == full // CREDIT_UNIT * CREDIT_UNIT
-    c.served("a", 0.0)
+    c.served("a", 65000, 0.0)
     assert c.active == 1 and c.bytes == full // CREDIT_UNIT * CREDIT_UNIT
 
 
 def test_active_senders_share_and_quiet_ones_are_forgotten():
     c = Credit(RCVBUF, 65000, idle=0.05, period=0.01)
-    c.served("a", 0.0)
+    c.served("a", 65000, 0.0)
     alone = c.units
-    c.served("b", 0.001)                 # a newcomer shrinks the share at once
+    c.served("b", 65000, 0.001)                 # a newcomer shrinks the share at once
     assert c.active == 2 and c.units == alone // 2
-    c.served("a", 0.04)
+    c.served("a", 65000, 0.04)
     c.tick(0.045)                        # b was served 44 ms ago: still active
     assert c.active == 2
     c.tick(0.06)                         # b quiet for 59 ms: forgotten
@@ -73,10 +73,24 @@ def test_active_senders_share_and_quiet_ones_are_forgotten():
     assert c.active == 0 and c.units == alone
 
 
+def test_small_requests_do_not_make_a_sender():
+    """A host that only polls or sends an atomic now and then lives off the headroom:
+    it does not shrink the bulk writers' parts."""
+    c = Credit(RCVBUF, 65000)
+    c.served("writer", 65000 * 32, 0.0)
+    alone = c.units
+    for i in range(10):
+        c.served(("poller", i), 80, 0.001)
+    c.served("small run", 65000 // 2 - 1, 0.001)
+    assert c.active == 1 and c.units == alone
+    c.served("half a datagram", 65000 // 2, 0.002)
+    assert c.active == 2 and c.units == alone // 2
+
+
 def test_the_share_is_never_less_than_one_datagram_nor_past_the_field():
     c = Credit(RCVBUF, 65000)
     for i in range(1000):
-        c.served(i, 0.0)
+        c.served(i, 65000, 0.0)
     assert c.bytes >= 65000 and c.units == -(-65000 // CREDIT_UNIT)
     huge = Credit(1 << 40, 65000)
     assert huge.units == 0xFFFF          # the u16 of an ACK's group field
