@@ -11,7 +11,8 @@
   datagram size.
 
 Loopback only. Each latency figure is the median of several interleaved trials, so the
-baselines and netdam see the same machine noise.
+baselines and netdam see the same machine noise; each throughput figure (and the C
+stream's) is the median of as many runs, after one warm-up.
 
     python tools/bench_transport.py [--trials 5] [--count 2000] [--json FILE]
 """
@@ -101,13 +102,14 @@ def agent_rtt(ag: Agent, dev: int, count: int) -> float:
 
 
 def throughput(fn, nbytes: int, repeat: int) -> float:
+    """GB/s of ``fn`` moving ``nbytes``: the median of ``repeat`` runs after a warm-up."""
     fn()
-    best = 0.0
+    runs = []
     for _ in range(repeat):
         t = time.perf_counter()
         fn()
-        best = max(best, nbytes / (time.perf_counter() - t) / 1e9)
-    return best
+        runs.append(nbytes / (time.perf_counter() - t) / 1e9)
+    return statistics.median(runs)
 
 
 def compile_echo(tmp: str) -> str | None:
@@ -174,27 +176,30 @@ def main(argv=None) -> int:
             blob64 = os.urandom(64 << 10)
             rows.append(("WRITE 64 KiB blocking, UDP",
                          throughput(lambda: [udp_ag.write(a, blob64) for _ in range(64)],
-                                    64 * len(blob64), 3), "GB/s"))
+                                    64 * len(blob64), args.trials), "GB/s"))
             rows.append(("WRITE 64 KiB pipelined, UDP",
                          throughput(lambda: udp_ag.wait_all(
                              [udp_ag.write_nb(a + (i % 64) * len(blob64), blob64)
-                              for i in range(256)]), 256 * len(blob64), 3), "GB/s"))
+                              for i in range(256)]), 256 * len(blob64), args.trials), "GB/s"))
             blob = os.urandom(big)
             res = {}
             for name, ag in (("UDP", udp_ag), ("shm rings", ring_ag), ("shm", shm_ag)):
-                res[f"w{name}"] = throughput(lambda: ag.write(a, blob), big, 3)
+                res[f"w{name}"] = throughput(lambda: ag.write(a, blob), big, args.trials)
                 out = bytearray(big)
-                res[f"r{name}"] = throughput(lambda: ag.read(a, big, out=out), big, 3)
+                res[f"r{name}"] = throughput(lambda: ag.read(a, big, out=out), big,
+                                             args.trials)
                 assert out == blob, f"{name} read back differs"
                 rows.append((f"WRITE 16 MiB, {name}", res[f"w{name}"], "GB/s"))
                 rows.append((f"READ 16 MiB, {name}", res[f"r{name}"], "GB/s"))
             if exe:
-                cs = c_stream(exe, DEFAULT_MTU, big * 4)
+                cs = statistics.median(c_stream(exe, DEFAULT_MTU, big * 4)
+                                       for _ in range(args.trials))
                 rows.append((f"C UDP stream, {DEFAULT_MTU} B datagrams", cs, "GB/s"))
                 rows.append(("  WRITE 16 MiB UDP / C stream (target >= 0.6)",
                              res["wUDP"] / cs, "x"))
             rows.append(("WRITE 16 MiB, relayed by the node's device",
-                         throughput(lambda: relay_ag.write(Addr(2, 0), blob), big, 3), "GB/s"))
+                         throughput(lambda: relay_ag.write(Addr(2, 0), blob), big, args.trials),
+                         "GB/s"))
             for kind in ("shm", "shm rings"):
                 rows.append((f"  {kind} / UDP WRITE 16 MiB (target >= 3)",
                              res[f"w{kind}"] / res["wUDP"], "x"))
