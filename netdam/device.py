@@ -16,8 +16,9 @@ address (bounded per source and in bytes) and then serves the sources round robi
 shared-memory rings are served round robin with a quota per ring. A flooding peer thus
 waits behind itself, and what it sends beyond its share is dropped here, counted. Every
 bound is a row of ``netdam.limits`` (flags of ``netdam device``). Every ACK sent over
-UDP carries the socket's credit (``netdam.transport.credit``, SPEC §8.2): the bytes each
-active sender may have in flight so that all of them fit the receive buffer. Region keys
+UDP carries the sender's credit (``netdam.transport.credit``, SPEC §8.2): the bytes it
+may have in flight so that all senders fit the receive buffer and none overfills its
+queue. Region keys
 granted or revoked through the control plane are applied here (``set_regions``).
 """
 
@@ -143,7 +144,8 @@ class DeviceServer:
                                        deadline=lim["forward_deadline"]))
         self.rxq = FairQueue(lim["peer_queue"], lim["rx_queue_bytes"])
         self.rxpool = RecvPool(MAX_DATAGRAM + 1, lim["rx_pool_slots"])
-        self.credit = Credit(self.udp.buffer_sizes[0], c.mtu, idle=lim["credit_idle"])
+        self.credit = Credit(self.udp.buffer_sizes[0], c.mtu, per_source=lim["peer_queue"],
+                             idle=lim["credit_idle"])
         self._shm_next = 0                     # the ring served first next turn
         self._granted: set[int] = set()        # keys registered through set_regions
         self._stop = False
@@ -234,7 +236,7 @@ class DeviceServer:
                 self._to_ring(where[1], encode_parts(pkt))
             else:
                 if pkt.opcode == _ACK:
-                    pkt.group = self.credit.units
+                    pkt.group = self.credit.units_for(where)
                 self.udp.send(pkt, where, now)
             return
         if dest not in self.peers:
@@ -254,7 +256,7 @@ class DeviceServer:
     def _emit_udp(self, outs, addr, now: float) -> None:
         """Answers go back to ``addr`` (the fragments of one answer, a READ_RESP cut to
         the MTU, in one burst); packets for other members go through ``_to_member``."""
-        bursts, units = self.udp.bursts(now), self.credit.units
+        bursts, units = self.udp.bursts(now), self.credit.units_for(addr)
         for dest, pkt in outs:
             if dest is None:
                 if pkt.opcode == _ACK:
@@ -364,7 +366,7 @@ class DeviceServer:
                 break
             addr, grams = item
             now = time.monotonic()
-            credit.served(addr, sum(map(len, grams)), now)
+            credit.served(addr, sum(map(len, grams)), len(grams), now)
             for data in grams:
                 self._learn(data, addr)
             outs = dev.receive_many(grams, now)

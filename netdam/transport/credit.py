@@ -1,14 +1,22 @@
 """The receiver's side of the byte window: the credit a device advertises (SPEC §4.7, §8.2).
 
-Owns how many bytes of requests each sender may have in flight towards one UDP socket:
-the sources that are active (that sent a run of at least half a full datagram's bytes
-within the last ``idle`` seconds), the share of the socket's receive buffer they may fill
-together (``share``; the rest is room for small requests, a newcomer's first datagram and
-answers to the device's own forwards), and the kernel's charge for one datagram, which
-that buffer is counted in. Every active source gets an equal part, never less than one
-full datagram. Sans-I/O: the device process tells it which source it served, how many
-bytes and when (``served``, once per run of datagrams) and stamps ``units`` into the
-ACKs it sends over UDP; a sender applies the latest one (``netdam.transport.reliability``).
+Owns how many bytes of requests each sender may have in flight towards one UDP socket.
+Two things bound it, and each source gets the smaller:
+
+- the socket's receive buffer: ``share`` of it (the rest is room for small requests, a
+  newcomer's first datagram and answers to the device's own forwards) split equally
+  among the bulk senders (sources that sent a run of at least half a full datagram's
+  bytes within the last ``idle`` seconds), each part counted in what the kernel charges
+  for that source's datagrams: a 9000-byte datagram costs the buffer about 16.6 KiB;
+- the device's queue for one source (``per_source`` datagrams, the fair queue's bound):
+  ``share`` of it, in that source's datagrams.
+
+A source that is not a bulk sender yet is offered the part it would get once it joins,
+so its first burst does not overfill what the others were promised. Never less than
+one of its datagrams. Sans-I/O: the device process tells it what it served from whom
+(``served``, once per run of datagrams) and stamps ``units_for(source)`` into the ACKs
+it sends there over UDP; a sender applies the latest one
+(``netdam.transport.reliability``).
 """
 
 from __future__ import annotations
@@ -22,6 +30,7 @@ from netdam.wire.fields import CREDIT_UNIT
 #: in pages and are charged about their size)
 _OVERHEAD = 576
 _LINEAR_MAX = 32 << 10
+_MAX_UNITS = 0xFFFF          # the u16 of an ACK's group field
 
 
 def datagram_charge(size: int) -> int:
@@ -36,40 +45,47 @@ def datagram_charge(size: int) -> int:
 
 class Credit:
     """The credit of one receive socket of ``rcvbuf`` bytes (as the kernel reports it)
-    whose senders use datagrams of ``mtu`` bytes."""
+    in front of a queue of ``per_source`` datagrams per source; ``mtu`` is the datagram
+    size assumed for a source not seen yet."""
 
-    def __init__(self, rcvbuf: int, mtu: int, *, share: float = 0.75, idle: float = 0.05,
-                 period: float = 0.01):
-        if rcvbuf < 1 or mtu < 1 or not 0 < share <= 1 or idle <= 0 or period <= 0:
-            raise ValueError("rcvbuf, mtu, idle and period must be positive, share in (0, 1]")
-        self.room = int(rcvbuf // datagram_charge(mtu) * mtu * share)   #: bytes, all senders
-        self.floor = -(-mtu // CREDIT_UNIT)          # one full datagram, in units
-        self.bulk = mtu // 2                         #: bytes of a run that make a sender
+    def __init__(self, rcvbuf: int, mtu: int, *, per_source: int = 256, share: float = 0.75,
+                 idle: float = 0.05, period: float = 0.01):
+        if min(rcvbuf, mtu, per_source) < 1 or not 0 < share <= 1 or idle <= 0 \
+                or period <= 0:
+            raise ValueError("rcvbuf, mtu, per_source, idle and period must be positive, "
+                             "share in (0, 1]")
+        self.budget = int(rcvbuf * share)         #: charged bytes, all bulk senders
+        self.queue = max(1, int(per_source * share))   #: datagrams per source
+        self.mtu = mtu
+        self.bulk = mtu // 2                      #: bytes of a run that make a bulk sender
         self.idle, self.period = idle, period
-        self._last: dict[Hashable, float] = {}       # source -> when it was last served
+        self._seen: dict[Hashable, tuple[float, int]] = {}   # source -> (when, size)
+        self._bulk: dict[Hashable, float] = {}    # bulk sender -> its last bulk run
         self._due = 0.0
-        self.units = self._share(1)                  #: what an ACK carries now
 
     @property
     def active(self) -> int:
-        """Sources that sent a bulk run within the last ``idle`` seconds (as of the last
-        update)."""
-        return len(self._last)
+        """Bulk senders as of the last update."""
+        return len(self._bulk)
 
     @property
     def bytes(self) -> int:
-        """The credit in bytes."""
-        return self.units * CREDIT_UNIT
+        """What a bulk sender of ``mtu``-byte datagrams is offered now, in bytes."""
+        return self._part(max(1, len(self._bulk)), self.mtu) * CREDIT_UNIT
 
-    def served(self, source: Hashable, nbytes: int, now: float) -> None:
-        """A run of ``nbytes`` from ``source`` was served at ``now``. A run of at least
-        ``bulk`` bytes makes it an active sender; a new one shrinks every part at once.
-        Smaller runs (single requests, polls) live off the headroom."""
-        if nbytes < self.bulk:
-            return
-        known = source in self._last
-        self._last[source] = now
-        if not known:
+    def units_for(self, source: Hashable) -> int:
+        """The credit for ``source``, in ``CREDIT_UNIT``: what an ACK to it carries."""
+        seen = self._seen.get(source)
+        size = self.mtu if seen is None else seen[1]
+        return self._part(len(self._bulk) + (source not in self._bulk), size)
+
+    def served(self, source: Hashable, nbytes: int, count: int, now: float) -> None:
+        """A run of ``count`` datagrams, ``nbytes`` in all, from ``source`` was served
+        at ``now``. A run of at least ``bulk`` bytes makes it a bulk sender."""
+        self._seen[source] = (now, max(1, nbytes // max(1, count)))
+        if nbytes >= self.bulk:
+            self._bulk[source] = now
+        if now >= self._due:
             self.update(now)
 
     def tick(self, now: float) -> None:
@@ -79,14 +95,16 @@ class Credit:
 
     def update(self, now: float) -> None:
         quiet = now - self.idle
-        last = self._last
-        for source in [s for s, t in last.items() if t < quiet]:
-            del last[source]
-        self.units = self._share(max(1, len(last)))
+        for table, when in ((self._bulk, lambda t: t), (self._seen, lambda v: v[0])):
+            for source in [s for s, v in table.items() if when(v) < quiet]:
+                del table[source]
         self._due = now + self.period
 
-    def _share(self, senders: int) -> int:
-        return min(0xFFFF, max(self.floor, self.room // senders // CREDIT_UNIT))
+    def _part(self, senders: int, size: int) -> int:
+        by_buffer = self.budget // max(1, senders) // datagram_charge(size) * size
+        by_queue = self.queue * size
+        floor = -(-size // CREDIT_UNIT)
+        return min(_MAX_UNITS, max(floor, min(by_buffer, by_queue) // CREDIT_UNIT))
 
 
 __all__ = ["Credit", "datagram_charge"]

@@ -49,55 +49,76 @@ def test_the_charge_never_promises_more_than_the_kernel_keeps(size):
     assert modelled >= 0.8 * kept, (size, modelled, kept)
 
 
-def test_a_lone_sender_gets_three_quarters_of_the_buffer():
+def _charged(c: Credit, source, size: int) -> int:
+    """Bytes of receive buffer ``source``'s credit may fill with ``size``-byte datagrams."""
+    return c.units_for(source) * CREDIT_UNIT // size * datagram_charge(size)
+
+
+def test_a_lone_writer_may_fill_three_quarters_of_the_buffer():
     c = Credit(RCVBUF, 65000)
-    assert c.active == 0
-    full = RCVBUF // datagram_charge(65000) * 65000 * 3 // 4
-    assert c.bytes == full // CREDIT_UNIT * CREDIT_UNIT
-    c.served("a", 65000, 0.0)
-    assert c.active == 1 and c.bytes == full // CREDIT_UNIT * CREDIT_UNIT
+    c.served("a", 65000 * 32, 32, 0.0)
+    assert c.active == 1
+    assert 0.7 * RCVBUF <= _charged(c, "a", 65000) <= 0.75 * RCVBUF
+    assert c.bytes == c.units_for("a") * CREDIT_UNIT
 
 
-def test_active_senders_share_and_quiet_ones_are_forgotten():
+def test_bulk_senders_share_and_quiet_ones_are_forgotten():
     c = Credit(RCVBUF, 65000, idle=0.05, period=0.01)
-    c.served("a", 65000, 0.0)
-    alone = c.units
-    c.served("b", 65000, 0.001)                 # a newcomer shrinks the share at once
-    assert c.active == 2 and c.units == alone // 2
-    c.served("a", 65000, 0.04)
-    c.tick(0.045)                        # b was served 44 ms ago: still active
+    c.served("a", 65000 * 32, 32, 0.0)
+    alone = c.units_for("a")
+    assert c.units_for("b") < alone           # a newcomer is offered its part once it joins
+    c.served("b", 65000 * 32, 32, 0.001)      # and it shrinks the others' at once
     assert c.active == 2
-    c.tick(0.06)                         # b quiet for 59 ms: forgotten
-    assert c.active == 1 and c.units == alone
-    c.tick(0.2)                          # nobody: the whole share is offered again
-    assert c.active == 0 and c.units == alone
+    assert c.units_for("a") == c.units_for("b") <= alone // 2
+    assert c.units_for("newcomer") < c.units_for("a")     # it would be the third
+    assert _charged(c, "a", 65000) + _charged(c, "b", 65000) <= 0.75 * RCVBUF
+    c.served("a", 65000 * 32, 32, 0.04)
+    c.tick(0.045)                              # b's last run was 44 ms ago: still active
+    assert c.active == 2
+    c.tick(0.06)                               # quiet for 59 ms: forgotten
+    assert c.active == 1 and c.units_for("a") == alone
+    c.tick(0.2)
+    assert c.active == 0
 
 
 def test_small_requests_do_not_make_a_sender():
     """A host that only polls or sends an atomic now and then lives off the headroom:
     it does not shrink the bulk writers' parts."""
     c = Credit(RCVBUF, 65000)
-    c.served("writer", 65000 * 32, 0.0)
-    alone = c.units
+    c.served("writer", 65000 * 32, 32, 0.0)
+    alone = c.units_for("writer")
     for i in range(10):
-        c.served(("poller", i), 80, 0.001)
-    c.served("small run", 65000 // 2 - 1, 0.001)
-    assert c.active == 1 and c.units == alone
-    c.served("half a datagram", 65000 // 2, 0.002)
-    assert c.active == 2 and c.units == alone // 2
+        c.served(("poller", i), 80, 1, 0.001)
+    c.served("small run", 65000 // 2 - 1, 1, 0.001)
+    assert c.active == 1 and c.units_for("writer") == alone
+    c.served("half a datagram", 65000 // 2, 1, 0.002)
+    assert c.active == 2 and c.units_for("writer") < alone
+
+
+@pytest.mark.parametrize("size", [1500, 9000])
+def test_small_datagrams_are_counted_in_what_they_cost(size):
+    """A sender of small datagrams gets fewer payload bytes: its datagrams cost the
+    buffer more than their size, and the device queues only so many per source."""
+    c = Credit(RCVBUF, 65000, per_source=256)
+    c.served("big", 65000 * 32, 32, 0.0)
+    c.served("small", size * 32, 32, 0.0)
+    assert c.units_for("small") * CREDIT_UNIT <= 0.75 * 256 * size     # the queue
+    assert _charged(c, "big", 65000) + _charged(c, "small", size) <= 0.75 * RCVBUF
+    assert c.units_for("small") < c.units_for("big")
 
 
 def test_the_share_is_never_less_than_one_datagram_nor_past_the_field():
     c = Credit(RCVBUF, 65000)
     for i in range(1000):
-        c.served(i, 65000, 0.0)
-    assert c.bytes >= 65000 and c.units == -(-65000 // CREDIT_UNIT)
-    huge = Credit(1 << 40, 65000)
-    assert huge.units == 0xFFFF          # the u16 of an ACK's group field
+        c.served(i, 65000, 1, 0.0)
+    assert c.units_for(0) * CREDIT_UNIT >= 65000
+    assert c.units_for(0) == -(-65000 // CREDIT_UNIT)
+    huge = Credit(1 << 40, 65000, per_source=1 << 20)
+    assert huge.units_for("anyone") == 0xFFFF
 
 
 def test_bad_arguments_are_refused():
-    for kw in ({"share": 0}, {"share": 1.5}, {"idle": 0}, {"period": -1}):
+    for kw in ({"share": 0}, {"share": 1.5}, {"idle": 0}, {"period": -1}, {"per_source": 0}):
         with pytest.raises(ValueError):
             Credit(RCVBUF, 65000, **kw)
     with pytest.raises(ValueError):
