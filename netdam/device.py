@@ -366,7 +366,7 @@ class DeviceServer:
                 break
             addr, grams = item
             now = time.monotonic()
-            credit.served(addr, sum(map(len, grams)), len(grams), now)
+            credit.served(addr, sum(map(len, grams)), max(map(len, grams)), now)
             for data in grams:
                 self._learn(data, addr)
             outs = dev.receive_many(grams, now)

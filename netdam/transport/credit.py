@@ -79,10 +79,12 @@ class Credit:
         size = self.mtu if seen is None else seen[1]
         return self._part(len(self._bulk) + (source not in self._bulk), size)
 
-    def served(self, source: Hashable, nbytes: int, count: int, now: float) -> None:
-        """A run of ``count`` datagrams, ``nbytes`` in all, from ``source`` was served
-        at ``now``. A run of at least ``bulk`` bytes makes it a bulk sender."""
-        self._seen[source] = (now, max(1, nbytes // max(1, count)))
+    def served(self, source: Hashable, nbytes: int, largest: int, now: float) -> None:
+        """A run of datagrams from ``source``, ``nbytes`` in all and the largest of
+        ``largest`` bytes (its datagram size: only a message's last fragment is
+        shorter), was served at ``now``. A run of at least ``bulk`` bytes makes it a
+        bulk sender."""
+        self._seen[source] = (now, max(1, largest))
         if nbytes >= self.bulk:
             self._bulk[source] = now
         if now >= self._due:

@@ -56,7 +56,7 @@ def _charged(c: Credit, source, size: int) -> int:
 
 def test_a_lone_writer_may_fill_three_quarters_of_the_buffer():
     c = Credit(RCVBUF, 65000)
-    c.served("a", 65000 * 32, 32, 0.0)
+    c.served("a", 65000 * 32, 65000, 0.0)
     assert c.active == 1
     assert 0.7 * RCVBUF <= _charged(c, "a", 65000) <= 0.75 * RCVBUF
     assert c.bytes == c.units_for("a") * CREDIT_UNIT
@@ -64,15 +64,15 @@ def test_a_lone_writer_may_fill_three_quarters_of_the_buffer():
 
 def test_bulk_senders_share_and_quiet_ones_are_forgotten():
     c = Credit(RCVBUF, 65000, idle=0.05, period=0.01)
-    c.served("a", 65000 * 32, 32, 0.0)
+    c.served("a", 65000 * 32, 65000, 0.0)
     alone = c.units_for("a")
     assert c.units_for("b") < alone           # a newcomer is offered its part once it joins
-    c.served("b", 65000 * 32, 32, 0.001)      # and it shrinks the others' at once
+    c.served("b", 65000 * 32, 65000, 0.001)      # and it shrinks the others' at once
     assert c.active == 2
     assert c.units_for("a") == c.units_for("b") <= alone // 2
     assert c.units_for("newcomer") < c.units_for("a")     # it would be the third
     assert _charged(c, "a", 65000) + _charged(c, "b", 65000) <= 0.75 * RCVBUF
-    c.served("a", 65000 * 32, 32, 0.04)
+    c.served("a", 65000 * 32, 65000, 0.04)
     c.tick(0.045)                              # b's last run was 44 ms ago: still active
     assert c.active == 2
     c.tick(0.06)                               # quiet for 59 ms: forgotten
@@ -85,13 +85,13 @@ def test_small_requests_do_not_make_a_sender():
     """A host that only polls or sends an atomic now and then lives off the headroom:
     it does not shrink the bulk writers' parts."""
     c = Credit(RCVBUF, 65000)
-    c.served("writer", 65000 * 32, 32, 0.0)
+    c.served("writer", 65000 * 32, 65000, 0.0)
     alone = c.units_for("writer")
     for i in range(10):
-        c.served(("poller", i), 80, 1, 0.001)
-    c.served("small run", 65000 // 2 - 1, 1, 0.001)
+        c.served(("poller", i), 80, 80, 0.001)
+    c.served("small run", 65000 // 2 - 1, 9000, 0.001)
     assert c.active == 1 and c.units_for("writer") == alone
-    c.served("half a datagram", 65000 // 2, 1, 0.002)
+    c.served("half a datagram", 65000 // 2, 65000 // 2, 0.002)
     assert c.active == 2 and c.units_for("writer") < alone
 
 
@@ -100,8 +100,8 @@ def test_small_datagrams_are_counted_in_what_they_cost(size):
     """A sender of small datagrams gets fewer payload bytes: its datagrams cost the
     buffer more than their size, and the device queues only so many per source."""
     c = Credit(RCVBUF, 65000, per_source=256)
-    c.served("big", 65000 * 32, 32, 0.0)
-    c.served("small", size * 32, 32, 0.0)
+    c.served("big", 65000 * 32, 65000, 0.0)
+    c.served("small", size * 32, size, 0.0)
     assert c.units_for("small") * CREDIT_UNIT <= 0.75 * 256 * size     # the queue
     assert _charged(c, "big", 65000) + _charged(c, "small", size) <= 0.75 * RCVBUF
     assert c.units_for("small") < c.units_for("big")
@@ -110,7 +110,7 @@ def test_small_datagrams_are_counted_in_what_they_cost(size):
 def test_the_share_is_never_less_than_one_datagram_nor_past_the_field():
     c = Credit(RCVBUF, 65000)
     for i in range(1000):
-        c.served(i, 65000, 1, 0.0)
+        c.served(i, 65000, 65000, 0.0)
     assert c.units_for(0) * CREDIT_UNIT >= 65000
     assert c.units_for(0) == -(-65000 // CREDIT_UNIT)
     huge = Credit(1 << 40, 65000, per_source=1 << 20)
