@@ -25,7 +25,7 @@ HEX_FIELDS = frozenset({"magic", "flags", "rkey", "addr", "addr2"})
 
 #: header fields the Lua behaviour refers to by name; the generator refuses a definition
 #: without them rather than emit a dissector that fails at run time
-REQUIRED = ("magic", "version", "opcode", "flags", "status", "nhops", "src", "dst",
+REQUIRED = ("magic", "version", "opcode", "flags", "status", "nhops", "src", "dst", "group",
             "seq", "req_id", "payload_len", "addr", "imm", "length", "frag_off")
 
 _PROTOFIELD = {"u8": "uint8", "u16": "uint16", "u32": "uint32", "u64": "uint64"}
@@ -91,6 +91,9 @@ def tables(d: Definition) -> str:
         "local IS_RESPONSE = { " + ", ".join(
             f"[{o.code}] = true" for o in d.opcodes if "response" in o.caps) + " }",
         "local NAK = " + str(next(o.code for o in d.opcodes if o.name == "NAK")),
+        "local ACK = " + str(next(o.code for o in d.opcodes if o.name == "ACK")),
+        "-- an ACK's group is the receiver's credit in units of this many bytes (SPEC §8.2)",
+        f"local CREDIT_UNIT = {p['credit_unit']}",
         "",
         "-- flag bits (SPEC §5): { name, mask, doc }",
         "local FLAG_BITS = {",
@@ -191,6 +194,8 @@ pf.crc_ok = ProtoField.bool("netdam.crc_ok", "CRC OK", base.NONE, nil, nil,
     "the CRC32C trailer matches the datagram")
 pf.nak_opcode = ProtoField.uint8("netdam.nak.opcode", "Rejected opcode", base.HEX, OPCODES,
     nil, "the opcode this NAK rejects (carried in imm)")
+pf.ack_credit = ProtoField.uint32("netdam.ack.credit", "Credit (bytes)", base.DEC, nil, nil,
+    "bytes of requests the receiver lets this sender have in flight (group x CREDIT_UNIT)")
 local ft_req = frametype and frametype.REQUEST or nil
 local ft_rsp = frametype and frametype.RESPONSE or nil
 pf.response_in = ProtoField.framenum("netdam.response_in", "Response in", base.NONE, ft_rsp,
@@ -204,7 +209,8 @@ local fields = {}
 for _, h in ipairs(HEADER) do fields[#fields + 1] = pf[h[1]] end
 for _, f in ipairs(FLAG_FIELDS) do fields[#fields + 1] = f end
 for _, k in ipairs({ "route", "route_entry", "payload", "crc", "crc_computed", "crc_status",
-                     "crc_ok", "nak_opcode", "response_in", "request_in", "time" }) do
+                     "crc_ok", "nak_opcode", "ack_credit", "response_in", "request_in",
+                     "time" }) do
     fields[#fields + 1] = pf[k]
 end
 netdam.fields = fields
@@ -310,6 +316,9 @@ local function dissect(tvb, pinfo, tree)
     if h.opcode == NAK then
         local l = LAYOUT["imm"]
         header:add(pf.nak_opcode, tvb(l[1] + l[2] - 1, 1)):set_generated()
+    elseif h.opcode == ACK and h.group ~= 0 then
+        local l = LAYOUT["group"]
+        header:add(pf.ack_credit, tvb(l[1], l[2]), h.group * CREDIT_UNIT):set_generated()
     end
 
     local problems = {}
@@ -373,6 +382,9 @@ local function dissect(tvb, pinfo, tree)
     if band(h.flags, MORE_FRAGS_MASK) ~= 0 or h.frag_off ~= 0 then
         info = info .. string.format(" frag_off=%d", h.frag_off)
         if band(h.flags, MORE_FRAGS_MASK) ~= 0 then info = info .. " [MORE_FRAGS]" end
+    end
+    if h.opcode == ACK and h.group ~= 0 then
+        info = info .. string.format(" credit=%d", h.group * CREDIT_UNIT)
     end
     if band(h.flags, RETRANSMIT_MASK) ~= 0 then
         info = info .. " [RETRANSMIT]"

@@ -25,6 +25,9 @@ local REDOPS = { [0] = "NONE", [1] = "SUM", [2] = "PROD", [3] = "MIN", [4] = "MA
 -- opcodes with the 'response' capability: they answer a request (SPEC §4.1)
 local IS_RESPONSE = { [2] = true, [4] = true, [5] = true, [8] = true }
 local NAK = 5
+local ACK = 4
+-- an ACK's group is the receiver's credit in units of this many bytes (SPEC §8.2)
+local CREDIT_UNIT = 4096
 
 -- flag bits (SPEC §5): { name, mask, doc }
 local FLAG_BITS = {
@@ -176,6 +179,8 @@ pf.crc_ok = ProtoField.bool("netdam.crc_ok", "CRC OK", base.NONE, nil, nil,
     "the CRC32C trailer matches the datagram")
 pf.nak_opcode = ProtoField.uint8("netdam.nak.opcode", "Rejected opcode", base.HEX, OPCODES,
     nil, "the opcode this NAK rejects (carried in imm)")
+pf.ack_credit = ProtoField.uint32("netdam.ack.credit", "Credit (bytes)", base.DEC, nil, nil,
+    "bytes of requests the receiver lets this sender have in flight (group x CREDIT_UNIT)")
 local ft_req = frametype and frametype.REQUEST or nil
 local ft_rsp = frametype and frametype.RESPONSE or nil
 pf.response_in = ProtoField.framenum("netdam.response_in", "Response in", base.NONE, ft_rsp,
@@ -189,7 +194,8 @@ local fields = {}
 for _, h in ipairs(HEADER) do fields[#fields + 1] = pf[h[1]] end
 for _, f in ipairs(FLAG_FIELDS) do fields[#fields + 1] = f end
 for _, k in ipairs({ "route", "route_entry", "payload", "crc", "crc_computed", "crc_status",
-                     "crc_ok", "nak_opcode", "response_in", "request_in", "time" }) do
+                     "crc_ok", "nak_opcode", "ack_credit", "response_in", "request_in",
+                     "time" }) do
     fields[#fields + 1] = pf[k]
 end
 netdam.fields = fields
@@ -295,6 +301,9 @@ local function dissect(tvb, pinfo, tree)
     if h.opcode == NAK then
         local l = LAYOUT["imm"]
         header:add(pf.nak_opcode, tvb(l[1] + l[2] - 1, 1)):set_generated()
+    elseif h.opcode == ACK and h.group ~= 0 then
+        local l = LAYOUT["group"]
+        header:add(pf.ack_credit, tvb(l[1], l[2]), h.group * CREDIT_UNIT):set_generated()
     end
 
     local problems = {}
@@ -358,6 +367,9 @@ local function dissect(tvb, pinfo, tree)
     if band(h.flags, MORE_FRAGS_MASK) ~= 0 or h.frag_off ~= 0 then
         info = info .. string.format(" frag_off=%d", h.frag_off)
         if band(h.flags, MORE_FRAGS_MASK) ~= 0 then info = info .. " [MORE_FRAGS]" end
+    end
+    if h.opcode == ACK and h.group ~= 0 then
+        info = info .. string.format(" credit=%d", h.group * CREDIT_UNIT)
     end
     if band(h.flags, RETRANSMIT_MASK) ~= 0 then
         info = info .. " [RETRANSMIT]"

@@ -40,7 +40,7 @@ from netdam.capture.filters import compile_filter
 from netdam.capture.flows import flow_stats
 from netdam.capture.frames import Frame, endpoint_text, enum_name, netdam_frames
 from netdam.errors import UsageError
-from netdam.wire.fields import DType, Opcode, RedOp
+from netdam.wire.fields import CREDIT_UNIT, DType, Opcode, RedOp
 
 DEFAULT_LADDER_ROWS = 40
 
@@ -124,7 +124,9 @@ def packet_table(frames: list[Frame], t0: float | None, title: str) -> Table:
         elif f.note:
             style = "yellow"
         member = (lambda k: f" [{g(k)}]" if g(k) is not None else "")
-        extra = "; ".join(x for x in (f.note, f.error) if x)
+        credit = (f"credit {g('group') * CREDIT_UNIT:,} B"      # SPEC §8.2
+                  if g("opcode") == Opcode.ACK and g("group") else None)
+        extra = "; ".join(x for x in (f.note, f.error, credit) if x)
         flags = g("flags") or 0
         opcode = f.opcode_name if f.fields else "?"
         if flags & 0x40:

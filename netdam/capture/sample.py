@@ -16,13 +16,14 @@ from dataclasses import dataclass
 
 from netdam.capture.pcap import Capture
 from netdam.wire.codec import Packet, encode
-from netdam.wire.fields import UDP_PORT, DType, Flag, Opcode, RedOp, Status
+from netdam.wire.fields import CREDIT_UNIT, UDP_PORT, DType, Flag, Opcode, RedOp, Status
 
 HOST = ("127.0.0.1", 40001)
 #: member id -> UDP endpoint; device 3 on the default port, the others on "automatic" ports
 DEVICES = {3: ("127.0.0.1", UDP_PORT), 4: ("127.0.0.1", 41004), 5: ("127.0.0.2", 41005)}
 MCAST_GROUP_IP = ("239.1.2.3", 41005)
 T0 = 1_700_000_000.0
+SAMPLE_CREDIT = 6 << 20    #: the credit device 4's ACKs carry (SPEC §8.2)
 
 
 @dataclass(frozen=True)
@@ -78,7 +79,7 @@ def sample_traffic() -> list[SampleFrame]:
         more = Flag.MORE_FRAGS if off == 0 else 0
         r = send(Packet(opcode=Opcode.WRITE, flags=req | more, src=1, dst=4, req_id=102,
                         addr=0x3000, length=64, frag_off=off, payload=bytes([off]) * 32))
-        ack(r)
+        ack(r, group=SAMPLE_CREDIT // CREDIT_UNIT)   # over UDP an ACK carries a credit
     r = send(Packet(opcode=Opcode.ATOMIC_FADD, flags=req, src=1, dst=3, req_id=103,
                     addr=0x4000, length=8, dtype=DType.INT64, payload=(5).to_bytes(8, "big")))
     ack(r, Opcode.ATOMIC_RESP, payload=(37).to_bytes(8, "big"))

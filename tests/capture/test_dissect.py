@@ -13,7 +13,7 @@ import pytest
 from netdam.capture import dissect
 from netdam.capture.filters import FilterError, compile_filter
 from netdam.capture.frames import netdam_frames
-from netdam.capture.sample import write_sample
+from netdam.capture.sample import SAMPLE_CREDIT, write_sample
 from netdam.cli import main
 from netdam.wire import Flag, Opcode, Status, decode
 from netdam_proto import DISSECTOR
@@ -43,6 +43,14 @@ def test_every_packet_is_listed_bad_crc_with_its_error(sample, capsys):
     decoded = list(netdam_frames(path))
     assert [f.number for f in decoded if f.error] == bad
     assert all(f.packet is not None for f in decoded)     # shown with fields, not dropped
+
+
+def test_an_acks_credit_is_listed_in_bytes(sample, capsys):
+    path, frames = sample
+    code, out, _ = _run(capsys, path, "--filter", "opcode==ACK && device==4")
+    credited = [f for f in frames if f.packet.opcode == Opcode.ACK and f.packet.group]
+    assert code == 0 and credited
+    assert out.count(f"credit {SAMPLE_CREDIT:,} B") == len(credited)
 
 
 def test_flows_equal_independent_counts(sample):

@@ -10,7 +10,7 @@ import subprocess
 
 import pytest
 
-from netdam.capture.sample import write_sample
+from netdam.capture.sample import SAMPLE_CREDIT, write_sample
 from netdam.cli import main
 from netdam.wire import Flag, Opcode, Status, decode
 from netdam_proto import DISSECTOR
@@ -126,6 +126,19 @@ def test_info_column(sample):
     nak = next(i for i, f in enumerate(frames, 1)
                if decode(f.datagram, check_crc=False).status == Status.OUT_OF_BOUNDS)
     assert info[nak].startswith("NAK OUT_OF_BOUNDS 3->1 ")
+
+
+def test_an_acks_credit_is_shown_in_bytes(sample):
+    """An ACK's group is the receiver's credit (SPEC §8.2): the tree shows it in bytes as
+    netdam.ack.credit (filterable) and the info column says credit=..."""
+    path, frames = sample
+    credited = [i for i, f in enumerate(frames, 1)
+                if f.packet.opcode == Opcode.ACK and f.packet.group]
+    assert credited
+    got = rows(path, "netdam.ack.credit", "_ws.col.Info", filt="netdam.ack.credit")
+    assert [int(r[0]) for r in got] == credited
+    assert all(int(r[1]) == SAMPLE_CREDIT and r[2].endswith(f" credit={SAMPLE_CREDIT}")
+               for r in got)
 
 
 def test_requests_and_responses_are_matched(sample):
