@@ -250,6 +250,9 @@ class Agent:
             h.remaining += len(frags)
             self.rel.submit_many(h.device, frags, now, token=h, needs_reply=True,
                                  deadline=h.deadline)
+            # cutting a large message takes milliseconds (a 16 MiB one in 1500-byte
+            # datagrams, tens of them): its timers start when it is sent, not before
+            now = time.monotonic()
         self._pump(now)
         return h
 

@@ -266,3 +266,19 @@ def test_nak_for_a_damaged_copy_is_retried_not_reported():
         assert h.wait() is None
         assert seen == [False, True] and ag.counters["naks_damaged"] == 1
     fake.close()
+
+
+def test_a_long_message_is_timed_from_when_it_is_sent():
+    """Cutting 32 MiB into 1500-byte datagrams takes tens of milliseconds, longer than
+    the retransmission timeout on loopback (30 ms). The first datagrams' timers must
+    start when they are sent, not when cutting began: else every message after the
+    first resends its whole first window (a credit's worth, 192 datagrams here) before
+    any answer could have come back. One stall of the machine may still cost a window."""
+    data = np.random.default_rng(11).integers(0, 256, 32 << 20, dtype=np.uint8).tobytes()
+    with DeviceProcess("--id", 1, "--mem-size", 33 << 20) as dev:
+        with Agent(timeout=20, mtu=1500) as ag:
+            ag.add_device(dev.info, path="udp")
+            for _ in range(4):
+                ag.write(Addr(1, 0), data)
+            assert ag.read(Addr(1, 0), len(data)) == data
+            assert ag.rel.counters["retransmitted"] < 1.5 * 192
