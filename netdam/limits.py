@@ -55,7 +55,7 @@ LIMITS: tuple[Limit, ...] = (
     Limit("rx_pool_slots", 256, int, "rx", "reusable 64 KiB receive buffers (made on "
           "first need)", "a datagram is received into a new buffer "
           "(rx_pool_exhausted); nothing is lost"),
-    Limit("credit_idle", 0.05, float, "rx", "seconds a source still counts as an active "
+    Limit("credit_idle", 0.2, float, "rx", "seconds a source still counts as an active "
           "sender after its last bulk run: the active senders share the receive "
           "buffer's credit (SPEC §8.2)", "it no longer counts; the others' credit grows "
           "(credit_bytes, credit_senders)"),

@@ -49,7 +49,7 @@ class Credit:
     size assumed for a source not seen yet."""
 
     def __init__(self, rcvbuf: int, mtu: int, *, per_source: int = 256, share: float = 0.75,
-                 idle: float = 0.05, period: float = 0.01):
+                 idle: float = 0.2, period: float = 0.01):
         if min(rcvbuf, mtu, per_source) < 1 or not 0 < share <= 1 or idle <= 0 \
                 or period <= 0:
             raise ValueError("rcvbuf, mtu, per_source, idle and period must be positive, "
