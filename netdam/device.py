@@ -18,8 +18,8 @@ waits behind itself, and what it sends beyond its share is dropped here, counted
 bound is a row of ``netdam.limits`` (flags of ``netdam device``). Every ACK sent over
 UDP carries the sender's credit (``netdam.transport.credit``, SPEC §8.2): the bytes it
 may have in flight so that all senders fit the receive buffer and none overfills its
-queue. Region keys
-granted or revoked through the control plane are applied here (``set_regions``).
+queue. Region keys granted or revoked through the control plane are applied here
+(``set_regions``).
 """
 
 from __future__ import annotations

@@ -71,7 +71,7 @@ class Credit:
     @property
     def bytes(self) -> int:
         """What a bulk sender of ``mtu``-byte datagrams is offered now, in bytes."""
-        return self._part(max(1, len(self._bulk)), self.mtu) * CREDIT_UNIT
+        return self._part(len(self._bulk), self.mtu) * CREDIT_UNIT
 
     def units_for(self, source: Hashable) -> int:
         """The credit for ``source``, in ``CREDIT_UNIT``: what an ACK to it carries."""
@@ -87,8 +87,7 @@ class Credit:
         self._seen[source] = (now, max(1, largest))
         if nbytes >= self.bulk:
             self._bulk[source] = now
-        if now >= self._due:
-            self.update(now)
+        self.tick(now)
 
     def tick(self, now: float) -> None:
         """Forget sources that went quiet (at most every ``period`` seconds)."""
@@ -97,9 +96,8 @@ class Credit:
 
     def update(self, now: float) -> None:
         quiet = now - self.idle
-        for table, when in ((self._bulk, lambda t: t), (self._seen, lambda v: v[0])):
-            for source in [s for s, v in table.items() if when(v) < quiet]:
-                del table[source]
+        self._bulk = {s: t for s, t in self._bulk.items() if t >= quiet}
+        self._seen = {s: v for s, v in self._seen.items() if v[0] >= quiet}
         self._due = now + self.period
 
     def _part(self, senders: int, size: int) -> int:
