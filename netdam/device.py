@@ -52,6 +52,7 @@ _DST_AT = 14         # byte offset of the u16 dst
 _ANY = 0xFFFF        # dst meaning "whichever device receives it"
 _ACK = int(Opcode.ACK)
 _VIA_SHM = "shm"     # marks a learned address that is a shared-memory slot
+_SPIN_TURN = 200e-6  # longest busy-poll of the socket before timers are looked at
 _BATCH = 64          # datagrams served per turn before looking at timers again
 _QUANTUM = 32        # datagrams of one source served together per round (fair queue)
 _INGEST = 1024       # datagrams drained from the socket per turn (cheap: no decoding)
@@ -256,6 +257,12 @@ class DeviceServer:
     def _emit_udp(self, outs, addr, now: float) -> None:
         """Answers go back to ``addr`` (the fragments of one answer, a READ_RESP cut to
         the MTU, in one burst); packets for other members go through ``_to_member``."""
+        if len(outs) == 1 and outs[0].dest is None:     # one answer: no burst to gather
+            pkt = outs[0].packet
+            if pkt.opcode == _ACK:
+                pkt.group = self.credit.units_for(addr)
+            self.udp.send(pkt, addr, now)
+            return
         bursts, units = self.udp.bursts(now), self.credit.units_for(addr)
         for dest, pkt in outs:
             if dest is None:
@@ -312,12 +319,12 @@ class DeviceServer:
             self.forward_counters["relay_dropped"] += 1
         return True
 
-    def _learn(self, data, where) -> None:
-        """Remember where member ``src`` spoke from (answers made later go there);
-        bounded by ``max_peers`` (oldest first out)."""
-        if len(data) > _SRC_AT + 1:
-            learned = self._learned
-            src = (data[_SRC_AT] << 8) | data[_SRC_AT + 1]
+    def _learn(self, datagrams, where) -> None:
+        """Remember where each member ``src`` of ``datagrams`` spoke from (answers made
+        later go there); bounded by ``max_peers`` (oldest first out)."""
+        learned = self._learned
+        for src in dict.fromkeys((d[_SRC_AT] << 8) | d[_SRC_AT + 1]
+                                 for d in datagrams if len(d) > _SRC_AT + 1):
             if learned.get(src) != where:
                 learned[src] = where
                 if len(learned) > self._max_learned:
@@ -330,36 +337,33 @@ class DeviceServer:
 
     def _ingest(self, timeout: float) -> int:
         """Drain the socket into the fair queue, each datagram into a slot of the receive
-        pool (a queued datagram keeps its slot until it is served)."""
-        udp, q, pool, n = self.udp, self.rxq, self.rxpool, 0
-        wait = timeout if not len(q) else 0.0
-        while n < _INGEST:
-            slot = pool.take()
-            if slot is None:
-                r = udp.recv_bytes(wait)
-            else:
-                r = udp.recv_into(slot, wait)
-                if r is None:
-                    pool.unused(slot)
-            if r is None:
-                break
-            wait = 0.0
-            data, addr = r
-            queued = False
-            if data and not (len(data) > _DST_AT + 1 and _IS_RESPONSE[data[_OPCODE_AT]]
-                             and (self._relay_in(data)
-                                  or self._response(data, time.monotonic()))):
-                queued = q.push(addr, data, len(data))
-            if not queued:                  # a doorbell, an answer, or dropped: done
-                pool.give(data)
-            n += 1                          # a doorbell counts: it is progress
-        return n
+        pool (a queued datagram keeps its slot until it is served); consecutive
+        datagrams from one address are queued together."""
+        q, pool = self.rxq, self.rxpool
+        got = self.udp.recv_batch(pool, _INGEST, timeout if not len(q) else 0.0)
+        done, run, source = [], [], None
+        for data, addr in got:
+            if not data or (len(data) > _DST_AT + 1 and _IS_RESPONSE[data[_OPCODE_AT]]
+                            and (self._relay_in(data)
+                                 or self._response(data, time.monotonic()))):
+                done.append(data)           # a doorbell, or an answer: handled
+                continue
+            if addr != source and run:
+                done += q.push_run(source, run)
+                run = []
+            run.append(data)
+            source = addr
+        if run:
+            done += q.push_run(source, run)
+        if done:                            # handled, or dropped by the queue's bounds
+            pool.give_many(done)
+        return len(got)                     # a doorbell counts: it is progress
 
     def _serve_udp(self) -> int:
         """Serve the fair queue: each source in turn hands over up to a quantum of its
         datagrams, which the engine takes together (``receive_many``: a run of WRITE
         fragments is applied in one pass and answered by coalesced ACKs)."""
-        q, dev, give, credit, n = self.rxq, self.device, self.rxpool.give, self.credit, 0
+        q, dev, give, credit, n = self.rxq, self.device, self.rxpool.give_many, self.credit, 0
         while n < _BATCH:
             item = q.pop_run(_QUANTUM)
             if item is None:
@@ -367,14 +371,12 @@ class DeviceServer:
             addr, grams = item
             now = time.monotonic()
             credit.served(addr, sum(map(len, grams)), max(map(len, grams)), now)
-            for data in grams:
-                self._learn(data, addr)
+            self._learn(grams, addr)
             outs = dev.receive_many(grams, now)
             if outs:
                 self._emit_udp(outs, addr, now)
             n += len(grams)
-            for data in grams:
-                give(data)
+            give(grams)
         return n
 
     def _shm_turn(self) -> int:
@@ -395,8 +397,8 @@ class DeviceServer:
             now = time.monotonic()
             where = (_VIA_SHM, slot)
             local = []
+            self._learn(views, where)
             for view in views:
-                self._learn(view, where)
                 if not self._relay_out(view, now):
                     local.append(view)
             outs = dev.receive_many(local, now) if local else ()
@@ -450,8 +452,10 @@ class DeviceServer:
         if wait <= 0:
             return 0
         pause = self._backoff.pause(wait)
-        if not pause:
-            return 0                        # spinning: the next datagram is usually near
+        if not pause:                       # spinning: the next datagram is usually near
+            if self.shm is None:            # (rings are looked at by the next turn)
+                self.udp.readable(now + min(wait, _SPIN_TURN))
+            return 0
         if self.shm is None:
             return self._udp_turn(wait)     # sleep in poll() until a datagram or a timer
         if self.shm.prepare_sleep():

@@ -62,6 +62,33 @@ class FairQueue:
             c["max_queued"] = self._len
         return True
 
+    def push_run(self, source: Hashable, items: list) -> list:
+        """``push`` of each of ``items`` (each ``len(item)`` bytes) in turn, in one call
+        (a burst from one source); returns the items that were dropped."""
+        q = self._queues.get(source)
+        room = self.per_source - (0 if q is None else len(q))
+        take = items if room >= len(items) else items[:max(room, 0)]
+        sizes = list(map(len, take))
+        if self._bytes + sum(sizes) > self.max_bytes:      # near the bound: one by one
+            return [it for it, size in zip(items, map(len, items))
+                    if not self.push(source, it, size)]
+        c = self.counters
+        if len(take) < len(items):
+            c["dropped_source_full"] += len(items) - len(take)
+        if not take:
+            return items
+        if q is None:
+            q = self._queues[source] = deque()
+            if len(self._queues) > c["max_sources"]:
+                c["max_sources"] = len(self._queues)
+        q.extend(zip(take, sizes))
+        self._bytes += sum(sizes)
+        self._len += len(take)
+        c["queued"] += len(take)
+        if self._len > c["max_queued"]:
+            c["max_queued"] = self._len
+        return items[len(take):]
+
     def pop_run(self, limit: int) -> tuple[Hashable, list[Any]] | None:
         """Up to ``limit`` datagrams of the next source in round-robin order (a quantum:
         each source gets at most ``limit`` per round), or None if empty."""

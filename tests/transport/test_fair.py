@@ -43,3 +43,21 @@ def test_bounds_drop_and_count():
 def test_bad_bounds_are_refused():
     with pytest.raises(ValueError):
         FairQueue(per_source=0)
+
+
+@pytest.mark.parametrize("burst", [1, 3, 8])
+def test_push_run_is_push_of_each(burst):
+    """The same queue, counters and drops as ``push`` of each item, at both bounds."""
+    one, many = FairQueue(per_source=5, max_bytes=60), FairQueue(per_source=5, max_bytes=60)
+    items = [bytes([i]) * (4 + i % 3) for i in range(13)]
+    kept = [it for it in items[:9] if one.push("a", it, len(it))]
+    kept += [it for it in items[9:] if one.push("b", it, len(it))]
+    dropped = many.push_run("a", items[:9][:burst]) + many.push_run("a", items[:9][burst:])
+    dropped += many.push_run("b", items[9:])
+    assert sorted(dropped + kept) == sorted(items)
+    assert many.counters == one.counters and many.bytes == one.bytes
+    drain = [[], []]
+    for k, q in enumerate((one, many)):
+        while (r := q.pop()) is not None:
+            drain[k].append(r)
+    assert drain[0] == drain[1] and drain[1]

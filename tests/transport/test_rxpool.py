@@ -85,3 +85,34 @@ def test_bad_sizes_are_refused():
         RecvPool(0)
     with pytest.raises(ValueError):
         RecvPool(1024, max_slots=-1)
+
+
+def test_recv_batch_takes_a_burst_into_slots_and_give_many_takes_them_back(pair):
+    """One call receives what is waiting, in order, into pool slots (and into its own
+    bytes once the pool is out); ``give_many`` returns the slots nothing still holds."""
+    a, b = pair
+    pool = RecvPool(MAX_DATAGRAM + 1, max_slots=3)
+    assert b.recv_batch(pool, 8, 0.0) == [] and pool.free == 1   # nothing: slot back
+    sent = [bytes([i]) * (10 + i) for i in range(5)]
+    for d in sent:
+        a.sock.sendto(d, b.address)
+    got = b.recv_batch(pool, 8, 2.0)
+    assert [bytes(v) for v, _ in got] == sent
+    assert all(addr == a.address for _, addr in got)
+    assert [type(v) for v, _ in got] == [memoryview] * 3 + [bytes] * 2
+    assert pool.counters["exhausted"] == 3       # the last, empty try counts as well
+    assert b.counters["rx_datagrams"] == 5
+    kept = got[0][0][2:4]                      # something still holds the first slot
+    pool.give_many([v for v, _ in got])
+    assert pool.free == 2 and pool.counters["retained"] == 1
+    assert bytes(kept) == bytes(sent[0][2:4])
+
+
+def test_recv_batch_stops_at_its_limit_and_waits_for_a_first(pair):
+    a, b = pair
+    pool = RecvPool(MAX_DATAGRAM + 1, max_slots=8)
+    for i in range(4):
+        a.sock.sendto(bytes([i]), b.address)
+    assert [bytes(v) for v, _ in b.recv_batch(pool, 3, 2.0)] == [b"\0", b"\1", b"\2"]
+    assert [bytes(v) for v, _ in b.recv_batch(pool, 3, 0.0)] == [b"\3"]
+    assert b.recv_batch(pool, 3, 0.02) == []           # waited, nothing came
