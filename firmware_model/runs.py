@@ -62,6 +62,8 @@ _NONE = frozenset()
 _ANY = 0xFFFF
 _MASK = 0xFFFFFFFF
 _MIN_RUN = 2
+_WRITE_FLAGS = (_ACK_REQ, _ACK_REQ | _MORE)      # a WRITE run's flags, as _PLAIN says
+_DTYPES = sum(1 << d for d in DTYPE_SIZE)         # the known dtypes, as a bit mask
 
 
 class WriteRuns:
@@ -89,6 +91,17 @@ class WriteRuns:
         while i < n:
             h = heads[i]
             j = i + 1
+            if h is not None and batch is not None and h.opcode == _WRITE \
+                    and h.flags in _PLAIN[_WRITE]:     # the bulk case: grouped in C
+                checked = batch.write_run(i, _WRITE, _WRITE_FLAGS, self.device_id, _ANY,
+                                          _DTYPES)
+                j = i + checked.count
+                if j - i >= _MIN_RUN:
+                    outs += self._run(datagrams, heads, batch, i, j, now, checked)
+                else:
+                    outs += self._single(datagrams, heads, batch, i, now)
+                i = j
+                continue
             if h is not None and h.flags in _PLAIN.get(h.opcode, _NONE):
                 op, src, seq = h.opcode, h.src, h.seq
                 plain = _PLAIN[op]
@@ -119,19 +132,27 @@ class WriteRuns:
                 return self.receive(datagrams[i], now)
         return self.handle(h, now)
 
-    def _run(self, datagrams, heads, batch, i: int, j: int, now: float) -> list:
+    def _run(self, datagrams, heads, batch, i: int, j: int, now: float,
+             checked=None) -> list:
+        """Datagrams ``i:j``, a run; ``checked`` is what ``Batch.write_run`` found about
+        a WRITE run (else the checks are made here)."""
         run = heads[i:j]
         first = run[0]
         peer = self._peers.get(first.src)
         outs, done = [], 0
+        payload = None
         if first.opcode == _REDUCE_FWD:
             ok = batch is not None and self._hops_ok(datagrams, run, i)
+        elif checked is not None:
+            payload = checked.payload
+            ok = checked.uniform and not self._mem.check(
+                first.rkey, first.pkey, Access(checked.lo, checked.hi - checked.lo, WRITE_ANY))
         else:
             ok = self._run_writable(run)
         if peer is not None and not peer.held and peer.window.all_new(first.seq, len(run)) \
                 and ok:
             try:
-                outs, done = self._apply_run(datagrams, run, batch, i, peer, now)
+                outs, done = self._apply_run(datagrams, run, batch, i, peer, now, payload)
             except Exception:   # a bug: count it, never take the caller down
                 self._counters.add("internal_errors")
                 return []
@@ -259,8 +280,10 @@ class WriteRuns:
                 return k
         return len(run)
 
-    def _apply_run(self, datagrams, run, batch, i: int, peer, now: float):
-        """Apply the run (or its first part); (answers, how many requests applied)."""
+    def _apply_run(self, datagrams, run, batch, i: int, peer, now: float,
+                   payload: int | None = None):
+        """Apply the run (or its first part); (answers, how many requests applied).
+        ``payload``: the run's payload bytes, when the caller knows them."""
         first = run[0]
         window = peer.window
         self._ctx.now = now
@@ -339,13 +362,13 @@ class WriteRuns:
         c = self._counters
         op = first.opcode
         row = self._table.get(op)
-        payload = sum(h.payload_len for h in run)
+        if payload is None:
+            payload = sum(h.payload_len for h in run)
         nbytes = k * overhead(first.nhops) + payload
         c.add("rx_packets", k)
         c.add("rx_bytes", nbytes)
         c.request(row.name, nbytes, k)
-        cost, caps = self.timing.cost, row.caps
-        c.busy(row.name, sum(cost(op, h.payload_len, caps) for h in run))
+        c.busy(row.name, self.timing.run_cost(op, k, payload, row.caps))
         return self._sent(outs), k
 
 

@@ -76,6 +76,12 @@ class TimingModel:
             ns += self.atomic_ns
         return ns
 
+    def run_cost(self, opcode: int, count: int, nbytes: int, caps: int | None = None) -> float:
+        """``cost`` summed over ``count`` requests of ``nbytes`` operand bytes in all
+        (a run of fragments: the cost is affine in the bytes)."""
+        base = self.cost(opcode, 0, caps)
+        return (count - 1) * base + self.cost(opcode, nbytes, caps)
+
     def pcie_ns(self, nbytes: int) -> float:
         """Host <-> device transfer of ``nbytes`` (scale-up path)."""
         return self.pcie_crossing_ns + nbytes / self.pcie_gbps

@@ -44,6 +44,15 @@ class Batch:
         self.hdrs = ffi.new("nd_hdr[]", n)
         lib.nd_scan(n, self.ptrs, lens, self.hdrs)
 
+    def write_run(self, start: int, op: int, plain: tuple[int, int], me: int, any_: int,
+                  dtypes: int):
+        """The run of plain WRITE fragments from datagram ``start`` (``nd_write_run``):
+        ``count``, ``uniform``, ``lo``, ``hi``, ``payload``."""
+        out = ffi.new("nd_run *")
+        lib.nd_write_run(self.n - start, self.hdrs + start, op, plain[0], plain[1], me,
+                         any_, dtypes, out)
+        return out
+
     def copy_payloads(self, memory, start: int, stop: int) -> None:
         """Write the payloads of datagrams ``start:stop`` at ``addr + frag_off`` of
         ``memory`` (a writable buffer). Every range must have been checked."""

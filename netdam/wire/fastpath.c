@@ -231,6 +231,11 @@ typedef struct {
     uint32_t payload_at;  /* offset of the payload in the datagram */
 } nd_hdr;
 
+typedef struct {
+    uint32_t count, uniform;  /* datagrams in the run; 1: all pass the table-free checks */
+    uint64_t lo, hi, payload; /* the bytes it writes: [lo, hi), payload bytes in all */
+} nd_run;
+
 static size_t route_bytes(uint32_t nhops) {
     size_t raw = 2 * (size_t)nhops;
     return raw + (ND_ROUTE_ALIGN - raw % ND_ROUTE_ALIGN) % ND_ROUTE_ALIGN;
@@ -280,6 +285,44 @@ void nd_scan(size_t n, const uint8_t *const *grams, const uint32_t *lens, nd_hdr
         h->payload_at = (uint32_t)(ND_HEADER_LEN + rlen);
         h->ok = 1;
     }
+}
+
+/* The run of plain WRITE fragments that starts at h[0], as a device's batch lane groups
+ * them: consecutive datagrams that scanned ok, have opcode ``op`` and flags ``plain_a``
+ * or ``plain_b``, one src and consecutive sequence numbers. ``uniform`` says whether
+ * every one also passes the checks that need no device tables: one rkey and pkey,
+ * aimed at ``me`` or ``any``, no route, a dtype whose bit is set in ``dtypes``, and the
+ * fragment within its message. ``lo``/``hi`` bound the bytes the run writes. */
+void nd_write_run(size_t n, const nd_hdr *h, uint32_t op, uint32_t plain_a,
+                  uint32_t plain_b, uint32_t me, uint32_t any, uint64_t dtypes,
+                  nd_run *out) {
+    const nd_hdr *f = &h[0];
+    uint64_t lo = f->addr + f->frag_off, hi = lo, payload = 0;
+    uint32_t uniform = 1;
+    size_t i = 0;
+    for (; i < n; i++) {
+        const nd_hdr *g = &h[i];
+        if (i && (!g->ok || g->opcode != op || (g->flags != plain_a && g->flags != plain_b)
+                  || g->src != f->src || g->seq != (uint32_t)(f->seq + i)))
+            break;
+        if (g->rkey != f->rkey || g->pkey != f->pkey || (g->dst != me && g->dst != any)
+                || g->nhops || g->dtype >= 64 || !((dtypes >> g->dtype) & 1)
+                || (uint64_t)g->frag_off + g->payload_len > g->length)
+            uniform = 0;
+        uint64_t start = g->addr + g->frag_off, end = start + g->payload_len;
+        if (start < g->addr || end < start)
+            uniform = 0;              /* past 2^64: Python's integers would not wrap */
+        if (start < lo)
+            lo = start;
+        if (end > hi)
+            hi = end;
+        payload += g->payload_len;
+    }
+    out->count = (uint32_t)i;
+    out->uniform = uniform;
+    out->lo = lo;
+    out->hi = hi;
+    out->payload = payload;
 }
 
 /* Messages at least this long are written to device memory with streaming stores: a

@@ -28,6 +28,13 @@ typedef struct {
     uint64_t addr, addr2, imm;
     uint32_t payload_at;
 } nd_hdr;
+typedef struct {
+    uint32_t count, uniform;
+    uint64_t lo, hi, payload;
+} nd_run;
+void nd_write_run(size_t n, const nd_hdr *h, uint32_t op, uint32_t plain_a,
+                  uint32_t plain_b, uint32_t me, uint32_t any, uint64_t dtypes,
+                  nd_run *out);
 uint32_t nd_crc32c(uint32_t crc, const uint8_t *buf, size_t len);
 int nd_crc_hardware(void);
 void nd_scan(size_t n, const uint8_t *const *grams, const uint32_t *lens, nd_hdr *out);

@@ -113,6 +113,23 @@ def test_a_bad_fragment_in_a_run_is_naked_alone_and_the_rest_applied():
     assert [(n.seq, n.status) for n in naks] == [(9, Status.OUT_OF_BOUNDS)]
 
 
+@pytest.mark.parametrize("c_path", [True, False])
+def test_a_run_past_the_end_of_the_address_space_is_refused_as_one_by_one(c_path):
+    """64-bit addresses plus offsets do not wrap around into memory (the C scan's sums
+    are checked for overflow)."""
+    top = (1 << 64) - 64
+    grams = [encode(Packet(opcode=Opcode.WRITE, src=9, dst=1, rkey=KEY, seq=70 + i,
+                           req_id=70, addr=top, length=4096, frag_off=64 * i,
+                           flags=Flag.ACK_REQ | Flag.MORE_FRAGS, payload=b"x" * 64))
+             for i in range(4)]
+    a, b, sa, sb = both(grams, 16, c_path=c_path)
+    assert wire(sa) == wire(sb)
+    same_state(a, b)
+    assert bytes(b.memory) == bytes(MEM)
+    naks = [decode(encode(o.packet)) for o in sb]
+    assert {(n.opcode, n.status) for n in naks} == {(Opcode.NAK, Status.OUT_OF_BOUNDS)}
+
+
 def test_deferred_ack_goes_out_at_its_deadline():
     d = device(16)
     outs = d.receive_many([write(9, 1, 0, b"x" * 8)] + [write(9, 1 + i, 8 * i, b"y" * 8)
