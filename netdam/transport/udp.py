@@ -14,6 +14,7 @@ from __future__ import annotations
 import errno
 import heapq
 import ipaddress
+import itertools
 import operator
 import os
 import select
@@ -23,8 +24,9 @@ import time
 
 from netdam.transport.faults import FaultConfig, Injector
 from netdam.wire import fast
-from netdam.wire.codec import Packet, encode_parts
+from netdam.wire.codec import Packet, encode_head, encode_parts
 from netdam.wire.fields import DEFAULT_MTU, HEADER_FIELDS, MAX_DATAGRAM, MIN_MTU
+from netdam.wire.frag import Fragment
 
 #: socket buffer size asked for: 4 MiB is the largest an unprivileged process gets by
 #: default on Linux (net.core.rmem_max / wmem_max)
@@ -33,6 +35,7 @@ SOCKET_BUFFER = 4 << 20
 #: the header fields that fragments of one message share (all but seq, frag_off, flags)
 _TEMPLATE = operator.attrgetter(*(f for f in HEADER_FIELDS if f in Packet.__slots__ and f not in
                                   ("seq", "frag_off", "flags")), "route")
+_REQ_ID = operator.attrgetter("req_id")
 #: what a batched send returns when the send buffer is full (-errno)
 _FULL = (0, -errno.EAGAIN, -errno.ENOBUFS)
 #: errors a send may hit that mean "the datagram is lost", as on a real network
@@ -145,12 +148,11 @@ class UdpEndpoint:
         injection or capture needs each datagram, as one ``sendmmsg`` of datagrams
         stamped in C; else one ``send`` each. What the kernel refuses (a full buffer) is lost, as with ``send``."""
         if len(packets) < 2 or not fast.AVAILABLE or self.injector.active \
-                or self.capture is not None or ":" in addr[0] \
-                or len(set(map(_TEMPLATE, packets))) != 1:
+                or self.capture is not None or ":" in addr[0] or not _one_message(packets):
             for p in packets:
                 self.send(p, addr, now)
             return
-        burst = fast.Burst(encode_parts(packets[0])[0], [p.seq for p in packets],
+        burst = fast.Burst(encode_head(packets[0]), [p.seq for p in packets],
                            [p.frag_off for p in packets], [int(p.flags) for p in packets],
                            [p.payload for p in packets])
         done, tries = 0, 0
@@ -167,6 +169,13 @@ class UdpEndpoint:
         c["tx_errors"] += burst.n - done
         c["tx_datagrams"] += done
         c["tx_bytes"] += burst.bytes_of(done)
+
+    def send_messages(self, packets: list, addr: tuple[str, int],
+                      now: float | None = None) -> None:
+        """Send packets to ``addr``, each run of one message's (one ``req_id``) with
+        ``send_many``: what ``Bursts`` does, for a list already in hand."""
+        for _, run in itertools.groupby(packets, _REQ_ID):
+            self.send_many(list(run), addr, now)
 
     def bursts(self, now: float | None = None) -> "Bursts":
         """A collector that sends each run of consecutive packets to one address of one
@@ -348,6 +357,17 @@ class UdpEndpoint:
 
     def __exit__(self, *exc):
         self.close()
+
+
+def _one_message(packets) -> bool:
+    """Whether ``packets`` are fragments of one message: headers equal but for seq,
+    frag_off, flags and payload (Fragments of one head are, by construction)."""
+    first = packets[0]
+    if type(first) is Fragment:
+        head = first.head
+        if all(type(p) is Fragment and p.head is head for p in packets):
+            return True
+    return len(set(map(_TEMPLATE, packets))) == 1
 
 
 class Bursts:

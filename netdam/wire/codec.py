@@ -146,6 +146,12 @@ def encode_parts(p: Packet) -> tuple[bytes, memoryview | bytes, bytes]:
     return head, payload, _TRAILER.pack(crc)
 
 
+def encode_head(p: Packet) -> bytes:
+    """Header and route of ``p`` with ``payload_len`` 0: the part of a datagram that a
+    burst of fragments shares (``fast.Burst`` stamps each one's own fields and CRC)."""
+    return _header(p, 0) + _route(p.route)
+
+
 def encode(p: Packet) -> bytes:
     """The datagram as one bytes object (copies the payload once)."""
     head, payload, trailer = encode_parts(p)
@@ -220,5 +226,5 @@ def peek_header(data: bytes | memoryview) -> dict:
     return dict(zip(HEADER_FIELDS, HEADER.unpack_from(data)))
 
 
-__all__ = ["Packet", "WireError", "Flag", "encode", "encode_parts", "encode_into", "decode",
-           "peek_header", "overhead", "route_bytes", "FIELD_MAX"]
+__all__ = ["Packet", "WireError", "Flag", "encode", "encode_head", "encode_parts",
+           "encode_into", "decode", "peek_header", "overhead", "route_bytes", "FIELD_MAX"]

@@ -57,6 +57,75 @@ def fragment(template: Packet, data, mtu: int, *, base: int = 0) -> Iterator[Pac
         yield Packet(op, flags, *same, length, base + off, route, view[off:end], version)
 
 
+class Fragment:
+    """One fragment of an outgoing message, cheap enough to make by the thousand: the
+    message's header ``head`` (a Packet shared by all of its fragments, never changed
+    once cut) and the fields a fragment has of its own. Any other header field reads
+    through to ``head``, so a Fragment encodes, compares and prints like the Packet
+    ``packet()`` returns; the reliability core sets ``seq`` and ``flags`` on it, and a
+    burst stamps the fragments of one head together (``UdpEndpoint.send_many``)."""
+
+    __slots__ = ("head", "req_id", "flags", "seq", "frag_off", "payload")
+
+    def __init__(self, head: Packet, flags: int, frag_off: int, payload, seq: int = 0):
+        self.head = head
+        self.req_id = head.req_id        # read per fragment by bursts: a slot, not a lookup
+        self.flags = flags
+        self.seq = seq
+        self.frag_off = frag_off
+        self.payload = payload
+
+    def __getattr__(self, name: str):
+        if name == "head":               # not set yet: no recursion through head
+            raise AttributeError(name)
+        return getattr(self.head, name)
+
+    @property
+    def payload_len(self) -> int:
+        return len(self.payload)
+
+    def has(self, flag: int) -> bool:
+        return bool(self.flags & flag)
+
+    def packet(self) -> Packet:
+        """This fragment as a Packet of its own."""
+        return self.head.copy(flags=self.flags, seq=self.seq, frag_off=self.frag_off,
+                              payload=self.payload)
+
+    def copy(self, **changes) -> "Fragment":
+        """A copy with some of its own fields changed (the head's, ``req_id`` among
+        them, are not its to change)."""
+        f = Fragment(self.head, self.flags, self.frag_off, self.payload, self.seq)
+        for name, value in changes.items():
+            setattr(f, name, value)
+        return f
+
+    def __eq__(self, other) -> bool:
+        if isinstance(other, Fragment):
+            other = other.packet()
+        return self.packet() == other
+
+    __hash__ = None
+
+    def __repr__(self) -> str:
+        return f"Fragment({self.packet()!r})"
+
+
+def fragments(template: Packet, data, mtu: int) -> Iterator[Fragment]:
+    """``fragment`` as Fragments: the same datagrams, one shared head for all of them."""
+    view = memoryview(data).cast("B")
+    total = len(view)
+    step = max_payload(mtu, len(template.route))
+    head = template.copy(length=total, payload=b"", frag_off=0, seq=0)
+    more, last = int(template.flags) | _MORE, int(template.flags) & ~_MORE
+    if total == 0:
+        yield Fragment(head, last, 0, b"")
+        return
+    for off in range(0, total, step):
+        end = off + step
+        yield Fragment(head, more if end < total else last, off, view[off:end])
+
+
 def fragment_count(length: int, mtu: int, nhops: int = 0) -> int:
     """How many datagrams ``fragment`` makes of a message of ``length`` bytes."""
     return max(1, -(-length // max_payload(mtu, nhops)))

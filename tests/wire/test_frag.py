@@ -9,7 +9,8 @@ from hypothesis import strategies as st
 
 from netdam.wire import Flag, Opcode, Packet, Status, WireError, decode, encode
 from netdam.wire.fields import MAX_DATAGRAM, PAYLOAD_ALIGN
-from netdam.wire.frag import Reassembler, fragment, fragment_count, max_payload
+from netdam.wire.frag import (Fragment, Reassembler, fragment, fragment_count, fragments,
+                               max_payload)
 
 MTU = 512  # small, so a few MTUs stay cheap
 
@@ -101,3 +102,23 @@ def test_reassembler_writes_into_the_callers_buffer_in_any_order():
     assert r.pending == 0 and r.pending_bytes == 0
     with pytest.raises(WireError):
         r.add(frags[0], 0.0, key="other", into=memoryview(bytearray(5)))
+
+
+@pytest.mark.parametrize("size", [0, 1, 1000, 4 * MTU + 3])
+def test_fragments_encode_as_fragment_does(size):
+    """A Fragment is the datagram ``fragment`` cuts: same bytes once its seq is set,
+    one shared head, and a copy that changes only its own fields."""
+    data = random.Random(size).randbytes(size)
+    tpl = Packet(opcode=Opcode.WRITE, req_id=9, src=4, dst=2, rkey=7, addr=64, flags=Flag.ACK_REQ)
+    want = list(fragment(tpl, data, MTU))
+    got = list(fragments(tpl, data, MTU))
+    assert len(got) == len(want) and len({id(f.head) for f in got}) == 1
+    for seq, (f, p) in enumerate(zip(got, want)):
+        f.seq = p.seq = seq
+        assert encode(f) == encode(p) == encode(f.packet())
+        assert f == p and f.req_id == 9 and f.payload_len == len(p.payload)
+    again = got[0].copy(flags=int(Flag.RETRANSMIT))
+    assert again.head is got[0].head and again.flags == Flag.RETRANSMIT
+    assert got[0].flags != Flag.RETRANSMIT
+    with pytest.raises(AttributeError):
+        got[0].copy(src=5)                 # the head's fields are the message's
