@@ -88,17 +88,13 @@ class _Entry:
                  "first_sent", "due", "rto", "tries", "delivered")
 
     def __init__(self, packet, token, needs_reply, size, deadline, answer=False):
-        self.seq = 0
+        # seq, first_sent, due, rto and tries are set when the datagram is first sent
         self.answer = answer             # size counts an expected answer, not the request
         self.packet = packet
         self.token = token
         self.needs_reply = needs_reply
         self.size = size
         self.deadline = deadline
-        self.first_sent = 0.0
-        self.due = 0.0
-        self.rto = 0.0
-        self.tries = 0
         self.delivered = False
 
 
@@ -238,29 +234,42 @@ class Reliability:
             self.counters["sent"] += len(out)
             return out
         window, max_bytes = self.config.window, self.config.max_bytes
+        timers, tick = self._timers, self._tick
         for peer, p in self._peers.items():
             q = p.queue
+            if not q:
+                continue
+            # the loop of one peer, with its state in locals (one pass per datagram)
+            outstanding, seq, nbytes, rto = p.outstanding, p.next_seq, p.bytes, p.rto
+            span = (seq - p.base) & _SEQ_MASK      # numbers in flight (<= window)
+            credit = p.credit or max_bytes
+            taken = 0
             while q:
                 e = q[0]
-                limit = max_bytes if e.answer or not p.credit else p.credit
-                if seq_diff(p.next_seq, p.base) >= window or (p.outstanding and (
-                        not p.anchored or p.bytes + e.size > limit)):
+                if span >= window or (outstanding and (not p.anchored or nbytes + e.size > (
+                        max_bytes if e.answer else credit))):
                     self.counters["window_stalls"] += 1
                     break
                 q.popleft()
-                self._queued -= 1
-                seq = e.seq = p.next_seq
-                p.next_seq = (seq + 1) & _SEQ_MASK
+                taken += 1
+                e.seq = seq
                 pkt = e.packet
                 pkt.seq = seq
                 pkt.flags = int(pkt.flags) | _ACK_REQ
-                p.outstanding[seq] = e
-                p.bytes += e.size
+                outstanding[seq] = e
+                nbytes += e.size
                 e.first_sent = now
-                e.rto = p.rto
+                e.rto = rto
                 e.tries = 1
-                self._arm(peer, e, now)
+                e.due = due = now + rto if now + rto < e.deadline else e.deadline
+                tick += 1
+                heapq.heappush(timers, (due, tick, peer, seq))
                 out.append((peer, pkt))
+                seq = (seq + 1) & _SEQ_MASK
+                span += 1
+            p.next_seq, p.bytes = seq, nbytes
+            self._queued -= taken
+        self._tick = tick
         self.counters["sent"] += len(out)
         return out
 
@@ -296,11 +305,14 @@ class Reliability:
                 p.credit = reply.group * CREDIT_UNIT
         if run > 1:     # a coalesced ACK answers seq - run + 1 .. seq (SPEC §4.7)
             p.anchored = True
-            outstanding = p.outstanding
+            outstanding, pop, retired = p.outstanding, p.outstanding.pop, 0
             for k in range(1, min(run, self.config.window)):
-                e = outstanding.get((reply.seq - k) & _SEQ_MASK)
-                if e is not None:     # the RTT was sampled on the seq the ACK echoes
-                    self._retire(peer, p, e, now, done, sample=False)
+                e = pop((reply.seq - k) & _SEQ_MASK, None)
+                if e is not None:     # retired (the RTT was sampled on the echoed seq)
+                    p.bytes -= e.size
+                    retired += 1
+                    done.append(Retired(peer, e.seq, e.token))
+            self.counters["retired"] += retired
         if reply.flags & _ACK_VALID:
             ack = reply.ack
             if seq_diff(ack, p.cum) > 0 and seq_diff(ack, p.next_seq) <= 0:
