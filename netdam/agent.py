@@ -7,7 +7,7 @@ multicast, put_signal, wait_signal, fence`` and the near-memory fp8 casts
 ``quantize_fp8, dequantize_fp8`` (each blocking, each with an ``*_nb`` form returning a
 ``Handle``; Addr, Handle and the errors live in netdam.handle), the completion queue, path choice per device (shared-memory
 rings when the device offers them on this node, UDP otherwise; callers' code is the
-same), fragmentation of large messages (``frag.fragment``), chunked READs whose
+same), fragmentation of large messages (``frag.fragments``), chunked READs whose
 answers are reassembled (``frag.Reassembler``), and turning answers into results:
 a NAK raises ``NakError`` naming the status, a deadline raises ``NetdamTimeout``
 naming the device and the operation. It never waits without a bound.
@@ -28,7 +28,9 @@ Data passed to a non-blocking write must not change until its handle is done.
 
 from __future__ import annotations
 
+import collections
 import itertools
+import operator
 import os
 import struct
 import time
@@ -44,8 +46,11 @@ from netdam.transport.shm import Backoff
 from netdam.transport.udp import UdpEndpoint
 from netdam.wire.codec import Packet, WireError, decode, encode_parts
 from netdam.wire.fields import DEFAULT_MTU, DTYPE_SIZE, DType, Flag, Opcode, RedOp, Status
-from netdam.wire.frag import Reassembler, fragment, max_payload
+from netdam.wire.frag import Fragment, Reassembler, fragments, max_payload
 
+_PEER = operator.itemgetter(0)
+_SPIN_TURN = 200e-6   # longest busy-poll of the socket before timers are looked at
+_FIRST_CUT = 16      # fragments of a large message sent before the rest are cut
 _U64 = struct.Struct("<Q")
 _U64x2 = struct.Struct("<QQ")
 _MASK64 = (1 << 64) - 1
@@ -246,13 +251,18 @@ class Agent:
             template.flags = int(template.flags) & ~_MORE_FRAGS
             self._submit(h, template, now)
         else:
-            frags = list(fragment(template, data, self.mtu))
-            h.remaining += len(frags)
-            self.rel.submit_many(h.device, frags, now, token=h, needs_reply=True,
-                                 deadline=h.deadline)
-            # cutting a large message takes milliseconds (a 16 MiB one in 1500-byte
-            # datagrams, tens of them): its timers start when it is sent, not before
-            now = time.monotonic()
+            # Cutting and queueing a large message takes milliseconds (a 32 MiB one in
+            # 1500-byte datagrams, tens of them) while the device waits: its first
+            # fragments go out before the rest are cut, and each part's timers start
+            # when it is sent, not when it was cut or queued.
+            cut = fragments(template, data, self.mtu)
+            for size in (_FIRST_CUT, None):
+                frags = list(itertools.islice(cut, size))
+                h.remaining += len(frags)
+                self.rel.submit_many(h.device, frags, time.monotonic(), token=h,
+                                     needs_reply=True, deadline=h.deadline)
+                self._pump(time.monotonic())
+            return h
         self._pump(now)
         return h
 
@@ -298,13 +308,14 @@ class Agent:
         if not self.rel.wants_send():
             return
         links, udp = self.links, self.udp
-        bursts = udp.bursts(now)        # a message's UDP fragments: one sendmmsg
-        for dev, pkt in self.rel.datagrams_to_send(now):
+        # the core lets each peer's datagrams go together: one group per device
+        for dev, group in itertools.groupby(self.rel.datagrams_to_send(now), _PEER):
             link = links[dev]
-            if link.shm is None:
-                bursts.add(pkt, link.addr)
-            else:
-                parts = encode_parts(pkt)
+            if link.shm is None:         # a message's fragments: one sendmmsg
+                udp.send_messages([pkt for _, pkt in group], link.addr, now)
+                continue
+            for _, pkt in group:
+                parts = encode_parts(pkt.packet() if type(pkt) is Fragment else pkt)
                 port = link.shm.send(parts)
                 if self.capture is not None:   # scale-up datagrams are recorded here
                     self.capture.record(None, self.udp.address, link.addr, parts)
@@ -312,7 +323,6 @@ class Agent:
                     udp.ring_doorbell(port)
                 elif port < 0:
                     self.counters["shm_full"] += 1   # lost; retransmitted on timeout
-        bursts.flush()
 
     # -- the primitives ----------------------------------------------------------------------
     def read_nb(self, addr: Addr, length: int, *, out=None, timeout: float | None = None,
@@ -577,8 +587,11 @@ class Agent:
     def progress(self, timeout: float = 0.0) -> int:
         """Timers, sends and receives; waits up to ``timeout`` for something to arrive.
         Returns how many datagrams were taken."""
-        now = time.monotonic()
         rel = self.rel
+        # answers that came while we were away first: a datagram whose answer is waiting
+        # in our socket is not late, however long the caller kept us from looking
+        n = self._take()
+        now = time.monotonic()
         nt = rel.next_timer()
         if nt is not None and nt <= now:
             self._expire(now)
@@ -589,7 +602,6 @@ class Agent:
         ut = self.udp.next_timer()
         if ut is not None:
             self.udp.flush(now)
-        n = self._take()
         if n:
             self._backoff.reset()
             return n
@@ -600,8 +612,10 @@ class Agent:
             if t is not None and t - now < wait:
                 wait = max(0.0, t - now)
         pause = self._backoff.pause(wait)
-        if not pause:
-            r = self.udp.recv(0.0)             # spinning: an answer is usually near
+        if not pause:                          # spinning: an answer is usually near
+            if not self._shm_links:            # (a ring is looked at by the next turn)
+                self.udp.readable(now + min(wait, _SPIN_TURN))
+            r = self.udp.recv(0.0)
         elif self._shm_links:
             r = None
             if self._prepare_sleep():
@@ -674,8 +688,12 @@ class Agent:
         handler(self, pkt, time.monotonic())
 
     def _on_ack(self, pkt: Packet, now: float) -> None:
-        for r in self.rel.on_reply(pkt.src, pkt, now):
-            self._datagram_done(r.token)
+        # a coalesced ACK retires a run of datagrams, mostly of one operation
+        for h, n in collections.Counter(r.token for r in
+                                        self.rel.on_reply(pkt.src, pkt, now)).items():
+            h.remaining -= n
+            if h.remaining <= 0:
+                self._finish(h)
 
     def _on_nak(self, pkt: Packet, now: float) -> None:
         if pkt.status in _DAMAGED_IN_TRANSIT:

@@ -282,3 +282,18 @@ def test_a_long_message_is_timed_from_when_it_is_sent():
                 ag.write(Addr(1, 0), data)
             assert ag.read(Addr(1, 0), len(data)) == data
             assert ag.rel.counters["retransmitted"] < 1.5 * 192
+
+
+def test_an_answer_waiting_when_its_timer_is_due_is_taken_not_resent():
+    """A caller that keeps the agent from running past a retransmission timeout (it
+    computes, or the machine stalls) finds the device's answers waiting in the socket:
+    they retire their datagrams before the timers are looked at, so nothing is sent
+    twice."""
+    with _device() as dev:
+        with Agent(timeout=5) as ag:
+            ag.add_device(dev.info, path="udp")
+            hs = [ag.write_nb(Addr(1, 4096 * i), bytes([i]) * 3000) for i in range(4)]
+            time.sleep(4 * ag.rel.rto(1))            # answered long before this
+            assert ag.progress(0.0) > 0
+            ag.wait_all(hs, timeout=5)
+            assert ag.rel.counters["retransmitted"] == 0
