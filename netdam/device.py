@@ -153,6 +153,8 @@ class DeviceServer:
         self._published: dict | None = None    # counters taken by the loop thread
         self._publish_due = 0.0
         self._backoff = Backoff(spin=c.spin, max_sleep=5e-3)
+        self._due: float | None = None     # the next timer, as the last _timers found it
+        self._timers_known = False         # False: something served since then
         if self.shm is not None:
             self.shm.set_wake_port(self.udp.address[1])
         self.forward_counters = {"forward_failed": 0, "forward_unroutable": 0,
@@ -440,8 +442,20 @@ class DeviceServer:
     def step(self, timeout: float = _MAX_WAIT) -> int:
         """One turn: take datagrams (waiting up to ``timeout`` if there are none), run
         timers, send what is due. Returns the number of datagrams taken."""
+        n = self._turn(timeout)
+        if n:     # what was served may have armed timers or queued datagrams to send
+            self._timers_known = False
+        return n
+
+    def _turn(self, timeout: float) -> int:
         now = time.monotonic()
-        due = self._timers(now)
+        due = self._due
+        # Timers are run when one is due or the last turn served something (which may
+        # have armed one); a turn that finds a datagram waiting after idle turns goes
+        # straight to it, and the idle turn after it looks at the timers.
+        if not self._timers_known or (due is not None and due <= now):
+            due = self._due = self._timers(now)
+            self._timers_known = True
         wait = timeout if due is None else max(0.0, min(timeout, due - now))
         n = self._udp_turn(0.0)
         if self.shm is not None:

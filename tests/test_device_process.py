@@ -67,6 +67,24 @@ def test_info_line_raw_datagrams_and_sigterm():
     assert dev.final_counters["dropped_crc"] >= 1
 
 
+def test_a_deferred_ack_goes_out_at_its_deadline_with_nothing_else_arriving():
+    """The loop runs timers after a turn that served something even when no datagram
+    follows: three fragments of an unfinished message are answered by one coalesced
+    ACK once the ACK delay has passed."""
+    with DeviceProcess("--id", 4, "--mem-size", 65536, "--regions", REGIONS) as dev:
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        s.bind(("127.0.0.1", 0))
+        s.settimeout(2.0)
+        for i in range(3):
+            s.sendto(encode(Packet(opcode=Opcode.WRITE, src=0x9002, dst=4, rkey=KEY,
+                                   seq=500 + i, req_id=9, addr=0, length=4096,
+                                   frag_off=64 * i, payload=bytes(64),
+                                   flags=Flag.ACK_REQ | Flag.MORE_FRAGS)), dev.address)
+        ack = decode(s.recv(70000))
+        assert ack.opcode == Opcode.ACK and ack.seq == 502 and ack.addr2 == 3
+        s.close()
+
+
 def test_sigint_exits_cleanly_and_unlinks_shared_memory():
     dev = DeviceProcess("--id", 2, "--shm", "--shm-slots", 2)
     names = [dev.info["shm"]["memory"]] + [n for p in dev.info["shm"]["slots"] for n in p]
