@@ -153,6 +153,8 @@ class DeviceServer:
         self._published: dict | None = None    # counters taken by the loop thread
         self._publish_due = 0.0
         self._backoff = Backoff(spin=c.spin, max_sleep=5e-3)
+        self._lone = None                  # (source, [datagram]) received into an empty
+        #                                    queue: served as if popped from it
         self._due: float | None = None     # the next timer, as the last _timers found it
         self._timers_known = False         # False: something served since then
         if self.shm is not None:
@@ -355,7 +357,9 @@ class DeviceServer:
                 run = []
             run.append(data)
             source = addr
-        if run:
+        if len(run) == 1 and not len(q) and len(run[0]) <= q.max_bytes:
+            self._lone = (source, run)      # alone and nothing waits: no queue to pass
+        elif run:
             done += q.push_run(source, run)
         if done:                            # handled, or dropped by the queue's bounds
             pool.give_many(done)
@@ -367,9 +371,10 @@ class DeviceServer:
         fragments is applied in one pass and answered by coalesced ACKs)."""
         q, dev, give, credit, n = self.rxq, self.device, self.rxpool.give_many, self.credit, 0
         while n < _BATCH:
-            item = q.pop_run(_QUANTUM)
+            item = self._lone or q.pop_run(_QUANTUM)
             if item is None:
                 break
+            self._lone = None
             addr, grams = item
             now = time.monotonic()
             credit.served(addr, sum(map(len, grams)), max(map(len, grams)), now)
