@@ -116,14 +116,14 @@ def fragments(template: Packet, data, mtu: int) -> Iterator[Fragment]:
     view = memoryview(data).cast("B")
     total = len(view)
     step = max_payload(mtu, len(template.route))
-    head = template.copy(length=total, payload=b"", frag_off=0, seq=0)
-    more, last = int(template.flags) | _MORE, int(template.flags) & ~_MORE
+    head = template.copy(length=total, payload=b"", frag_off=0)
+    more, last, seq = int(template.flags) | _MORE, int(template.flags) & ~_MORE, template.seq
     if total == 0:
-        yield Fragment(head, last, 0, b"")
+        yield Fragment(head, last, 0, b"", seq)
         return
     for off in range(0, total, step):
         end = off + step
-        yield Fragment(head, more if end < total else last, off, view[off:end])
+        yield Fragment(head, more if end < total else last, off, view[off:end], seq)
 
 
 def fragment_count(length: int, mtu: int, nhops: int = 0) -> int:
@@ -142,6 +142,13 @@ class _Partial:
     def add(self, start: int, end: int) -> int:
         """Record [start, end); return how many bytes were new."""
         spans = self.spans
+        if not spans or spans[-1][1] == start:   # in order: the common case, no search
+            if spans:
+                spans[-1] = (spans[-1][0], end)
+            else:
+                spans.append((start, end))
+            self.received += end - start
+            return end - start
         i = bisect_left(spans, (start, start))
         if i and spans[i - 1][1] >= start:
             i -= 1

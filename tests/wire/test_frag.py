@@ -109,10 +109,12 @@ def test_fragments_encode_as_fragment_does(size):
     """A Fragment is the datagram ``fragment`` cuts: same bytes once its seq is set,
     one shared head, and a copy that changes only its own fields."""
     data = random.Random(size).randbytes(size)
-    tpl = Packet(opcode=Opcode.WRITE, req_id=9, src=4, dst=2, rkey=7, addr=64, flags=Flag.ACK_REQ)
+    tpl = Packet(opcode=Opcode.WRITE, req_id=9, src=4, dst=2, rkey=7, addr=64, seq=5,
+                 flags=Flag.ACK_REQ)
     want = list(fragment(tpl, data, MTU))
     got = list(fragments(tpl, data, MTU))
     assert len(got) == len(want) and len({id(f.head) for f in got}) == 1
+    assert [encode(f) for f in got] == [encode(p) for p in want]      # seq 5 each
     for seq, (f, p) in enumerate(zip(got, want)):
         f.seq = p.seq = seq
         assert encode(f) == encode(p) == encode(f.packet())
@@ -122,3 +124,14 @@ def test_fragments_encode_as_fragment_does(size):
     assert got[0].flags != Flag.RETRANSMIT
     with pytest.raises(AttributeError):
         got[0].copy(src=5)                 # the head's fields are the message's
+
+
+def test_in_order_fragments_and_late_duplicates_count_each_byte_once():
+    """Fragments in order take the reassembler's short path; duplicates of any of them
+    afterwards still add nothing, and a gap is filled wherever it is."""
+    data = random.Random(3).randbytes(10 * 400)
+    frags = list(fragment(Packet(opcode=Opcode.WRITE, req_id=4, src=2), data, MTU))
+    r = Reassembler()
+    order = frags[:3] + frags[4:] + [frags[2], frags[0], frags[3]]
+    done = [out for f in order if (out := r.add(f, 0.0)) is not None]
+    assert [bytes(d) for d in done] == [data] and r.pending == 0
