@@ -308,8 +308,13 @@ class Agent:
         if not self.rel.wants_send():
             return
         links, udp = self.links, self.udp
+        out = self.rel.datagrams_to_send(now)
+        if len(out) == 1 and links[out[0][0]].shm is None:   # one request: no grouping
+            dev, pkt = out[0]
+            udp.send(pkt, links[dev].addr, now)
+            return
         # the core lets each peer's datagrams go together: one group per device
-        for dev, group in itertools.groupby(self.rel.datagrams_to_send(now), _PEER):
+        for dev, group in itertools.groupby(out, _PEER):
             link = links[dev]
             if link.shm is None:         # a message's fragments: one sendmmsg
                 udp.send_messages([pkt for _, pkt in group], link.addr, now)
