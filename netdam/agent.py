@@ -571,8 +571,8 @@ class Agent:
         h.queued = True
         return h.wait()
 
-    def _datagram_done(self, h: Handle) -> None:
-        h.remaining -= 1
+    def _datagram_done(self, h: Handle, n: int = 1) -> None:
+        h.remaining -= n
         if h.remaining <= 0:
             self._finish(h)
 
@@ -696,9 +696,7 @@ class Agent:
         # a coalesced ACK retires a run of datagrams, mostly of one operation
         for h, n in collections.Counter(r.token for r in
                                         self.rel.on_reply(pkt.src, pkt, now)).items():
-            h.remaining -= n
-            if h.remaining <= 0:
-                self._finish(h)
+            self._datagram_done(h, n)
 
     def _on_nak(self, pkt: Packet, now: float) -> None:
         if pkt.status in _DAMAGED_IN_TRANSIT:

@@ -50,16 +50,7 @@ class FairQueue:
         if self._bytes + size > self.max_bytes:
             c["dropped_full"] += 1
             return False
-        if q is None:
-            q = self._queues[source] = deque()
-            if len(self._queues) > c["max_sources"]:
-                c["max_sources"] = len(self._queues)
-        q.append((item, size))
-        self._bytes += size
-        self._len += 1
-        c["queued"] += 1
-        if self._len > c["max_queued"]:
-            c["max_queued"] = self._len
+        self._enqueue(source, q, ((item, size),), 1, size)
         return True
 
     def push_run(self, source: Hashable, items: list) -> list:
@@ -75,19 +66,25 @@ class FairQueue:
         c = self.counters
         if len(take) < len(items):
             c["dropped_source_full"] += len(items) - len(take)
-        if not take:
-            return items
+        if take:
+            self._enqueue(source, q, zip(take, sizes), len(take), sum(sizes))
+        return items[len(take):]
+
+    def _enqueue(self, source: Hashable, q: deque | None, pairs, n: int,
+                 nbytes: int) -> None:
+        """Append ``n`` (item, size) ``pairs`` of ``nbytes`` in all, checked against the
+        bounds, to the queue ``q`` of ``source`` (None: it has none yet)."""
+        c = self.counters
         if q is None:
             q = self._queues[source] = deque()
             if len(self._queues) > c["max_sources"]:
                 c["max_sources"] = len(self._queues)
-        q.extend(zip(take, sizes))
-        self._bytes += sum(sizes)
-        self._len += len(take)
-        c["queued"] += len(take)
+        q.extend(pairs)
+        self._bytes += nbytes
+        self._len += n
+        c["queued"] += n
         if self._len > c["max_queued"]:
             c["max_queued"] = self._len
-        return items[len(take):]
 
     def pop_run(self, limit: int) -> tuple[Hashable, list[Any]] | None:
         """Up to ``limit`` datagrams of the next source in round-robin order (a quantum:

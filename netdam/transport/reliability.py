@@ -341,11 +341,10 @@ class Reliability:
         self._advance(p)
         return done
 
-    def _retire(self, peer, p: _Peer, e: _Entry, now: float, done: list, *,
-                sample: bool = True) -> None:
+    def _retire(self, peer, p: _Peer, e: _Entry, now: float, done: list) -> None:
         del p.outstanding[e.seq]
         p.bytes -= e.size
-        if sample and e.tries == 1:  # Karn: sample only datagrams sent once
+        if e.tries == 1:             # Karn: sample only datagrams sent once
             self._sample(p, now - e.first_sent)
         self.counters["retired"] += 1
         done.append(Retired(peer, e.seq, e.token))

@@ -52,17 +52,7 @@ class RecvPool:
         """Hand back the datagram ``view`` (a memoryview of a slot, as the receive made
         it; anything else, such as a ``bytes`` from an exhausted pool, is ignored). The
         view is released; its slot is reused only if nothing else still refers to it."""
-        if type(view) is not memoryview:
-            return
-        slot = view.obj
-        try:
-            view.release()
-            slot.append(0)          # refused while any view of the slot is alive
-        except BufferError:
-            self._retire()
-            return
-        del slot[-1]
-        self._free.append(slot)
+        self.give_many((view,))
 
     def give_many(self, views) -> None:
         """``give`` of each view, in one call."""
@@ -73,7 +63,7 @@ class RecvPool:
             slot = view.obj
             try:
                 view.release()
-                slot.append(0)
+                slot.append(0)      # refused while any view of the slot is alive
             except BufferError:
                 self._retire()
                 continue

@@ -254,10 +254,7 @@ class UdpEndpoint:
         try:
             return call(arg)
         except BlockingIOError:
-            if timeout == 0.0:
-                return None
-            ms = -1 if timeout is None else max(0, int(timeout * 1000 + 0.999))
-            if not self._poll.poll(ms):
+            if not self._wait_readable(timeout):
                 return None
             try:
                 return call(arg)
@@ -293,6 +290,14 @@ class UdpEndpoint:
         self.counters["rx_bytes"] += len(r[0])
         return r
 
+    def _wait_readable(self, timeout: float | None) -> bool:
+        """Sleep in poll() until a datagram is waiting, up to ``timeout`` seconds (0: do
+        not wait; None: wait forever); whether one is."""
+        if timeout == 0.0:
+            return False
+        ms = -1 if timeout is None else max(0, int(timeout * 1000 + 0.999))
+        return bool(self._poll.poll(ms))
+
     def readable(self, until: float) -> bool:
         """Busy-poll (no sleep, no exception per try) until a datagram is waiting or the
         monotonic clock reaches ``until``; whether one is waiting."""
@@ -321,10 +326,7 @@ class UdpEndpoint:
             except BlockingIOError:
                 if slot is not None:
                     pool.unused(slot)
-                if out or timeout == 0.0:
-                    break
-                ms = -1 if timeout is None else max(0, int(timeout * 1000 + 0.999))
-                if not self._poll.poll(ms):
+                if out or not self._wait_readable(timeout):
                     break
                 timeout = 0.0           # something arrived: take it, then what follows
                 continue
