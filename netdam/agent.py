@@ -43,6 +43,7 @@ from netdam.handle import Addr, Handle, NakError, NetdamTimeout, SignalWaiter
 from netdam.transport.faults import FaultConfig
 from netdam.transport.reliability import RelConfig, Reliability
 from netdam.transport.shm import Backoff
+from netdam.transport.shm import copy as shm_copy
 from netdam.transport.udp import UdpEndpoint
 from netdam.wire.codec import Packet, WireError, decode, encode_parts
 from netdam.wire.fields import DEFAULT_MTU, DTYPE_SIZE, DType, Flag, Opcode, RedOp, Status
@@ -340,7 +341,7 @@ class Agent:
         if flags == 0 and length >= self.direct_min:
             mem = self._direct(addr, length, write=False)
             if mem is not None:
-                memoryview(h.result).cast("B")[:length] = mem
+                shm_copy(memoryview(h.result).cast("B")[:length], mem)
                 return self._confirm(h)
         now = time.monotonic()
         for off in range(0, max(length, 1), self.read_chunk):
@@ -358,7 +359,7 @@ class Agent:
         if flags == 0 and len(view) >= self.direct_min:
             mem = self._direct(addr, len(view), write=True)
             if mem is not None:
-                mem[:] = view
+                shm_copy(mem, view)
                 return self._confirm(h)
         return self._send_message(h, self._template(_WRITE, addr, len(view), flags=flags),
                                   view)

@@ -42,7 +42,9 @@ only through a region it holds the key to, only inside that region, only with th
 partition key of the region, and only with the rights the region grants: a writable
 view needs the region's write right, a read-only view its read right. Anything else
 raises ``PermissionError``. Direct stores bypass the device's ordering (SPEC §8.4), so
-they are for bulk data that a later PUT_SIGNAL or FENCE publishes.
+they are for bulk data that a later PUT_SIGNAL or FENCE publishes. ``copy`` moves the
+bytes of such an access: a large copy is split over the machine's CPUs, one part per
+thread (NumPy lets go of the GIL while it copies), the way a DMA engine runs channels.
 
 Every named segment is unlinked by its creator on ``close`` (and by Python's resource
 tracker if the creator dies); attaching processes never unlink.
@@ -58,7 +60,9 @@ import secrets
 import shutil
 import struct
 import tempfile
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from multiprocessing import resource_tracker, shared_memory
 
 import numpy as np
@@ -71,6 +75,45 @@ _SKIP = 0xFFFFFFFF
 RING_BYTES = 8 << 20          #: default data area of one ring
 PREFIX = "netdam-"            #: every segment netdam creates starts with this
 _SHM_DIR = "/dev/shm"          # where POSIX shared memory lives on Linux
+
+
+SPLIT_MIN = 4 << 20           #: copies at least this large are split across threads
+_copiers: ThreadPoolExecutor | None = None
+_copiers_lock = threading.Lock()
+
+
+def _copy_threads() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:     # not Linux
+        return os.cpu_count() or 1
+
+
+def copy(dst, src) -> None:
+    """``dst[:] = src`` for byte buffers of equal length (the mapped path's bulk copy).
+    From ``SPLIT_MIN`` bytes on, with more than one CPU to run on, the copy is cut into
+    one part per CPU and the parts run at once; one CPU alone copies at the speed of
+    its own memory requests, several reach more of the memory's bandwidth."""
+    global _copiers
+    d = np.frombuffer(dst, np.uint8)
+    s = np.frombuffer(src, np.uint8)
+    if d.size != s.size:
+        raise ValueError(f"copy of {s.size} bytes into {d.size}")
+    n = d.size
+    k = _copy_threads() if n >= SPLIT_MIN else 1
+    if k < 2:
+        np.copyto(d, s)
+        return
+    if _copiers is None:
+        with _copiers_lock:
+            if _copiers is None:
+                _copiers = ThreadPoolExecutor(k - 1, thread_name_prefix="netdam-copy")
+    cut = [(n * i // k) & ~63 for i in range(k)] + [n]     # cache-line aligned parts
+    parts = [_copiers.submit(np.copyto, d[cut[i]:cut[i + 1]], s[cut[i]:cut[i + 1]])
+             for i in range(1, k)]
+    np.copyto(d[:cut[1]], s[:cut[1]])
+    for f in parts:
+        f.result()
 
 
 def _align8(n: int) -> int:

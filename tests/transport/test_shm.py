@@ -7,7 +7,7 @@ import multiprocessing as mp
 import numpy as np
 import pytest
 
-from netdam.transport.shm import Backoff, DeviceShm, Ring, ShmClient, leaked
+from netdam.transport.shm import SPLIT_MIN, Backoff, DeviceShm, Ring, ShmClient, copy, leaked
 from netdam.wire import Opcode, Packet, decode, encode_parts
 
 
@@ -148,6 +148,19 @@ def test_map_device_memory_follows_region_rights():
         cli.close()
     finally:
         dev.close()
+
+
+@pytest.mark.parametrize("n", [0, 100, SPLIT_MIN - 1, SPLIT_MIN + 4099])
+def test_copy_is_exact_whether_or_not_it_is_split(n):
+    src = np.random.default_rng(n).integers(0, 256, n, dtype=np.uint8).tobytes()
+    dst = bytearray(n + 8)
+    copy(memoryview(dst)[4:4 + n], src)      # a read-only source, an offset target
+    assert dst[4:4 + n] == src and dst[:4] == bytes(4) and dst[4 + n:] == bytes(4)
+
+
+def test_copy_refuses_buffers_of_different_lengths():
+    with pytest.raises(ValueError, match="copy of 3 bytes into 2"):
+        copy(bytearray(2), b"abc")
 
 
 def test_doorbell_only_when_the_consumer_sleeps():
