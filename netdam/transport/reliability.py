@@ -25,6 +25,13 @@ Two kinds of datagram (``submit(..., needs_reply=...)``):
 
 Every datagram the core emits carries ACK_REQ; retransmissions also carry RETRANSMIT.
 A ``token`` chosen by the caller comes back with each retired or failed datagram.
+
+Timers are kept per *flight*: the datagrams to one peer that one ``datagrams_to_send``
+call let go together and that share a deadline (the fragments of a message, as a
+rule) share one send time, one RTO and one timer, so a 16 MiB WRITE arms a few timers,
+not 259. A flight's timer is stale once every datagram of it is retired (a count, not
+a search); a retransmitted datagram leaves its flight for one of its own, with the
+backed-off RTO.
 """
 
 from __future__ import annotations
@@ -83,12 +90,27 @@ class Failed(NamedTuple):
     tries: int
 
 
+class _Flight:
+    """Datagrams to one peer sent in one go with one deadline: ``count`` sequence
+    numbers from ``seq``, of which ``live`` are still outstanding in this flight."""
+
+    __slots__ = ("seq", "count", "live", "sent", "rto", "due", "tries")
+
+    def __init__(self, seq: int, sent: float, rto: float, due: float, tries: int = 1):
+        self.seq = seq
+        self.count = self.live = 1
+        self.sent = sent                 # when its datagrams went (RTT samples, Karn)
+        self.rto = rto
+        self.due = due                   # when its timer fires: now + rto, or the deadline
+        self.tries = tries               # transmissions of its datagrams so far
+
+
 class _Entry:
     __slots__ = ("seq", "packet", "token", "needs_reply", "size", "answer", "deadline",
-                 "first_sent", "due", "rto", "tries", "delivered")
+                 "flight", "delivered")
 
     def __init__(self, packet, token, needs_reply, size, deadline, answer=False):
-        # seq, first_sent, due, rto and tries are set when the datagram is first sent
+        # seq and flight are set when the datagram is sent
         self.answer = answer             # size counts an expected answer, not the request
         self.packet = packet
         self.token = token
@@ -133,7 +155,7 @@ class Reliability:
         self._rng = random.Random(seed)
         self._initial_seq = initial_seq
         self._peers: dict[Hashable, _Peer] = {}
-        self._timers: list[tuple[float, int, Hashable, int]] = []
+        self._timers: list[tuple[float, int, Hashable, _Flight]] = []
         self._ready: deque[tuple[Hashable, _Entry]] = deque()   # retransmissions due
         self._tick = 0
         self._queued = 0      # datagrams submitted and not yet sent (all peers)
@@ -225,8 +247,6 @@ class Reliability:
             p = self._peers.get(peer)
             if p is None or p.outstanding.get(e.seq) is not e:
                 continue
-            e.tries += 1
-            e.rto = min(e.rto * self.config.backoff, self.config.rto_max)
             self._arm(peer, e, now)
             self.counters["retransmitted"] += 1
             out.append((peer, e.packet.copy(flags=int(e.packet.flags) | _RETRANSMIT)))
@@ -243,7 +263,7 @@ class Reliability:
             outstanding, seq, nbytes, rto = p.outstanding, p.next_seq, p.bytes, p.rto
             span = (seq - p.base) & _SEQ_MASK      # numbers in flight (<= window)
             credit = p.credit or max_bytes
-            taken = 0
+            first_span, flight, deadline = span, None, None
             while q:
                 e = q[0]
                 if span >= window or (outstanding and (not p.anchored or nbytes + e.size > (
@@ -251,33 +271,41 @@ class Reliability:
                     self.counters["window_stalls"] += 1
                     break
                 q.popleft()
-                taken += 1
                 e.seq = seq
                 pkt = e.packet
                 pkt.seq = seq
                 pkt.flags = int(pkt.flags) | _ACK_REQ
                 outstanding[seq] = e
                 nbytes += e.size
-                e.first_sent = now
-                e.rto = rto
-                e.tries = 1
-                e.due = due = now + rto if now + rto < e.deadline else e.deadline
-                tick += 1
-                heapq.heappush(timers, (due, tick, peer, seq))
+                if e.deadline == deadline:       # the flight goes on
+                    flight.count += 1
+                else:                            # a new deadline: a new flight
+                    if flight is not None:
+                        flight.live = flight.count
+                    deadline = e.deadline
+                    flight = _Flight(seq, now, rto, min(now + rto, deadline))
+                    tick += 1
+                    heapq.heappush(timers, (flight.due, tick, peer, flight))
+                e.flight = flight
                 out.append((peer, pkt))
                 seq = (seq + 1) & _SEQ_MASK
                 span += 1
+            if flight is not None:
+                flight.live = flight.count
             p.next_seq, p.bytes = seq, nbytes
-            self._queued -= taken
+            self._queued -= span - first_span
         self._tick = tick
         self.counters["sent"] += len(out)
         return out
 
     def _arm(self, peer: Hashable, e: _Entry, now: float) -> None:
-        due = min(now + e.rto, e.deadline)
-        e.due = due
+        """Send ``e`` again: it leaves its flight for one of its own, the RTO backed off."""
+        old = e.flight
+        old.live -= 1
+        rto = min(old.rto * self.config.backoff, self.config.rto_max)
+        e.flight = f = _Flight(e.seq, now, rto, min(now + rto, e.deadline), old.tries + 1)
         self._tick += 1
-        heapq.heappush(self._timers, (due, self._tick, peer, e.seq))
+        heapq.heappush(self._timers, (f.due, self._tick, peer, f))
 
     # -- receiving -----------------------------------------------------------------------
     def on_reply(self, peer: Hashable, reply: Packet, now: float, *,
@@ -309,6 +337,7 @@ class Reliability:
             for k in range(1, min(run, self.config.window)):
                 e = pop((reply.seq - k) & _SEQ_MASK, None)
                 if e is not None:     # retired (the RTT was sampled on the echoed seq)
+                    e.flight.live -= 1
                     p.bytes -= e.size
                     retired += 1
                     done.append(Retired(peer, e.seq, e.token))
@@ -344,8 +373,10 @@ class Reliability:
     def _retire(self, peer, p: _Peer, e: _Entry, now: float, done: list) -> None:
         del p.outstanding[e.seq]
         p.bytes -= e.size
-        if e.tries == 1:             # Karn: sample only datagrams sent once
-            self._sample(p, now - e.first_sent)
+        f = e.flight
+        f.live -= 1
+        if f.tries == 1:             # Karn: sample only datagrams sent once
+            self._sample(p, now - f.sent)
         self.counters["retired"] += 1
         done.append(Retired(peer, e.seq, e.token))
 
@@ -372,13 +403,11 @@ class Reliability:
         if self._overflow:
             return 0.0                 # already due
         if self._ready:
-            return self._ready[0][1].due
+            return self._ready[0][1].flight.due
         timers = self._timers
         while timers:
-            due, _, peer, seq = timers[0]
-            p = self._peers.get(peer)
-            e = p.outstanding.get(seq) if p else None
-            if e is not None and e.due == due:
+            due, _, _, flight = timers[0]
+            if flight.live:
                 return due
             heapq.heappop(timers)
         if self._queued:
@@ -392,18 +421,24 @@ class Reliability:
         failed, self._overflow = self._overflow, []
         timers = self._timers
         while timers and timers[0][0] <= now:
-            due, _, peer, seq = heapq.heappop(timers)
+            _, _, peer, flight = heapq.heappop(timers)
             p = self._peers.get(peer)
-            e = p.outstanding.get(seq) if p else None
-            if e is None or e.due != due:
+            if not flight.live or p is None:
                 continue
-            if now >= e.deadline:
-                del p.outstanding[seq]
-                p.bytes -= e.size
-                self._advance(p)
-                failed.append(Failed(peer, seq, e.token, e.tries))
-            else:
-                self._ready.append((peer, e))
+            out = p.outstanding
+            for k in range(flight.count):
+                seq = (flight.seq + k) & _SEQ_MASK
+                e = out.get(seq)
+                if e is None or e.flight is not flight:
+                    continue
+                if now >= e.deadline:
+                    del out[seq]
+                    p.bytes -= e.size
+                    flight.live -= 1
+                    failed.append(Failed(peer, seq, e.token, flight.tries))
+                else:
+                    self._ready.append((peer, e))
+            self._advance(p)
         for peer, p in self._peers.items() if self._queued else ():
             if p.queue and p.queue[0].deadline <= now:
                 keep = deque()

@@ -250,6 +250,46 @@ def test_due_retransmission_keeps_the_timer_armed():
     assert p.has(Flag.RETRANSMIT) and rel.next_timer() > 0.1
 
 
+def test_a_flight_resends_only_what_is_outstanding_and_each_resend_backs_off_alone():
+    """Datagrams sent together share one timer; when it fires, only the ones not yet
+    answered go again, and a resent one runs on its own backed-off RTO while an answer
+    to the others of its flight changes nothing for it."""
+    rel = Reliability(RelConfig(rto_initial=0.1, rto_min=0.1, backoff=2.0, rto_max=1.0),
+                      initial_seq=0)
+    _anchor(rel)
+    rel.submit_many(PEER, [_req(8) for _ in range(6)], 0.0, token="m")
+    sent = [p for _, p in rel.datagrams_to_send(0.0)]
+    assert [p.seq for p in sent] == [1, 2, 3, 4, 5, 6] and rel.next_timer() == 0.1
+    for p in sent[:2] + sent[4:]:
+        rel.on_reply(PEER, _ack(p), 0.05)           # 3 and 4 stay unanswered
+    assert rel.next_timer() == 0.1
+    assert rel.handle_timer(0.1) == []
+    assert sorted(p.seq for _, p in rel.datagrams_to_send(0.1)) == [3, 4]
+    assert rel.next_timer() == pytest.approx(0.3)    # 0.1 + 2 x 0.1
+    rel.on_reply(PEER, _ack(sent[2]), 0.2)           # 3 answered: 4 keeps its timer
+    assert rel.next_timer() == pytest.approx(0.3)
+    now = rel.next_timer()
+    rel.handle_timer(now)
+    (_, again), = rel.datagrams_to_send(now)
+    assert again.seq == 4 and rel.next_timer() == pytest.approx(0.7)
+    assert [r.token for r in rel.on_reply(PEER, _ack(again), 0.31)] == ["m"]
+    assert rel.next_timer() is None and rel.idle()
+
+
+def test_datagrams_sent_together_fail_at_their_own_deadlines():
+    rel = Reliability(RelConfig(rto_initial=0.1, rto_max=0.1), initial_seq=0)
+    _anchor(rel)
+    for i, deadline in enumerate((0.25, 0.25, 0.45)):
+        rel.submit(PEER, _req(), 0.0, token=i, deadline=deadline)
+    assert len(rel.datagrams_to_send(0.0)) == 3
+    failed, now = [], 0.0
+    while len(failed) < 3:
+        now = rel.next_timer()
+        failed += [(f.token, round(now, 6)) for f in rel.handle_timer(now)]
+        rel.datagrams_to_send(now)
+    assert failed == [(0, 0.25), (1, 0.25), (2, 0.45)] and rel.idle()
+
+
 def test_a_full_queue_fails_the_datagram_at_once():
     """Bounded pending state: beyond ``max_queue`` queued datagrams per peer a submit is
     refused, and the refusal comes back as a Failed at the next timer (never lost)."""
