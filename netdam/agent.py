@@ -658,11 +658,12 @@ class Agent:
     def _take(self) -> int:
         """Drain what has arrived (UDP and every shared-memory response ring)."""
         n = 0
-        r = self.udp.recv(0.0)
+        udp = self.udp
+        r = udp.recv(0.0) if udp.waiting() else None    # mostly nothing: no failed try
         while r is not None:
             self._dispatch(*r)
             n += 1
-            r = self.udp.recv(0.0)
+            r = udp.recv(0.0)
         for link in self._shm_links:
             shm = link.shm
             view = shm.recv()

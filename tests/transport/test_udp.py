@@ -57,6 +57,14 @@ def test_recv_timeout_returns_none(pair):
     assert b.recv_bytes(0.0) is None and b.recv_bytes(0.01) is None
 
 
+def test_waiting_says_whether_a_datagram_is_there_without_taking_it(pair):
+    a, b = pair
+    assert not b.waiting()
+    a.send_bytes(b"x", b.address)              # loopback: queued before sendto returns
+    assert b.waiting() and b.waiting()         # looking takes nothing
+    assert bytes(b.recv(0.0)[0]) == b"x" and not b.waiting()
+
+
 def test_recv_bytes_gives_each_datagram_its_own_bytes(pair):
     a, b = pair
     for i in range(3):
