@@ -277,11 +277,9 @@ class Reliability:
                 pkt.flags = int(pkt.flags) | _ACK_REQ
                 outstanding[seq] = e
                 nbytes += e.size
-                if e.deadline == deadline:       # the flight goes on
-                    flight.count += 1
-                else:                            # a new deadline: a new flight
+                if e.deadline != deadline:       # a new deadline: a new flight
                     if flight is not None:
-                        flight.live = flight.count
+                        flight.count = flight.live = (seq - flight.seq) & _SEQ_MASK
                     deadline = e.deadline
                     flight = _Flight(seq, now, rto, min(now + rto, deadline))
                     tick += 1
@@ -291,7 +289,7 @@ class Reliability:
                 seq = (seq + 1) & _SEQ_MASK
                 span += 1
             if flight is not None:
-                flight.live = flight.count
+                flight.count = flight.live = (seq - flight.seq) & _SEQ_MASK
             p.next_seq, p.bytes = seq, nbytes
             self._queued -= span - first_span
         self._tick = tick
@@ -334,7 +332,8 @@ class Reliability:
         if run > 1:     # a coalesced ACK answers seq - run + 1 .. seq (SPEC §4.7)
             p.anchored = True
             outstanding, pop, retired = p.outstanding, p.outstanding.pop, 0
-            for k in range(1, min(run, self.config.window)):
+            run = min(run, self.config.window)
+            for k in range(1, run):
                 e = pop((reply.seq - k) & _SEQ_MASK, None)
                 if e is not None:     # retired (the RTT was sampled on the echoed seq)
                     e.flight.live -= 1
@@ -342,6 +341,11 @@ class Reliability:
                     retired += 1
                     done.append(Retired(peer, e.seq, e.token))
             self.counters["retired"] += retired
+            # nothing of the run is outstanding now: the oldest outstanding number (and
+            # where the cumulative ack below starts) need not walk through it one by one
+            into = seq_diff(p.base, (reply.seq - run + 1) & _SEQ_MASK)
+            if 0 <= into < run and reply.seq not in outstanding:
+                p.base = (reply.seq + 1) & _SEQ_MASK
         if reply.flags & _ACK_VALID:
             ack = reply.ack
             if seq_diff(ack, p.cum) > 0 and seq_diff(ack, p.next_seq) <= 0:
