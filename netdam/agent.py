@@ -7,10 +7,11 @@ multicast, put_signal, wait_signal, fence`` and the near-memory fp8 casts
 ``quantize_fp8, dequantize_fp8`` (each blocking, each with an ``*_nb`` form returning a
 ``Handle``; Addr, Handle and the errors live in netdam.handle), the completion queue, path choice per device (shared-memory
 rings when the device offers them on this node, UDP otherwise; callers' code is the
-same), fragmentation of large messages (``frag.fragments``), chunked READs whose
-answers are reassembled (``frag.Reassembler``), and turning answers into results:
-a NAK raises ``NakError`` naming the status, a deadline raises ``NetdamTimeout``
-naming the device and the operation. It never waits without a bound.
+same), fragmentation of large messages (``frag.fragments``), chunked READs, and the
+progress engine. Answers are turned into results by its completer
+(``netdam.completer``): a NAK raises ``NakError`` naming the status, READ answers are
+reassembled into the caller's buffer; a deadline raises ``NetdamTimeout`` naming the
+device and the operation. It never waits without a bound.
 
 Single-threaded: there is no background thread; the agent makes progress inside its
 calls (``Handle.wait``, ``Agent.poll``, the blocking primitives). Reliability is the
@@ -28,7 +29,6 @@ Data passed to a non-blocking write must not change until its handle is done.
 
 from __future__ import annotations
 
-import collections
 import itertools
 import operator
 import os
@@ -38,6 +38,7 @@ import time
 import numpy as np
 
 from netdam.collectives.types import NUMPY_TO_DTYPE
+from netdam.completer import Completer
 from netdam.errors import UsageError
 from netdam.handle import Addr, Handle, NakError, NetdamTimeout, SignalWaiter
 from netdam.transport.faults import FaultConfig
@@ -45,7 +46,7 @@ from netdam.transport.reliability import RelConfig, Reliability
 from netdam.transport.shm import Backoff
 from netdam.transport.shm import copy as shm_copy
 from netdam.transport.udp import UdpEndpoint
-from netdam.wire.codec import Packet, WireError, decode, encode_parts
+from netdam.wire.codec import Packet, encode_parts
 from netdam.wire.fields import DEFAULT_MTU, DTYPE_SIZE, DType, Flag, Opcode, RedOp, Status
 from netdam.wire.frag import Fragment, Reassembler, fragments, max_payload
 
@@ -57,8 +58,6 @@ _U64x2 = struct.Struct("<QQ")
 _MASK64 = (1 << 64) - 1
 _READ, _WRITE = int(Opcode.READ), int(Opcode.WRITE)
 _MORE_FRAGS = int(Flag.MORE_FRAGS)
-#: NAK statuses that can only mean our well-formed request was damaged on the way
-_DAMAGED_IN_TRANSIT = frozenset({Status.MALFORMED, Status.BAD_VERSION, Status.BAD_CRC})
 
 #: datagrams an agent queues per device before refusing more (each fails at once)
 MAX_QUEUE = 1 << 16
@@ -81,7 +80,7 @@ class _Link:
         self.kind = kind or ("shm" if shm is not None else "udp")
 
 
-class Agent:
+class Agent(Completer):
     """The host agent. ``add_device(info)`` with the JSON a device prints first, then the
     primitives. Use as a context manager, or call ``close()``.
 
@@ -129,9 +128,11 @@ class Agent:
         self._waiters: list[SignalWaiter] = []
         self._shm_links: list[_Link] = []
         self._backoff = Backoff(spin=spin, max_sleep=5e-3)
+        self._completer_init()
         self.counters = {"ops": 0, "dropped_crc": 0, "dropped_malformed": 0,
                          "unexpected": 0, "naks": 0, "timeouts": 0, "shm_full": 0,
-                         "direct_writes": 0, "direct_reads": 0, "naks_damaged": 0}
+                         "direct_writes": 0, "direct_reads": 0, "naks_damaged": 0,
+                         "answers_in_runs": 0}
 
     # -- devices and addresses --------------------------------------------------------------
     def add_device(self, info: dict, *, path: str = "auto", via: int | None = None) -> str:
@@ -621,18 +622,14 @@ class Agent:
         if not pause:                          # spinning: an answer is usually near
             if not self._shm_links:            # (a ring is looked at by the next turn)
                 self.udp.readable(now + min(wait, _SPIN_TURN))
-            r = self.udp.recv(0.0)
+            n = self._take()
         elif self._shm_links:
-            r = None
             if self._prepare_sleep():
-                r = self.udp.recv(pause)       # a doorbell or a datagram wakes us
+                n = self._take(pause)          # a doorbell or a datagram wakes us
                 for link in self._shm_links:
                     link.shm.awake()
         else:
-            r = self.udp.recv(wait)
-        if r is not None:
-            self._dispatch(*r)
-            n = 1 + self._take()
+            n = self._take(wait)
         if n:
             self._backoff.reset()
         return n
@@ -654,91 +651,6 @@ class Agent:
                     other.shm.awake()
                 return False
         return True
-
-    def _take(self) -> int:
-        """Drain what has arrived (UDP and every shared-memory response ring)."""
-        n = 0
-        udp = self.udp
-        r = udp.recv(0.0) if udp.waiting() else None    # mostly nothing: no failed try
-        while r is not None:
-            self._dispatch(*r)
-            n += 1
-            r = udp.recv(0.0)
-        for link in self._shm_links:
-            shm = link.shm
-            view = shm.recv()
-            while view is not None:
-                if self.capture is not None and view:
-                    self.capture.record(None, link.addr, self.udp.address, view)
-                self._dispatch(view, None)
-                del view
-                shm.release()
-                n += 1
-                view = shm.recv()
-        if n:
-            self._pump(time.monotonic())
-        return n
-
-    def _dispatch(self, view, _addr) -> None:
-        if not view:
-            return                    # a doorbell: something arrived on a ring
-        try:
-            pkt = decode(view)
-        except WireError as exc:
-            key = "dropped_crc" if exc.status == Status.BAD_CRC else "dropped_malformed"
-            self.counters[key] += 1
-            return
-        handler = _HANDLERS.get(pkt.opcode)
-        if handler is None or pkt.src not in self.links:
-            self.counters["unexpected"] += 1
-            return
-        handler(self, pkt, time.monotonic())
-
-    def _on_ack(self, pkt: Packet, now: float) -> None:
-        # a coalesced ACK retires a run of datagrams, mostly of one operation
-        for h, n in collections.Counter(r.token for r in
-                                        self.rel.on_reply(pkt.src, pkt, now)).items():
-            self._datagram_done(h, n)
-
-    def _on_nak(self, pkt: Packet, now: float) -> None:
-        if pkt.status in _DAMAGED_IN_TRANSIT:
-            # this agent only encodes well-formed requests: the device saw a damaged
-            # copy (decode checks lengths before the CRC); the retransmission repairs it
-            self.counters["naks_damaged"] += 1
-            return
-        for r in self.rel.on_reply(pkt.src, pkt, now):
-            self.counters["naks"] += 1
-            h = r.token
-            self._finish(h, NakError(pkt.status, pkt.src, h.what))
-
-    def _on_atomic(self, pkt: Packet, now: float) -> None:
-        (old,) = _U64.unpack_from(pkt.payload) if len(pkt.payload) >= 8 else (None,)
-        for r in self.rel.on_reply(pkt.src, pkt, now):
-            r.token.result = old
-            self._datagram_done(r.token)
-
-    def _on_read_resp(self, pkt: Packet, now: float) -> None:
-        key = (pkt.src, pkt.req_id)
-        entry = self._reads.get(key)
-        if entry is None:                      # a late duplicate of a finished READ
-            self.rel.on_reply(pkt.src, pkt, now, final=False)
-            return
-        h, off, n = entry
-        if pkt.length != n:                    # not the answer to what we asked
-            self.counters["dropped_malformed"] += 1
-            return
-        out = memoryview(h.result).cast("B")[off:off + n]
-        try:                                   # fragments land in the result directly
-            whole = self.reasm.add(pkt, now, key, into=out)
-        except WireError:
-            self.counters["dropped_malformed"] += 1
-            return
-        if whole is None:
-            self.rel.on_reply(pkt.src, pkt, now, final=False)
-            return
-        del self._reads[key]
-        for r in self.rel.on_reply(pkt.src, pkt, now):
-            self._datagram_done(r.token)
 
     # -- wait_signal -----------------------------------------------------------------------------
     def _run_waiters(self, now: float) -> None:
@@ -787,13 +699,5 @@ def _dtype_of(data, dtype: int | None) -> int:
             raise UsageError(f"no netdam dtype for NumPy {data.dtype}; pass dtype=") from None
     return DType.UINT8
 
-
-#: reply opcode -> handler
-_HANDLERS = {
-    int(Opcode.ACK): Agent._on_ack,
-    int(Opcode.NAK): Agent._on_nak,
-    int(Opcode.ATOMIC_RESP): Agent._on_atomic,
-    int(Opcode.READ_RESP): Agent._on_read_resp,
-}
 
 __all__ = ["Agent", "Addr", "Handle", "NetdamTimeout", "NakError"]

@@ -12,7 +12,7 @@ import pytest
 
 from firmware_model import alu
 from netdam.agent import Addr, Agent, NakError, NetdamTimeout
-from netdam.device import DeviceProcess
+from netdam.device import DeviceConfig, DeviceProcess, DeviceServer
 from netdam.transport.faults import FaultConfig
 from netdam.transport.reliability import RelConfig
 from netdam.transport.shm import leaked
@@ -187,6 +187,29 @@ def test_faults_keep_exactly_once_and_byte_exact():
         assert ag.udp.injector.counters["corrupted"] + ag.udp.injector.counters["lost"] > 0
     k = dev.final_counters
     assert k is not None and k.get("dropped_crc", 0) > 0
+
+
+@pytest.mark.parametrize("faults", [FaultConfig(), FaultConfig(dup=0.2, reorder=0.2, seed=3)])
+def test_read_answers_taken_in_a_burst_complete_as_runs(faults):
+    """A device in this process answers a READ before the agent looks, so the agent
+    takes the answer's fragments as one burst and completes them as runs; duplicated
+    and reordered answers still give the bytes, once."""
+    srv = DeviceServer(DeviceConfig(device_id=3, mem_size=MEM, mtu=9000, faults=faults))
+    try:
+        with Agent(timeout=5, mtu=9000) as ag:
+            ag.add_device(srv.info(), path="udp")
+            blob = os.urandom(300_000)                 # 34 answers of 9000 bytes
+            for op in (lambda: ag.write_nb(Addr(3, 0), blob),
+                       lambda: ag.read_nb(Addr(3, 0), len(blob))):
+                h = op()
+                end = time.monotonic() + 5
+                while not h.done() and time.monotonic() < end:
+                    srv.step(0.0)
+                    ag.progress(0.0)
+            assert h.wait() == blob
+            assert ag.counters["answers_in_runs"] > 0 and not ag.counters["dropped_malformed"]
+    finally:
+        srv.close()
 
 
 @pytest.mark.parametrize("path", ["udp", "shm"])

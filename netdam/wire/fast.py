@@ -2,8 +2,10 @@
 
 Owns the Python face of ``netdam.wire._fastpath``: ``Batch`` (a list of datagrams
 scanned at once: the checks and fields of ``codec.decode`` for each, CRC32C included),
-copying a batch's payloads into device memory, and ``Burst`` (fragments of one message
-stamped with their sequence numbers and CRCs and sent with one ``sendmmsg``). The
+copying a batch's payloads into device memory (or, on a host, the fragments of one
+message into its buffer: ``msg_run``, ``copy_fragments``), and ``Burst`` (fragments of
+one message stamped with their sequence numbers and CRCs and sent with one
+``sendmmsg``). The
 engines decide everything; this module only does their byte work for many datagrams
 per Python call. ``AVAILABLE`` is False when the extension was not built; callers then
 keep their pure-Python paths, which give the same results.
@@ -52,6 +54,20 @@ class Batch:
         lib.nd_write_run(self.n - start, self.hdrs + start, op, plain[0], plain[1], me,
                          any_, dtypes, out)
         return out
+
+    def msg_run(self, start: int, op: int):
+        """The fragments of one message with opcode ``op`` from datagram ``start``
+        (``nd_msg_run``): ``count``, ``uniform`` (each starts where the one before
+        ended), ``lo``, ``hi`` (the bytes of the message they cover), ``payload``."""
+        out = ffi.new("nd_run *")
+        lib.nd_msg_run(self.n - start, self.hdrs + start, op, out)
+        return out
+
+    def copy_fragments(self, buf, start: int, stop: int) -> None:
+        """Write the payloads of datagrams ``start:stop`` at ``frag_off`` of ``buf`` (a
+        writable buffer of their message's length, as ``msg_run`` checked them)."""
+        dst = ffi.from_buffer("uint8_t[]", buf, require_writable=True)
+        lib.nd_copy_fragments(dst, stop - start, self.ptrs + start, self.hdrs + start)
 
     def copy_payloads(self, memory, start: int, stop: int) -> None:
         """Write the payloads of datagrams ``start:stop`` at ``addr + frag_off`` of

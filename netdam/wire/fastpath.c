@@ -373,6 +373,44 @@ void nd_copy_payloads(uint8_t *mem, size_t n, const uint8_t *const *grams,
     }
 }
 
+/* The run of fragments of one message that starts at h[0], as a host takes a burst of
+ * answers: consecutive datagrams that scanned ok, have opcode ``op`` and the src,
+ * req_id and length of h[0], each within the message. ``uniform`` says whether each
+ * starts where the one before ended (then [lo, hi) is exactly what the run covers). */
+void nd_msg_run(size_t n, const nd_hdr *h, uint32_t op, nd_run *out) {
+    const nd_hdr *f = &h[0];
+    uint64_t lo = f->frag_off, hi = lo, payload = 0;
+    uint32_t uniform = 1;
+    size_t i = 0;
+    for (; i < n; i++) {
+        const nd_hdr *g = &h[i];
+        if (!g->ok || g->opcode != op || g->src != f->src || g->req_id != f->req_id
+                || g->length != f->length
+                || (uint64_t)g->frag_off + g->payload_len > g->length)
+            break;
+        if (i && g->frag_off != hi)
+            uniform = 0;
+        if (g->frag_off < lo)
+            lo = g->frag_off;
+        if ((uint64_t)g->frag_off + g->payload_len > hi)
+            hi = (uint64_t)g->frag_off + g->payload_len;
+        payload += g->payload_len;
+    }
+    out->count = (uint32_t)i;
+    out->uniform = uniform;
+    out->lo = lo;
+    out->hi = hi;
+    out->payload = payload;
+}
+
+/* Copy the payloads of datagrams 0..n to dst + frag_off (a message's buffer); the
+ * caller has checked every fragment against the message's length. */
+void nd_copy_fragments(uint8_t *dst, size_t n, const uint8_t *const *grams,
+                       const nd_hdr *hdrs) {
+    for (size_t k = 0; k < n; k++)
+        memcpy(dst + hdrs[k].frag_off, grams[k] + hdrs[k].payload_at, hdrs[k].payload_len);
+}
+
 /* ---- sending a batch of fragments ---- */
 /* heads: n * head_len bytes, each a copy of the same header (and route) that this stamps
  * with seq[i], frag_off[i], payload_len[i] and flags[i]; the CRC of head + payload is

@@ -40,6 +40,9 @@ int nd_crc_hardware(void);
 void nd_scan(size_t n, const uint8_t *const *grams, const uint32_t *lens, nd_hdr *out);
 void nd_copy_payloads(uint8_t *mem, size_t n, const uint8_t *const *grams,
                       const nd_hdr *hdrs);
+void nd_msg_run(size_t n, const nd_hdr *h, uint32_t op, nd_run *out);
+void nd_copy_fragments(uint8_t *dst, size_t n, const uint8_t *const *grams,
+                       const nd_hdr *hdrs);
 void nd_stamp(size_t n, uint8_t *heads, size_t head_len, const uint32_t *seq,
               const uint32_t *frag_off, const uint32_t *plen, const uint32_t *flags,
               const uint8_t *const *payloads, uint8_t *trailers);

@@ -211,24 +211,60 @@ class Reassembler:
                     return bytearray(pkt.payload)
                 into[:] = pkt.payload
                 return into
-            if len(self._partial) >= self.max_messages:
-                raise WireError(Status.BUSY, None,
-                                f"{len(self._partial)} messages already in reassembly")
-            own = 0 if into is not None else length
-            if self._bytes + own > self.max_bytes:
-                raise WireError(Status.BUSY, "length",
-                                f"message of {length} bytes exceeds reassembly budget "
-                                f"({self._bytes} of {self.max_bytes} in use)")
-            part = self._partial[key] = _Partial(bytearray(length) if into is None else into,
-                                                 now, own=own)
-            self._bytes += own
+            part = self._start(key, length, now, into)
         elif len(part.buf) != length:
             raise WireError(Status.MALFORMED, "length",
                             f"fragment says length {length}, message started as {len(part.buf)}")
         if n:
             part.buf[off:off + n] = pkt.payload
             part.add(off, off + n)
-        if part.received >= length:
+        return self._done(key, part)
+
+    def add_run(self, key: Hashable, length: int, batch, start: int, stop: int, run,
+                now: float, into=None) -> bytearray | memoryview | None:
+        """``add`` of datagrams ``start:stop`` of a scanned ``fast.Batch``: fragments
+        of one message of ``length`` bytes, each within it, as ``Batch.msg_run`` found
+        them (``run``). Their payloads are copied in C, and their bytes are counted at
+        once when each starts where the one before ended."""
+        part = self._partial.get(key)
+        if part is None:
+            if into is not None and len(into) != length:
+                raise WireError(Status.MALFORMED, "length",
+                                f"fragment says length {length}, expected {len(into)}")
+            if run.uniform and run.lo == 0 and run.hi == length:   # all of it, here
+                buf = bytearray(length) if into is None else into
+                batch.copy_fragments(buf, start, stop)
+                return buf
+            part = self._start(key, length, now, into)
+        elif len(part.buf) != length:
+            raise WireError(Status.MALFORMED, "length",
+                            f"fragment says length {length}, message started as {len(part.buf)}")
+        batch.copy_fragments(part.buf, start, stop)
+        if run.uniform:
+            part.add(run.lo, run.hi)
+        else:
+            for h in batch.hdrs[start:stop]:
+                part.add(h.frag_off, h.frag_off + h.payload_len)
+        return self._done(key, part)
+
+    def _start(self, key: Hashable, length: int, now: float, into) -> _Partial:
+        """A message's first fragment (not all of it): its entry, within the bounds."""
+        if len(self._partial) >= self.max_messages:
+            raise WireError(Status.BUSY, None,
+                            f"{len(self._partial)} messages already in reassembly")
+        own = 0 if into is not None else length
+        if self._bytes + own > self.max_bytes:
+            raise WireError(Status.BUSY, "length",
+                            f"message of {length} bytes exceeds reassembly budget "
+                            f"({self._bytes} of {self.max_bytes} in use)")
+        part = self._partial[key] = _Partial(bytearray(length) if into is None else into,
+                                             now, own=own)
+        self._bytes += own
+        return part
+
+    def _done(self, key: Hashable, part: _Partial) -> bytearray | memoryview | None:
+        """The message if its last missing byte has arrived (its entry goes), else None."""
+        if part.received >= len(part.buf):
             del self._partial[key]
             self._bytes -= part.own
             return part.buf

@@ -13,7 +13,7 @@ from test_codec import INT_FIELDS, packets
 
 from netdam.transport.udp import UdpEndpoint
 from netdam.wire import Flag, Opcode, Packet, WireError, decode, encode, fast
-from netdam.wire.frag import fragment
+from netdam.wire.frag import Reassembler, fragment
 
 pytestmark = pytest.mark.skipif(not fast.AVAILABLE, reason="the C fast path is not built")
 
@@ -69,6 +69,56 @@ def test_copy_payloads_writes_each_fragment_at_its_offset():
     memory = bytearray(6000)
     fast.Batch(grams).copy_payloads(memory, 0, len(grams))
     assert memory[100:5100] == data and not any(memory[:100]) and not any(memory[5100:])
+
+
+def test_msg_run_takes_one_messages_fragments_and_copy_fragments_places_them():
+    data = random.Random(4).randbytes(5000)
+    mine = [encode(f) for f in fragment(Packet(opcode=Opcode.READ_RESP, src=2, req_id=7),
+                                        data, 1100)]
+    other = encode(Packet(opcode=Opcode.READ_RESP, src=2, req_id=8, length=3, payload=b"abc"))
+    grams = [mine[1], mine[2], mine[0], mine[3], other, mine[4]]
+    batch = fast.Batch(grams)
+    run = batch.msg_run(0, int(Opcode.READ_RESP))
+    assert run.count == 4 and not run.uniform          # mine[0] comes after mine[2]
+    assert (run.lo, run.hi) == (0, len(data) - len(decode(mine[4]).payload))
+    in_order = fast.Batch(mine).msg_run(0, int(Opcode.READ_RESP))
+    assert in_order.uniform and (in_order.count, in_order.lo, in_order.hi) == (5, 0, 5000)
+    assert batch.msg_run(4, int(Opcode.READ_RESP)).count == 1
+    assert batch.msg_run(0, int(Opcode.WRITE)).count == 0
+    out = bytearray(len(data))
+    batch.copy_fragments(out, 0, 4)
+    batch.copy_fragments(out, 5, 6)
+    assert out == data
+    damaged = bytearray(mine[3])
+    damaged[-1] ^= 1
+    assert fast.Batch(mine[:3] + [bytes(damaged)]).msg_run(0, int(Opcode.READ_RESP)).count == 3
+
+
+@settings(max_examples=100, deadline=None)
+@given(size=st.integers(0, 6000), seed=st.integers(0, 2**16), cuts=st.integers(1, 6))
+def test_add_run_completes_where_add_does_with_the_same_bytes(size, seed, cuts):
+    """Fragments in any order, with duplicates, handed over in runs of one message
+    (``Batch.msg_run``) complete the message at the same fragment as one by one."""
+    rng = random.Random(seed)
+    data = rng.randbytes(size)
+    frags = [encode(f) for f in fragment(Packet(opcode=Opcode.READ_RESP, src=2, req_id=7),
+                                         data, 700)]
+    order = frags + rng.choices(frags, k=rng.randrange(3))
+    rng.shuffle(order)
+    one = Reassembler()
+    done_at = [k for k, g in enumerate(order) if one.add(decode(g), 0.0) is not None]
+    runs = Reassembler()
+    edges = sorted({0, len(order), *(rng.randrange(len(order) + 1) for _ in range(cuts))})
+    got = []
+    for lo, hi in zip(edges, edges[1:]):
+        batch = fast.Batch(order[lo:hi])
+        run = batch.msg_run(0, int(Opcode.READ_RESP))
+        assert run.count == hi - lo
+        whole = runs.add_run((2, 7), size, batch, 0, hi - lo, run, 0.0)
+        if whole is not None:
+            got.append((hi, bytes(whole)))
+    first = next((hi for lo, hi in zip(edges, edges[1:]) if lo <= done_at[0] < hi), None)
+    assert got and got[0] == (first, data)
 
 
 @pytest.mark.parametrize("addr", [0, 4099])
