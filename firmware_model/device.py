@@ -29,7 +29,7 @@ from firmware_model.runs import WriteRuns
 from firmware_model.timing import TimingModel
 from netdam.wire.codec import Packet, WireError, decode, overhead, peek_header
 from netdam.wire.fields import CAPS, DEFAULT_MTU, MAGIC, Cap, Flag, Opcode, Status
-from netdam.wire.frag import max_payload
+from netdam.wire.frag import Fragment, max_payload
 
 # plain ints for the hot path: IntFlag arithmetic goes through the enum machinery
 _RESPONSE, _RESPONDS = int(Cap.RESPONSE), int(Cap.RESPONDS)
@@ -71,6 +71,11 @@ class Device(WriteRuns):
     ``ack_every`` requests, or ``ack_delay`` s after the first deferred one. Only
     positive answers are coalesced; every NAK goes out on its own. 1 (the default)
     answers every request with its own ACK.
+
+    ``answer_views``: a READ's answer may carry a view of device memory instead of a
+    copy; the caller then sends (or copies) every answer before the device runs again,
+    as the device process does. The default copies, for callers that hold answers
+    back while the memory may change (the simulator delivers them later).
     """
 
     def __init__(self, device_id: int, mem_size: int = 1 << 20, *, memory=None,
@@ -78,7 +83,8 @@ class Device(WriteRuns):
                  replay_window: int = 4096, max_peers: int = 1024,
                  peer_timeout: float = 30.0, hold_timeout: float = 1.0,
                  max_held: int = 1024, max_held_bytes: int = 64 << 20,
-                 max_messages: int = 4096, ack_every: int = 1, ack_delay: float = 1e-3):
+                 max_messages: int = 4096, ack_every: int = 1, ack_delay: float = 1e-3,
+                 answer_views: bool = False):
         if not 0 <= device_id <= MEMBER_MAX:
             raise ValueError(f"device id {device_id} outside 0..{MEMBER_MAX}")
         max_payload(mtu)  # validates the MTU
@@ -99,6 +105,7 @@ class Device(WriteRuns):
         self._table = InstructionTable()
         self._tracker = MessageTracker(max_messages, peer_timeout)
         self._ctx = Context(device_id, self._mem, mtu, self._tracker)
+        self._ctx.answer_views = answer_views
         self._peers = PeerTable(replay_window, max_peers, peer_timeout)
         self._counters = Counters()
         self._holds: list[tuple[float, int, int, int]] = []   # (deadline, tick, peer, seq)
@@ -364,7 +371,8 @@ class Device(WriteRuns):
                 p = out.packet
                 if peer is not None:
                     p.flags |= _ACK_VALID
-                    p.ack = peer.window.cum
+                    # the fragments of one answer share their head, and one ack
+                    (p.head if type(p) is Fragment else p).ack = peer.window.cum
                 if reply_dest is not None:
                     out = Out(reply_dest, p)
             stamped.append(out)

@@ -34,7 +34,7 @@ from firmware_model.replay import MessageTracker
 from netdam.wire.codec import Packet
 from netdam.wire.fields import (CAPS, DTYPE_SIZE, USER_OPCODES, Cap, DType, Flag, Opcode,
                                 Status)
-from netdam.wire.frag import fragment, max_payload
+from netdam.wire.frag import fragment, fragments, max_payload
 
 MASK64 = (1 << 64) - 1
 FP8_BLOCK = 128                      #: elements per scale (QUANT_FP8 / DEQUANT_FP8)
@@ -106,6 +106,7 @@ class Context:
         self.chains: dict[int, tuple[int, ...]] = {}
         self.now = 0.0
         self.signals = 0      # signal words bumped (read by the device's counters)
+        self.answer_views = False   # answers may view memory (sent before it changes)
 
     # -- memory ----------------------------------------------------------------------
     def mem(self, addr: int, length: int) -> memoryview:
@@ -263,12 +264,14 @@ def _read_operands(ctx, pkt):
 
 
 def _read(ctx: Context, pkt: Packet) -> list[Out]:
-    data = bytes(ctx.mem(pkt.addr, pkt.length))   # a snapshot: memory may change later
+    data = ctx.mem(pkt.addr, pkt.length)
+    if not ctx.answer_views:                      # a snapshot: memory may change before
+        data = bytes(data)                        # the answer leaves
     out = ctx.reply(pkt, Opcode.READ_RESP, data)
     out.packet.frag_off = 0
     if len(data) <= ctx.one_datagram:             # the common small READ: one answer
         return [out]
-    return [Out(None, f) for f in fragment(out.packet, data, ctx.mtu)]
+    return [Out(None, f) for f in fragments(out.packet, data, ctx.mtu)]   # one shared head
 
 
 # -- WRITE ---------------------------------------------------------------------------------

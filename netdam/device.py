@@ -112,6 +112,7 @@ class DeviceServer:
         try:
             self.device = Device(c.device_id, c.mem_size, memory=memory, mtu=c.mtu,
                                  ack_every=min(c.ack_every, lim["replay_window"]),
+                                 answer_views=True,   # each turn's answers leave in it
                                  **_limits.part(lim, "engine"))
             for spec in c.instructions:
                 _load_instructions(spec)(self.device)
