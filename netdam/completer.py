@@ -46,15 +46,16 @@ class Completer:
         counts). Returns how many datagrams were taken."""
         n = 0
         udp = self.udp
-        if timeout > 0 or udp.waiting():               # mostly nothing: no failed try
-            while True:
-                grams = udp.recv_batch(self.rxpool, _BURST, timeout)
-                n += len(grams)
-                if grams:
-                    self._dispatch_burst(grams)
-                if len(grams) < _BURST:
+        r = udp.recv(timeout) if timeout > 0 or udp.waiting() else None   # mostly none
+        if r is not None:
+            n = 1
+            self._dispatch(*r)            # one alone, as the answer to a request mostly is
+            while udp.waiting():          # the rest of a burst: scanned together
+                grams = udp.recv_batch(self.rxpool, _BURST, 0.0)
+                if not grams:             # poll() also reports a socket error
                     break
-                timeout = 0.0
+                n += len(grams)
+                self._dispatch_burst(grams)
         for link in self._shm_links:
             shm = link.shm
             view = shm.recv()
