@@ -287,6 +287,23 @@ void nd_scan(size_t n, const uint8_t *const *grams, const uint32_t *lens, nd_hdr
     }
 }
 
+/* A run's hull [lo, hi) widened by [start, end). */
+static inline void widen(uint64_t *lo, uint64_t *hi, uint64_t start, uint64_t end) {
+    if (start < *lo)
+        *lo = start;
+    if (end > *hi)
+        *hi = end;
+}
+
+static void run_found(nd_run *out, size_t count, uint32_t uniform, uint64_t lo,
+                      uint64_t hi, uint64_t payload) {
+    out->count = (uint32_t)count;
+    out->uniform = uniform;
+    out->lo = lo;
+    out->hi = hi;
+    out->payload = payload;
+}
+
 /* The run of plain WRITE fragments that starts at h[0], as a device's batch lane groups
  * them: consecutive datagrams that scanned ok, have opcode ``op`` and flags ``plain_a``
  * or ``plain_b``, one src and consecutive sequence numbers. ``uniform`` says whether
@@ -312,17 +329,10 @@ void nd_write_run(size_t n, const nd_hdr *h, uint32_t op, uint32_t plain_a,
         uint64_t start = g->addr + g->frag_off, end = start + g->payload_len;
         if (start < g->addr || end < start)
             uniform = 0;              /* past 2^64: Python's integers would not wrap */
-        if (start < lo)
-            lo = start;
-        if (end > hi)
-            hi = end;
+        widen(&lo, &hi, start, end);
         payload += g->payload_len;
     }
-    out->count = (uint32_t)i;
-    out->uniform = uniform;
-    out->lo = lo;
-    out->hi = hi;
-    out->payload = payload;
+    run_found(out, i, uniform, lo, hi, payload);
 }
 
 /* Messages at least this long are written to device memory with streaming stores: a
@@ -390,17 +400,10 @@ void nd_msg_run(size_t n, const nd_hdr *h, uint32_t op, nd_run *out) {
             break;
         if (i && g->frag_off != hi)
             uniform = 0;
-        if (g->frag_off < lo)
-            lo = g->frag_off;
-        if ((uint64_t)g->frag_off + g->payload_len > hi)
-            hi = (uint64_t)g->frag_off + g->payload_len;
+        widen(&lo, &hi, g->frag_off, (uint64_t)g->frag_off + g->payload_len);
         payload += g->payload_len;
     }
-    out->count = (uint32_t)i;
-    out->uniform = uniform;
-    out->lo = lo;
-    out->hi = hi;
-    out->payload = payload;
+    run_found(out, i, uniform, lo, hi, payload);
 }
 
 /* Copy the payloads of datagrams 0..n to dst + frag_off (a message's buffer); the
