@@ -39,6 +39,7 @@ _RETRANSMIT = int(Flag.RETRANSMIT)
 _MORE_FRAGS = int(Flag.MORE_FRAGS)
 _ACK = int(Opcode.ACK)
 _IS_RESPONSE = frozenset(op for op, caps in CAPS.items() if caps & Cap.RESPONSE)
+_OVERHEAD = [overhead(n) for n in range(256)]   # bytes besides the payload, by route length
 _ANY_MEMBER = 0xFFFF   # dst that every device accepts (SPEC §2.1)
 
 MEMBER_MAX = 0xFFFE
@@ -379,12 +380,17 @@ class Device(WriteRuns):
         return stamped
 
     def _sent(self, outs: list[Out]) -> list[Out]:
-        c = self._counters
-        for out in outs:
-            c.add("tx_packets")
-            c.add("tx_bytes", overhead(len(out.packet.route)) + len(out.packet.payload))
-            if out.dest is not None and out.packet.opcode not in _IS_RESPONSE:
-                c.add("forwarded")   # a request for another device (chain hop, copy)
+        nbytes = forwarded = 0
+        for dest, p in outs:
+            nbytes += _OVERHEAD[len(p.route)] + len(p.payload)
+            if dest is not None and p.opcode not in _IS_RESPONSE:
+                forwarded += 1       # a request for another device (chain hop, copy)
+        if outs:
+            c = self._counters
+            c.add("tx_packets", len(outs))
+            c.add("tx_bytes", nbytes)
+            if forwarded:
+                c.add("forwarded", forwarded)
         return outs
 
     # -- ordering: FENCE / RELEASE / ACQUIRE ---------------------------------------------
