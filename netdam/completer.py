@@ -92,14 +92,16 @@ class Completer:
                     self._read_resp_run(batch, i, i + run.count, run)
                     i += run.count
                     continue
-            self._dispatch(views[i], None)
+            self._dispatch(views[i], None, scanned=bool(h.ok))
             i += 1
 
-    def _dispatch(self, view, _addr) -> None:
+    def _dispatch(self, view, _addr, *, scanned: bool = False) -> None:
+        """Complete what ``view`` answers; ``scanned``: the C scan of its burst has
+        checked its CRC and lengths already (``decode`` need not do the CRC again)."""
         if not view:
             return                    # a doorbell: something arrived on a ring
         try:
-            pkt = decode(view)
+            pkt = decode(view, check_crc=not scanned)
         except WireError as exc:
             key = "dropped_crc" if exc.status == Status.BAD_CRC else "dropped_malformed"
             self.counters[key] += 1

@@ -429,7 +429,7 @@ class Reliability:
             p = self._peers.get(peer)
             if not flight.live or p is None:
                 continue
-            out = p.outstanding
+            out, gone = p.outstanding, False
             for k in range(flight.count):
                 seq = (flight.seq + k) & _SEQ_MASK
                 e = out.get(seq)
@@ -439,10 +439,12 @@ class Reliability:
                     del out[seq]
                     p.bytes -= e.size
                     flight.live -= 1
+                    gone = True
                     failed.append(Failed(peer, seq, e.token, flight.tries))
                 else:
                     self._ready.append((peer, e))
-            self._advance(p)
+            if gone:
+                self._advance(p)
         for peer, p in self._peers.items() if self._queued else ():
             if p.queue and p.queue[0].deadline <= now:
                 keep = deque()
