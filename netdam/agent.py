@@ -45,13 +45,12 @@ from netdam.transport.faults import FaultConfig
 from netdam.transport.reliability import RelConfig, Reliability
 from netdam.transport.shm import Backoff
 from netdam.transport.shm import copy as shm_copy
-from netdam.transport.udp import UdpEndpoint
+from netdam.transport.udp import SPIN_TURN, UdpEndpoint
 from netdam.wire.codec import Packet, encode_parts
 from netdam.wire.fields import DEFAULT_MTU, DTYPE_SIZE, DType, Flag, Opcode, RedOp, Status
 from netdam.wire.frag import Fragment, Reassembler, fragments, max_payload
 
 _PEER = operator.itemgetter(0)
-_SPIN_TURN = 200e-6   # longest busy-poll of the socket before timers are looked at
 _FIRST_CUT = 16      # fragments of a large message sent before the rest are cut
 _U64 = struct.Struct("<Q")
 _U64x2 = struct.Struct("<QQ")
@@ -621,7 +620,7 @@ class Agent(Completer):
         pause = self._backoff.pause(wait)
         if not pause:                          # spinning: an answer is usually near
             if not self._shm_links:            # (a ring is looked at by the next turn)
-                self.udp.readable(now + min(wait, _SPIN_TURN))
+                self.udp.readable(now + min(wait, SPIN_TURN))
             n = self._take()
         elif self._shm_links:
             if self._prepare_sleep():

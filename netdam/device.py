@@ -40,7 +40,7 @@ from netdam.transport.faults import FaultConfig, add_fault_arguments
 from netdam.transport.reliability import RelConfig, Reliability
 from netdam.transport.rxpool import RecvPool
 from netdam.transport.shm import Backoff
-from netdam.transport.udp import UdpEndpoint, check_mtu, warn_if_exposed
+from netdam.transport.udp import SPIN_TURN, UdpEndpoint, check_mtu, warn_if_exposed
 from netdam.wire.codec import WireError, decode, encode_parts
 from netdam.wire.fields import CAPS, DEFAULT_MTU, MAX_DATAGRAM, Cap, Opcode
 
@@ -52,7 +52,6 @@ _DST_AT = 14         # byte offset of the u16 dst
 _ANY = 0xFFFF        # dst meaning "whichever device receives it"
 _ACK = int(Opcode.ACK)
 _VIA_SHM = "shm"     # marks a learned address that is a shared-memory slot
-_SPIN_TURN = 200e-6  # longest busy-poll of the socket before timers are looked at
 _BATCH = 64          # datagrams served per turn before looking at timers again
 _QUANTUM = 32        # datagrams of one source served together per round (fair queue)
 _INGEST = 1024       # datagrams drained from the socket per turn (cheap: no decoding)
@@ -474,7 +473,7 @@ class DeviceServer:
         pause = self._backoff.pause(wait)
         if not pause:                       # spinning: the next datagram is usually near
             if self.shm is None:            # (rings are looked at by the next turn)
-                self.udp.readable(now + min(wait, _SPIN_TURN))
+                self.udp.readable(now + min(wait, SPIN_TURN))
             return 0
         if self.shm is None:
             return self._udp_turn(wait)     # sleep in poll() until a datagram or a timer

@@ -36,6 +36,8 @@ SOCKET_BUFFER = 4 << 20
 _TEMPLATE = operator.attrgetter(*(f for f in HEADER_FIELDS if f in Packet.__slots__ and f not in
                                   ("seq", "frag_off", "flags")), "route")
 _REQ_ID = operator.attrgetter("req_id")
+#: longest busy-poll (``readable``) before a loop looks at its timers again
+SPIN_TURN = 200e-6
 #: what a batched send returns when the send buffer is full (-errno)
 _FULL = (0, -errno.EAGAIN, -errno.ENOBUFS)
 #: errors a send may hit that mean "the datagram is lost", as on a real network

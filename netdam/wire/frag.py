@@ -201,20 +201,14 @@ class Reassembler:
         if off + n > length:
             raise WireError(Status.MALFORMED, "frag_off",
                             f"fragment [{off}, {off + n}) beyond message length {length}")
-        part = self._partial.get(key)
+        part = self._entry(key, length, into)
         if part is None:
-            if into is not None and len(into) != length:
-                raise WireError(Status.MALFORMED, "length",
-                                f"fragment says length {length}, expected {len(into)}")
             if off == 0 and n == length:  # a whole message in one datagram
                 if into is None:
                     return bytearray(pkt.payload)
                 into[:] = pkt.payload
                 return into
             part = self._start(key, length, now, into)
-        elif len(part.buf) != length:
-            raise WireError(Status.MALFORMED, "length",
-                            f"fragment says length {length}, message started as {len(part.buf)}")
         if n:
             part.buf[off:off + n] = pkt.payload
             part.add(off, off + n)
@@ -226,19 +220,13 @@ class Reassembler:
         of one message of ``length`` bytes, each within it, as ``Batch.msg_run`` found
         them (``run``). Their payloads are copied in C, and their bytes are counted at
         once when each starts where the one before ended."""
-        part = self._partial.get(key)
+        part = self._entry(key, length, into)
         if part is None:
-            if into is not None and len(into) != length:
-                raise WireError(Status.MALFORMED, "length",
-                                f"fragment says length {length}, expected {len(into)}")
             if run.uniform and run.lo == 0 and run.hi == length:   # all of it, here
                 buf = bytearray(length) if into is None else into
                 batch.copy_fragments(buf, start, stop)
                 return buf
             part = self._start(key, length, now, into)
-        elif len(part.buf) != length:
-            raise WireError(Status.MALFORMED, "length",
-                            f"fragment says length {length}, message started as {len(part.buf)}")
         batch.copy_fragments(part.buf, start, stop)
         if run.uniform:
             part.add(run.lo, run.hi)
@@ -246,6 +234,19 @@ class Reassembler:
             for h in batch.hdrs[start:stop]:
                 part.add(h.frag_off, h.frag_off + h.payload_len)
         return self._done(key, part)
+
+    def _entry(self, key: Hashable, length: int, into) -> _Partial | None:
+        """The message ``key`` being reassembled (None: none yet), checked against the
+        ``length`` a fragment says and the caller's buffer ``into``."""
+        part = self._partial.get(key)
+        if part is None:
+            if into is not None and len(into) != length:
+                raise WireError(Status.MALFORMED, "length",
+                                f"fragment says length {length}, expected {len(into)}")
+        elif len(part.buf) != length:
+            raise WireError(Status.MALFORMED, "length",
+                            f"fragment says length {length}, message started as {len(part.buf)}")
+        return part
 
     def _start(self, key: Hashable, length: int, now: float, into) -> _Partial:
         """A message's first fragment (not all of it): its entry, within the bounds."""
