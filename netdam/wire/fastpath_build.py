@@ -72,14 +72,14 @@ def layout_defines(path: str = WIRE) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _source() -> str:
+def source() -> str:
     with open(SOURCE, encoding="utf-8") as f:
         return layout_defines() + f.read()
 
 
 ffibuilder = FFI()
 ffibuilder.cdef(CDEF)
-ffibuilder.set_source("netdam.wire._fastpath", _source(),
+ffibuilder.set_source("netdam.wire._fastpath", source(),
                       extra_compile_args=["-O2", "-std=gnu99"])
 
 if __name__ == "__main__":
