@@ -32,7 +32,7 @@ from netdam.wire.fields import CAPS, DEFAULT_MTU, MAGIC, Cap, Flag, Opcode, Stat
 from netdam.wire.frag import Fragment, max_payload
 
 # plain ints for the hot path: IntFlag arithmetic goes through the enum machinery
-_RESPONSE, _RESPONDS = int(Cap.RESPONSE), int(Cap.RESPONDS)
+_RESPONDS = int(Cap.RESPONDS)
 _ACK_REQ, _NO_RESPONSE = int(Flag.ACK_REQ), int(Flag.NO_RESPONSE)
 _ACK_VALID = int(Flag.ACK_VALID)
 _RETRANSMIT = int(Flag.RETRANSMIT)
@@ -45,16 +45,6 @@ _ANY_MEMBER = 0xFFFF   # dst that every device accepts (SPEC §2.1)
 MEMBER_MAX = 0xFFFE
 GROUP_MAX = 0xFFFF
 _ORDER_FLAGS = int(Flag.FENCE | Flag.RELEASE)
-
-
-def _saves_replies(row: Instruction) -> bool:
-    """Non-idempotent requests that answer with data keep their replies for duplicates."""
-    return row.has(Cap.RESPONDS) and not _reexecutes(row)
-
-
-def _reexecutes(row: Instruction) -> bool:
-    """Idempotent requests that write nothing (READ) are simply executed again."""
-    return row.has(Cap.IDEMPOTENT) and not row.has(Cap.WRITES)
 
 
 class Device(WriteRuns):
@@ -191,7 +181,7 @@ class Device(WriteRuns):
         """Same as ``receive`` for an already decoded packet. Never raises."""
         c = self._counters
         try:
-            size = overhead(len(pkt.route)) + len(pkt.payload)
+            size = _OVERHEAD[len(pkt.route)] + len(pkt.payload)
             c.add("rx_packets")
             c.add("rx_bytes", size)
             return self._sent(self._handle(pkt, now, size))
@@ -222,8 +212,7 @@ class Device(WriteRuns):
         self._ctx.now = now
         if pkt.flags & _RETRANSMIT:
             self._counters.add("rx_retransmits")
-        caps = CAPS.get(pkt.opcode)
-        if caps is not None and int(caps) & _RESPONSE:
+        if pkt.opcode in _IS_RESPONSE:
             # a response reached a device: NAK it, except a NAK (no NAK storms)
             self._counters.add("responses_ignored")
             if pkt.opcode == Opcode.NAK:
@@ -254,7 +243,7 @@ class Device(WriteRuns):
         if self._blocked(row, pkt, peer):
             return self._hold(pkt, peer, now)
         outs = self._execute(row, pkt, peer, None)
-        return outs + self._release(peer, None)
+        return outs + self._release(peer, None) if peer.held else outs
 
     # -- executing -----------------------------------------------------------------------
     def _apply(self, row: Instruction | None, pkt: Packet) -> tuple[int, list[Out]]:
@@ -297,10 +286,10 @@ class Device(WriteRuns):
                     peer.window.record(pkt.seq, st)
             return self._reject(pkt, st, peer, reply_dest, count=True)
         self._counters.busy(name, self.timing.cost(pkt.opcode, row.operand_bytes(pkt),
-                                                   row.caps))
+                                                   row.bits))
         if record and peer is not None:
             saved = None
-            if _saves_replies(row):
+            if row.saves_replies:
                 saved = tuple(o.packet.copy(payload=bytes(o.packet.payload))
                               for o in outs if o.dest is None)
             peer.window.record(pkt.seq, Status.OK, saved)
@@ -348,12 +337,12 @@ class Device(WriteRuns):
 
     def _replay(self, row: Instruction | None, pkt: Packet, peer: PeerState) -> list[Out]:
         """Answer a duplicate the way the original was answered (SPEC §8.3)."""
-        if row is not None and _reexecutes(row):
+        if row is not None and row.reruns:
             return self._execute(row, pkt, peer, None, record=False)
         status, saved = peer.window.outcome(pkt.seq)
         if status:
             return self._reject(pkt, status, peer, None, count=False)
-        if pkt.flags & Flag.NO_RESPONSE:
+        if pkt.flags & _NO_RESPONSE:
             return []
         if saved is not None:
             outs = [Out(None, p.copy()) for p in saved]

@@ -50,6 +50,10 @@ _MULTICAST = int(Opcode.MULTICAST)
 #: rights that let a request bump a signal word
 SIGNAL_NEED = (Rights.ATOMIC,) + WRITE_ANY
 _PAYLOAD = int(Cap.PAYLOAD)
+_ACK = int(Opcode.ACK)
+_READ_RESP, _ATOMIC_RESP = int(Opcode.READ_RESP), int(Opcode.ATOMIC_RESP)
+_READ_NEED, _ATOMIC_NEED = (Rights.READ,), (Rights.ATOMIC,)   # per request: no enum lookups
+_IDEMPOTENT, _WRITES, _RESPONDS = int(Cap.IDEMPOTENT), int(Cap.WRITES), int(Cap.RESPONDS)
 
 
 class Out(NamedTuple):
@@ -73,9 +77,9 @@ class InstructionError(Exception):
 
 def make_ack(device_id: int, pkt: Packet) -> Packet:
     """ACK of ``pkt`` (SPEC §4.7): seq, req_id, addr, length, frag_off echoed, imm = opcode."""
-    return Packet(opcode=Opcode.ACK, src=device_id, dst=pkt.src, pkey=pkt.pkey,
-                  rkey=pkt.rkey, seq=pkt.seq, req_id=pkt.req_id, addr=pkt.addr,
-                  length=pkt.length, frag_off=pkt.frag_off, imm=pkt.opcode, dtype=pkt.dtype)
+    # positional, in the fields' order (see Context.reply)
+    return Packet(_ACK, 0, 0, pkt.dtype, 0, 0, device_id, pkt.src, pkt.pkey, 0, pkt.rkey,
+                  pkt.seq, 0, pkt.req_id, pkt.addr, 0, pkt.opcode, pkt.length, pkt.frag_off)
 
 
 def make_nak(device_id: int, status: int, *, src: int = 0, seq: int = 0, req_id: int = 0,
@@ -136,10 +140,12 @@ class Context:
     # -- packets ---------------------------------------------------------------------
     def reply(self, pkt: Packet, opcode: int, payload=b"", **changes) -> Out:
         """A response to ``pkt`` (echoes seq, req_id, keys, addr, length, frag_off)."""
-        p = Packet(opcode=opcode, src=self.device_id, dst=pkt.src, pkey=pkt.pkey,
-                   rkey=pkt.rkey, seq=pkt.seq, req_id=pkt.req_id, addr=pkt.addr,
-                   length=pkt.length, frag_off=pkt.frag_off, dtype=pkt.dtype,
-                   payload=payload)
+        # positional (half the cost of keywords, once per request), in the fields' order:
+        # opcode flags status dtype redop hop src dst pkey group rkey seq ack req_id addr
+        # addr2 imm length frag_off route payload
+        p = Packet(opcode, 0, 0, pkt.dtype, 0, 0, self.device_id, pkt.src, pkt.pkey, 0,
+                   pkt.rkey, pkt.seq, 0, pkt.req_id, pkt.addr, 0, 0, pkt.length,
+                   pkt.frag_off, (), payload)
         return Out(None, p.copy(**changes) if changes else p)
 
     def forward(self, dest: int, pkt: Packet, *, keep: int = FORWARD_KEEP,
@@ -171,7 +177,14 @@ class Instruction:
 
     def __post_init__(self):
         # capability bits as a plain int: IntFlag arithmetic is slow on the hot path
-        object.__setattr__(self, "bits", int(self.caps))
+        bits = int(self.caps)
+        object.__setattr__(self, "bits", bits)
+        # how a duplicate is answered (SPEC §8.3), decided once per row, not per request:
+        # idempotent requests that write nothing (READ) are simply executed again;
+        # other requests that answer with data (atomics) keep their replies
+        reruns = bool(bits & _IDEMPOTENT) and not bits & _WRITES
+        object.__setattr__(self, "reruns", reruns)
+        object.__setattr__(self, "saves_replies", bool(bits & _RESPONDS) and not reruns)
 
     def has(self, cap: int) -> bool:
         return bool(self.bits & int(cap))
@@ -260,14 +273,14 @@ def _read_validate(ctx, pkt):
 
 
 def _read_operands(ctx, pkt):
-    return [Access(pkt.addr, pkt.length, (Rights.READ,))]
+    return [Access(pkt.addr, pkt.length, _READ_NEED)]
 
 
 def _read(ctx: Context, pkt: Packet) -> list[Out]:
     data = ctx.mem(pkt.addr, pkt.length)
     if not ctx.answer_views:                      # a snapshot: memory may change before
         data = bytes(data)                        # the answer leaves
-    out = ctx.reply(pkt, Opcode.READ_RESP, data)
+    out = ctx.reply(pkt, _READ_RESP, data)
     out.packet.frag_off = 0
     if len(data) <= ctx.one_datagram:             # the common small READ: one answer
         return [out]
@@ -299,7 +312,7 @@ def _atomic_validate(ctx, pkt):
 
 
 def _atomic_operands(ctx, pkt):
-    return [Access(pkt.addr, 8, (Rights.ATOMIC,), 8)]
+    return [Access(pkt.addr, 8, _ATOMIC_NEED, 8)]
 
 
 def _atomic(ctx: Context, pkt: Packet) -> list[Out]:
@@ -311,7 +324,7 @@ def _atomic(ctx: Context, pkt: Packet) -> list[Out]:
         word[:] = new.to_bytes(8, "little")
     elif old == operand[:8]:  # CAS: compare, swap
         word[:] = operand[8:16]
-    return [ctx.reply(pkt, Opcode.ATOMIC_RESP, old, length=8)]
+    return [ctx.reply(pkt, _ATOMIC_RESP, old, length=8)]
 
 
 # -- REDUCE --------------------------------------------------------------------------------
@@ -559,9 +572,12 @@ assert set(BUILTINS) == {op for op, caps in CAPS.items() if not caps & Cap.RESPO
 
 def default_validate(caps: int) -> Validator:
     """Header checks implied by ``caps`` (used for user-defined instructions)."""
+    # the capability tests once, not per request (IntFlag arithmetic is slow)
+    reduces, carries = bool(caps & Cap.REDUCE), bool(caps & Cap.PAYLOAD)
+
     def validate(ctx, pkt):
-        base = _reduce_valid(pkt) if caps & Cap.REDUCE else _dtype_known(pkt)
-        size = _fragment_fits(pkt) if caps & Cap.PAYLOAD else _no_payload(pkt)
+        base = _reduce_valid(pkt) if reduces else _dtype_known(pkt)
+        size = _fragment_fits(pkt) if carries else _no_payload(pkt)
         return _first(base, size)
     return validate
 
@@ -570,12 +586,15 @@ def default_operands(caps: int) -> Operands:
     """The memory range implied by ``caps``: ``[addr + frag_off, + payload)`` for a
     request with PAYLOAD, else ``[addr, + length)``; none without READS/WRITES."""
     need = need_for(caps)
+    # the capability tests once, not per request (IntFlag arithmetic is slow)
+    touches, carries = bool(caps & (Cap.READS | Cap.WRITES)), bool(caps & Cap.PAYLOAD)
+    atomic, aligned = bool(caps & Cap.ATOMIC), bool(caps & Cap.ALIGNED)
 
     def operands(ctx, pkt):
-        if not caps & (Cap.READS | Cap.WRITES):
+        if not touches:
             return []
-        align = 8 if caps & Cap.ATOMIC else _esize(pkt) if caps & Cap.ALIGNED else 1
-        if caps & Cap.PAYLOAD:
+        align = 8 if atomic else _esize(pkt) if aligned else 1
+        if carries:
             return [_data(pkt, need, align)]
         return [Access(pkt.addr, pkt.length, need, align)]
     return operands

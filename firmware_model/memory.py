@@ -158,10 +158,15 @@ class Memory:
         if pkey != region.pkey:
             return Status.BAD_PARTITION
         addr, length = access.addr, access.length
-        if addr < region.base or length < 0 or addr + length > region.end:
+        base = region.base
+        if addr < base or length < 0 or addr + length > base + region.length:
             return Status.OUT_OF_BOUNDS
         granted = int(region.rights)
-        if not any((granted & int(need)) == need for need in access.need):
+        for need in access.need:          # a loop, not any(): once per request
+            need = int(need)
+            if granted & need == need:
+                break
+        else:
             return Status.ACCESS_DENIED
         if access.align > 1 and (addr % access.align or length % access.align):
             return Status.MISALIGNED

@@ -27,6 +27,7 @@ from typing import Any, Hashable
 
 from netdam.wire.seqnum import seq_add, seq_diff
 
+_SEQ_MASK = 0xFFFFFFFF
 _EMPTY = 0
 _HELD = 1
 _DONE = 2          # slot value = _DONE + status
@@ -64,7 +65,8 @@ class ReplayWindow:
         d = seq_diff(seq, self.cum)
         if d >= self.size or d < -self.size:
             return Verdict.OUT_OF_WINDOW
-        slot = self._ring[self._index(seq)]
+        ring = self._ring
+        slot = ring[(self._abs + d) % len(ring)]      # _index, with d known
         if slot == _EMPTY:
             return Verdict.NEW
         return Verdict.HELD if slot == _HELD else Verdict.DUPLICATE
@@ -80,16 +82,22 @@ class ReplayWindow:
 
     def record(self, seq: int, status: int, saved: Any = None) -> None:
         """``seq`` completed with ``status``; keep ``saved`` to answer its duplicates."""
-        self._ring[self._index(seq)] = _DONE + int(status)
+        ring, n = self._ring, len(self._ring)
+        ring[self._index(seq)] = _DONE + int(status)
         if saved is not None:
             self._saved[seq] = saved
-        ring, n = self._ring, len(self._ring)
-        while ring[self._abs % n] >= _DONE:
+        at = self._abs
+        if ring[at % n] < _DONE:
+            return                        # a gap before it: cum stays
+        size, cum, saved_ = self.size, self.cum, self._saved
+        while ring[at % n] >= _DONE:
             # cum - size leaves the window and cum + size enters: they share a slot
-            ring[(self._abs + self.size) % n] = _EMPTY
-            self._saved.pop(seq_add(self.cum, -self.size), None)
-            self.cum = seq_add(self.cum, 1)
-            self._abs += 1
+            ring[(at + size) % n] = _EMPTY
+            if saved_:
+                saved_.pop((cum - size) & _SEQ_MASK, None)
+            cum = (cum + 1) & _SEQ_MASK
+            at += 1
+        self.cum, self._abs = cum, at
 
     def all_new(self, first: int, count: int) -> bool:
         """Are ``first .. first + count - 1`` all in the window and never seen?"""
