@@ -141,7 +141,7 @@ def encode_parts(p: Packet) -> tuple[bytes, memoryview | bytes, bytes]:
     """
     payload = p.payload
     n = len(payload)
-    head = _header(p, n) + _route(p.route)
+    head = _header(p, n) + _route(p.route) if p.route else _header(p, n)
     crc = crc32c(payload, crc32c(head)) if n else crc32c(head)
     return head, payload, _TRAILER.pack(crc)
 
@@ -204,7 +204,7 @@ def decode(data: bytes | bytearray | memoryview, *, check_crc: bool = True) -> P
                             f"trailer 0x{crc:08X}, computed 0x{actual:08X}")
     if version != VERSION:
         raise WireError(Status.BAD_VERSION, "version", f"{version}, this side speaks {VERSION}")
-    rlen = route_bytes(nhops)
+    rlen = route_bytes(nhops) if nhops else 0
     expected = HEADER_LEN + rlen + payload_len + TRAILER_LEN
     if expected != total:
         raise WireError(Status.MALFORMED, "payload_len",
@@ -212,7 +212,8 @@ def decode(data: bytes | bytearray | memoryview, *, check_crc: bool = True) -> P
                         f"({expected} bytes in all), datagram has {total}")
     if nhops and hop > nhops:
         raise WireError(Status.MALFORMED, "hop", f"hop {hop} beyond {nhops} route entries")
-    route = tuple(_U16.unpack_from(mv, HEADER_LEN + 2 * i)[0] for i in range(nhops))
+    route = tuple(_U16.unpack_from(mv, HEADER_LEN + 2 * i)[0]
+                  for i in range(nhops)) if nhops else ()
     start = HEADER_LEN + rlen
     return Packet(opcode, flags, status, dtype, redop, hop, src, dst, pkey, group, rkey,
                   seq, ack, req_id, addr, addr2, imm, length, frag_off, route,
