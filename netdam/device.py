@@ -378,10 +378,10 @@ class DeviceServer:
             addr, grams = item
             now = time.monotonic()
             credit.served(addr, sum(map(len, grams)), max(map(len, grams)), now)
-            self._learn(grams, addr)
             outs = dev.receive_many(grams, now)
-            if outs:
+            if outs:                    # the answers first: they are what a host waits for
                 self._emit_udp(outs, addr, now)
+            self._learn(grams, addr)    # for what goes to these members later (timers)
             n += len(grams)
             give(grams)
         return n
@@ -472,8 +472,11 @@ class DeviceServer:
             return 0
         pause = self._backoff.pause(wait)
         if not pause:                       # spinning: the next datagram is usually near
-            if self.shm is None:            # (rings are looked at by the next turn)
-                self.udp.readable(now + min(wait, SPIN_TURN))
+            if self.shm is None and self.udp.readable(now + min(wait, SPIN_TURN)):
+                n = self._udp_turn(0.0)     # it came: served in this turn, as the agent
+                if n:                       # does (rings are looked at by the next turn)
+                    self._backoff.reset()
+                return n
             return 0
         if self.shm is None:
             return self._udp_turn(wait)     # sleep in poll() until a datagram or a timer
