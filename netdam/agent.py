@@ -346,7 +346,7 @@ class Agent(Completer):
         now = time.monotonic()
         for off in range(0, max(length, 1), self.read_chunk):
             n = min(self.read_chunk, length - off)
-            pkt = self._template(_READ, addr + off, n, flags=flags)
+            pkt = self._template(_READ, addr + off if off else addr, n, flags=flags)
             self._reads[(addr.device, pkt.req_id)] = (h, off, n)
             self._submit(h, pkt, now, size=n)
         self._pump(now)
@@ -604,7 +604,6 @@ class Agent(Completer):
         if self._waiters:
             self._run_waiters(now)
         self._pump(now)
-        nt = rel.next_timer()             # after the pump: retransmissions re-arm there
         ut = self.udp.next_timer()
         if ut is not None:
             self.udp.flush(now)
@@ -613,6 +612,7 @@ class Agent(Completer):
             return n
         if timeout <= 0:
             return 0
+        nt = rel.next_timer()             # after the pump: retransmissions re-arm there
         wait = timeout
         for t in (nt, ut, self._waiter_due() if self._waiters else None):
             if t is not None and t - now < wait:
