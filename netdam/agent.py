@@ -236,8 +236,14 @@ class Agent(Completer):
 
     def _template(self, opcode: int, addr: Addr, length: int, **fields) -> Packet:
         rkey, pkey, _ = self._target(addr, length)
-        return Packet(opcode=opcode, src=self.host_id, dst=addr.device, rkey=rkey, pkey=pkey,
-                      addr=addr.offset, length=length, req_id=self._next_req(), **fields)
+        # positional, in the fields' order (half the cost of keywords), then the few
+        # fields the primitive sets: opcode flags status dtype redop hop src dst pkey group
+        # rkey seq ack req_id addr addr2 imm length
+        p = Packet(opcode, 0, 0, 0, 0, 0, self.host_id, addr.device, pkey, 0, rkey, 0, 0,
+                   self._next_req(), addr.offset, 0, 0, length)
+        for name, value in fields.items():
+            setattr(p, name, value)
+        return p
 
     def _submit(self, h: Handle, pkt: Packet, now: float, *, size: int | None = None) -> None:
         h.remaining += 1
