@@ -2,6 +2,7 @@
 never anything else; decode(encode(p)) == p for every opcode."""
 
 import struct
+from dataclasses import fields
 
 import pytest
 from hypothesis import given, settings
@@ -9,6 +10,7 @@ from hypothesis import strategies as st
 
 from netdam.wire import (FIELD_MAX, HEADER_LEN, Flag, Opcode, Packet, Status, WireError,
                          decode, encode, encode_into, encode_parts, overhead)
+from netdam.wire.fields import HEADER_FIELDS
 
 INT_FIELDS = ("opcode", "flags", "status", "dtype", "redop", "src", "dst", "pkey", "group",
               "rkey", "seq", "ack", "req_id", "addr", "addr2", "imm", "length", "frag_off")
@@ -97,3 +99,11 @@ def test_check_crc_can_be_skipped_for_diagnostics():
     with pytest.raises(WireError):
         decode(bytes(raw))
     assert decode(bytes(raw), check_crc=False).payload.tobytes() == b"x"
+
+
+def test_packet_fields_keep_the_headers_order():
+    """The hot paths build packets positionally (a reply, an ACK, an agent's request):
+    Packet's fields must stay in the header's order, then route, payload, version."""
+    wire = [f for f in HEADER_FIELDS if f not in ("magic", "version", "nhops", "rsvd",
+                                                     "payload_len")]
+    assert [f.name for f in fields(Packet)] == wire + ["route", "payload", "version"]
