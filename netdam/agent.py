@@ -625,9 +625,11 @@ class Agent(Completer):
                 wait = max(0.0, t - now)
         pause = self._backoff.pause(wait)
         if not pause:                          # spinning: an answer is usually near
-            if not self._shm_links:            # (a ring is looked at by the next turn)
-                self.udp.readable(now + min(wait, SPIN_TURN))
-            n = self._take()
+            if self._shm_links:                # (a ring is looked at by the next turn)
+                n = self._take()
+            else:                              # no second poll for what this one saw
+                n = self._take(ready=True) if self.udp.readable(
+                    now + min(wait, SPIN_TURN)) else 0
         elif self._shm_links:
             if self._prepare_sleep():
                 n = self._take(pause)          # a doorbell or a datagram wakes us

@@ -40,13 +40,14 @@ class Completer:
     def _completer_init(self) -> None:
         self.rxpool = RecvPool(MAX_DATAGRAM + 1, _BURST)
 
-    def _take(self, timeout: float = 0.0) -> int:
+    def _take(self, timeout: float = 0.0, *, ready: bool = False) -> int:
         """Drain what has arrived (UDP and every shared-memory response ring), waiting
         up to ``timeout`` for a first datagram on the socket (a doorbell of a ring
-        counts). Returns how many datagrams were taken."""
+        counts); ``ready``: a poll just saw one waiting. Returns how many datagrams
+        were taken."""
         n = 0
         udp = self.udp
-        r = udp.recv(timeout) if timeout > 0 or udp.waiting() else None   # mostly none
+        r = udp.recv(timeout) if ready or timeout > 0 or udp.waiting() else None
         if r is not None:
             n = 1
             self._dispatch(*r)            # one alone, as the answer to a request mostly is
