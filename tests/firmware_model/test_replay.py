@@ -6,10 +6,12 @@ from __future__ import annotations
 import random
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from firmware_model.replay import MessageTracker, PeerTable, ReplayWindow, Verdict
 from netdam.wire.fields import Status
-from netdam.wire.seqnum import seq_add
+from netdam.wire.seqnum import seq_add, seq_diff
 
 
 def test_new_duplicate_and_out_of_window():
@@ -93,3 +95,63 @@ def test_message_tracker_is_bounded_and_expires():
     with pytest.raises(OverflowError):
         m.add("b", 10, 0, 5, 1.0)
     assert m.next_deadline() == 6.0 and m.expire(6.0) == 1 and m.next_deadline() is None
+
+
+class _Model:
+    """The replay window as sets: what SPEC_device §4.1 says, with no ring of slots."""
+
+    def __init__(self, size: int, first: int):
+        self.size, self.cum, self.done, self.held = size, first, {}, set()
+
+    def classify(self, seq: int) -> Verdict:
+        d = seq_diff(seq, self.cum)
+        if d >= self.size or d < -self.size:
+            return Verdict.OUT_OF_WINDOW
+        if seq in self.held:
+            return Verdict.HELD
+        return Verdict.DUPLICATE if seq in self.done else Verdict.NEW
+
+    def record(self, seq: int, status: int, saved=None) -> None:
+        self.held.discard(seq)
+        self.done[seq] = (status, saved)
+        while self.cum in self.done:
+            self.cum = seq_add(self.cum, 1)
+
+
+@settings(max_examples=150, deadline=None)
+@given(size=st.integers(1, 9), first=st.integers(2**32 - 12, 2**32 - 1) | st.integers(0, 50),
+       ops=st.lists(st.tuples(st.sampled_from(["record", "hold", "forget", "run", "saved"]),
+                              st.integers(-10, 10), st.integers(1, 5),
+                              st.sampled_from([Status.OK, Status.BAD_KEY])), max_size=60))
+def test_the_window_answers_as_its_model_for_any_operations(size, first, ops):
+    """Whatever requests complete, wait or are forgotten, in any order and across the
+    wrap of 2^32, the window classifies every seq, keeps every outcome and moves its
+    cumulative ack exactly as the plain model does."""
+    w, m = ReplayWindow(size, first), _Model(size, first)
+    for kind, off, count, status in ops:
+        seq = seq_add(m.cum, off)
+        verdict = m.classify(seq)
+        if kind == "run":
+            seqs = [seq_add(seq, k) for k in range(count)]
+            fresh = all(m.classify(s) is Verdict.NEW for s in seqs)
+            assert w.all_new(seq, count) == fresh
+            if fresh:
+                w.record_run(seq, count, status)
+                for s in seqs:
+                    m.record(s, status)
+        elif kind in ("record", "saved") and verdict in (Verdict.NEW, Verdict.HELD):
+            saved = ("answer", seq) if kind == "saved" else None
+            w.record(seq, status, saved)
+            m.record(seq, status, saved)
+        elif kind == "hold" and verdict is Verdict.NEW:
+            w.hold(seq)
+            m.held.add(seq)
+        elif kind == "forget" and verdict is Verdict.HELD:
+            w.forget(seq)
+            m.held.discard(seq)
+        assert w.cum == m.cum
+        for d in range(-size - 2, size + 2):
+            s = seq_add(m.cum, d)
+            assert w.classify(s) is m.classify(s), (s, d)
+            if m.classify(s) is Verdict.DUPLICATE:
+                assert w.outcome(s) == m.done[s]
