@@ -10,14 +10,17 @@ critical path:
     agent: call -> sendmsg     the primitive, the reliability core, the encoding
     agent: sendmsg             the system call (loopback delivers inside it)
     to the device              until the device's receive returns (it busy-polls)
-    device: receive -> sendmsg the device loop and the engine
+    device: loop, in           the device loop until the engine has the datagram
+    device: engine             decoding and executing it (``Device.receive_many``)
+    device: loop, out          the device loop until the answer's system call
     device: sendmsg
     to the agent               until the agent's receive returns
     agent: receive -> return   the completer, the reliability core, the handle
 
 The phases of one READ add up to its time; the table gives each phase's median and its
-share of the mean. The stamps cost each side a Python call per socket call, about a
-microsecond, so the total is a little above ``bench_transport``'s.
+share of the mean. The stamps cost each side a Python call per socket call (and the
+device one per engine call), about a microsecond each, so the total is a little above
+``bench_transport``'s.
 
     python tools/read_path.py [--count 3000]
 """
@@ -37,8 +40,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from netdam.agent import Addr, Agent  # noqa: E402
 from netdam.device import DeviceConfig, DeviceServer  # noqa: E402
 
-PHASES = ("agent: call -> sendmsg", "agent: sendmsg", "to the device",
-          "device: receive -> sendmsg", "device: sendmsg", "to the agent",
+PHASES = ("agent: call -> sendmsg", "agent: sendmsg", "to the device", "device: loop, in",
+          "device: engine", "device: loop, out", "device: sendmsg", "to the agent",
           "agent: receive -> return")
 
 
@@ -73,11 +76,20 @@ class Stamped:
 def _device(ready, stop, count: int) -> None:
     srv = DeviceServer(DeviceConfig(device_id=1, mem_size=1 << 16))
     sock = srv.udp.sock = Stamped(srv.udp.sock)
+    engine = srv.device.receive_many
+
+    def stamped_engine(datagrams, now):
+        sock.log.append(("engine", time.monotonic()))
+        outs = engine(datagrams, now)
+        sock.log.append(("engined", time.monotonic()))
+        return outs
+
+    srv.device.receive_many = stamped_engine
     ready.put(srv.info())
     while stop.empty():
         for _ in range(100):
             srv.step(0.001)
-    ready.put(sock.log[-6 * count:])
+    ready.put(sock.log[-8 * count:])
     srv.close()
 
 
@@ -113,7 +125,8 @@ def measure(count: int) -> list[tuple[float, ...]]:
         if child.is_alive():
             child.kill()
     a_tx, a_sent, a_rx = (_times(sock.log, k) for k in ("tx", "sent", "rx"))
-    d_rx, d_tx, d_sent = (_times(dlog, k) for k in ("rx", "tx", "sent"))
+    d_rx, d_in, d_out, d_tx, d_sent = (_times(dlog, k) for k in
+                                       ("rx", "engine", "engined", "tx", "sent"))
 
     def after(times, t):
         i = bisect.bisect_left(times, t)
@@ -124,12 +137,14 @@ def measure(count: int) -> list[tuple[float, ...]]:
         s1 = after(a_tx, t0)
         s2 = s1 and after(a_sent, s1)
         s3 = s2 and after(d_rx, s1)
-        s4 = s3 and after(d_tx, s3)
+        e1 = s3 and after(d_in, s3)
+        e2 = e1 and after(d_out, e1)
+        s4 = e2 and after(d_tx, e2)
         s5 = s4 and after(d_sent, s4)
         s6 = s5 and after(a_rx, s4)
         if not s6 or s6 > t1:
             continue
-        marks = (t0, s1, s2, s3, s4, s5, s6, t1)
+        marks = (t0, s1, s2, s3, e1, e2, s4, s5, s6, t1)
         rows.append(tuple(b - a for a, b in zip(marks, marks[1:])))
     return rows
 
