@@ -138,15 +138,9 @@ class Completer:
 
     def _on_read_resp(self, pkt: Packet, now: float) -> None:
         key = (pkt.src, pkt.req_id)
-        entry = self._reads.get(key)
-        if entry is None:                      # a late duplicate of a finished READ
-            self.rel.on_reply(pkt.src, pkt, now, final=False)
+        out = self._read_buffer(key, pkt, pkt.length, now)
+        if out is None:
             return
-        h, off, n = entry
-        if pkt.length != n:                    # not the answer to what we asked
-            self.counters["dropped_malformed"] += 1
-            return
-        out = memoryview(h.result).cast("B")[off:off + n]
         try:                                   # fragments land in the result directly
             whole = self.reasm.add(pkt, now, key, into=out)
         except WireError:
@@ -165,21 +159,29 @@ class Completer:
             self.counters["unexpected"] += j - i
             return
         key, now = (first.src, first.req_id), time.monotonic()
-        entry = self._reads.get(key)
-        if entry is None:                      # late duplicates of a finished READ
-            self.rel.on_reply(first.src, last, now, final=False)
+        out = self._read_buffer(key, last, first.length, now, j - i)
+        if out is None:
             return
-        h, off, n = entry
-        if first.length != n:
-            self.counters["dropped_malformed"] += j - i
-            return
-        out = memoryview(h.result).cast("B")[off:off + n]
         try:
-            whole = self.reasm.add_run(key, n, batch, i, j, run, now, into=out)
+            whole = self.reasm.add_run(key, first.length, batch, i, j, run, now, into=out)
         except WireError:
             self.counters["dropped_malformed"] += j - i
             return
         self._read_answered(key, last, whole, now)
+
+    def _read_buffer(self, key, reply, length: int, now: float, count: int = 1):
+        """Where the answers of the READ ``key`` land (its part of the caller's buffer),
+        or None: a late duplicate of a finished READ (``reply`` only acknowledges), or
+        ``count`` answers whose ``length`` is not what was asked (dropped)."""
+        entry = self._reads.get(key)
+        if entry is None:
+            self.rel.on_reply(key[0], reply, now, final=False)
+            return None
+        h, off, n = entry
+        if length != n:                        # not the answer to what we asked
+            self.counters["dropped_malformed"] += count
+            return None
+        return memoryview(h.result).cast("B")[off:off + n]
 
     def _read_answered(self, key, reply, whole, now: float) -> None:
         """``reply`` added to the READ ``key``: it stays outstanding until ``whole``."""
