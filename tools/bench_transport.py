@@ -3,8 +3,10 @@
 
 - 8-byte READ round trip through the agent and a device process (UDP, shared memory, and
   relayed through a device of the host's node to another device, SPEC §8.5)
-  against a plain Python UDP echo and a C UDP echo (tools/udp_echo.c, compiled with the C
-  compiler at run time into a temporary directory) of the same datagram size;
+  against a plain Python UDP echo, the same echo with both ends polling their socket
+  instead of sleeping (as netdam's agent and device do while they wait), and a C UDP
+  echo (tools/udp_echo.c, compiled with the C compiler at run time into a temporary
+  directory), all of the same datagram size;
 - 64 KiB WRITE throughput (blocking and pipelined);
 - 16 MiB WRITE and READ throughput over UDP and over shared memory (rings only, and with
   the agent's zero-copy mapping of device memory), against a C UDP stream of the same
@@ -22,7 +24,14 @@ the two halves of a run does not show as a ratio. (A WRITE run right after a str
 is often slow for a few tens of milliseconds, with no retransmission: the machine, not
 the library; the block's untimed run and median absorb that.)
 
-    python tools/bench_transport.py [--trials 5] [--count 2000] [--json FILE]
+Placement (``--pin``, the default where two CPUs are allowed): as on two hosts, every
+client (this process with its agents, the echo clients, the C stream's sender) runs on
+one CPU and every server (the echo servers, the C sink, the device processes) on another,
+all threads of each process. Unpinned (``--no-pin``), the scheduler moves them: a
+blocking echo whose two ends land on one CPU skips the wake-up of an idle CPU and takes a
+third of the time it takes across two, so its trials spread threefold.
+
+    python tools/bench_transport.py [--trials 5] [--count 2000] [--no-pin] [--json FILE]
 """
 
 from __future__ import annotations
@@ -59,6 +68,25 @@ while True:
     s.sendto(memoryview(buf)[:n], a)
 """
 
+#: the same echo, but never sleeping: both ends poll their socket without blocking, as
+#: netdam's agent and device do while they wait, so no round trip wakes an idle CPU
+PY_SPIN_ECHO = """
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("127.0.0.1", 0))
+s.setblocking(False)
+print(s.getsockname()[1], flush=True)
+buf = bytearray(65536)
+while True:
+    try:
+        n, a = s.recvfrom_into(buf)
+    except BlockingIOError:
+        continue
+    if n == 1:
+        break
+    s.sendto(memoryview(buf)[:n], a)
+"""
+
 
 def free_port() -> int:
     import socket
@@ -69,17 +97,63 @@ def free_port() -> int:
     return port
 
 
-def python_echo_rtt(port: int, size: int, count: int) -> float:
+def cpus_for(pin: bool) -> tuple[int, int] | None:
+    """(client CPU, server CPU): the first two this process may use, or None when not
+    pinning (asked not to, fewer than two CPUs allowed, or no affinity calls here)."""
+    if not pin or not hasattr(os, "sched_setaffinity"):
+        return None
+    allowed = sorted(os.sched_getaffinity(0))
+    return (allowed[0], allowed[1]) if len(allowed) >= 2 else None
+
+
+def pin(pid: int, cpu: int | None) -> None:
+    """Keep every thread of process ``pid`` on ``cpu`` (nothing when ``cpu`` is None);
+    threads it starts later inherit the placement of the thread that starts them."""
+    if cpu is None:
+        return
+    task = f"/proc/{pid}/task"
+    threads = [int(t) for t in os.listdir(task)] if os.path.isdir(task) else [pid]
+    for tid in threads:
+        try:
+            os.sched_setaffinity(tid, {cpu})
+        except ProcessLookupError:     # a thread that ended meanwhile
+            pass
+
+
+def python_echo_rtt(port: int, size: int, count: int, *, spin: bool = False) -> float:
+    """Microseconds per round trip through the echo at ``port``; with ``spin``, this end
+    polls its socket instead of sleeping in ``recv``."""
     import socket
     c = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     msg = b"x" * size
+    buf = bytearray(65536)
+    c.setblocking(not spin)
     t = time.perf_counter()
     for _ in range(count):
         c.sendto(msg, ("127.0.0.1", port))
-        c.recv(65536)
+        while True:
+            try:
+                c.recv_into(buf)
+                break
+            except BlockingIOError:
+                continue
     dt = (time.perf_counter() - t) / count
     c.close()
     return dt * 1e6
+
+
+def spin_echo_rtt(size: int, count: int, cpu: int | None) -> float:
+    """``python_echo_rtt`` with both ends polling: the polling server (on ``cpu``) runs
+    only for this trial, so that it takes no CPU from the others."""
+    srv = subprocess.Popen([sys.executable, "-c", PY_SPIN_ECHO], stdout=subprocess.PIPE,
+                           text=True)
+    try:
+        port = int(srv.stdout.readline())
+        pin(srv.pid, cpu)
+        return python_echo_rtt(port, size, count, spin=True)
+    finally:
+        srv.kill()
+        srv.wait(5)
 
 
 def c_echo_rtt(exe: str, port: int, size: int, count: int) -> float:
@@ -88,14 +162,17 @@ def c_echo_rtt(exe: str, port: int, size: int, count: int) -> float:
     return float(out.stdout.strip())
 
 
-def c_stream(exe: str, size: int, total: int, memory: int = 0) -> float:
+def c_stream(exe: str, size: int, total: int, memory: int = 0,
+             sink_cpu: int | None = None) -> float:
     """GB/s a C sender achieves into a C sink with datagrams of ``size`` bytes; with
     ``memory``, both also do a netdam datagram's byte work (CRC32C trailer made and
-    checked, payload taken from and copied into ``memory`` bytes: udp_echo.c)."""
+    checked, payload taken from and copied into ``memory`` bytes: udp_echo.c). The
+    sender runs where this process may; the sink on ``sink_cpu`` when given."""
     port = free_port()
     work = [str(memory)] if memory else []
     sink = subprocess.Popen([exe, "sink-work" if memory else "sink", str(port), str(total),
                              *work], stdout=subprocess.PIPE, text=True)
+    pin(sink.pid, sink_cpu)
     sink.stdout.readline()
     subprocess.run([exe, "stream-work" if memory else "stream", str(port), str(size),
                     str(total), *work], timeout=60)
@@ -148,24 +225,37 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--trials", type=int, default=5)
     ap.add_argument("--count", type=int, default=2000, help="round trips per trial")
+    ap.add_argument("--pin", action=argparse.BooleanOptionalAction, default=True,
+                    help="clients on one CPU, servers on another (default: on)")
     ap.add_argument("--json", help="also write the numbers to this file")
     args = ap.parse_args(argv)
+    if args.trials < 1 or args.count < 1:
+        ap.error("--trials and --count must be at least 1")
     rows: list[tuple[str, float, str]] = []
     big = 16 << 20
+    cpus = cpus_for(args.pin)
+    client, server = cpus if cpus else (None, None)
+    pin(os.getpid(), client)    # the agents, the echo clients and the C stream's sender
+    print("placement: " + (f"clients on CPU {client}, servers and devices on CPU {server}"
+                           if cpus else "not pinned"), flush=True)
     with tempfile.TemporaryDirectory(prefix="netdam-bench-") as tmp:
         exe = compile_echo(tmp)
         echo = subprocess.Popen([sys.executable, "-c", PY_ECHO], stdout=subprocess.PIPE,
                                 text=True)
         py_port = int(echo.stdout.readline())
+        pin(echo.pid, server)
         c_port = free_port()
         c_srv = None
         if exe:
             c_srv = subprocess.Popen([exe, "server", str(c_port)], stdout=subprocess.PIPE,
                                      text=True)
             c_srv.stdout.readline()
+            pin(c_srv.pid, server)
         far = DeviceProcess("--id", 2, "--mem-size", 2 * big)   # "another node's" device
         dev = DeviceProcess("--id", 1, "--mem-size", 2 * big, "--shm", "--peers",
                             json.dumps({2: list(far.address)}))
+        for device in (far, dev):
+            pin(device.pid, server)
         try:
             udp_ag = Agent(timeout=10)
             udp_ag.add_device(dev.info, path="udp")
@@ -177,9 +267,10 @@ def main(argv=None) -> int:
             relay_ag.add_device(dev.info, path="shm")
             relay_ag.add_device(far.info, path="relay", via=1)
             size = overhead() + 8  # the size of an 8-byte READ_RESP datagram
-            lat = {"py": [], "c": [], "udp": [], "shm": [], "relay": []}
+            lat = {"py": [], "spin": [], "c": [], "udp": [], "shm": [], "relay": []}
             for _ in range(args.trials):
                 lat["py"].append(python_echo_rtt(py_port, size, args.count))
+                lat["spin"].append(spin_echo_rtt(size, args.count, server))
                 if exe:
                     lat["c"].append(c_echo_rtt(exe, c_port, size, args.count))
                 lat["udp"].append(agent_rtt(udp_ag, 1, args.count))
@@ -188,6 +279,8 @@ def main(argv=None) -> int:
             med = {k: statistics.median(v) for k, v in lat.items() if v}
             read_ratio = statistics.median(u / p for u, p in zip(lat["udp"], lat["py"]))
             rows.append((f"Python UDP echo RTT ({size} B)", med["py"], "us"))
+            rows.append((f"Python UDP echo RTT ({size} B), both ends polling", med["spin"],
+                         "us"))
             if "c" in med:
                 rows.append((f"C UDP echo RTT ({size} B)", med["c"], "us"))
             rows.append(("netdam READ 8 B RTT, UDP", med["udp"], "us"))
@@ -195,6 +288,9 @@ def main(argv=None) -> int:
             rows.append(("netdam READ 8 B RTT, relayed by the node's device", med["relay"],
                          "us"))
             rows.append(("  UDP READ / Python echo (target <= 2)", read_ratio, "x"))
+            rows.append(("  UDP READ / Python echo, both ends polling",
+                         statistics.median(u / p for u, p in zip(lat["udp"], lat["spin"])),
+                         "x"))
 
             a = Addr(1, 0)
             blob64 = os.urandom(64 << 10)
@@ -211,8 +307,9 @@ def main(argv=None) -> int:
             if exe:           # UDP WRITE runs alternating with C stream runs
                 for _ in range(args.trials):    # a block of WRITE runs, then the streams
                     w = throughput(lambda: udp_ag.write(a, blob), big, 3)
-                    pairs.append((w, c_stream(exe, DEFAULT_MTU, big * 4),
-                                  c_stream(exe, DEFAULT_MTU, big * 4, memory=big)))
+                    pairs.append((w, c_stream(exe, DEFAULT_MTU, big * 4, sink_cpu=server),
+                                  c_stream(exe, DEFAULT_MTU, big * 4, memory=big,
+                                           sink_cpu=server)))
                 res["wUDP"] = statistics.median(p[0] for p in pairs)
             for name, ag in (("UDP", udp_ag), ("shm rings", ring_ag), ("shm", shm_ag)):
                 if f"w{name}" not in res:
@@ -262,8 +359,9 @@ def main(argv=None) -> int:
         print(f"{name:<{width}}  {value:>10.3f}  {unit}")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump([{"measurement": n, "value": v, "unit": u} for n, v, u in rows], f,
-                      indent=1)
+            json.dump({"placement": {"client_cpu": client, "server_cpu": server},
+                       "rows": [{"measurement": n, "value": v, "unit": u}
+                                for n, v, u in rows]}, f, indent=1)
     return 0
 
 

@@ -1,0 +1,81 @@
+"""tools/bench_transport.py's placement: ``pin`` keeps every thread of a real process on
+the CPU asked for, ``cpus_for`` picks two CPUs this process may use (or none), and bad
+counts get one usage error, not a traceback."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+TOOLS = Path(__file__).resolve().parents[2] / "tools"
+AFFINITY = hasattr(os, "sched_setaffinity") and os.path.isdir("/proc/self/task")
+TWO_CPUS = AFFINITY and len(os.sched_getaffinity(0)) >= 2
+
+CHILD = """
+import threading, time
+threading.Thread(target=time.sleep, args=(30,), daemon=True).start()
+print("ready", flush=True)
+time.sleep(30)
+"""
+
+
+@pytest.fixture(scope="module")
+def bench():
+    sys.path.insert(0, str(TOOLS))
+    try:
+        import bench_transport
+    finally:
+        sys.path.remove(str(TOOLS))
+    return bench_transport
+
+
+def _allowed(pid: int) -> dict[int, str]:
+    """Each thread of ``pid``: its Cpus_allowed_list."""
+    out = {}
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{tid}/status") as f:
+            for line in f:
+                if line.startswith("Cpus_allowed_list:"):
+                    out[int(tid)] = line.split(":", 1)[1].strip()
+    return out
+
+
+def test_no_placement_when_not_asked(bench):
+    assert bench.cpus_for(False) is None
+    bench.pin(os.getpid(), None)        # nothing to do, and nothing done
+    if AFFINITY:
+        assert _allowed(os.getpid())
+
+
+@pytest.mark.skipif(not TWO_CPUS, reason="needs two CPUs this process may use")
+def test_two_distinct_allowed_cpus(bench):
+    client, server = bench.cpus_for(True)
+    allowed = os.sched_getaffinity(0)
+    assert client != server and {client, server} <= allowed
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.skipif(not TWO_CPUS, reason="needs two CPUs this process may use")
+def test_pin_holds_every_thread_of_a_process(bench):
+    _, server = bench.cpus_for(True)
+    child = subprocess.Popen([sys.executable, "-c", CHILD], stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout.readline().strip() == "ready"
+        before = _allowed(child.pid)
+        assert len(before) == 2                        # the main thread and the sleeper
+        bench.pin(child.pid, server)
+        assert set(_allowed(child.pid).values()) == {str(server)}
+    finally:
+        child.kill()
+        child.wait(5)
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("flag", ["--trials", "--count"])
+def test_a_zero_count_is_one_usage_error(flag):
+    r = subprocess.run([sys.executable, str(TOOLS / "bench_transport.py"), flag, "0"],
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == 2
+    assert "must be at least 1" in r.stderr and "Traceback" not in r.stderr
