@@ -20,9 +20,10 @@ critical path:
 The phases of one READ add up to its time; the table gives each phase's median and its
 share of the mean. The stamps cost each side a Python call per socket call (and the
 device one per engine call), about a microsecond each, so the total is a little above
-``bench_transport``'s.
+``bench_transport``'s. As there, the agent and the device run on CPUs of their own by
+default (``--no-pin``: wherever the scheduler puts them).
 
-    python tools/read_path.py [--count 3000]
+    python tools/read_path.py [--count 3000] [--no-pin]
 """
 
 from __future__ import annotations
@@ -36,7 +37,9 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+from bench_transport import cpus_for, pin  # noqa: E402
 from netdam.agent import Addr, Agent  # noqa: E402
 from netdam.device import DeviceConfig, DeviceServer  # noqa: E402
 
@@ -97,13 +100,17 @@ def _times(log, kind: str) -> list[float]:
     return [t for k, t in log if k == kind]
 
 
-def measure(count: int) -> list[tuple[float, ...]]:
+def measure(count: int, cpus: tuple[int, int] | None = None) -> list[tuple[float, ...]]:
     """Each READ's phases (seconds, in ``PHASES`` order), for the READs matched to one
-    device turn."""
+    device turn; with ``cpus``, the agent runs on the first and the device on the
+    second."""
     ctx = mp.get_context("fork")
     ready, stop = ctx.Queue(), ctx.Queue()
     child = ctx.Process(target=_device, args=(ready, stop, count), daemon=True)
     child.start()
+    if cpus:
+        pin(os.getpid(), cpus[0])
+        pin(child.pid, cpus[1])
     try:
         ag = Agent(timeout=10)
         ag.add_device(ready.get(timeout=30), path="udp")
@@ -152,10 +159,13 @@ def measure(count: int) -> list[tuple[float, ...]]:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--count", type=int, default=3000, help="READs to time")
+    ap.add_argument("--pin", action=argparse.BooleanOptionalAction, default=True,
+                    help="the agent on one CPU, the device on another (default: on)")
     args = ap.parse_args(argv)
     if args.count < 1:
         ap.error("--count must be at least 1")
-    rows = measure(args.count)
+    cpus = cpus_for(args.pin)
+    rows = measure(args.count, cpus)
     if not rows:
         print("no READ could be matched to a device turn", file=sys.stderr)
         return 1
@@ -169,6 +179,8 @@ def main(argv=None) -> int:
         col = [r[i] for r in rows]
         print(f"{name:<{width}}  {statistics.median(col) * 1e6:9.1f}  "
               f"{statistics.fmean(col) / mean_total:6.1%}")
+    print("placement: " + (f"agent on CPU {cpus[0]}, device on CPU {cpus[1]}" if cpus
+                           else "not pinned"))
     return 0
 
 
