@@ -28,8 +28,9 @@ Placement (``--pin``, the default where two CPUs are allowed): as on two hosts, 
 client (this process with its agents, the echo clients, the C stream's sender) runs on
 one CPU and every server (the echo servers, the C sink, the device processes) on another,
 all threads of each process. Unpinned (``--no-pin``), the scheduler moves them: a
-blocking echo whose two ends land on one CPU skips the wake-up of an idle CPU and takes a
-third of the time it takes across two, so its trials spread threefold.
+blocking echo whose two ends land on one CPU skips the wake-ups of an idle CPU and takes
+a fraction of the time it takes across two (9 against 60 us here), so its trials spread
+several-fold.
 
     python tools/bench_transport.py [--trials 5] [--count 2000] [--no-pin] [--json FILE]
 """
@@ -54,6 +55,7 @@ from netdam.wire.codec import overhead  # noqa: E402
 from netdam.wire.fields import DEFAULT_MTU  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+ECHO_TIMEOUT = 5.0    #: seconds an echo may take to answer before a trial fails
 
 PY_ECHO = """
 import socket, sys
@@ -71,7 +73,7 @@ while True:
 #: the same echo, but never sleeping: both ends poll their socket without blocking, as
 #: netdam's agent and device do while they wait, so no round trip wakes an idle CPU
 PY_SPIN_ECHO = """
-import socket, sys
+import socket
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 s.bind(("127.0.0.1", 0))
 s.setblocking(False)
@@ -122,21 +124,27 @@ def pin(pid: int, cpu: int | None) -> None:
 
 def python_echo_rtt(port: int, size: int, count: int, *, spin: bool = False) -> float:
     """Microseconds per round trip through the echo at ``port``; with ``spin``, this end
-    polls its socket instead of sleeping in ``recv``."""
+    polls its socket instead of sleeping in ``recv``. An answer missing for
+    ``ECHO_TIMEOUT`` seconds raises TimeoutError."""
     import socket
     c = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     msg = b"x" * size
     buf = bytearray(65536)
-    c.setblocking(not spin)
+    c.settimeout(0.0 if spin else ECHO_TIMEOUT)
     t = time.perf_counter()
     for _ in range(count):
         c.sendto(msg, ("127.0.0.1", port))
+        give_up = None
         while True:
             try:
                 c.recv_into(buf)
                 break
-            except BlockingIOError:
-                continue
+            except BlockingIOError:          # polling, and nothing yet
+                now = time.monotonic()
+                give_up = give_up or now + ECHO_TIMEOUT
+                if now > give_up:
+                    raise TimeoutError(f"the echo at port {port} did not answer within "
+                                       f"{ECHO_TIMEOUT:g} s") from None
     dt = (time.perf_counter() - t) / count
     c.close()
     return dt * 1e6

@@ -1,10 +1,13 @@
 """tools/bench_transport.py's placement: ``pin`` keeps every thread of a real process on
 the CPU asked for, ``cpus_for`` picks two CPUs this process may use (or none), and bad
-counts get one usage error, not a traceback."""
+counts get one usage error, not a traceback; an echo that does not answer is a
+TimeoutError, polling or not."""
 
 import os
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -79,3 +82,21 @@ def test_a_zero_count_is_one_usage_error(flag):
                        capture_output=True, text=True, timeout=30)
     assert r.returncode == 2
     assert "must be at least 1" in r.stderr and "Traceback" not in r.stderr
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("spin", [False, True])
+def test_a_silent_echo_is_a_timeout_not_a_hang(bench, monkeypatch, spin):
+    monkeypatch.setattr(bench, "ECHO_TIMEOUT", 0.3)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as silent:   # never answers
+        silent.bind(("127.0.0.1", 0))
+        start = time.monotonic()
+        with pytest.raises(TimeoutError):
+            bench.python_echo_rtt(silent.getsockname()[1], 84, 3, spin=spin)
+        assert time.monotonic() - start < 5
+
+
+@pytest.mark.timeout(30)
+def test_the_polling_echo_answers(bench):
+    rtt = bench.spin_echo_rtt(84, 200, None)
+    assert 0 < rtt < 1e6
