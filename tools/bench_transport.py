@@ -22,7 +22,9 @@ echo trial next to it; the median of a block of three WRITE runs, after an untim
 over the stream run right after the block), so a change of the machine's speed between
 the two halves of a run does not show as a ratio. (A WRITE run right after a stream run
 is often slow for a few tens of milliseconds, with no retransmission: the machine, not
-the library; the block's untimed run and median absorb that.)
+the library; the block's untimed run and median absorb that.) Every row gives the median,
+the minimum and the maximum of its trials, except the shm / UDP ratios: ratios of two
+medians whose runs were not taken side by side, so they have no min or max.
 
 Placement (``--pin``, the default where two CPUs are allowed): as on two hosts, every
 client (this process with its agents, the echo clients, the C stream's sender) runs on
@@ -200,15 +202,45 @@ def agent_rtt(ag: Agent, dev: int, count: int) -> float:
     return (time.perf_counter() - t) / count * 1e6
 
 
-def throughput(fn, nbytes: int, repeat: int) -> float:
-    """GB/s of ``fn`` moving ``nbytes``: the median of ``repeat`` runs after a warm-up."""
+def throughput(fn, nbytes: int, repeat: int) -> list[float]:
+    """GB/s of ``fn`` moving ``nbytes`` in each of ``repeat`` runs, after a warm-up."""
     fn()
     runs = []
     for _ in range(repeat):
         t = time.perf_counter()
         fn()
         runs.append(nbytes / (time.perf_counter() - t) / 1e9)
-    return statistics.median(runs)
+    return runs
+
+
+class Table:
+    """The rows printed: (measurement, median, min, max, unit); min and max are None
+    for a ratio of two medians, whose runs were not taken side by side."""
+
+    def __init__(self):
+        self.rows: list[tuple[str, float, float | None, float | None, str]] = []
+
+    def runs(self, name: str, values, unit: str) -> float:
+        """A row from the figures of several runs (trials); returns their median."""
+        values = list(values)
+        med = statistics.median(values)
+        self.rows.append((name, med, min(values), max(values), unit))
+        return med
+
+    def value(self, name: str, value: float, unit: str) -> None:
+        self.rows.append((name, value, None, None, unit))
+
+    def print(self) -> None:
+        width = max(len(r[0]) for r in self.rows)
+        print(f"{'measurement':<{width}}  {'median':>9}  {'min':>9}  {'max':>9}  unit")
+        for name, med, lo, hi, unit in self.rows:
+            spread = "".join(f"  {'-' if v is None else format(v, '.3f'):>9}"
+                             for v in (lo, hi))
+            print(f"{name:<{width}}  {med:>9.3f}{spread}  {unit}")
+
+    def as_json(self) -> list[dict]:
+        return [{"measurement": n, "value": m, "min": lo, "max": hi, "unit": u}
+                for n, m, lo, hi, u in self.rows]
 
 
 def compile_echo(tmp: str) -> str | None:
@@ -239,7 +271,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     if args.trials < 1 or args.count < 1:
         ap.error("--trials and --count must be at least 1")
-    rows: list[tuple[str, float, str]] = []
+    table = Table()
     big = 16 << 20
     cpus = cpus_for(args.pin)
     client, server = cpus if cpus else (None, None)
@@ -284,69 +316,68 @@ def main(argv=None) -> int:
                 lat["udp"].append(agent_rtt(udp_ag, 1, args.count))
                 lat["shm"].append(agent_rtt(shm_ag, 1, args.count))
                 lat["relay"].append(agent_rtt(relay_ag, 2, args.count))
-            med = {k: statistics.median(v) for k, v in lat.items() if v}
-            read_ratio = statistics.median(u / p for u, p in zip(lat["udp"], lat["py"]))
-            rows.append((f"Python UDP echo RTT ({size} B)", med["py"], "us"))
-            rows.append((f"Python UDP echo RTT ({size} B), both ends polling", med["spin"],
-                         "us"))
-            if "c" in med:
-                rows.append((f"C UDP echo RTT ({size} B)", med["c"], "us"))
-            rows.append(("netdam READ 8 B RTT, UDP", med["udp"], "us"))
-            rows.append(("netdam READ 8 B RTT, shm", med["shm"], "us"))
-            rows.append(("netdam READ 8 B RTT, relayed by the node's device", med["relay"],
-                         "us"))
-            rows.append(("  UDP READ / Python echo (target <= 2)", read_ratio, "x"))
-            rows.append(("  UDP READ / Python echo, both ends polling",
-                         statistics.median(u / p for u, p in zip(lat["udp"], lat["spin"])),
-                         "x"))
+            table.runs(f"Python UDP echo RTT ({size} B)", lat["py"], "us")
+            table.runs(f"Python UDP echo RTT ({size} B), both ends polling", lat["spin"],
+                       "us")
+            if lat["c"]:
+                table.runs(f"C UDP echo RTT ({size} B)", lat["c"], "us")
+            table.runs("netdam READ 8 B RTT, UDP", lat["udp"], "us")
+            table.runs("netdam READ 8 B RTT, shm", lat["shm"], "us")
+            table.runs("netdam READ 8 B RTT, relayed by the node's device", lat["relay"], "us")
+            table.runs("  UDP READ / Python echo (target <= 2)",
+                       [u / p for u, p in zip(lat["udp"], lat["py"])], "x")
+            table.runs("  UDP READ / Python echo, both ends polling",
+                       [u / p for u, p in zip(lat["udp"], lat["spin"])], "x")
 
             a = Addr(1, 0)
             blob64 = os.urandom(64 << 10)
-            rows.append(("WRITE 64 KiB blocking, UDP",
-                         throughput(lambda: [udp_ag.write(a, blob64) for _ in range(64)],
-                                    64 * len(blob64), args.trials), "GB/s"))
-            rows.append(("WRITE 64 KiB pipelined, UDP",
-                         throughput(lambda: udp_ag.wait_all(
-                             [udp_ag.write_nb(a + (i % 64) * len(blob64), blob64)
-                              for i in range(256)]), 256 * len(blob64), args.trials), "GB/s"))
+            table.runs("WRITE 64 KiB blocking, UDP",
+                       throughput(lambda: [udp_ag.write(a, blob64) for _ in range(64)],
+                                  64 * len(blob64), args.trials), "GB/s")
+            table.runs("WRITE 64 KiB pipelined, UDP",
+                       throughput(lambda: udp_ag.wait_all(
+                           [udp_ag.write_nb(a + (i % 64) * len(blob64), blob64)
+                            for i in range(256)]), 256 * len(blob64), args.trials), "GB/s")
             blob = os.urandom(big)
-            res = {}
+            runs = {}
             pairs = []
             if exe:           # UDP WRITE runs alternating with C stream runs
                 for _ in range(args.trials):    # a block of WRITE runs, then the streams
-                    w = throughput(lambda: udp_ag.write(a, blob), big, 3)
+                    w = statistics.median(throughput(lambda: udp_ag.write(a, blob), big, 3))
                     pairs.append((w, c_stream(exe, DEFAULT_MTU, big * 4, sink_cpu=server),
                                   c_stream(exe, DEFAULT_MTU, big * 4, memory=big,
                                            sink_cpu=server)))
-                res["wUDP"] = statistics.median(p[0] for p in pairs)
+                runs["wUDP"] = [p[0] for p in pairs]
+            med = {}
             for name, ag in (("UDP", udp_ag), ("shm rings", ring_ag), ("shm", shm_ag)):
-                if f"w{name}" not in res:
-                    res[f"w{name}"] = throughput(lambda: ag.write(a, blob), big, args.trials)
+                if f"w{name}" not in runs:
+                    runs[f"w{name}"] = throughput(lambda: ag.write(a, blob), big, args.trials)
                 out = bytearray(big)
-                res[f"r{name}"] = throughput(lambda: ag.read(a, big, out=out), big,
-                                             args.trials)
+                runs[f"r{name}"] = throughput(lambda: ag.read(a, big, out=out), big,
+                                              args.trials)
                 assert out == blob, f"{name} read back differs"
-                rows.append((f"WRITE 16 MiB, {name}", res[f"w{name}"], "GB/s"))
-                rows.append((f"READ 16 MiB, {name}", res[f"r{name}"], "GB/s"))
+                for d, what in (("w", "WRITE"), ("r", "READ")):
+                    med[d + name] = table.runs(f"{what} 16 MiB, {name}", runs[d + name],
+                                               "GB/s")
             if exe:
-                rows.append((f"C UDP stream, {DEFAULT_MTU} B datagrams",
-                             statistics.median(p[1] for p in pairs), "GB/s"))
-                rows.append(("  WRITE 16 MiB UDP / C stream (target >= 0.6)",
-                             statistics.median(w / c for w, c, _ in pairs), "x"))
-                rows.append(("C UDP stream with a datagram's byte work (CRC32C, 16 MiB)",
-                             statistics.median(p[2] for p in pairs), "GB/s"))
-                rows.append(("  C stream with the byte work / C stream",
-                             statistics.median(k / c for _, c, k in pairs), "x"))
-                rows.append(("  WRITE 16 MiB UDP / C stream with the byte work",
-                             statistics.median(w / k for w, _, k in pairs), "x"))
-            rows.append(("WRITE 16 MiB, relayed by the node's device",
-                         throughput(lambda: relay_ag.write(Addr(2, 0), blob), big, args.trials),
-                         "GB/s"))
+                table.runs(f"C UDP stream, {DEFAULT_MTU} B datagrams", [p[1] for p in pairs],
+                           "GB/s")
+                table.runs("  WRITE 16 MiB UDP / C stream (target >= 0.6)",
+                           [w / c for w, c, _ in pairs], "x")
+                table.runs("C UDP stream with a datagram's byte work (CRC32C, 16 MiB)",
+                           [p[2] for p in pairs], "GB/s")
+                table.runs("  C stream with the byte work / C stream",
+                           [k / c for _, c, k in pairs], "x")
+                table.runs("  WRITE 16 MiB UDP / C stream with the byte work",
+                           [w / k for w, _, k in pairs], "x")
+            table.runs("WRITE 16 MiB, relayed by the node's device",
+                       throughput(lambda: relay_ag.write(Addr(2, 0), blob), big, args.trials),
+                       "GB/s")
             for kind in ("shm", "shm rings"):
-                rows.append((f"  {kind} / UDP WRITE 16 MiB (target >= 3)",
-                             res[f"w{kind}"] / res["wUDP"], "x"))
-                rows.append((f"  {kind} / UDP READ 16 MiB (target >= 3)",
-                             res[f"r{kind}"] / res["rUDP"], "x"))
+                table.value(f"  {kind} / UDP WRITE 16 MiB (target >= 3)",
+                            med[f"w{kind}"] / med["wUDP"], "x")
+                table.value(f"  {kind} / UDP READ 16 MiB (target >= 3)",
+                            med[f"r{kind}"] / med["rUDP"], "x")
             for ag in (udp_ag, ring_ag, shm_ag, relay_ag):
                 ag.close()
         finally:
@@ -361,15 +392,11 @@ def main(argv=None) -> int:
             echo.wait(5)
             if c_srv:
                 c_srv.wait(5)
-    width = max(len(r[0]) for r in rows)
-    print(f"{'measurement':<{width}}  {'value':>10}  unit")
-    for name, value, unit in rows:
-        print(f"{name:<{width}}  {value:>10.3f}  {unit}")
+    table.print()
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"placement": {"client_cpu": client, "server_cpu": server},
-                       "rows": [{"measurement": n, "value": v, "unit": u}
-                                for n, v, u in rows]}, f, indent=1)
+                       "rows": table.as_json()}, f, indent=1)
     return 0
 
 
