@@ -9,8 +9,17 @@ receiver, a credit word. A message is cut into pieces of at most ``slot_bytes``:
   word), then PUT_SIGNALs the piece into the receiver's slot and adds 1 to the head
   word the receiver keeps for it: the data is visible before the count (SPEC §4.10);
 - the receiver waits until that head word passes the piece's number, copies the piece
-  out of its home device's memory, and gives the slot back with an ATOMIC_FADD of 1 on
-  the sender's credit word (an add, so reordered credits never go backwards).
+  out of its home device's memory, and gives slots back with an ATOMIC_FADD on the
+  sender's credit word (an add, so reordered credits never go backwards): one add per
+  ``Layout.credit_batch`` slots it has emptied (half the slots), not one per piece.
+
+Batched credits cannot deadlock. A sender waits only while ``slots`` of its pieces are
+unread or emptied-but-not-given-back, and at most ``credit_batch - 1`` (fewer than
+``slots``) are the latter, so some are unread. The receiver reads a channel's pieces in
+order: before it can wait for the piece the sender holds back, it reads those, and with
+them its emptied slots of that sender reach a batch, which it gives back. (MPI
+implementations batch their eager-protocol credits likewise: a small message then costs
+about one request instead of two.)
 
 An empty message (a barrier's) is one piece that takes no slot: its PUT_SIGNAL only
 bumps the head word, waits for no credit (only behind earlier pieces to the same peer)
@@ -95,6 +104,11 @@ class Layout:
     def size(self) -> int:
         return (self.aggregate_word(self.n) + 63) // 64 * 64
 
+    @property
+    def credit_batch(self) -> int:
+        """Slots a receiver gives back to a sender in one ATOMIC_FADD."""
+        return max(1, self.slots // 2)
+
     def slot(self, sender: int, index: int) -> int:
         return self.slot_base + (sender * self.slots + index % self.slots) * self.slot_bytes
 
@@ -167,12 +181,14 @@ class Channels:
         self.received = [0] * n    # pieces received from each peer
         self.slots_sent = [0] * n      # of those, pieces that took a slot (not empty)
         self.slots_received = [0] * n
+        self._owed = [0] * n           # slots emptied and not yet given back, per sender
         self._outbox: deque[tuple[int, bytes]] = deque()  # pieces waiting for credit
         self._inflight: deque = deque()                   # handles of posted operations
         self._idle_since: float | None = None   # when this rank last moved (p2p waits)
         self.pacer = Pacer()
         self.counters = {"pieces_sent": 0, "pieces_received": 0, "bytes_sent": 0,
-                         "bytes_received": 0, "credit_waits": 0, "credits_returned": 0}
+                         "bytes_received": 0, "credit_waits": 0, "credits_returned": 0,
+                         "credit_adds": 0}
 
     def reset(self) -> None:
         """Zero this rank's head, credit and offload-signal words (before the job's
@@ -186,6 +202,7 @@ class Channels:
         self.received = [0] * lay.n
         self.slots_sent = [0] * lay.n
         self.slots_received = [0] * lay.n
+        self._owed = [0] * lay.n
 
     # -- sending ---------------------------------------------------------------------------
     @property
@@ -233,6 +250,12 @@ class Channels:
             self._inflight.popleft().wait(0)  # raises the operation's error, if any
 
     # -- receiving -------------------------------------------------------------------------
+    @property
+    def credits_owed(self) -> int:
+        """Slots this rank has emptied and not yet given back (fewer than a batch per
+        sender)."""
+        return sum(self._owed)
+
     def recv_some(self, op: Recv, buf: bytearray, i: int) -> int:
         """Copy pieces i, i+1, ... of message ``op`` into ``buf`` as far as they have
         arrived; return the index of the first piece still missing."""
@@ -250,15 +273,25 @@ class Channels:
                 j = self.slots_received[op.peer]
                 self.home.read_into(lay.slot(op.peer, j), chunk)
                 self.slots_received[op.peer] = j + 1
-                self._inflight.append(self.agent.atomic_add_nb(
-                    self.areas[op.peer] + (lay.credits + self.rank * WORD), 1,
-                    timeout=self.timeout))
-                self.counters["credits_returned"] += 1
+                self._give_back(op.peer)
             self.counters["pieces_received"] += 1
             self.counters["bytes_received"] += len(chunk)
             self._moved()
             i += 1
         return i
+
+    def _give_back(self, peer: int) -> None:
+        """One more slot of ``peer`` emptied: give a batch back when there is one."""
+        owed = self._owed[peer] + 1
+        if owed < self.layout.credit_batch:
+            self._owed[peer] = owed
+            return
+        self._owed[peer] = 0
+        lay = self.layout
+        self._inflight.append(self.agent.atomic_add_nb(
+            self.areas[peer] + (lay.credits + self.rank * WORD), owed, timeout=self.timeout))
+        self.counters["credits_returned"] += owed
+        self.counters["credit_adds"] += 1
 
     def wait_word(self, offset: int, value: int, what: str) -> int:
         """Wait until the home word at ``offset`` reaches ``value``; return it.

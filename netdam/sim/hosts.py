@@ -10,8 +10,9 @@ does, and moves its messages the way ``netdam.collectives.p2p`` does on the emul
   PUT_SIGNAL into the receiver's slot on the receiver's device that bumps the head word
   this host has there;
 - ``Recv``: wait until the head word on this host's own device passes the piece, copy
-  it out across PCIe, give the slot back with an ATOMIC_FADD on the sender's credit
-  word (an empty message, a barrier's, takes no slot: it only bumps the head word);
+  it out across PCIe, give the emptied slots back with an ATOMIC_FADD on the sender's
+  credit word once they make a batch (``Layout.credit_batch``, half the slots; an empty
+  message, a barrier's, takes no slot: it only bumps the head word);
 - a callable (a device step of offload.py): it is called with a stand-in communicator
   (``SimComm``) whose agent and channels record what the step asks for (write this
   host's part into its device, send a chain descriptor, multicast, wait for a signal
@@ -76,6 +77,7 @@ class SimHost:
         n = world.n
         self.sent, self.received = [0] * n, [0] * n   # pieces (what head words count)
         self.slots_sent, self.slots_received = [0] * n, [0] * n   # those not empty
+        self.owed = [0] * n      # slots emptied and not yet given back, per sender
         self._outbox: deque = deque()
         self._credit_watch: set[int] = set()
         self._actions: deque = deque()
@@ -222,10 +224,13 @@ class SimHost:
                     self.home.read_local(lay.slot(op.peer, k + j), memoryview(buf)[lo:hi])
             t += w.pcie_ns(nbytes)
             self.slots_received[op.peer] = k + count
-            dest = w.device_member(op.peer)
-            pkt = self.template(Opcode.ATOMIC_FADD, dest, lay.credits + self.rank * WORD, 8,
-                                dtype=DType.UINT64, payload=count.to_bytes(8, "little"))
-            self.request(pkt, pkt.payload, t, count)
+            owed = self.owed[op.peer] + count
+            self.owed[op.peer] = owed if owed < lay.credit_batch else 0
+            if owed >= lay.credit_batch:   # a batch of emptied slots goes back at once
+                dest = w.device_member(op.peer)
+                pkt = self.template(Opcode.ATOMIC_FADD, dest, lay.credits + self.rank * WORD,
+                                    8, dtype=DType.UINT64, payload=owed.to_bytes(8, "little"))
+                self.request(pkt, pkt.payload, t)     # one datagram, whatever it adds
         self.t = t
         self._recv_next(t)
 

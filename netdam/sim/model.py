@@ -302,15 +302,13 @@ class ModelPort(_Sender):
     def send_message(self, dest_rank: int, template: Packet, data, handle: Handle,
                      t: float, parts: int = 1) -> None:
         """``parts`` > 1: ``data`` stands for that many messages of at most a slot each
-        (the per-chunk mode's group of p2p pieces, or of credits), sent as one burst
-        that counts every datagram they would be."""
+        (the per-chunk mode's group of p2p pieces), sent as one burst that counts every
+        datagram they would be."""
         dest = self.world.device_member(dest_rank)
         length = len(data)
         per = max_payload(self.world.mtu, len(template.route))
         if template.opcode == Opcode.REDUCE_FWD and template.hop == 0 and not length:
             bursts = [(0, 0, 1)]
-        elif parts > 1 and template.opcode == Opcode.ATOMIC_FADD:
-            bursts = [(0, 8 * parts, parts)]
         elif parts > 1:
             slot = self.world.layout.slot_bytes
             k = sum(max(1, -(-min(slot, length - lo) // per)) for lo in range(0, length, slot))

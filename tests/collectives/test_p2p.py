@@ -1,6 +1,7 @@
 """Point-to-point channels on a real cluster: an empty message (a barrier's) takes no slot
-and is given no credit back, and the slots of the data messages around it stay in step
-on both sides."""
+and is given no credit back, the slots of the data messages around it stay in step on
+both sides, and emptied slots go back in batches (one ATOMIC_FADD per
+``Layout.credit_batch`` slots), never more than a batch short per sender."""
 
 import textwrap
 
@@ -22,12 +23,14 @@ SCRIPT = textwrap.dedent("""
         comm.barrier()
     moved = {key: ch.counters[key] - before[key] for key in before}
     assert moved["pieces_sent"] == moved["pieces_received"] == k * rounds, moved
-    assert moved["credits_returned"] == moved["credit_waits"] == 0, moved
+    assert moved["credits_returned"] == moved["credit_waits"] == moved["credit_adds"] == 0, moved
     assert moved["bytes_sent"] == moved["bytes_received"] == 0, moved
 
-    # data messages between barriers: each piece takes a slot and returns a credit, and
-    # every result is right though the head words also counted the empty pieces
-    before = dict(ch.counters)
+    # data messages between barriers: each piece takes a slot, the slots come back in
+    # batches, and every result is right though the head words also counted the empty
+    # pieces
+    before, owed_before = dict(ch.counters), ch.credits_owed
+    batch = comm.layout.credit_batch
     for i in range(2 * slots + 1):
         size = (300_000, 70_000)[i % 2]        # two pieces of 256 KiB, then one
         got = comm.all_reduce(np.full(size, i + r, np.float32), algo="ring")
@@ -35,7 +38,10 @@ SCRIPT = textwrap.dedent("""
         comm.barrier()
     moved = {key: ch.counters[key] - before[key] for key in before}
     data = moved["pieces_received"] - (2 * slots + 1) * rounds
-    assert data > 0 and moved["credits_returned"] == data, moved
+    owed = ch.credits_owed
+    assert data > 0 and moved["credits_returned"] + owed - owed_before == data, moved
+    assert moved["credit_adds"] * batch == moved["credits_returned"] > 0, moved
+    assert 0 <= owed < batch * (n - 1), owed
     print("rank", r, "ok", flush=True)
 """)
 

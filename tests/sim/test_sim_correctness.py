@@ -57,3 +57,16 @@ def test_a_barrier_returns_no_credits():
                    if op == Opcode.ATOMIC_FADD)
     assert credits("chain") == 0
     assert credits("ring") > 0
+
+
+@pytest.mark.parametrize("mode", ["packet", "chunk"])
+def test_emptied_slots_go_back_a_batch_per_credit(mode):
+    """Receivers give a sender's slots back in batches of ``Layout.credit_batch``, as
+    ``netdam.collectives.p2p`` does: a ring of 4 ranks over 4 MiB moves 2(n-1) messages
+    of 1 MiB (4 slots each) per rank, so each rank sends one credit per two slots."""
+    n, size = 4, 4 << 20
+    flows = simulate(SimConfig(nodes=n, size=size, algo="ring", mode=mode)).flows
+    credits = sum(pkts for (_, _, op), (pkts, _) in flows.items()
+                  if op == Opcode.ATOMIC_FADD)
+    slots_per_rank = 2 * (n - 1) * (size // n) // (256 << 10)
+    assert credits == n * slots_per_rank // 2
