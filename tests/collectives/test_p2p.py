@@ -1,7 +1,8 @@
 """Point-to-point channels on a real cluster: an empty message (a barrier's) takes no slot
 and is given no credit back, the slots of the data messages around it stay in step on
 both sides, and emptied slots go back in batches (one ATOMIC_FADD per
-``Layout.credit_batch`` slots), never more than a batch short per sender."""
+``Layout.credit_batch`` slots), never more than a batch short per sender, also when
+messages of many more pieces than slots make senders wait for them."""
 
 import textwrap
 
@@ -42,6 +43,15 @@ SCRIPT = textwrap.dedent("""
     assert data > 0 and moved["credits_returned"] + owed - owed_before == data, moved
     assert moved["credit_adds"] * batch == moved["credits_returned"] > 0, moved
     assert 0 <= owed < batch * (n - 1), owed
+
+    # messages of three times as many pieces as the inbox has slots: senders wait for
+    # credits that come back in batches, and nothing deadlocks or goes wrong
+    before = dict(ch.counters)
+    count = n * 3 * slots * comm.layout.slot_bytes // 4
+    got = comm.all_reduce(np.full(count, r + 1, np.float32), algo="ring")
+    assert (got == n * (n + 1) / 2).all()
+    moved = {key: ch.counters[key] - before[key] for key in before}
+    assert moved["credit_waits"] > 0, moved
     print("rank", r, "ok", flush=True)
 """)
 
