@@ -282,12 +282,11 @@ class Channels:
 
     def _give_back(self, peer: int) -> None:
         """One more slot of ``peer`` emptied: give a batch back when there is one."""
-        owed = self._owed[peer] + 1
-        if owed < self.layout.credit_batch:
+        lay, owed = self.layout, self._owed[peer] + 1
+        if owed < lay.credit_batch:
             self._owed[peer] = owed
             return
         self._owed[peer] = 0
-        lay = self.layout
         self._inflight.append(self.agent.atomic_add_nb(
             self.areas[peer] + (lay.credits + self.rank * WORD), owed, timeout=self.timeout))
         self.counters["credits_returned"] += owed

@@ -225,8 +225,10 @@ class SimHost:
             t += w.pcie_ns(nbytes)
             self.slots_received[op.peer] = k + count
             owed = self.owed[op.peer] + count
-            self.owed[op.peer] = owed if owed < lay.credit_batch else 0
-            if owed >= lay.credit_batch:   # a batch of emptied slots goes back at once
+            if owed < lay.credit_batch:
+                self.owed[op.peer] = owed
+            else:                          # a batch of emptied slots goes back at once
+                self.owed[op.peer] = 0
                 dest = w.device_member(op.peer)
                 pkt = self.template(Opcode.ATOMIC_FADD, dest, lay.credits + self.rank * WORD,
                                     8, dtype=DType.UINT64, payload=owed.to_bytes(8, "little"))
