@@ -10,6 +10,16 @@ that sees it after publishing rings the doorbell: an empty UDP datagram to the
 consumer's socket, which the consumer sleeps on. (A wake-up lost to the store/load race
 between the two costs at most one sleep, never a hang: sleeps are bounded.)
 
+A host may also sleep until words of the device's memory change (``watch``): it writes
+up to ``WATCH_MAX`` conditions "the u64 at device offset o is at least v" into its
+response ring, arms them, then looks at the words once more itself; the device, after
+each turn that took datagrams, checks the armed conditions of every ring and rings the
+doorbell of a host when one holds, disarming it (a doorbell is one-shot). So a host
+waiting for a peer's PUT_SIGNAL or ATOMIC_FADD sleeps in the kernel and wakes when the
+word arrives, not on a timer. The device only compares words it holds; the memory
+segment is open to the node's processes anyway, so a watch reveals nothing a mapping
+could not.
+
 Ring layout (one ``multiprocessing.shared_memory`` segment per ring)::
 
     0    u64 head      bytes ever published by the producer (only it writes)
@@ -17,7 +27,10 @@ Ring layout (one ``multiprocessing.shared_memory`` segment per ring)::
     128  u64 capacity  size of the data area, a multiple of 8
     136  u64 sleeping  1 while the consumer sleeps (only the consumer writes)
     144  u64 wake port the consumer's UDP port on 127.0.0.1 for a doorbell
-    192  data area     records: u32 length (little-endian), datagram, pad to 8;
+    152  u64 watching  conditions armed, 0..WATCH_MAX (the consumer arms, the producer
+                       disarms when it rings)
+    160  u64 x 2 x WATCH_MAX  the conditions: (device memory offset, value) pairs
+    256  data area     records: u32 length (little-endian), datagram, pad to 8;
                        a length of 0xFFFFFFFF means "skip to the start of the area"
 
 Memory ordering: a producer writes the record first and then publishes ``head`` with
@@ -69,8 +82,11 @@ import numpy as np
 
 ORDERED_CPU = platform.machine().lower() in ("x86_64", "amd64", "i386", "i686")
 
-_HEAD, _TAIL, _CAP, _SLEEPING, _PORT, _DATA = 0, 64, 128, 136, 144, 192
+_HEAD, _TAIL, _CAP, _SLEEPING, _PORT, _WATCHING, _CONDS, _DATA = \
+    0, 64, 128, 136, 144, 152, 160, 256
+WATCH_MAX = (_DATA - _CONDS) // 16   #: conditions one watch may hold
 _LEN = struct.Struct("<I")
+_U64 = struct.Struct("<Q")
 _SKIP = 0xFFFFFFFF
 RING_BYTES = 8 << 20          #: default data area of one ring
 PREFIX = "netdam-"            #: every segment netdam creates starts with this
@@ -175,7 +191,8 @@ class Ring:
         self.capacity = struct.unpack_from("<Q", buf, _CAP)[0]
         self._head = np.ndarray((1,), np.uint64, buf, _HEAD)
         self._tail = np.ndarray((1,), np.uint64, buf, _TAIL)
-        self._ctl = np.ndarray((2,), np.uint64, buf, _SLEEPING)   # sleeping, wake port
+        self._ctl = np.ndarray((3,), np.uint64, buf, _SLEEPING)   # sleeping, port, watching
+        self._conds = np.ndarray((WATCH_MAX, 2), np.uint64, buf, _CONDS)
         self._data = buf[_DATA:_DATA + self.capacity]
         self._my_head = int(self._head[0])    # producer's copy of head
         self._seen_tail = int(self._tail[0])  # producer's cached view of tail
@@ -226,6 +243,16 @@ class Ring:
         ctl = self._ctl
         return int(ctl[1]) if ctl[0] else 0
 
+    def watched(self) -> np.ndarray | None:
+        """Producer: the armed conditions ((offset, value) rows), or None."""
+        k = int(self._ctl[2])
+        return self._conds[:min(k, WATCH_MAX)] if k else None
+
+    def fire(self) -> int:
+        """Producer: a watched condition holds; disarm, and return the wake port."""
+        self._ctl[2] = 0
+        return int(self._ctl[1])
+
     # -- consumer ------------------------------------------------------------------------
     def set_wake_port(self, port: int) -> None:
         """Consumer: where producers ring the doorbell (a UDP port on 127.0.0.1)."""
@@ -241,6 +268,18 @@ class Ring:
 
     def awake(self) -> None:
         self._ctl[0] = 0
+
+    def arm(self, conds) -> None:
+        """Consumer: wake me when one of ``conds`` ((offset, value) pairs, at most
+        ``WATCH_MAX``) holds; the caller looks at the words itself after this."""
+        k = len(conds)
+        if not 0 < k <= WATCH_MAX:
+            raise ValueError(f"a watch holds 1 to {WATCH_MAX} conditions, not {k}")
+        self._conds[:k] = conds
+        self._ctl[2] = k                 # armed: after the conditions are written
+
+    def disarm(self) -> None:
+        self._ctl[2] = 0
 
     def peek(self) -> memoryview | None:
         """A view of the oldest unconsumed datagram, or None if the ring is empty."""
@@ -297,7 +336,7 @@ class Ring:
         return int(self._head[0]) - int(self._tail[0])
 
     def close(self) -> None:
-        self._head = self._tail = self._ctl = None
+        self._head = self._tail = self._ctl = self._conds = None
         self._data.release()
         self._data = None
         try:
@@ -362,6 +401,7 @@ class DeviceShm:
             self.close()
             raise
         self.memory = self.memory_segment.buf[:mem_size]
+        self._words = np.ndarray((mem_size // 8,), np.uint64, self.memory_segment.buf)
 
     @property
     def names(self) -> list[str]:
@@ -383,6 +423,21 @@ class DeviceShm:
             return ring.doorbell()
         self.dropped_full += 1
         return 0
+
+    def watches_met(self) -> list[int]:
+        """The wake ports of the hosts whose watch now holds (each disarmed): one of its
+        conditions names an aligned word inside memory that has reached its value."""
+        ports, words = [], self._words
+        for ring in self.responses:
+            conds = ring.watched()
+            if conds is None:
+                continue
+            for offset, value in conds.tolist():
+                i = offset >> 3
+                if not offset & 7 and i < len(words) and int(words[i]) >= value:
+                    ports.append(ring.fire())
+                    break
+        return ports
 
     def set_wake_port(self, port: int) -> None:
         for ring in self.requests:
@@ -407,6 +462,7 @@ class DeviceShm:
         for ring in self.requests + self.responses:
             ring.close()
         self.requests, self.responses = [], []
+        self._words = None
         if self.memory_segment is not None:
             try:
                 self.memory_segment.close()
@@ -462,6 +518,27 @@ class ShmClient:
 
     def awake(self) -> None:
         self.responses.awake()
+
+    def watch(self, conds) -> bool:
+        """Arm a watch on device memory words (``Ring.arm``) and look at them once more:
+        False (and nothing armed) if one holds already, so the caller must not sleep."""
+        size = self.info["mem_size"]
+        for offset, _ in conds:
+            if offset & 7 or not 0 <= offset <= size - 8:
+                raise ValueError(f"a watched word must be an aligned u64 inside the device's "
+                                 f"{size} bytes, not at {offset:#x}")
+        self.responses.arm(conds)
+        if self._memory is None:
+            self._memory = _attach(self.info["memory"])
+        buf = self._memory.buf
+        for offset, value in conds:
+            if _U64.unpack_from(buf, offset)[0] >= value:
+                self.responses.disarm()
+                return False
+        return True
+
+    def unwatch(self) -> None:
+        self.responses.disarm()
 
     def recv(self) -> memoryview | None:
         """The next response datagram (view valid until ``release``), or None."""
@@ -522,4 +599,4 @@ def leaked(prefix: str = PREFIX) -> list[str]:
 
 
 __all__ = ["Ring", "Backoff", "DeviceShm", "ShmClient", "leaked", "ORDERED_CPU",
-           "RING_BYTES", "PREFIX"]
+           "RING_BYTES", "PREFIX", "WATCH_MAX"]

@@ -1,13 +1,15 @@
 """Shared-memory rings carry datagrams in order and byte-exact across processes, wrap
 around, report full instead of overwriting, refuse a memory mapping the region does not
-grant, and leave no named segment behind."""
+grant, wake a host watching memory words exactly when one arrives, and leave no named
+segment behind."""
 
 import multiprocessing as mp
 
 import numpy as np
 import pytest
 
-from netdam.transport.shm import SPLIT_MIN, Backoff, DeviceShm, Ring, ShmClient, copy, leaked
+from netdam.transport.shm import (SPLIT_MIN, WATCH_MAX, Backoff, DeviceShm, Ring, ShmClient,
+                                  copy, leaked)
 from netdam.wire import Opcode, Packet, decode, encode_parts
 
 
@@ -177,3 +179,52 @@ def test_doorbell_only_when_the_consumer_sleeps():
         assert ring.doorbell() == 0
     finally:
         ring.close()
+
+
+def test_a_watch_fires_once_when_a_word_arrives():
+    """The host arms a watch on two words; the device reports its wake port only once one
+    of them reaches its value, then not again until the host arms it anew."""
+    dev = DeviceShm(1 << 16, slots=2, ring_bytes=1 << 16, tag="t-")
+    try:
+        dev.set_wake_port(1)                         # the device's own port: unused here
+        cli = ShmClient(dev.info(), wake_port=4242)
+        other = ShmClient(dev.info(), wake_port=4343)
+        words = np.ndarray((8,), np.uint64, dev.memory, 1024)
+        assert dev.watches_met() == []               # nobody watches
+        assert cli.watch([(1024, 3), (1032 + 8, 1)])
+        assert dev.watches_met() == []               # armed, neither word there yet
+        words[0] = 2
+        assert dev.watches_met() == []
+        words[2] = 1                                 # the second condition holds
+        assert dev.watches_met() == [4242]
+        assert dev.watches_met() == []               # one-shot: disarmed by firing
+        assert not cli.watch([(1024, 2)])            # already there: no sleep, not armed
+        assert dev.watches_met() == []
+        assert cli.watch([(1024, 5)]) and other.watch([(1024, 9)])
+        words[0] = 5
+        assert dev.watches_met() == [4242]           # only the host whose word came
+        cli.unwatch()
+        other.unwatch()
+        words[0] = 10
+        assert dev.watches_met() == []               # a host that woke disarms itself
+        other.close()
+        cli.close()
+    finally:
+        dev.close()
+
+
+def test_a_watch_refuses_words_it_cannot_hold():
+    dev = DeviceShm(1 << 16, slots=1, ring_bytes=1 << 16, tag="t-")
+    try:
+        cli = ShmClient(dev.info())
+        for bad in (12, -8, (1 << 16) - 4, 1 << 16):
+            with pytest.raises(ValueError, match="aligned u64"):
+                cli.watch([(bad, 1)])
+        with pytest.raises(ValueError, match=f"1 to {WATCH_MAX}"):
+            cli.watch([(8 * i, 1) for i in range(WATCH_MAX + 1)])
+        with pytest.raises(ValueError):
+            cli.watch([])
+        assert dev.watches_met() == []               # nothing was left armed
+        cli.close()
+    finally:
+        dev.close()
