@@ -596,9 +596,25 @@ class Agent(Completer):
                 limit = min(limit, end - now)
             self.progress(max(limit, 0.0))
 
-    def progress(self, timeout: float = 0.0) -> int:
+    def can_watch(self, device: int) -> bool:
+        """Whether ``progress(watch=...)`` can watch words of ``device``: it is on this
+        node's shared memory."""
+        link = self.links.get(device)
+        return link is not None and link.kind == "shm"
+
+    def progress(self, timeout: float = 0.0, *, watch=None) -> int:
         """Timers, sends and receives; waits up to ``timeout`` for something to arrive.
-        Returns how many datagrams were taken."""
+        Returns how many datagrams were taken.
+
+        ``watch=(device, [(offset, value), ...])``: up to ``WATCH_MAX`` u64 words of a
+        device on this node's shared memory (``can_watch``), offsets in its memory. A
+        sleep then lasts the whole ``timeout`` (or until a timer of ours is due) unless an
+        answer arrives or the device sees one of the words reach its value (unsigned
+        >=): its doorbell wakes us then (netdam.transport.shm). The caller looks at the
+        words again after the call; a watch that holds already is no reason to sleep."""
+        if watch is not None and not self.can_watch(watch[0]):
+            raise UsageError(f"device {watch[0]} is not on this node's shared memory: "
+                             "its words cannot be watched")
         rel = self.rel
         # answers that came while we were away first: a datagram whose answer is waiting
         # in our socket is not late, however long the caller kept us from looking
@@ -632,7 +648,13 @@ class Agent(Completer):
                     now + min(wait, SPIN_TURN)) else 0
         elif self._shm_links:
             if self._prepare_sleep():
-                n = self._take(pause)          # a doorbell or a datagram wakes us
+                if watch is None:
+                    n = self._take(pause)      # a doorbell or a datagram wakes us
+                else:
+                    shm = self.links[watch[0]].shm
+                    if shm.watch(watch[1]):    # else a word is there: no sleep
+                        n = self._take(wait)   # ... or the watched words
+                        shm.unwatch()
                 for link in self._shm_links:
                     link.shm.awake()
         else:

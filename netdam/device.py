@@ -424,6 +424,8 @@ class DeviceServer:
         if t is not None and t <= now:
             for dest, pkt in dev.on_timer(now):
                 self._to_member(pkt.dst if dest is None else dest, pkt, now)
+            if self.shm is not None:     # a held request released may have written
+                self._wake_watchers()
             t = dev.next_timer()
         r = rel.next_timer()
         if r is not None and r <= now:
@@ -450,7 +452,15 @@ class DeviceServer:
         n = self._turn(timeout)
         if n:     # what was served may have armed timers or queued datagrams to send
             self._timers_known = False
+            if self.shm is not None:
+                self._wake_watchers()
         return n
+
+    def _wake_watchers(self) -> None:
+        """Ring the doorbell of every host on our rings whose watched words have reached
+        their values (netdam.transport.shm, watch)."""
+        for port in self.shm.watches_met():
+            self.udp.ring_doorbell(port)
 
     def _turn(self, timeout: float) -> int:
         now = time.monotonic()

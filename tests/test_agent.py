@@ -2,9 +2,11 @@
 on the shared-memory path and on the UDP path; faults (loss, duplication, reordering,
 corruption) never change the effects (exactly-once for reduce, atomics and signals,
 byte-exact reads); a dead device fails pending operations with NetdamTimeout within the
-bound; every MTU works."""
+bound; every MTU works; a host watching words of its node's device is woken when one
+arrives."""
 
 import os
+import threading
 import time
 
 import numpy as np
@@ -246,6 +248,36 @@ def test_every_mtu(mtu):
         assert ag.read(Addr(9, 1000), 0) == b""
         assert ag.atomic_add(Addr(9, 240000), 3) == 0
         assert dev.info["mtu"] == mtu
+
+
+def test_a_watch_wakes_the_host_when_a_peer_writes_the_word():
+    """A host sleeping with a watch on its node's device (shared memory) is woken by the
+    device's doorbell when another host's ATOMIC_FADD, over UDP, reaches the value; with
+    nothing arriving it sleeps the whole timeout; a device reached over UDP cannot be
+    watched."""
+    from netdam.errors import UsageError
+    word = Addr(7, 512)
+    with _device("--shm", "--spin", "0", dev_id=7) as dev, Agent(timeout=5, spin=0) as ag, \
+            Agent(timeout=5) as peer:                    # ag sleeps at once: no spinning
+        assert ag.add_device(dev.info, path="shm") == "shm" and ag.can_watch(7)
+        peer.add_device(dev.info, path="udp")
+        assert not peer.can_watch(7)
+        with pytest.raises(UsageError, match="not on this node"):
+            peer.progress(0.1, watch=(7, [(512, 1)]))
+        ag.write(word, bytes(8))
+        t0 = time.monotonic()
+        ag.progress(0.3, watch=(7, [(512, 1)]))
+        assert time.monotonic() - t0 >= 0.25             # nothing came: a real sleep
+        writer = threading.Timer(0.2, lambda: peer.atomic_add(word, 2))
+        writer.start()
+        try:
+            t0 = time.monotonic()
+            while int.from_bytes(ag.read(word, 8), "little") < 2:
+                ag.progress(30.0, watch=(7, [(512, 2)]))
+                assert time.monotonic() - t0 < 15, "the doorbell never came"
+        finally:
+            writer.join()
+        assert time.monotonic() - t0 < 15                # woken, not timed out (30 s)
 
 
 def test_usage_errors():
