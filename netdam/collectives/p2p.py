@@ -31,6 +31,13 @@ Reading home-device memory is a zero-copy view of the device's shared memory whe
 host is on the device's node (the scale-up path), else READs. Sends are non-blocking and
 progress whenever the rank waits, so no algorithm deadlocks on flow control.
 
+Waiting: every check of a home word that comes up short (a head word, a credit word,
+an offload word) is noted; when a rank has nothing to do it sleeps in the agent with a
+watch on those words (``Agent.progress(watch=...)``), so its home device's doorbell wakes
+it when one arrives, and an answer to its own requests wakes it too. Nothing is slept
+through on a timer. Where the home device is not on this node, or a rank waits on more
+words than a watch holds, it polls instead, as ``Pacer`` says.
+
 Layout of one rank's area on its home device, for a communicator of ``n`` ranks
 (``Layout``): head words [n x 8], credit words [n x 8], slots [n x slots x slot_bytes],
 then the offload work area used by the in-network algorithms, its result signal word
@@ -46,6 +53,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from netdam.agent import Addr, Agent, NetdamTimeout
+from netdam.transport.shm import WATCH_MAX
 from netdam.collectives.schedule import Recv, Send
 from netdam.errors import NetdamError
 
@@ -186,9 +194,13 @@ class Channels:
         self._inflight: deque = deque()                   # handles of posted operations
         self._idle_since: float | None = None   # when this rank last moved (p2p waits)
         self.pacer = Pacer()
+        base = areas[rank]
+        self._watchable = (self.home.mapped and agent.can_watch(base.device)
+                           and base.offset % WORD == 0)
+        self._wants: dict[int, int] = {}     # home words found short since the last sleep
         self.counters = {"pieces_sent": 0, "pieces_received": 0, "bytes_sent": 0,
                          "bytes_received": 0, "credit_waits": 0, "credits_returned": 0,
-                         "credit_adds": 0}
+                         "credit_adds": 0, "sleeps_woken": 0, "sleeps_timed": 0}
 
     def reset(self) -> None:
         """Zero this rank's head, credit and offload-signal words (before the job's
@@ -229,6 +241,8 @@ class Channels:
             k = self.slots_sent[peer]
             if peer in blocked or (piece and k - self.home.word(lay.credits + peer * WORD)
                                    >= lay.slots):
+                if peer not in blocked:
+                    self._want(lay.credits + peer * WORD, k - lay.slots + 1)
                 blocked.add(peer)
                 self._outbox.append((peer, piece))
                 continue
@@ -266,6 +280,7 @@ class Channels:
         while i < total:
             k = self.received[op.peer]
             if self.home.word(head) <= k:
+                self._want(head, k + 1)
                 return i
             chunk = view[i * step:min((i + 1) * step, op.nbytes)]
             self.received[op.peer] = k + 1
@@ -301,6 +316,7 @@ class Channels:
         deadline = start + self.timeout
         self._idle_since = None
         while (word := self.home.word(offset)) < value:
+            self._want(offset, value)
             now = time.monotonic()
             if now > deadline:
                 raise NetdamTimeout(f"rank {self.rank}: {what} not reached within "
@@ -319,6 +335,9 @@ class Channels:
         self._idle_since = None
         while pending:
             ready = [w for w in pending if self.home.word(w[0]) >= w[1]]
+            for w in pending:
+                if w not in ready:
+                    self._want(w[0], w[1])
             for w in ready:
                 pending.remove(w)
                 w[2]()
@@ -339,9 +358,33 @@ class Channels:
         self._reap()
         self.agent.progress(0.0)
 
+    def _want(self, offset: int, value: int) -> None:
+        """A check of the home word at ``offset`` found it short of ``value``."""
+        self._wants[offset] = value
+
+    def _watch_sleep(self, longest: float) -> bool:
+        """Sleep in the agent (at most ``longest``), woken by an answer or, with a
+        watch, by the home device when a word found short since the last sleep arrives;
+        False where that cannot be done (then nothing happened)."""
+        wants, self._wants = self._wants, {}
+        if not wants and self._inflight:          # only answers to wait for
+            self.agent.progress(longest)
+        elif not self._watchable or not wants or len(wants) > WATCH_MAX:
+            self.counters["sleeps_timed"] += 1
+            return False
+        else:
+            base = self.areas[self.rank]
+            self.agent.progress(longest, watch=(base.device, [(base.offset + o, v)
+                                                              for o, v in wants.items()]))
+        self.counters["sleeps_woken"] += 1
+        return True
+
     def idle(self) -> None:
         """Nothing to do right now (waiting for a peer's message or an
-        acknowledgement): a short pause as ``Pacer`` says, at most ``P2P_SLEEP_MAX``."""
+        acknowledgement): sleep on a watch, else a short pause as ``Pacer`` says, at
+        most ``P2P_SLEEP_MAX``."""
+        if self._watch_sleep(P2P_SLEEP_MAX):
+            return
         now = time.monotonic()
         if self._idle_since is None:
             self._idle_since = now
@@ -359,7 +402,7 @@ class Channels:
         of its own in flight (or just moved), else as ``Pacer`` says for ``what``."""
         if busy or self._inflight or self._outbox:
             self.idle()
-        else:
+        elif not self._watch_sleep(WAIT_SLEEP_MAX):
             self.pacer.pause(what, waited, WAIT_SLEEP_MAX)
 
     def flush(self) -> None:

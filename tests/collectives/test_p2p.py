@@ -2,7 +2,8 @@
 and is given no credit back, the slots of the data messages around it stay in step on
 both sides, and emptied slots go back in batches (one ATOMIC_FADD per
 ``Layout.credit_batch`` slots), never more than a batch short per sender, also when
-messages of many more pieces than slots make senders wait for them."""
+messages of many more pieces than slots make senders wait for them; and a rank whose
+home device is on its node never waits on a timer."""
 
 import textwrap
 
@@ -52,6 +53,10 @@ SCRIPT = textwrap.dedent("""
     assert (got == n * (n + 1) / 2).all()
     moved = {key: ch.counters[key] - before[key] for key in before}
     assert moved["credit_waits"] > 0, moved
+
+    # every wait of this rank slept until an answer or a watched word woke it: its home
+    # device is on its node, so no wait fell back to sleeping on a timer
+    assert ch.counters["sleeps_woken"] > 0 and ch.counters["sleeps_timed"] == 0, ch.counters
     print("rank", r, "ok", flush=True)
 """)
 
