@@ -43,7 +43,7 @@ from netdam.errors import UsageError
 from netdam.handle import Addr, Handle, NakError, NetdamTimeout, SignalWaiter
 from netdam.transport.faults import FaultConfig
 from netdam.transport.reliability import RelConfig, Reliability
-from netdam.transport.shm import Backoff
+from netdam.transport.shm import WATCH_MAX, Backoff
 from netdam.transport.shm import copy as shm_copy
 from netdam.transport.udp import SPIN_TURN, UdpEndpoint
 from netdam.wire.codec import Packet, encode_parts
@@ -131,7 +131,7 @@ class Agent(Completer):
         self.counters = {"ops": 0, "dropped_crc": 0, "dropped_malformed": 0,
                          "unexpected": 0, "naks": 0, "timeouts": 0, "shm_full": 0,
                          "direct_writes": 0, "direct_reads": 0, "naks_damaged": 0,
-                         "answers_in_runs": 0}
+                         "answers_in_runs": 0, "signals_in_place": 0}
 
     # -- devices and addresses --------------------------------------------------------------
     def add_device(self, info: dict, *, path: str = "auto", via: int | None = None) -> str:
@@ -278,9 +278,21 @@ class Agent(Completer):
         on this node's shared memory, the region grants the access (netdam.transport.shm
         rule) and nothing of ours to that device is in flight, so a direct copy is
         ordered after every earlier request exactly as SPEC §8.4 would apply it."""
+        if self.rel.in_flight(addr.device) or self.rel.queued(addr.device):
+            return None
+        got = self._mapped_region(addr, length, write)
+        if got is None:
+            return None
+        whole, start = got
+        self.counters["direct_writes" if write else "direct_reads"] += 1
+        return memoryview(whole)[start:start + length]
+
+    def _mapped_region(self, addr: Addr, length: int, write: bool):
+        """``(view of the whole region, offset of addr in it)`` for ``[addr, +length)``
+        of a device on this node's shared memory, when the region grants the access;
+        else None. A region is asked about and mapped once (``_confirm_keys``)."""
         link = self.links.get(addr.device)
-        if link is None or link.kind != "shm" or self.rel.in_flight(addr.device) \
-                or self.rel.queued(addr.device):
+        if link is None or link.kind != "shm":
             return None
         try:
             rkey, pkey, region = self._target(addr, length)
@@ -299,9 +311,7 @@ class Agent(Completer):
             self._mapped[key] = whole
         if whole is False:
             return None
-        start = addr.offset - region["base"]
-        self.counters["direct_writes" if write else "direct_reads"] += 1
-        return memoryview(whole)[start:start + length]
+        return whole, addr.offset - region["base"]
 
     def _confirm(self, h: Handle) -> Handle:
         """Finish a direct copy with a FENCE round trip: the device is alive and has
@@ -492,10 +502,19 @@ class Agent(Completer):
     def wait_signal_nb(self, signal: Addr, value: int, *, timeout: float | None = None,
                        interval: float = 200e-6) -> Handle:
         """Completes when the 8-byte word at ``signal`` reaches ``value`` (unsigned >=);
-        result: the word. Polls with READs, ``interval`` apart at most."""
+        result: the word. Polls with READs, ``interval`` apart at most; an aligned word
+        of a device on this node's shared memory whose region this host may read is
+        looked at in place instead (no READs), and the agent's sleeps watch it, so the
+        device's doorbell ends them when it arrives."""
         h = self._handle(f"wait_signal >= {value} at {signal.offset:#x}", signal.device,
                          timeout)
-        self._waiters.append(SignalWaiter(h, signal, value, interval, self._finish))
+        word = None
+        got = self._mapped_region(signal, 8, False) if signal.offset % 8 == 0 else None
+        if got is not None:
+            whole, start = got
+            word = whole[start:start + 8].view("<u8")
+            self.counters["signals_in_place"] += 1
+        self._waiters.append(SignalWaiter(h, signal, value, interval, self._finish, word))
         return h
 
     def read(self, addr: Addr, length: int, **kw) -> bytearray:
@@ -648,13 +667,13 @@ class Agent(Completer):
                     now + min(wait, SPIN_TURN)) else 0
         elif self._shm_links:
             if self._prepare_sleep():
-                if watch is None:
+                watches = self._watches(watch)
+                if watches is None:
                     n = self._take(pause)      # a doorbell or a datagram wakes us
-                else:
-                    shm = self.links[watch[0]].shm
-                    if shm.watch(watch[1]):    # else a word is there: no sleep
-                        n = self._take(wait)   # ... or the watched words
-                        shm.unwatch()
+                elif self._arm(watches):       # else a word is there: no sleep
+                    n = self._take(wait)       # ... or a watched word
+                    for dev in watches:
+                        self.links[dev].shm.unwatch()
                 for link in self._shm_links:
                     link.shm.awake()
         else:
@@ -672,6 +691,30 @@ class Agent(Completer):
                 self._finish(h, NetdamTimeout(
                     f"{h.what} on device {h.device} ({link.addr[0]}:{link.addr[1]} via "
                     f"{link.kind}): no response within {h.timeout:g} s"))
+
+    def _watches(self, watch) -> dict | None:
+        """What a sleep watches, per device: the caller's words and those of the signal
+        waiters that look in place; None if nothing, or more than one watch holds."""
+        out = {} if watch is None else {watch[0]: list(watch[1])}
+        for w in self._waiters:
+            c = w.watch
+            if c is not None:
+                out.setdefault(c[0], []).append(c[1:])
+        if not out or any(len(conds) > WATCH_MAX for conds in out.values()):
+            return None
+        return out
+
+    def _arm(self, watches: dict) -> bool:
+        """Arm every device's watch; False (nothing left armed) if a word is there."""
+        armed = []
+        for dev, conds in watches.items():
+            shm = self.links[dev].shm
+            if not shm.watch(conds):
+                for other in armed:
+                    other.unwatch()
+                return False
+            armed.append(shm)
+        return True
 
     def _prepare_sleep(self) -> bool:
         for i, link in enumerate(self._shm_links):

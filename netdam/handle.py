@@ -94,20 +94,37 @@ _U64 = struct.Struct("<Q")
 
 class SignalWaiter:
     """Polls a signal word with READs until it reaches ``value`` or the handle's
-    deadline; ``finish(handle, error=None)`` completes the handle (the agent's)."""
+    deadline; ``finish(handle, error=None)`` completes the handle (the agent's). Given
+    ``word`` (a mapped view of the signal word, on this node's shared memory), it looks
+    there instead and sends no READ: ``watch`` then names the word for the agent's
+    sleeps."""
 
-    __slots__ = ("h", "signal", "value", "interval", "read", "next_poll", "finish")
+    __slots__ = ("h", "signal", "value", "interval", "read", "next_poll", "finish", "word")
 
-    def __init__(self, h: Handle, signal: Addr, value: int, interval: float, finish):
+    def __init__(self, h: Handle, signal: Addr, value: int, interval: float, finish,
+                 word=None):
         self.h, self.signal, self.value, self.interval = h, signal, value % (1 << 64), interval
         self.finish = finish
         self.read: Handle | None = None
-        self.next_poll = 0.0
+        self.word = word
+        self.next_poll = 0.0 if word is None else h.deadline
+
+    @property
+    def watch(self) -> tuple[int, int, int] | None:
+        """(device, offset, value) of a word looked at in place, else None."""
+        return None if self.word is None else (self.signal.device, self.signal.offset,
+                                               self.value)
 
     def step(self, agent: "Agent", now: float) -> bool:
         """Advance; True when the waiter is finished (its handle completed)."""
         h = self.h
-        if self.read is not None and self.read.finished:
+        if self.word is not None:
+            word = int(self.word[0])
+            if word >= self.value:
+                h.result = word
+                self.finish(h)
+                return True
+        elif self.read is not None and self.read.finished:
             r, self.read = self.read, None
             if r.error is not None:
                 self.finish(h, r.error)
@@ -123,7 +140,7 @@ class SignalWaiter:
             self.finish(h, NetdamTimeout(f"{h.what} on device {h.device}: signal not "
                                          f"reached within {h.timeout:g} s"))
             return True
-        if self.read is None and now >= self.next_poll:
+        if self.word is None and self.read is None and now >= self.next_poll:
             self.read = agent.read_nb(self.signal, 8, timeout=max(h.deadline - now, 0.001))
             self.read.queued = True   # internal: never shows in the completion queue
             self.next_poll = h.deadline

@@ -92,6 +92,7 @@ def results():
             res[path] = _exercise(ag, 5)
             direct = ag.counters["direct_writes"] + ag.counters["direct_reads"]
             assert direct == (2 if path == "shm" else 0)
+            assert ag.counters["signals_in_place"] == (1 if path == "shm" else 0)
     return res
 
 
@@ -254,7 +255,7 @@ def test_a_watch_wakes_the_host_when_a_peer_writes_the_word():
     """A host sleeping with a watch on its node's device (shared memory) is woken by the
     device's doorbell when another host's ATOMIC_FADD, over UDP, reaches the value; with
     nothing arriving it sleeps the whole timeout; a device reached over UDP cannot be
-    watched."""
+    watched. wait_signal on such a device watches its word the same way, with no READ."""
     from netdam.errors import UsageError
     word = Addr(7, 512)
     with _device("--shm", "--spin", "0", dev_id=7) as dev, Agent(timeout=5, spin=0) as ag, \
@@ -278,6 +279,21 @@ def test_a_watch_wakes_the_host_when_a_peer_writes_the_word():
         finally:
             writer.join()
         assert time.monotonic() - t0 < 15                # woken, not timed out (30 s)
+
+        # wait_signal looks at such a word in place, sends no READ and is woken likewise
+        assert ag.wait_signal(word, 0) == 2              # the first wait maps the region
+        ops = ag.counters["ops"]
+        writer = threading.Timer(0.2, lambda: peer.put_signal(Addr(7, 4096), b"done", word, 3))
+        writer.start()
+        try:
+            t0 = time.monotonic()
+            assert ag.wait_signal(word, 5, timeout=30) == 5
+            assert time.monotonic() - t0 < 15
+        finally:
+            writer.join()
+        assert ag.counters["ops"] == ops + 1             # the wait itself: no READ
+        assert ag.counters["signals_in_place"] == 2
+        assert bytes(ag.read(Addr(7, 4096), 4)) == b"done"
 
 
 def test_usage_errors():
