@@ -131,7 +131,7 @@ class Agent(Completer):
         self.counters = {"ops": 0, "dropped_crc": 0, "dropped_malformed": 0,
                          "unexpected": 0, "naks": 0, "timeouts": 0, "shm_full": 0,
                          "direct_writes": 0, "direct_reads": 0, "naks_damaged": 0,
-                         "answers_in_runs": 0, "signals_in_place": 0}
+                         "answers_in_runs": 0, "signals_in_place": 0, "sleeps": 0}
 
     # -- devices and addresses --------------------------------------------------------------
     def add_device(self, info: dict, *, path: str = "auto", via: int | None = None) -> str:
@@ -642,13 +642,12 @@ class Agent(Completer):
         nt = rel.next_timer()
         if nt is not None and nt <= now:
             self._expire(now)
-        if self._waiters:
-            self._run_waiters(now)
+        finished = self._run_waiters(now) if self._waiters else 0
         self._pump(now)
         ut = self.udp.next_timer()
         if ut is not None:
             self.udp.flush(now)
-        if n:
+        if n or finished:            # a signal waiter that finished: no sleep after it
             self._backoff.reset()
             return n
         if timeout <= 0:
@@ -669,14 +668,17 @@ class Agent(Completer):
             if self._prepare_sleep():
                 watches = self._watches(watch)
                 if watches is None:
+                    self.counters["sleeps"] += 1
                     n = self._take(pause)      # a doorbell or a datagram wakes us
                 elif self._arm(watches):       # else a word is there: no sleep
+                    self.counters["sleeps"] += 1
                     n = self._take(wait)       # ... or a watched word
                     for dev in watches:
                         self.links[dev].shm.unwatch()
                 for link in self._shm_links:
                     link.shm.awake()
         else:
+            self.counters["sleeps"] += 1
             n = self._take(wait)
         if n:
             self._backoff.reset()
@@ -725,12 +727,15 @@ class Agent(Completer):
         return True
 
     # -- wait_signal -----------------------------------------------------------------------------
-    def _run_waiters(self, now: float) -> None:
+    def _run_waiters(self, now: float) -> int:
+        """Step every signal waiter; returns how many finished."""
         keep = []
         for w in self._waiters:
             if not w.step(self, now):
                 keep.append(w)
+        finished = len(self._waiters) - len(keep)
         self._waiters = keep
+        return finished
 
     def _waiter_due(self) -> float | None:
         return min((w.next_poll for w in self._waiters), default=None)

@@ -282,6 +282,9 @@ def test_a_watch_wakes_the_host_when_a_peer_writes_the_word():
 
         # wait_signal looks at such a word in place, sends no READ and is woken likewise
         assert ag.wait_signal(word, 0) == 2              # the first wait maps the region
+        sleeps = ag.counters["sleeps"]
+        assert ag.wait_signal(word, 2) == 2              # there already: done, no sleep
+        assert ag.counters["sleeps"] == sleeps
         ops = ag.counters["ops"]
         writer = threading.Timer(0.2, lambda: peer.put_signal(Addr(7, 4096), b"done", word, 3))
         writer.start()
@@ -292,7 +295,7 @@ def test_a_watch_wakes_the_host_when_a_peer_writes_the_word():
         finally:
             writer.join()
         assert ag.counters["ops"] == ops + 1             # the wait itself: no READ
-        assert ag.counters["signals_in_place"] == 2
+        assert ag.counters["signals_in_place"] == 3
         assert bytes(ag.read(Addr(7, 4096), 4)) == b"done"
 
 
