@@ -43,6 +43,9 @@ needs. A weakly ordered CPU (ARM) would need a release fence before each index s
 and an acquire fence after each index load; ``ORDERED_CPU`` says whether this machine
 is one the rings are known to be correct on.
 
+The device's info names this layout (``LAYOUT``); a host whose netdam lays rings out
+otherwise refuses them (``ConnectionError``: an agent on path auto then uses UDP).
+
 Claiming a ring pair: the device creates ``slots`` pairs; a host takes the first pair
 whose request ring it can ``flock`` exclusively (on Linux the segment's own file in
 /dev/shm; elsewhere a lock file in a directory the device names). The kernel drops the
@@ -85,6 +88,9 @@ ORDERED_CPU = platform.machine().lower() in ("x86_64", "amd64", "i386", "i686")
 _HEAD, _TAIL, _CAP, _SLEEPING, _PORT, _WATCHING, _CONDS, _DATA = \
     0, 64, 128, 136, 144, 152, 160, 256
 WATCH_MAX = (_DATA - _CONDS) // 16   #: conditions one watch may hold
+#: the ring layout above; a device names it in its info and a host of another refuses
+#: the rings (2: the watch words; 1, unnamed: before them)
+LAYOUT = 2
 _LEN = struct.Struct("<I")
 _U64 = struct.Struct("<Q")
 _SKIP = 0xFFFFFFFF
@@ -412,7 +418,7 @@ class DeviceShm:
     def info(self) -> dict:
         """What a host needs to attach (JSON-serialisable)."""
         return {"memory": self.memory_segment.name, "mem_size": self.mem_size,
-                "lockdir": self.lockdir,
+                "lockdir": self.lockdir, "layout": LAYOUT,
                 "slots": [[q.name, r.name] for q, r in zip(self.requests, self.responses)]}
 
     def send(self, slot: int, parts) -> int:
@@ -481,6 +487,11 @@ class ShmClient:
     """The host side of one claimed ring pair (and the device's memory segment)."""
 
     def __init__(self, info: dict, wake_port: int = 0):
+        layout = info.get("layout", 1)
+        if layout != LAYOUT:
+            raise ConnectionError(f"the device's rings are of layout {layout} and this "
+                                  f"host's netdam speaks layout {LAYOUT}: run one netdam "
+                                  "version on the node, or reach the device over UDP")
         self.info = info
         self._lock_fd = None
         self.slot = None
@@ -599,4 +610,4 @@ def leaked(prefix: str = PREFIX) -> list[str]:
 
 
 __all__ = ["Ring", "Backoff", "DeviceShm", "ShmClient", "leaked", "ORDERED_CPU",
-           "RING_BYTES", "PREFIX", "WATCH_MAX"]
+           "RING_BYTES", "PREFIX", "WATCH_MAX", "LAYOUT"]

@@ -8,8 +8,8 @@ import multiprocessing as mp
 import numpy as np
 import pytest
 
-from netdam.transport.shm import (SPLIT_MIN, WATCH_MAX, Backoff, DeviceShm, Ring, ShmClient,
-                                  copy, leaked)
+from netdam.transport.shm import (LAYOUT, SPLIT_MIN, WATCH_MAX, Backoff, DeviceShm, Ring,
+                                  ShmClient, copy, leaked)
 from netdam.wire import Opcode, Packet, decode, encode_parts
 
 
@@ -226,5 +226,18 @@ def test_a_watch_refuses_words_it_cannot_hold():
             cli.watch([])
         assert dev.watches_met() == []               # nothing was left armed
         cli.close()
+    finally:
+        dev.close()
+
+
+def test_rings_of_another_layout_are_refused_with_a_reason():
+    """A host never reads rings laid out by another netdam version (an agent on path
+    auto then takes UDP)."""
+    dev = DeviceShm(1 << 16, slots=1, ring_bytes=1 << 16, tag="t-")
+    try:
+        old = {k: v for k, v in dev.info().items() if k != "layout"}
+        with pytest.raises(ConnectionError, match=f"layout 1 .* layout {LAYOUT}"):
+            ShmClient(old)
+        ShmClient(dev.info()).close()                # the same layout: claimed
     finally:
         dev.close()
