@@ -9,8 +9,7 @@ from hypothesis import strategies as st
 
 from netdam.wire import Flag, Opcode, Packet, Status, WireError, decode, encode
 from netdam.wire.fields import MAX_DATAGRAM, PAYLOAD_ALIGN
-from netdam.wire.frag import (Fragment, Reassembler, fragment, fragment_count, fragments,
-                               max_payload)
+from netdam.wire.frag import Reassembler, fragment, fragment_count, fragments, max_payload
 
 MTU = 512  # small, so a few MTUs stay cheap
 
