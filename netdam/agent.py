@@ -43,7 +43,7 @@ from netdam.errors import UsageError
 from netdam.handle import Addr, Handle, NakError, NetdamTimeout, SignalWaiter
 from netdam.transport.faults import FaultConfig
 from netdam.transport.reliability import RelConfig, Reliability
-from netdam.transport.shm import WATCH_MAX, Backoff
+from netdam.transport.shm import WATCH_MAX, Backoff, WatchBell
 from netdam.transport.shm import copy as shm_copy
 from netdam.transport.udp import SPIN_TURN, UdpEndpoint
 from netdam.wire.codec import Packet, encode_parts
@@ -126,6 +126,7 @@ class Agent(Completer):
         self._cq: dict[Handle, None] = {}
         self._waiters: list[SignalWaiter] = []
         self._shm_links: list[_Link] = []
+        self._bell: WatchBell | None = None    # watched words ring here (made with a ring)
         self._backoff = Backoff(spin=spin, max_sleep=5e-3)
         self._completer_init()
         self.counters = {"ops": 0, "dropped_crc": 0, "dropped_malformed": 0,
@@ -154,8 +155,11 @@ class Agent(Completer):
             return link.kind
         if info.get("shm") and path in ("auto", "shm"):
             from netdam.transport.shm import ShmClient
+            if self._bell is None:
+                self._bell = WatchBell(self.udp.sock.fileno())
             try:
-                shm = ShmClient(info["shm"], wake_port=self.udp.address[1])
+                shm = ShmClient(info["shm"], wake_port=self.udp.address[1],
+                                watch_port=self._bell.port)
             except (OSError, ConnectionError) as exc:
                 if path == "shm":
                     raise UsageError(f"device {dev}: shared memory unavailable: {exc}") from None
@@ -621,7 +625,7 @@ class Agent(Completer):
         link = self.links.get(device)
         return link is not None and link.kind == "shm"
 
-    def progress(self, timeout: float = 0.0, *, watch=None) -> int:
+    def progress(self, timeout: float = 0.0, *, watch=None, answers: bool = True) -> int:
         """Timers, sends and receives; waits up to ``timeout`` for something to arrive.
         Returns how many datagrams were taken.
 
@@ -630,7 +634,10 @@ class Agent(Completer):
         sleep then lasts the whole ``timeout`` (or until a timer of ours is due) unless an
         answer arrives or the device sees one of the words reach its value (unsigned
         >=): its doorbell wakes us then (netdam.transport.shm). The caller looks at the
-        words again after the call; a watch that holds already is no reason to sleep."""
+        words again after the call; a watch that holds already is no reason to sleep.
+        ``answers=False``: the caller needs no answer before a word arrives, so answers
+        do not end such a sleep (they wait in the socket and are taken after it; our
+        retransmission timers still bound it)."""
         if watch is not None and not self.can_watch(watch[0]):
             raise UsageError(f"device {watch[0]} is not on this node's shared memory: "
                              "its words cannot be watched")
@@ -665,18 +672,21 @@ class Agent(Completer):
                 n = self._take(ready=True) if self.udp.readable(
                     now + min(wait, SPIN_TURN)) else 0
         elif self._shm_links:
-            if self._prepare_sleep():
-                watches = self._watches(watch)
-                if watches is None:
+            watches = self._watches(watch)
+            if watches is None:
+                if self._prepare_sleep():
                     self.counters["sleeps"] += 1
                     n = self._take(pause)      # a doorbell or a datagram wakes us
-                elif self._arm(watches):       # else a word is there: no sleep
+                    self._awake()
+            elif not answers or self._prepare_sleep():  # (no answer: no ring rings)
+                if self._arm(watches):         # else a word is there: no sleep
                     self.counters["sleeps"] += 1
-                    n = self._take(wait)       # ... or a watched word
+                    self._bell.sleep(wait, answers=answers)   # ... or a watched word
                     for dev in watches:
                         self.links[dev].shm.unwatch()
-                for link in self._shm_links:
-                    link.shm.awake()
+                if answers:
+                    self._awake()
+                n = self._take()
         else:
             self.counters["sleeps"] += 1
             n = self._take(wait)
@@ -726,6 +736,10 @@ class Agent(Completer):
                 return False
         return True
 
+    def _awake(self) -> None:
+        for link in self._shm_links:
+            link.shm.awake()
+
     # -- wait_signal -----------------------------------------------------------------------------
     def _run_waiters(self, now: float) -> int:
         """Step every signal waiter; returns how many finished."""
@@ -748,6 +762,9 @@ class Agent(Completer):
         for link in self._shm_links:
             link.shm.close()
         self._shm_links = []
+        if self._bell is not None:
+            self._bell.close()
+            self._bell = None
         self.udp.close()
 
     def __enter__(self):

@@ -29,7 +29,8 @@ The generators here yield the same ``Send``/``Recv`` as the host algorithms (for
 barriers) plus callables: device steps the communicator's progress engine runs in turn.
 They read these attributes of the communicator (the simulator's stand-in has the same):
 ``size, rank, layout, areas, group, timeout, agent`` (``write``, ``reduce_chain[_nb]``,
-``multicast_nb``), ``channels`` (``home.read_into``, ``wait_word``, ``when_each``), and
+``multicast_nb``), ``channels`` (``home.read_into``, ``wait_word``, ``when_each``,
+``track``: a descriptor nobody waits for, whose failure a later wait raises), and
 the counters ``chain_blocks``, ``tree_counts`` and ``tree_radix``.
 """
 
@@ -85,10 +86,10 @@ def chain_allreduce(comm, src: memoryview, dst: memoryview, dtype: DType, op: Re
         lo, hi = spans[rank]
         comm.chain_blocks += sum(1 for a, b in spans if b > a)  # empty blocks run no chain
         target = comm.chain_blocks
-        if hi > lo:
-            yield lambda: agent.reduce_chain(
+        if hi > lo:     # not waited for: the signal word says the chain is through
+            yield lambda: comm.channels.track(agent.reduce_chain_nb(
                 route, home + (lay.work + lo), hi - lo, dtype=dtype, op=op,
-                signal=home + lay.offload_signal, group=comm.group, timeout=comm.timeout)
+                signal=home + lay.offload_signal, group=comm.group, timeout=comm.timeout))
         yield lambda: comm.channels.wait_word(lay.offload_signal, target,
                                               "in-network allreduce")
 
@@ -120,21 +121,19 @@ def tree_allreduce(comm, src: memoryview, dst: memoryview, dtype: DType, op: Red
         comm.chain_blocks += len(want)
         target = comm.chain_blocks
 
-        handles = []
-
         def pass_up(b: int) -> None:
             """My partial sum of block b is complete: up to my parent, or (the root)
             down to every member."""
             lo, hi = spans[b]
             pos = (rank - b) % n
             if pos == 0:      # a one-device chain: the device multicasts its own memory
-                handles.append(agent.reduce_chain_nb(
+                ch.track(agent.reduce_chain_nb(
                     [devices[rank]], home + (lay.work + lo), hi - lo, dtype=dtype, op=op,
                     signal=home + lay.offload_signal, group=comm.group,
                     timeout=comm.timeout))
             else:
                 parent = devices[(b + tree_parent(pos, radix)) % n]
-                handles.append(agent.reduce_chain_nb(
+                ch.track(agent.reduce_chain_nb(
                     [devices[rank], parent], home + (lay.work + lo), hi - lo, dtype=dtype,
                     op=op, signal=home + lay.aggregate_word(b), timeout=comm.timeout))
 
@@ -142,7 +141,6 @@ def tree_allreduce(comm, src: memoryview, dst: memoryview, dtype: DType, op: Red
         # wait on a rank that waits on us for another block)
         yield lambda: ch.when_each([(lay.aggregate_word(b), w, lambda b=b: pass_up(b))
                                     for b, w in want.items()], "aggregation")
-        yield lambda: [h.wait() for h in handles]
         yield lambda: ch.wait_word(lay.offload_signal, target, "aggregation tree result")
 
     yield from rounds(comm, src, dst, DTYPE_SIZE[dtype], body)

@@ -259,6 +259,11 @@ class Channels:
         if blocked:
             self.counters["credit_waits"] += 1
 
+    def track(self, h) -> None:
+        """An operation of the rank's that nobody waits for (a chain descriptor): its
+        failure is raised by a later ``progress``, as a posted piece's is."""
+        self._inflight.append(h)
+
     def _reap(self) -> None:
         while self._inflight and self._inflight[0].done():
             self._inflight.popleft().wait(0)  # raises the operation's error, if any
@@ -373,9 +378,14 @@ class Channels:
             self.counters["sleeps_timed"] += 1
             return False
         else:
-            base = self.areas[self.rank]
-            self.agent.progress(longest, watch=(base.device, [(base.offset + o, v)
-                                                              for o, v in wants.items()]))
+            # The words are what this rank waits for: answers to its requests need not
+            # wake it, unless some of its requests wait for room in the window. A word
+            # or the agent's timers end the sleep; its bound only caps a lost doorbell
+            # (and how late a failed request's answer is seen).
+            base, agent = self.areas[self.rank], self.agent
+            agent.progress(WAIT_SLEEP_MAX, watch=(base.device, [(base.offset + o, v)
+                                                                for o, v in wants.items()]),
+                           answers=bool(agent.rel.queued()))
         self.counters["sleeps_woken"] += 1
         return True
 

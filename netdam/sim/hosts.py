@@ -403,6 +403,9 @@ class SimChannels:
         runs once its word is reached and may read device memory and send."""
         self.host.record("each", list(items))
 
+    def track(self, request: SimRequest) -> None:
+        """A descriptor the host does not wait for: nothing to record."""
+
 
 class SimComm:
     """The attributes offload.py reads from a communicator."""

@@ -14,7 +14,9 @@ A host may also sleep until words of the device's memory change (``watch``): it 
 up to ``WATCH_MAX`` conditions "the u64 at device offset o is at least v" into its
 response ring, arms them, then looks at the words once more itself; the device, after
 each turn that took datagrams, checks the armed conditions of every ring and rings the
-doorbell of a host when one holds, disarming it (a doorbell is one-shot). So a host
+doorbell of a host when one holds, disarming it (a doorbell is one-shot). That doorbell
+may go to a port of its own (``watch port``): a host can then sleep until a watched word
+arrives while answers to its requests wait, unread, in its main socket. So a host
 waiting for a peer's PUT_SIGNAL or ATOMIC_FADD sleeps in the kernel and wakes when the
 word arrives, not on a timer. The device only compares words it holds; the memory
 segment is open to the node's processes anyway, so a watch reveals nothing a mapping
@@ -29,7 +31,8 @@ Ring layout (one ``multiprocessing.shared_memory`` segment per ring)::
     144  u64 wake port the consumer's UDP port on 127.0.0.1 for a doorbell
     152  u64 watching  conditions armed, 0..WATCH_MAX (the consumer arms, the producer
                        disarms when it rings)
-    160  u64 x 2 x WATCH_MAX  the conditions: (device memory offset, value) pairs
+    160  u64 watch port  where a watch's doorbell goes (0: the wake port)
+    168  u64 x 2 x WATCH_MAX  the conditions: (device memory offset, value) pairs
     256  data area     records: u32 length (little-endian), datagram, pad to 8;
                        a length of 0xFFFFFFFF means "skip to the start of the area"
 
@@ -73,7 +76,9 @@ import mmap
 import os
 import platform
 import secrets
+import select
 import shutil
+import socket
 import struct
 import tempfile
 import threading
@@ -85,8 +90,8 @@ import numpy as np
 
 ORDERED_CPU = platform.machine().lower() in ("x86_64", "amd64", "i386", "i686")
 
-_HEAD, _TAIL, _CAP, _SLEEPING, _PORT, _WATCHING, _CONDS, _DATA = \
-    0, 64, 128, 136, 144, 152, 160, 256
+_HEAD, _TAIL, _CAP, _SLEEPING, _PORT, _WATCHING, _WATCH_PORT, _CONDS, _DATA = \
+    0, 64, 128, 136, 144, 152, 160, 168, 256
 WATCH_MAX = (_DATA - _CONDS) // 16   #: conditions one watch may hold
 #: the ring layout above; a device names it in its info and a host of another refuses
 #: the rings (2: the watch words; 1, unnamed: before them)
@@ -197,7 +202,8 @@ class Ring:
         self.capacity = struct.unpack_from("<Q", buf, _CAP)[0]
         self._head = np.ndarray((1,), np.uint64, buf, _HEAD)
         self._tail = np.ndarray((1,), np.uint64, buf, _TAIL)
-        self._ctl = np.ndarray((3,), np.uint64, buf, _SLEEPING)   # sleeping, port, watching
+        # sleeping, wake port, watching, watch port
+        self._ctl = np.ndarray((4,), np.uint64, buf, _SLEEPING)
         self._conds = np.ndarray((WATCH_MAX, 2), np.uint64, buf, _CONDS)
         self._data = buf[_DATA:_DATA + self.capacity]
         self._my_head = int(self._head[0])    # producer's copy of head
@@ -255,14 +261,20 @@ class Ring:
         return self._conds[:min(k, WATCH_MAX)] if k else None
 
     def fire(self) -> int:
-        """Producer: a watched condition holds; disarm, and return the wake port."""
-        self._ctl[2] = 0
-        return int(self._ctl[1])
+        """Producer: a watched condition holds; disarm, and return where to ring."""
+        ctl = self._ctl
+        ctl[2] = 0
+        return int(ctl[3]) or int(ctl[1])
 
     # -- consumer ------------------------------------------------------------------------
     def set_wake_port(self, port: int) -> None:
         """Consumer: where producers ring the doorbell (a UDP port on 127.0.0.1)."""
         self._ctl[1] = port
+
+    def set_watch_port(self, port: int) -> None:
+        """Consumer: where a watch's doorbell goes (0: the wake port), so a consumer can
+        sleep on watched words alone while answers wait in its other socket."""
+        self._ctl[3] = port
 
     def prepare_sleep(self) -> bool:
         """Consumer: announce a sleep; False (and no sleep announced) if data arrived."""
@@ -382,6 +394,36 @@ class Backoff:
         return s
 
 
+class WatchBell:
+    """A host's socket for the doorbells of its watched words (the rings' ``watch
+    port``), apart from ``answers_fd``, the socket its answers come to: a sleep can then
+    end on a watched word alone, leaving answers unread until it ends."""
+
+    def __init__(self, answers_fd: int):
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.setblocking(False)
+        self.port = self.sock.getsockname()[1]
+        self._alone, self._with_answers = select.poll(), select.poll()
+        for poller in (self._alone, self._with_answers):
+            poller.register(self.sock.fileno(), select.POLLIN)
+        self._with_answers.register(answers_fd, select.POLLIN)
+
+    def sleep(self, timeout: float, *, answers: bool) -> None:
+        """Sleep in poll() up to ``timeout`` seconds, until a watch's doorbell or (with
+        ``answers``) a datagram on the answers socket; the doorbells are taken."""
+        (self._with_answers if answers else self._alone).poll(
+            max(0, int(timeout * 1000 + 0.999)))
+        try:
+            while True:
+                self.sock.recv(64)
+        except BlockingIOError:
+            pass
+
+    def close(self) -> None:
+        self.sock.close()
+
+
 class DeviceShm:
     """The device side: its memory segment and ``slots`` ring pairs hosts can claim."""
 
@@ -486,7 +528,7 @@ class DeviceShm:
 class ShmClient:
     """The host side of one claimed ring pair (and the device's memory segment)."""
 
-    def __init__(self, info: dict, wake_port: int = 0):
+    def __init__(self, info: dict, wake_port: int = 0, watch_port: int = 0):
         layout = info.get("layout", 1)
         if layout != LAYOUT:
             raise ConnectionError(f"the device's rings are of layout {layout} and this "
@@ -515,6 +557,7 @@ class ShmClient:
         self.responses = Ring(resp, create=False)
         self.responses.discard_all()
         self.responses.set_wake_port(wake_port)
+        self.responses.set_watch_port(watch_port)
         self._memory: shared_memory.SharedMemory | None = None
         self._views: list[np.ndarray] = []
 
@@ -610,4 +653,4 @@ def leaked(prefix: str = PREFIX) -> list[str]:
 
 
 __all__ = ["Ring", "Backoff", "DeviceShm", "ShmClient", "leaked", "ORDERED_CPU",
-           "RING_BYTES", "PREFIX", "WATCH_MAX", "LAYOUT"]
+           "RING_BYTES", "PREFIX", "WATCH_MAX", "LAYOUT", "WatchBell"]
