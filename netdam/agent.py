@@ -8,8 +8,8 @@ multicast, put_signal, wait_signal, fence`` and the near-memory fp8 casts
 ``Handle``; Addr, Handle and the errors live in netdam.handle), the completion queue, path choice per device (shared-memory
 rings when the device offers them on this node, UDP otherwise; callers' code is the
 same), fragmentation of large messages (``frag.fragments``), chunked READs, and the
-progress engine. Answers are turned into results by its completer
-(``netdam.completer``): a NAK raises ``NakError`` naming the status, READ answers are
+progress engine (``netdam.waiting``: how it waits, on sockets, doorbells and watched
+words). Answers are turned into results by its completer (``netdam.completer``): a NAK raises ``NakError`` naming the status, READ answers are
 reassembled into the caller's buffer; a deadline raises ``NetdamTimeout`` naming the
 device and the operation. It never waits without a bound.
 
@@ -43,9 +43,10 @@ from netdam.errors import UsageError
 from netdam.handle import Addr, Handle, NakError, NetdamTimeout, SignalWaiter
 from netdam.transport.faults import FaultConfig
 from netdam.transport.reliability import RelConfig, Reliability
-from netdam.transport.shm import WATCH_MAX, Backoff, WatchBell
+from netdam.transport.shm import Backoff, WatchBell
 from netdam.transport.shm import copy as shm_copy
-from netdam.transport.udp import SPIN_TURN, UdpEndpoint
+from netdam.transport.udp import UdpEndpoint
+from netdam.waiting import Waiting
 from netdam.wire.codec import Packet, encode_parts
 from netdam.wire.fields import DEFAULT_MTU, DTYPE_SIZE, DType, Flag, Opcode, RedOp, Status
 from netdam.wire.frag import Fragment, Reassembler, fragments, max_payload
@@ -79,7 +80,7 @@ class _Link:
         self.kind = kind or ("shm" if shm is not None else "udp")
 
 
-class Agent(Completer):
+class Agent(Completer, Waiting):
     """The host agent. ``add_device(info)`` with the JSON a device prints first, then the
     primitives. Use as a context manager, or call ``close()``.
 
@@ -605,154 +606,6 @@ class Agent(Completer):
         h.remaining -= n
         if h.remaining <= 0:
             self._finish(h)
-
-    # -- the progress engine -------------------------------------------------------------------
-    def _wait(self, h: Handle, timeout: float | None) -> None:
-        end = None if timeout is None else time.monotonic() + timeout
-        while not h.finished:
-            now = time.monotonic()
-            if end is not None and now >= end:
-                raise NetdamTimeout(f"{h.what} on device {h.device}: not done after "
-                                    f"{timeout} s")
-            limit = h.deadline - now + 0.01
-            if end is not None:
-                limit = min(limit, end - now)
-            self.progress(max(limit, 0.0))
-
-    def can_watch(self, device: int) -> bool:
-        """Whether ``progress(watch=...)`` can watch words of ``device``: it is on this
-        node's shared memory."""
-        link = self.links.get(device)
-        return link is not None and link.kind == "shm"
-
-    def progress(self, timeout: float = 0.0, *, watch=None, answers: bool = True) -> int:
-        """Timers, sends and receives; waits up to ``timeout`` for something to arrive.
-        Returns how many datagrams were taken.
-
-        ``watch=(device, [(offset, value), ...])``: up to ``WATCH_MAX`` u64 words of a
-        device on this node's shared memory (``can_watch``), offsets in its memory. A
-        sleep then lasts the whole ``timeout`` (or until a timer of ours is due) unless an
-        answer arrives or the device sees one of the words reach its value (unsigned
-        >=): its doorbell wakes us then (netdam.transport.shm). The caller looks at the
-        words again after the call; a watch that holds already is no reason to sleep.
-        ``answers=False``: the caller needs no answer before a word arrives, so answers
-        do not end such a sleep (they wait in the socket and are taken after it; our
-        retransmission timers still bound it)."""
-        if watch is not None and not self.can_watch(watch[0]):
-            raise UsageError(f"device {watch[0]} is not on this node's shared memory: "
-                             "its words cannot be watched")
-        rel = self.rel
-        # answers that came while we were away first: a datagram whose answer is waiting
-        # in our socket is not late, however long the caller kept us from looking
-        n = self._take()
-        now = time.monotonic()
-        nt = rel.next_timer()
-        if nt is not None and nt <= now:
-            self._expire(now)
-        finished = self._run_waiters(now) if self._waiters else 0
-        self._pump(now)
-        ut = self.udp.next_timer()
-        if ut is not None:
-            self.udp.flush(now)
-        if n or finished:            # a signal waiter that finished: no sleep after it
-            self._backoff.reset()
-            return n
-        if timeout <= 0:
-            return 0
-        nt = rel.next_timer()             # after the pump: retransmissions re-arm there
-        wait = timeout
-        for t in (nt, ut, self._waiter_due() if self._waiters else None):
-            if t is not None and t - now < wait:
-                wait = max(0.0, t - now)
-        pause = self._backoff.pause(wait)
-        if not pause:                          # spinning: an answer is usually near
-            if self._shm_links:                # (a ring is looked at by the next turn)
-                n = self._take()
-            else:                              # no second poll for what this one saw
-                n = self._take(ready=True) if self.udp.readable(
-                    now + min(wait, SPIN_TURN)) else 0
-        elif self._shm_links:
-            watches = self._watches(watch)
-            if watches is None:
-                if self._prepare_sleep():
-                    self.counters["sleeps"] += 1
-                    n = self._take(pause)      # a doorbell or a datagram wakes us
-                    self._awake()
-            elif not answers or self._prepare_sleep():  # (no answer: no ring rings)
-                if self._arm(watches):         # else a word is there: no sleep
-                    self.counters["sleeps"] += 1
-                    self._bell.sleep(wait, answers=answers)   # ... or a watched word
-                    for dev in watches:
-                        self.links[dev].shm.unwatch()
-                if answers:
-                    self._awake()
-                n = self._take()
-        else:
-            self.counters["sleeps"] += 1
-            n = self._take(wait)
-        if n:
-            self._backoff.reset()
-        return n
-
-    def _expire(self, now: float) -> None:
-        for f in self.rel.handle_timer(now):
-            h = f.token
-            if not h.finished:
-                self.counters["timeouts"] += 1
-                link = self.links[h.device]
-                self._finish(h, NetdamTimeout(
-                    f"{h.what} on device {h.device} ({link.addr[0]}:{link.addr[1]} via "
-                    f"{link.kind}): no response within {h.timeout:g} s"))
-
-    def _watches(self, watch) -> dict | None:
-        """What a sleep watches, per device: the caller's words and those of the signal
-        waiters that look in place; None if nothing, or more than one watch holds."""
-        out = {} if watch is None else {watch[0]: list(watch[1])}
-        for w in self._waiters:
-            c = w.watch
-            if c is not None:
-                out.setdefault(c[0], []).append(c[1:])
-        if not out or any(len(conds) > WATCH_MAX for conds in out.values()):
-            return None
-        return out
-
-    def _arm(self, watches: dict) -> bool:
-        """Arm every device's watch; False (nothing left armed) if a word is there."""
-        armed = []
-        for dev, conds in watches.items():
-            shm = self.links[dev].shm
-            if not shm.watch(conds):
-                for other in armed:
-                    other.unwatch()
-                return False
-            armed.append(shm)
-        return True
-
-    def _prepare_sleep(self) -> bool:
-        for i, link in enumerate(self._shm_links):
-            if not link.shm.prepare_sleep():
-                for other in self._shm_links[:i]:
-                    other.shm.awake()
-                return False
-        return True
-
-    def _awake(self) -> None:
-        for link in self._shm_links:
-            link.shm.awake()
-
-    # -- wait_signal -----------------------------------------------------------------------------
-    def _run_waiters(self, now: float) -> int:
-        """Step every signal waiter; returns how many finished."""
-        keep = []
-        for w in self._waiters:
-            if not w.step(self, now):
-                keep.append(w)
-        finished = len(self._waiters) - len(keep)
-        self._waiters = keep
-        return finished
-
-    def _waiter_due(self) -> float | None:
-        return min((w.next_poll for w in self._waiters), default=None)
 
     # -- lifetime ----------------------------------------------------------------------------------
     def close(self) -> None:
