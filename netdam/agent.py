@@ -5,13 +5,14 @@ Owns the host's view of the fabric: a global address space (``Addr(device, offse
 named buffers), the primitives ``read, write, atomic_add, compare_swap, reduce,
 multicast, put_signal, wait_signal, fence`` and the near-memory fp8 casts
 ``quantize_fp8, dequantize_fp8`` (each blocking, each with an ``*_nb`` form returning a
-``Handle``; Addr, Handle and the errors live in netdam.handle), the completion queue, path choice per device (shared-memory
-rings when the device offers them on this node, UDP otherwise; callers' code is the
-same), fragmentation of large messages (``frag.fragments``), chunked READs, and the
-progress engine (``netdam.waiting``: how it waits, on sockets, doorbells and watched
-words). Answers are turned into results by its completer (``netdam.completer``): a NAK raises ``NakError`` naming the status, READ answers are
-reassembled into the caller's buffer; a deadline raises ``NetdamTimeout`` naming the
-device and the operation. It never waits without a bound.
+``Handle``; Addr, Handle and the errors live in netdam.handle), the completion queue,
+path choice per device (shared-memory rings when the device offers them on this node,
+UDP otherwise; callers' code is the same), fragmentation of large messages
+(``frag.fragments``) and chunked READs. Its progress engine (``netdam.waiting``) says
+how it waits: on sockets, doorbells and watched words. Answers are turned into results
+by its completer (``netdam.completer``): a NAK raises ``NakError`` naming the status,
+READ answers are reassembled into the caller's buffer; a deadline raises
+``NetdamTimeout`` naming the device and the operation. It never waits without a bound.
 
 Single-threaded: there is no background thread; the agent makes progress inside its
 calls (``Handle.wait``, ``Agent.poll``, the blocking primitives). Reliability is the

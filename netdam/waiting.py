@@ -6,8 +6,8 @@ on the agent's socket, which answers wake. With devices on this node's shared me
 device rings a doorbell (an empty datagram) when it puts an answer on a ring while we
 sleep, and, for a sleep that watches words of its memory (a caller's ``watch=``, or a
 ``wait_signal`` that looks at its word in place), when one of them arrives: the watch's
-doorbell has a socket of its own (``WatchBell``), so a caller that needs no answer meanwhile
-(``answers=False``) sleeps through them. Every sleep is bounded by the agent's
+doorbell has a socket of its own (``WatchBell``), so a caller that needs no answer
+meanwhile (``answers=False``) sleeps through them. Every sleep is bounded by the agent's
 retransmission timers and the caller's timeout, so a lost doorbell costs one sleep,
 never a hang. Also: the signal waiters' steps, and failing what the reliability core
 gave up on with ``NetdamTimeout`` naming the device, its address and path.

@@ -34,9 +34,11 @@ progress whenever the rank waits, so no algorithm deadlocks on flow control.
 Waiting: every check of a home word that comes up short (a head word, a credit word,
 an offload word) is noted; when a rank has nothing to do it sleeps in the agent with a
 watch on those words (``Agent.progress(watch=...)``), so its home device's doorbell wakes
-it when one arrives, and an answer to its own requests wakes it too. Nothing is slept
-through on a timer. Where the home device is not on this node, or a rank waits on more
-words than a watch holds, it polls instead, as ``Pacer`` says.
+it when one arrives. Answers to its own requests do not wake it then (they are taken
+when it wakes), unless some of its requests wait in the agent for room in the window;
+a rank waiting for answers alone sleeps until one comes. Nothing is slept through on a
+timer. Where the home device is not on this node, or a rank waits on more words than a
+watch holds, it polls instead, as ``Pacer`` says.
 
 Layout of one rank's area on its home device, for a communicator of ``n`` ranks
 (``Layout``): head words [n x 8], credit words [n x 8], slots [n x slots x slot_bytes],
@@ -53,9 +55,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from netdam.agent import Addr, Agent, NetdamTimeout
-from netdam.transport.shm import WATCH_MAX
 from netdam.collectives.schedule import Recv, Send
 from netdam.errors import NetdamError
+from netdam.transport.shm import WATCH_MAX
 
 WORD = 8
 #: after a wait starts, re-check this long without sleeping (an answer is often already
@@ -368,9 +370,10 @@ class Channels:
         self._wants[offset] = value
 
     def _watch_sleep(self, longest: float) -> bool:
-        """Sleep in the agent (at most ``longest``), woken by an answer or, with a
-        watch, by the home device when a word found short since the last sleep arrives;
-        False where that cannot be done (then nothing happened)."""
+        """Sleep in the agent on a watch of the words found short since the last sleep
+        (woken by the home device when one arrives), or, with no such word and requests
+        in flight, until an answer comes (at most ``longest``); False where neither can
+        be done (then nothing happened)."""
         wants, self._wants = self._wants, {}
         if not wants and self._inflight:          # only answers to wait for
             self.agent.progress(longest)

@@ -473,8 +473,9 @@ class DeviceShm:
         return 0
 
     def watches_met(self) -> list[int]:
-        """The wake ports of the hosts whose watch now holds (each disarmed): one of its
-        conditions names an aligned word inside memory that has reached its value."""
+        """Where to ring (each host's watch port) for the hosts whose watch now holds,
+        each disarmed: one of its conditions names an aligned word inside memory that
+        has reached its value."""
         ports, words = [], self._words
         for ring in self.responses:
             conds = ring.watched()
