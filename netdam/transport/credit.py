@@ -60,7 +60,8 @@ class Credit:
         self.bulk = mtu // 2                      #: bytes of a run that make a bulk sender
         self.idle, self.period = idle, period
         self._seen: dict[Hashable, tuple[float, int]] = {}   # source -> (when, size)
-        self._bulk: dict[Hashable, float] = {}    # bulk sender -> its last bulk run
+        # bulk sender -> (when, datagram size) of its last bulk run
+        self._bulk: dict[Hashable, tuple[float, int]] = {}
         self._due = 0.0
 
     @property
@@ -74,10 +75,17 @@ class Credit:
         return self._part(len(self._bulk), self.mtu) * CREDIT_UNIT
 
     def units_for(self, source: Hashable) -> int:
-        """The credit for ``source``, in ``CREDIT_UNIT``: what an ACK to it carries."""
-        seen = self._seen.get(source)
-        size = self.mtu if seen is None else seen[1]
-        return self._part(len(self._bulk) + (source not in self._bulk), size)
+        """The credit for ``source``, in ``CREDIT_UNIT``: what an ACK to it carries.
+        A bulk sender's is counted in the datagrams of its bulk runs, so a small request
+        between them (a credit, a signal) does not shrink it to that request's size;
+        another source's in its last datagram's size."""
+        bulk = self._bulk.get(source)
+        if bulk is not None:
+            size = bulk[1]
+        else:
+            seen = self._seen.get(source)
+            size = self.mtu if seen is None else seen[1]
+        return self._part(len(self._bulk) + (bulk is None), size)
 
     def served(self, source: Hashable, nbytes: int, largest: int, now: float) -> None:
         """A run of datagrams from ``source``, ``nbytes`` in all and the largest of
@@ -86,7 +94,7 @@ class Credit:
         bulk sender."""
         self._seen[source] = (now, max(1, largest))
         if nbytes >= self.bulk:
-            self._bulk[source] = now
+            self._bulk[source] = (now, max(1, largest))
         self.tick(now)
 
     def tick(self, now: float) -> None:
@@ -96,7 +104,7 @@ class Credit:
 
     def update(self, now: float) -> None:
         quiet = now - self.idle
-        self._bulk = {s: t for s, t in self._bulk.items() if t >= quiet}
+        self._bulk = {s: v for s, v in self._bulk.items() if v[0] >= quiet}
         self._seen = {s: v for s, v in self._seen.items() if v[0] >= quiet}
         self._due = now + self.period
 

@@ -95,6 +95,19 @@ def test_small_requests_do_not_make_a_sender():
     assert c.active == 2 and c.units_for("writer") < alone
 
 
+def test_a_small_request_between_bulk_runs_keeps_the_senders_part():
+    """A bulk writer that sends one small request (a credit, a signal) keeps the part
+    of its bulk runs' datagrams; a source of small requests alone is offered its part
+    in their size (what the device queues per source)."""
+    c = Credit(RCVBUF, 65000, per_source=256)
+    c.served("writer", 65000 * 32, 65000, 0.0)
+    alone = c.units_for("writer")
+    c.served("writer", 80, 80, 0.001)
+    assert c.units_for("writer") == alone
+    c.served("poller", 80, 80, 0.001)
+    assert c.units_for("poller") * CREDIT_UNIT <= 0.75 * 256 * 80 + CREDIT_UNIT
+
+
 @pytest.mark.parametrize("size", [1500, 9000])
 def test_small_datagrams_are_counted_in_what_they_cost(size):
     """A sender of small datagrams gets fewer payload bytes: its datagrams cost the
