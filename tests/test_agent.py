@@ -6,6 +6,7 @@ bound; every MTU works; a host watching words of its node's device is woken when
 arrives."""
 
 import os
+import signal
 import threading
 import time
 
@@ -255,11 +256,14 @@ def test_a_watch_wakes_the_host_when_a_peer_writes_the_word():
     """A host sleeping with a watch on its node's device (shared memory) is woken by the
     device's doorbell when another host's ATOMIC_FADD, over UDP, reaches the value; with
     nothing arriving it sleeps the whole timeout; a device reached over UDP cannot be
-    watched. wait_signal on such a device watches its word the same way, with no READ."""
+    watched. With answers=False an answer does not end the sleep. wait_signal on such a
+    device watches its word the same way, with no READ."""
     from netdam.errors import UsageError
     word = Addr(7, 512)
-    with _device("--shm", "--spin", "0", dev_id=7) as dev, Agent(timeout=5, spin=0) as ag, \
-            Agent(timeout=5) as peer:                    # ag sleeps at once: no spinning
+    slow_rto = RelConfig(rto_initial=2.0, rto_min=2.0, rto_max=4.0, deadline=5.0)
+    with _device("--shm", "--spin", "0", dev_id=7) as dev, \
+            Agent(timeout=5, spin=0, reliability=slow_rto) as ag, \
+            Agent(timeout=5) as peer:   # ag sleeps at once (no spinning), no timer cuts it
         assert ag.add_device(dev.info, path="shm") == "shm" and ag.can_watch(7)
         peer.add_device(dev.info, path="udp")
         assert not peer.can_watch(7)
@@ -269,6 +273,18 @@ def test_a_watch_wakes_the_host_when_a_peer_writes_the_word():
         t0 = time.monotonic()
         ag.progress(0.3, watch=(7, [(512, 1)]))
         assert time.monotonic() - t0 >= 0.25             # nothing came: a real sleep
+        os.kill(dev.pid, signal.SIGSTOP)                 # the answer comes mid-sleep:
+        h = ag.write_nb(Addr(7, 1024), b"answered")
+        waker = threading.Timer(0.1, os.kill, (dev.pid, signal.SIGCONT))
+        waker.start()
+        try:
+            t0 = time.monotonic()
+            ag.progress(0.5, watch=(7, [(512, 1)]), answers=False)
+            assert time.monotonic() - t0 >= 0.45         # it did not end the sleep
+            assert h.done()                              # it was taken when it ended
+        finally:
+            waker.join()
+            os.kill(dev.pid, signal.SIGCONT)
         writer = threading.Timer(0.2, lambda: peer.atomic_add(word, 2))
         writer.start()
         try:
