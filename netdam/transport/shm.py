@@ -559,6 +559,7 @@ class ShmClient:
         self.responses.discard_all()
         self.responses.set_wake_port(wake_port)
         self.responses.set_watch_port(watch_port)
+        self.responses.disarm()          # a watch a dead previous owner left armed
         self._memory: shared_memory.SharedMemory | None = None
         self._views: list[np.ndarray] = []
 

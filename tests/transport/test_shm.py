@@ -207,7 +207,12 @@ def test_a_watch_fires_once_when_a_word_arrives():
         other.unwatch()
         words[0] = 10
         assert dev.watches_met() == []               # a host that woke disarms itself
-        other.close()
+        assert other.watch([(1024, 99)])
+        other.close()                                # it leaves with its watch armed
+        heir = ShmClient(dev.info(), wake_port=4444)
+        words[0] = 100
+        assert dev.watches_met() == []               # its slot's new owner is not rung
+        heir.close()
         cli.close()
     finally:
         dev.close()
