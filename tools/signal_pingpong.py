@@ -25,6 +25,7 @@ import statistics
 import sys
 import tempfile
 import time
+from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -91,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
         if code:
             print(f"signal_pingpong: a rank failed (exit {code})", file=sys.stderr)
             return 1
-        ranks = [json.load(open(os.path.join(out, f"rank{r}.json"))) for r in (0, 1)]
+        ranks = [json.loads(Path(out, f"rank{r}.json").read_text()) for r in (0, 1)]
     rt = ranks[0]["times_us"]
     fig = {"count": a.count, "bytes": a.bytes, "round_trip_us": statistics.median(rt),
            "min_us": min(rt), "max_us": max(rt),
