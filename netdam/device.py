@@ -56,6 +56,10 @@ _BATCH = 64          # datagrams served per turn before looking at timers again
 _QUANTUM = 32        # datagrams of one source served together per round (fair queue)
 _INGEST = 1024       # datagrams drained from the socket per turn (cheap: no decoding)
 _MAX_WAIT = 0.1      # longest sleep, so a signal is noticed promptly
+#: longest sleep of an idle device with shared-memory rings (the sleeps grow to it): a
+#: host's doorbell wakes it sooner, so this only bounds a doorbell lost to the race the
+#: rings document, and sets how often an idle device wakes (each costs a Python turn)
+_IDLE_SLEEP_MAX = 0.05
 PUBLISH = 0.2        # seconds between the counter snapshots other threads read
 
 
@@ -152,7 +156,7 @@ class DeviceServer:
         self._stop = False
         self._published: dict | None = None    # counters taken by the loop thread
         self._publish_due = 0.0
-        self._backoff = Backoff(spin=c.spin, max_sleep=5e-3)
+        self._backoff = Backoff(spin=c.spin, max_sleep=_IDLE_SLEEP_MAX)
         self._lone = None                  # (source, [datagram]) received into an empty
         #                                    queue: served as if popped from it
         self._due: float | None = None     # the next timer, as the last _timers found it
