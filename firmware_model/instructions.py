@@ -75,11 +75,20 @@ class InstructionError(Exception):
         super().__init__(message or self.status.name)
 
 
+def _answer(opcode: int, device_id: int, pkt: Packet, imm: int = 0,
+            payload=b"") -> Packet:
+    """A response to ``pkt`` from ``device_id``: seq, req_id, keys, dtype, addr, length
+    and frag_off echoed. Positional (half the cost of keywords, once per request), in the
+    fields' order: opcode flags status dtype redop hop src dst pkey group rkey seq ack
+    req_id addr addr2 imm length frag_off route payload."""
+    return Packet(opcode, 0, 0, pkt.dtype, 0, 0, device_id, pkt.src, pkt.pkey, 0, pkt.rkey,
+                  pkt.seq, 0, pkt.req_id, pkt.addr, 0, imm, pkt.length, pkt.frag_off, (),
+                  payload)
+
+
 def make_ack(device_id: int, pkt: Packet) -> Packet:
     """ACK of ``pkt`` (SPEC §4.7): seq, req_id, addr, length, frag_off echoed, imm = opcode."""
-    # positional, in the fields' order (see Context.reply)
-    return Packet(_ACK, 0, 0, pkt.dtype, 0, 0, device_id, pkt.src, pkt.pkey, 0, pkt.rkey,
-                  pkt.seq, 0, pkt.req_id, pkt.addr, 0, pkt.opcode, pkt.length, pkt.frag_off)
+    return _answer(_ACK, device_id, pkt, pkt.opcode)
 
 
 def make_nak(device_id: int, status: int, *, src: int = 0, seq: int = 0, req_id: int = 0,
@@ -140,12 +149,7 @@ class Context:
     # -- packets ---------------------------------------------------------------------
     def reply(self, pkt: Packet, opcode: int, payload=b"", **changes) -> Out:
         """A response to ``pkt`` (echoes seq, req_id, keys, addr, length, frag_off)."""
-        # positional (half the cost of keywords, once per request), in the fields' order:
-        # opcode flags status dtype redop hop src dst pkey group rkey seq ack req_id addr
-        # addr2 imm length frag_off route payload
-        p = Packet(opcode, 0, 0, pkt.dtype, 0, 0, self.device_id, pkt.src, pkt.pkey, 0,
-                   pkt.rkey, pkt.seq, 0, pkt.req_id, pkt.addr, 0, 0, pkt.length,
-                   pkt.frag_off, (), payload)
+        p = _answer(opcode, self.device_id, pkt, 0, payload)
         return Out(None, p.copy(**changes) if changes else p)
 
     def forward(self, dest: int, pkt: Packet, *, keep: int = FORWARD_KEEP,
