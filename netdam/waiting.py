@@ -101,11 +101,12 @@ class Waiting:
                     n = self._take(pause)      # a doorbell or a datagram wakes us
                     self._awake()
             elif not answers or self._prepare_sleep():  # (no answer: no ring rings)
-                if self._arm(watches):         # else a word is there: no sleep
+                armed = self._arm(watches)
+                if armed is not None:          # else a word is there: no sleep
                     self.counters["sleeps"] += 1
                     self._bell.sleep(wait, answers=answers)   # ... or a watched word
-                    for dev in watches:
-                        self.links[dev].shm.unwatch()
+                    for shm in armed:
+                        shm.unwatch()
                 if answers:
                     self._awake()
                 n = self._take()
@@ -138,17 +139,18 @@ class Waiting:
             return None
         return out
 
-    def _arm(self, watches: dict) -> bool:
-        """Arm every device's watch; False (nothing left armed) if a word is there."""
+    def _arm(self, watches: dict) -> list | None:
+        """Arm every device's watch; the rings armed, or None (nothing left armed) if a
+        word is there already."""
         armed = []
         for dev, conds in watches.items():
             shm = self.links[dev].shm
             if not shm.watch(conds):
                 for other in armed:
                     other.unwatch()
-                return False
+                return None
             armed.append(shm)
-        return True
+        return armed
 
     def _prepare_sleep(self) -> bool:
         for i, link in enumerate(self._shm_links):
