@@ -341,9 +341,11 @@ class Channels:
         start = time.monotonic()
         self._idle_since = None
         while pending:
-            ready = [w for w in pending if self.home.word(w[0]) >= w[1]]
-            for w in pending:
-                if w not in ready:
+            ready = []
+            for w in pending:              # each word read once: ready, or noted as short
+                if self.home.word(w[0]) >= w[1]:
+                    ready.append(w)
+                else:
                     self._want(w[0], w[1])
             for w in ready:
                 pending.remove(w)
