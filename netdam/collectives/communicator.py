@@ -132,6 +132,7 @@ class Communicator:
         self.broken: str | None = None   # set by the first failed collective
         self._splits = 0
         self.chain_blocks = 0     # blocks the in-network engine finished (signal target)
+        self.chain_rounds = 0     # chain rounds started (rank 0's start word's target / n-1)
         self.tree_radix = 2       # fan-in of the aggregation tree (n - 1: one level)
         self.tree_counts = [0] * size   # per block: contributions my device folded in
         self.node_groups: dict[int, int] | None = None   # node -> multicast group (MoE)

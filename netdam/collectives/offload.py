@@ -1,16 +1,21 @@
 """Device-offloaded collectives: the in-network reduce engine (NetDAM's chain).
 
 Owns the host side of an allreduce that the devices run themselves. Each rank copies
-its data into the work area of its home device (same offset on every device), the ranks
-meet at a barrier, then each rank hands one chain descriptor (SPEC §4.9) to the first
-device of its block's route. From there the devices do all the work: REDUCE_FWD
+its data into the work area of its home device (same offset on every device) and says
+so with one ATOMIC_FADD to rank 0's device (its ``chain_ready`` word); rank 0, once the
+word counts every other rank, hands each block's chain descriptor (SPEC §4.9) to the
+first device of the block's route (a gathered start: one request for every rank but
+the first and no wake-up before its result, where a dissemination barrier costs every
+rank log2 n messages and wake-ups; beyond ``GATHERED_START_MAX`` ranks the barrier
+opens the round and each rank hands over its own block's descriptor, so rank 0 does
+not post n descriptors of n hops). From there the devices do all the work: REDUCE_FWD
 fragments hop device to device accumulating the block, the last hop writes the sum back
 and multicasts it to every member of the communicator's group, and every device bumps
 its signal word once per finished block. A rank waits on its own device's signal word
 (a memory poll on the scale-up path) and copies the result out.
 
 Block b's route starts at rank b's device and walks the ring, so every device starts one
-chain and links are used evenly. In reproducible mode every route is rank order
+chain and links are used evenly (whoever posts its descriptor). In reproducible mode every route is rank order
 0..n-1, so each element is ((x_0 op x_1) op ...) op x_{n-1}, bit for bit what the
 canonical host algorithm computes. Buffers larger than the work area run in rounds.
 
@@ -28,10 +33,11 @@ and level; the devices move and add every byte.
 The generators here yield the same ``Send``/``Recv`` as the host algorithms (for the
 barriers) plus callables: device steps the communicator's progress engine runs in turn.
 They read these attributes of the communicator (the simulator's stand-in has the same):
-``size, rank, layout, areas, group, timeout, agent`` (``write``, ``reduce_chain[_nb]``,
-``multicast_nb``), ``channels`` (``home.read_into``, ``wait_word``, ``when_each``,
-``track``: a descriptor nobody waits for, whose failure a later wait raises), and
-the counters ``chain_blocks``, ``tree_counts`` and ``tree_radix``.
+``size, rank, layout, areas, group, timeout, agent`` (``write``, ``atomic_add_nb``,
+``reduce_chain[_nb]``, ``multicast_nb``), ``channels`` (``home.read_into``,
+``wait_word``, ``when_each``, ``track``: a request nobody waits for, whose failure a
+later wait raises), and the counters ``chain_blocks``, ``chain_rounds``,
+``tree_counts`` and ``tree_radix``.
 """
 
 from __future__ import annotations
@@ -46,12 +52,14 @@ def _address(buf: memoryview) -> int | None:
     return np.frombuffer(buf, np.uint8).ctypes.data if len(buf) else None
 
 
-def rounds(comm, src: memoryview, dst: memoryview, esize: int, body):
+def rounds(comm, src: memoryview, dst: memoryview, esize: int, body, *,
+           barrier: bool = True):
     """Run an in-device algorithm round by round: each round puts this rank's part of
-    ``src`` in its device's work area, meets the others at a barrier, runs
-    ``body(spans)`` (which leaves the result in the work area) and copies the result
-    out to ``dst`` (which may be ``src``). A buffer that is the work area itself
-    (``comm.work_buffer``) is neither copied in nor out.
+    ``src`` in its device's work area, meets the others at a barrier (unless ``body``
+    opens the round itself, ``barrier=False``), runs ``body(spans)`` (which leaves the
+    result in the work area) and copies the result out to ``dst`` (which may be
+    ``src``). A buffer that is the work area itself (``comm.work_buffer``) is neither
+    copied in nor out.
 
     No barrier closes a round. ``body`` returns once this rank's signal word counts
     every block's result in its own memory, and a block's result is multicast only
@@ -59,7 +67,8 @@ def rounds(comm, src: memoryview, dst: memoryview, esize: int, body):
     folds into this rank's work area for this round, and it may take the next
     round's (or collective's) input at once. Another rank's chains for that next
     round cannot start before this rank has written it, because of the next round's
-    opening barrier."""
+    opening barrier (or, for a gathered start, because rank 0 starts them only after
+    this rank's atomic for that round)."""
     n, rank, lay = comm.size, comm.rank, comm.layout
     home = comm.areas[rank]
     step = lay.work_bytes - lay.work_bytes % (esize * n)
@@ -69,31 +78,55 @@ def rounds(comm, src: memoryview, dst: memoryview, esize: int, body):
         out = dst[start:start + len(part)]
         if work is None or _address(part) != work:
             yield lambda: comm.agent.write(home + lay.work, part, timeout=comm.timeout)
-        yield from A.barrier_dissemination(rank, n)
+        if barrier:
+            yield from A.barrier_dissemination(rank, n)
         yield from body(A.blocks(len(part) // esize, n, esize))
         if work is None or _address(out) != work:
             yield lambda: comm.channels.home.read_into(lay.work, out)
 
 
+#: up to this many ranks a chain round opens with a gathered start (rank 0 starts every
+#: block's chain once the others' atomics say their inputs are in); beyond it with a
+#: barrier (log2 n rounds, each rank starting its own block's chain), where rank 0's n
+#: descriptors of n hops each would cost more than the barrier's rounds
+GATHERED_START_MAX = 16
+
+
 def chain_allreduce(comm, src: memoryview, dst: memoryview, dtype: DType, op: RedOp, *,
                     deterministic: bool = False):
-    rank, lay, agent = comm.rank, comm.layout, comm.agent
+    n, rank, lay, agent, ch = comm.size, comm.rank, comm.layout, comm.agent, comm.channels
     home = comm.areas[rank]
     devices = [a.device for a in comm.areas]
-    route = devices if deterministic else devices[rank:] + devices[:rank]
+    gathered = n <= GATHERED_START_MAX
+
+    def post(b: int, lo: int, hi: int):
+        """Block b's chain descriptor, to the first device of its route (not waited for:
+        the signal word says when the chain is through)."""
+        route = devices if deterministic else devices[b:] + devices[:b]
+        return lambda: ch.track(agent.reduce_chain_nb(
+            route, comm.areas[b] + (lay.work + lo), hi - lo, dtype=dtype, op=op,
+            signal=home + lay.offload_signal, group=comm.group, timeout=comm.timeout))
 
     def body(spans):
-        lo, hi = spans[rank]
         comm.chain_blocks += sum(1 for a, b in spans if b > a)  # empty blocks run no chain
         target = comm.chain_blocks
-        if hi > lo:     # not waited for: the signal word says the chain is through
-            yield lambda: comm.channels.track(agent.reduce_chain_nb(
-                route, home + (lay.work + lo), hi - lo, dtype=dtype, op=op,
-                signal=home + lay.offload_signal, group=comm.group, timeout=comm.timeout))
-        yield lambda: comm.channels.wait_word(lay.offload_signal, target,
-                                              "in-network allreduce")
+        if not gathered:
+            if spans[rank][1] > spans[rank][0]:
+                yield post(rank, *spans[rank])
+        elif rank:
+            comm.chain_rounds += 1
+            yield lambda: ch.track(agent.atomic_add_nb(comm.areas[0] + lay.chain_ready, 1,
+                                                       timeout=comm.timeout))
+        else:
+            comm.chain_rounds += 1
+            yield lambda: ch.wait_word(lay.chain_ready, (n - 1) * comm.chain_rounds,
+                                       "the other ranks' inputs")
+            for b, (lo, hi) in enumerate(spans):
+                if hi > lo:
+                    yield post(b, lo, hi)
+        yield lambda: ch.wait_word(lay.offload_signal, target, "in-network allreduce")
 
-    yield from rounds(comm, src, dst, DTYPE_SIZE[dtype], body)
+    yield from rounds(comm, src, dst, DTYPE_SIZE[dtype], body, barrier=not gathered)
 
 
 def tree_children(pos: int, n: int, radix: int) -> range:

@@ -111,8 +111,14 @@ class Layout:
         return self.offload_signal + WORD * (1 + block)
 
     @property
+    def chain_ready(self) -> int:
+        """On the chain's starting rank's device: bumped once per round by every other
+        rank whose input is in place (``offload.chain_allreduce``)."""
+        return self.aggregate_word(self.n)
+
+    @property
     def size(self) -> int:
-        return (self.aggregate_word(self.n) + 63) // 64 * 64
+        return (self.chain_ready + WORD + 63) // 64 * 64
 
     @property
     def credit_batch(self) -> int:

@@ -28,6 +28,7 @@ and one credit per group) instead of one by one.
 
 from __future__ import annotations
 
+import struct
 from collections import deque
 
 from netdam.agent import Addr
@@ -35,6 +36,8 @@ from netdam.collectives.schedule import Recv, ScheduleError, Send
 from netdam.sim.base import WORLD_GROUP, Handle, World
 from netdam.wire.codec import Packet
 from netdam.wire.fields import DType, Flag, Opcode
+
+_U64 = struct.Struct("<Q")   # an atomic operand, little-endian as in memory
 
 WORD = 8
 
@@ -361,6 +364,15 @@ class SimAgent:
         self.host.record("send", pkt, b"", h)
         return SimRequest(self.host, h)
 
+    def atomic_add_nb(self, addr: Addr, value: int, *,
+                      timeout: float | None = None) -> SimRequest:
+        operand = _U64.pack(value)      # the timing-only modes add the template's
+        pkt = self.host.template(Opcode.ATOMIC_FADD, addr.device, addr.offset, 8,
+                                 dtype=DType.UINT64, payload=operand)
+        h = Handle()
+        self.host.record("send", pkt, operand, h)
+        return SimRequest(self.host, h)
+
     def reduce_chain(self, route, addr: Addr, length: int, **kw) -> None:
         self.reduce_chain_nb(route, addr, length, **kw).wait()
 
@@ -419,6 +431,7 @@ class SimComm:
         self.agent, self.channels = SimAgent(host), SimChannels(host)
         self.group, self.timeout = WORLD_GROUP, 30.0
         self.chain_blocks = 0
+        self.chain_rounds = 0
         self.tree_radix = w.tree_radix
         self.tree_counts = [0] * w.n
 

@@ -3,6 +3,7 @@ through the firmware devices (chain and tree reduce inside them)."""
 
 import pytest
 
+from netdam.collectives.offload import GATHERED_START_MAX
 from netdam.sim import ALGORITHMS, SimConfig, SimError, simulate
 from netdam.wire.fields import Opcode
 
@@ -48,15 +49,26 @@ def test_a_run_that_cannot_finish_says_so():
         simulate(SimConfig(nodes=2, size=4096, topology="ring", loss=0.999))
 
 
+def _fadds(algo: str, nodes: int = 4, size: int = 1 << 20) -> int:
+    r = simulate(SimConfig(nodes=nodes, size=size, algo=algo))
+    assert r.correct is True
+    return sum(pkts for (_, _, op), (pkts, _) in r.flows.items() if op == Opcode.ATOMIC_FADD)
+
+
 def test_a_barrier_returns_no_credits():
-    """An in-network round opens with a barrier of empty messages, which take no slot:
-    the chain's hosts send no credit (ATOMIC_FADD); the ring's data pieces do."""
-    def credits(algo):
-        flows = simulate(SimConfig(nodes=4, size=1 << 20, algo=algo)).flows
-        return sum(pkts for (_, _, op), (pkts, _) in flows.items()
-                   if op == Opcode.ATOMIC_FADD)
-    assert credits("chain") == 0
-    assert credits("ring") > 0
+    """The tree's round opens with a barrier of empty messages, which take no slot: its
+    hosts send no credit (ATOMIC_FADD); the ring's data pieces do."""
+    assert _fadds("tree") == 0
+    assert _fadds("ring") > 0
+
+
+def test_a_chain_round_starts_with_one_atomic_per_other_rank():
+    """No barrier opens a chain round: every rank but the first says its input is in with
+    one ATOMIC_FADD to rank 0's device, which then starts every block's chain. Beyond
+    ``GATHERED_START_MAX`` ranks a barrier opens it, and the result is as right."""
+    assert _fadds("chain") == 3
+    many = GATHERED_START_MAX + 1
+    assert _fadds("chain", nodes=many, size=many * 1024) == 0
 
 
 @pytest.mark.parametrize("mode", ["packet", "chunk"])
