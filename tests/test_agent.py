@@ -363,7 +363,9 @@ def test_a_long_message_is_timed_from_when_it_is_sent():
     the retransmission timeout on loopback (30 ms). The first datagrams' timers must
     start when they are sent, not when cutting began: else every message after the
     first resends its whole first window (a credit's worth, 192 datagrams here) before
-    any answer could have come back. One stall of the machine may still cost a window."""
+    any answer could have come back: at least 3 x 192 resent over the 4 writes. A stall
+    of the machine may still cost a window; two are allowed for (it failed once with
+    one window allowed, while a benchmark ran beside it)."""
     data = np.random.default_rng(11).integers(0, 256, 32 << 20, dtype=np.uint8).tobytes()
     with DeviceProcess("--id", 1, "--mem-size", 33 << 20) as dev:
         with Agent(timeout=20, mtu=1500) as ag:
@@ -371,7 +373,7 @@ def test_a_long_message_is_timed_from_when_it_is_sent():
             for _ in range(4):
                 ag.write(Addr(1, 0), data)
             assert ag.read(Addr(1, 0), len(data)) == data
-            assert ag.rel.counters["retransmitted"] < 1.5 * 192
+            assert ag.rel.counters["retransmitted"] < 2.5 * 192
 
 
 def test_an_answer_waiting_when_its_timer_is_due_is_taken_not_resent():
