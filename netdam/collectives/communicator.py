@@ -264,14 +264,18 @@ class Communicator:
         if algo in (None, "auto"):
             # by size and topology, after the figures in BENCHMARKS.md: the smallest sizes
             # take one step (one-shot, rank order, so reproducible too), other
-            # latency-bound ones log2(n) exchanges; larger ones go hierarchical when nodes
-            # hold several ranks (scale-up first), else around the ring
+            # latency-bound ones log2(n) exchanges; larger ones go through the devices
+            # (the chain: faster than every host algorithm from 1 MiB, on one device per
+            # node and on two, and a fraction of their host CPU), else hierarchical when
+            # nodes hold several ranks (scale-up first), else around the ring
             if nbytes * (self.size - 1) <= ONE_SHOT:
                 return "one_shot"
             if det:
                 return "chain" if self.offload_ok and nbytes >= SMALL else "canonical"
             if nbytes < LARGE:
                 return "recursive_doubling"
+            if self.offload_ok:
+                return "chain"
             if self._multi_rank_nodes() and (self._hier is not None
                                              or self._splits + 2 <= self.max_splits):
                 return "hierarchical"
