@@ -19,6 +19,10 @@ the share of the data each rank's link must carry, so busbw reads against a link
     broadcast, reduce          1
     baselines (stream, memcpy) 1 (one link, one copy)
 
+Sizes are nccl-tests' too: an all_gather's is the gathered array (each rank gives size / n,
+``check.input_count``), every other collective's is each rank's buffer; ``count`` is the
+size in elements.
+
 Paths: ranks run one per device; ``--nodes N --devices-per-node K`` makes N x K ranks.
 Ranks on one node talk over shared memory, ranks on different nodes over UDP, so
 ``--nodes N`` (K = 1) sends every byte over UDP and ``--nodes 1 --devices-per-node K``
@@ -36,7 +40,7 @@ from rich.table import Table
 
 from netdam.api import fit_layout
 from netdam.collectives import compare
-from netdam.collectives.check import BUSBW_FACTOR, numpy_dtype
+from netdam.collectives.check import BUSBW_FACTOR, case_size, input_count, numpy_dtype
 from netdam.collectives.plot import busbw_svg
 from netdam.collectives.run_cmd import parse_size
 from netdam.collectives.runner import MEM_SIZE, Result, run_cases
@@ -134,7 +138,8 @@ def plan(args: argparse.Namespace) -> tuple[int, list[dict]]:
     for coll in args.collectives:
         for algo in (args.algo or ALGOS.get(coll, [None])):
             for size in sizes(args.minbytes, args.maxbytes, args.stepfactor, args.stepbytes):
-                cases.append({"collective": coll, "algo": algo, "count": size // storage.itemsize,
+                count = input_count(coll, size // storage.itemsize, n)   # per rank
+                cases.append({"collective": coll, "algo": algo, "count": count,
                               "dtype": args.dtype, "bits": bits, "op": args.op,
                               "root": args.root, "warmup": args.warmup, "iters": args.iters,
                               "check": not args.no_check,
@@ -203,7 +208,8 @@ def row(r: Result, n: int) -> dict:
     if c.get("registered"):
         algo = f"{algo}, registered"
     return {"library": c.get("library", "netdam"), "collective": c["collective"],
-            "algo": algo, "size": r.nbytes, "count": c["count"], "type": c["dtype"],
+            "algo": algo, "size": r.nbytes, "type": c["dtype"],
+            "count": case_size(c["collective"], c["count"], n),
             "redop": c.get("op"), "root": c.get("root"), "time_us": r.time_us,
             "min_us": min(r.times_us, default=0.0), "max_us": max(r.times_us, default=0.0),
             "algbw": algbw, "busbw": busbw, "wrong": r.wrong, "cpu_s": r.cpu_s,

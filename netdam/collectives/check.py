@@ -28,6 +28,19 @@ BUSBW_FACTOR = {
 }
 
 
+def input_count(collective: str, count: int, n: int) -> int:
+    """Elements of each rank's input for a case of ``count`` elements, as nccl-tests sizes
+    its cases: an all_gather's size is the gathered array (each rank gives count / n);
+    every other collective's is each rank's buffer."""
+    return count // n if collective == "all_gather" else count
+
+
+def case_size(collective: str, per_rank: int, n: int) -> int:
+    """The size (bytes or elements) nccl-tests reports for a case whose n ranks each gave
+    ``per_rank`` of them (the inverse of ``input_count``)."""
+    return per_rank * n if collective == "all_gather" else per_rank
+
+
 def numpy_dtype(dtype: str) -> tuple[np.dtype, str | None]:
     """Storage dtype for a dtype name, and the ``dtype=`` override to pass (bit types)."""
     native = {"int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64",
@@ -142,5 +155,5 @@ def busbw(collective: str, nbytes: int, seconds: float, n: int) -> tuple[float, 
     return algbw, algbw * BUSBW_FACTOR[collective](n)
 
 
-__all__ = ["BUSBW_FACTOR", "make_input", "reduce_all", "same", "busbw", "numpy_dtype",
+__all__ = ["BUSBW_FACTOR", "input_count", "case_size", "make_input", "reduce_all", "same", "busbw", "numpy_dtype",
            "encode_bits", "decode_bits", "DType", "moe_input", "moe_expert", "moe_reference"]

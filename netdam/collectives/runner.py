@@ -62,7 +62,8 @@ def merge(cases: list[dict], lines: list[dict]) -> list[Result]:
             res.error = "not run (an earlier case failed)"
             continue
         res.wrong = sum(r["wrong"] for r in ranks)
-        res.nbytes = max(r["nbytes"] for r in ranks)
+        res.nbytes = C.case_size(res.case["collective"], max(r["nbytes"] for r in ranks),
+                                 len(ranks))
         medians = [statistics.median(r["times_us"]) for r in ranks if r["times_us"]]
         res.time_us = max(medians) if medians else 0.0
         slowest = max(ranks, key=lambda r: statistics.median(r["times_us"] or [0]))

@@ -31,6 +31,7 @@ def test_bench_sweep_writes_rows(tmp_path):
         + [("all_gather", None, s) for s in sizes])
     for r in rows:
         assert r["wrong"] == 0 and r["error"] is None and r["time_us"] > 0
+        assert r["count"] * 4 == r["size"]     # float32 elements of the size
         factor = 2 * (2 - 1) / 2 if r["collective"] == "all_reduce" else (2 - 1) / 2
         assert r["busbw"] == pytest.approx(r["algbw"] * factor)
         assert r["algbw"] == pytest.approx(r["size"] / (r["time_us"] / 1e6) / 1e9)
@@ -62,6 +63,17 @@ def test_registered_applies_to_in_network_sizes_that_fit_the_work_area():
     assert [(c["algo"], c["count"] * 4 >> 20, c["registered"]) for c in cases] == [
         ("chain", 32, True), ("chain", 64, True), ("chain", 128, False),
         ("ring", 32, False), ("ring", 64, False), ("ring", 128, False)]
+
+
+def test_an_all_gather_is_sized_by_its_gathered_array_as_in_nccl_tests():
+    """nccl-tests' all_gather size is the gathered array: each of 4 ranks gives a quarter
+    of a 1 MiB case (a reduce_scatter's size is each rank's buffer)."""
+    p = argparse.ArgumentParser()
+    bench.add_arguments(p)
+    _, cases = bench.plan(p.parse_args(["all_gather", "reduce_scatter", "--nodes", "4",
+                                        "-b", "1M", "-e", "1M"]))
+    assert [(c["collective"], c["count"] * 4) for c in cases] == [
+        ("all_gather", 256 << 10), ("reduce_scatter", 1 << 20)]
 
 
 @pytest.mark.parametrize("argv,text", [
