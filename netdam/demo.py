@@ -16,6 +16,7 @@ import argparse
 from rich.console import Console
 from rich.table import Table
 
+from netdam.collectives.check import input_count
 from netdam.collectives.runner import Result, run_cases
 from netdam.errors import UsageError
 from netdam.transport.faults import add_fault_arguments, given_faults
@@ -31,8 +32,8 @@ def plan(n: int, *, chain: bool) -> list[dict]:
     cases = []
 
     def add(coll, nbytes, dtype="float32", esize=4, **kw):
-        cases.append({"collective": coll, "count": nbytes // esize, "dtype": dtype,
-                      "warmup": 1, "iters": 3, **kw})
+        cases.append({"collective": coll, "count": input_count(coll, nbytes // esize, n),
+                      "dtype": dtype, "warmup": 1, "iters": 3, **kw})
 
     algos = ["ring", "recursive_doubling", "hierarchical"]
     algos += ["chain", "tree"] if chain else []

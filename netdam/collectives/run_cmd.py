@@ -11,7 +11,7 @@ import argparse
 
 from rich.console import Console
 
-from netdam.collectives.check import BUSBW_FACTOR, numpy_dtype
+from netdam.collectives.check import BUSBW_FACTOR, input_count, numpy_dtype
 from netdam.collectives.runner import run_cases
 from netdam.collectives.types import OP_NAMES
 from netdam.demo import report
@@ -38,7 +38,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("collective", choices=sorted(BUSBW_FACTOR))
     p.add_argument("--nodes", type=int, default=4)
     p.add_argument("--devices-per-node", type=int, default=1, metavar="K")
-    p.add_argument("--size", type=parse_size, default=1 << 20, help="bytes per rank")
+    p.add_argument("--size", type=parse_size, default=1 << 20,
+                   help="bytes per rank (an all_gather's: of the gathered array, as "
+                        "nccl-tests sizes it)")
     p.add_argument("--dtype", default="float32")
     p.add_argument("--op", default="sum", choices=sorted(OP_NAMES))
     p.add_argument("--algo", default=None, help="all_reduce: auto, ring, "
@@ -65,7 +67,8 @@ def run(args: argparse.Namespace) -> int:
     n = args.nodes * args.devices_per_node
     if not 0 <= args.root < n:
         raise UsageError(f"--root {args.root} outside 0..{n - 1}")
-    case = {"collective": args.collective, "count": args.size // storage.itemsize,
+    count = input_count(args.collective, args.size // storage.itemsize, n)   # per rank
+    case = {"collective": args.collective, "count": count,
             "dtype": args.dtype, "bits": bits, "op": args.op, "algo": args.algo,
             "root": args.root, "iters": args.iters, "warmup": args.warmup,
             "deterministic": args.deterministic, "check": args.check}
