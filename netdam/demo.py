@@ -48,9 +48,13 @@ def plan(n: int, *, chain: bool) -> list[dict]:
     add("all_reduce", SIZES[0], "bfloat16", esize=2, algo="ring", bits="bfloat16")
     add("all_reduce", SIZES[0], "int64", esize=8, algo="ring", op="bxor")
     for size in SIZES:
-        add("broadcast", size, root=n - 1, algo="binomial tree")
+        add("broadcast", size, root=n - 1, algo="binomial", label="binomial tree")
+        if chain:
+            add("broadcast", size, root=n - 1, algo="multicast", label="multicast (devices)")
         add("reduce", size, root=0, algo="binomial tree")
         add("all_gather", size, algo="ring")
+        if chain:
+            add("all_gather", size, algo="multicast", label="multicast (devices)")
         add("reduce_scatter", size, algo="ring")
         add("all_to_all", size, algo="pairwise")
         add("all_to_allv", size, algo="pairwise")

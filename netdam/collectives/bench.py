@@ -50,7 +50,8 @@ from netdam.transport.faults import add_fault_arguments, given_faults
 from netdam.ui import progress_bar
 
 #: algorithms swept per collective when --algo is not given
-ALGOS = {"all_reduce": ["ring", "recursive_doubling", "one_shot", "chain", "tree"]}
+ALGOS = {"all_reduce": ["ring", "recursive_doubling", "one_shot", "chain", "tree"],
+         "broadcast": ["binomial", "multicast"], "all_gather": ["ring", "multicast"]}
 OFFLOAD = ("chain", "tree")     #: the in-network algorithms (--registered applies to them)
 
 
@@ -92,7 +93,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dtype", default="float32")
     p.add_argument("--op", default="sum", choices=sorted(OP_NAMES))
     p.add_argument("--root", type=int, default=0)
-    p.add_argument("--algo", action="append", help="algorithm(s) to sweep (repeatable)")
+    p.add_argument("--algo", action="append",
+                   help="algorithm(s) to sweep (repeatable; each collective runs those "
+                        "of them it has, or its one algorithm): " + "; ".join(
+                            f"{c}: {', '.join(a)}" for c, a in ALGOS.items()))
     p.add_argument("--no-check", action="store_true", help="do not check results")
     p.add_argument("-R", "--registered", action="store_true",
                    help="in-network all_reduce (chain, tree) in place on a buffer that "
@@ -133,10 +137,17 @@ def plan(args: argparse.Namespace) -> tuple[int, list[dict]]:
             raise UsageError(f"--{name} {path}: no such directory")
     for name in args.compare or []:
         compare.require(name, args.dtype)
+    known = {a for algos in ALGOS.values() for a in algos}
+    unknown = sorted(set(args.algo or ()) - known)
+    if unknown:
+        raise UsageError(f"unknown algorithm(s) {unknown}; choose from {sorted(known)}")
     cases = []
     registrable = fit_layout(n, 1, MEM_SIZE).work_bytes   # -R: one rank's work area
     for coll in args.collectives:
-        for algo in (args.algo or ALGOS.get(coll, [None])):
+        algos = ALGOS.get(coll, [None])
+        if args.algo:     # in the order given
+            algos = [a for a in dict.fromkeys(args.algo) if a in algos] or [None]
+        for algo in algos:
             for size in sizes(args.minbytes, args.maxbytes, args.stepfactor, args.stepbytes):
                 count = input_count(coll, size // storage.itemsize, n)   # per rank
                 cases.append({"collective": coll, "algo": algo, "count": count,

@@ -31,6 +31,12 @@ from netdam.wire.fields import DType, RedOp
 #: algorithms selectable with ``algo=`` for all_reduce
 ALLREDUCE_ALGOS = ("ring", "recursive_doubling", "one_shot", "chain", "tree", "hierarchical",
                    "auto")
+BROADCAST_ALGOS = ("binomial", "multicast")
+ALL_GATHER_ALGOS = ("ring", "multicast")
+#: from these sizes (a broadcast's buffer, an all_gather's gathered array) the automatic
+#: choice lets the devices multicast (BENCHMARKS.md)
+MULTICAST_BROADCAST = 64 << 10
+MULTICAST_ALL_GATHER = 256 << 10
 #: up to this many bytes sent per rank ((n-1) x the buffer), one step wins: one-shot
 ONE_SHOT = 64 << 10
 #: below this many bytes, latency wins: recursive doubling
@@ -132,7 +138,7 @@ class Communicator:
         self.broken: str | None = None   # set by the first failed collective
         self._splits = 0
         self.chain_blocks = 0     # blocks the in-network engine finished (signal target)
-        self.chain_rounds = 0     # chain rounds started (rank 0's start word's target / n-1)
+        self.start_rounds = [0] * size   # per rank: gathered starts it led (offload.py)
         self.tree_radix = 2       # fan-in of the aggregation tree (n - 1: one level)
         self.tree_counts = [0] * size   # per block: contributions my device folded in
         self.node_groups: dict[int, int] | None = None   # node -> multicast group (MoE)
@@ -148,7 +154,10 @@ class Communicator:
         in-network all_reduce of it in place (``all_reduce(b, out=b, algo="chain")``)
         costs the host no copy in or out; the devices read and write it directly. One
         buffer per communicator (every call returns a view of the same memory); its
-        contents become the result. Needs the home device on this node (shared memory)."""
+        contents become the result. The in-network algorithms stage other arrays in the
+        same memory: once this buffer exists, the automatic choice leaves them to the
+        hosts, and an explicit ``algo="chain"`` (or ``tree``, ``multicast``) on another
+        array overwrites it. Needs the home device on this node (shared memory)."""
         dt = np.dtype(dtype)
         step = self.layout.work_bytes - self.layout.work_bytes % (dt.itemsize * self.size)
         if not 0 <= count * dt.itemsize <= step:
@@ -228,7 +237,7 @@ class Communicator:
         dt, rop = resolve_dtype(x, dtype), resolve_op(op)
         red = self._reducer(dt, rop)
         det = self.deterministic if deterministic is None else deterministic
-        name = self._choose_allreduce(algo, x.nbytes, det)
+        name = self._choose_allreduce(algo, x.nbytes, det, self._may_stage(x))
         esize = x.dtype.itemsize
         if name in ("chain", "tree"):     # the devices read x and write the result: no copy
             res = self._out_buffer(x, out)
@@ -247,7 +256,8 @@ class Communicator:
             gen = A.ALLREDUCE[name](self.rank, self.size, buf, esize, red)
         return self._start(f"all_reduce({name})", gen, lambda: res, block)
 
-    def _choose_allreduce(self, algo: str | None, nbytes: int, det: bool) -> str:
+    def _choose_allreduce(self, algo: str | None, nbytes: int, det: bool,
+                          devices: bool) -> str:
         if algo not in (None, *ALLREDUCE_ALGOS):
             raise UsageError(f"unknown all_reduce algorithm {algo!r}; choose from "
                              f"{', '.join(ALLREDUCE_ALGOS)}")
@@ -266,15 +276,16 @@ class Communicator:
             # take one step (one-shot, rank order, so reproducible too), other
             # latency-bound ones log2(n) exchanges; larger ones go through the devices
             # (the chain: faster than every host algorithm from 1 MiB, on one device per
-            # node and on two, and a fraction of their host CPU), else hierarchical when
-            # nodes hold several ranks (scale-up first), else around the ring
+            # node and on two, and a fraction of their host CPU; ``devices``: unless a
+            # registered buffer holds other data), else hierarchical when nodes hold
+            # several ranks (scale-up first), else around the ring
             if nbytes * (self.size - 1) <= ONE_SHOT:
                 return "one_shot"
             if det:
-                return "chain" if self.offload_ok and nbytes >= SMALL else "canonical"
+                return "chain" if devices and nbytes >= SMALL else "canonical"
             if nbytes < LARGE:
                 return "recursive_doubling"
-            if self.offload_ok:
+            if devices:
                 return "chain"
             if self._multi_rank_nodes() and (self._hier is not None
                                              or self._splits + 2 <= self.max_splits):
@@ -284,7 +295,8 @@ class Communicator:
 
     def algorithm_for(self, nbytes: int, deterministic: bool = False) -> str:
         """The all_reduce algorithm ``algo=None`` picks for ``nbytes`` on this topology."""
-        return self._choose_allreduce(None, nbytes, deterministic)
+        return self._choose_allreduce(None, nbytes, deterministic,
+                                      self.offload_ok and self._work is None)
 
     def _multi_rank_nodes(self) -> bool:
         nodes = self.nodes
@@ -345,24 +357,57 @@ class Communicator:
             return work
         return self._start("reduce", gen, finish, block)
 
-    def broadcast(self, x: np.ndarray, root: int = 0, *, block: bool = True):
-        """Every rank's ``x`` becomes the root's (in place; returns x)."""
+    def broadcast(self, x: np.ndarray, root: int = 0, *, algo: str | None = None,
+                  block: bool = True):
+        """Every rank's ``x`` becomes the root's (in place; returns x). ``algo``:
+        ``binomial`` (hosts) or ``multicast`` (the root's device multicasts it)."""
         root = self._root(root)
         if not isinstance(x, np.ndarray) or not x.flags.c_contiguous:
             raise UsageError("broadcast needs a C-contiguous NumPy array (it works in place)")
-        gen = A.broadcast_binomial(self.rank, self.size, as_bytes(x), root)
+        devices = x.nbytes >= MULTICAST_BROADCAST and self._may_stage(x)
+        if self._choose(algo, BROADCAST_ALGOS, "broadcast", devices) == "multicast":
+            gen = offload.multicast_broadcast(self, as_bytes(x), root)
+        else:
+            gen = A.broadcast_binomial(self.rank, self.size, as_bytes(x), root)
         return self._start("broadcast", gen, lambda: x, block)
 
-    def all_gather(self, x: np.ndarray, *, out: np.ndarray | None = None, block: bool = True):
-        """Returns an array of shape (size, *x.shape): row r is rank r's x."""
+    def all_gather(self, x: np.ndarray, *, out: np.ndarray | None = None,
+                   algo: str | None = None, block: bool = True):
+        """Returns an array of shape (size, *x.shape): row r is rank r's x. ``algo``:
+        ``ring`` (hosts) or ``multicast`` (each rank's device multicasts its row)."""
         x = self._contiguous(x)
         res = np.empty((self.size, *x.shape), x.dtype) if out is None else out
         if res.shape != (self.size, *x.shape) or res.dtype != x.dtype:
             raise UsageError(f"out must have shape {(self.size, *x.shape)} and dtype {x.dtype}")
         res[self.rank] = x
-        spans = [(r * x.nbytes, (r + 1) * x.nbytes) for r in range(self.size)]
-        gen = A.all_gather_ring(self.rank, self.size, as_bytes(res), spans)
+        devices = res.nbytes >= MULTICAST_ALL_GATHER and self._may_stage(x)
+        if self._choose(algo, ALL_GATHER_ALGOS, "all_gather", devices) == "multicast":
+            gen = offload.multicast_all_gather(self, as_bytes(x), as_bytes(res))
+        else:
+            spans = [(r * x.nbytes, (r + 1) * x.nbytes) for r in range(self.size)]
+            gen = A.all_gather_ring(self.rank, self.size, as_bytes(res), spans)
         return self._start("all_gather", gen, lambda: res, block)
+
+    def _choose(self, algo: str | None, choices: tuple[str, ...], what: str,
+                devices: bool) -> str:
+        """The algorithm of a collective with a host one (the first choice) and the
+        devices' ``multicast``, which the automatic choice takes when ``devices``."""
+        if algo not in (None, "auto", *choices):
+            raise UsageError(f"unknown {what} algorithm {algo!r}; choose from "
+                             f"{', '.join(choices)}")
+        if algo == "multicast" and not self.offload_ok:
+            raise UsageError(f"the multicast {what} needs one rank per device and a "
+                             "multicast group of those devices")
+        if algo in (None, "auto"):
+            return choices[1] if devices else choices[0]
+        return algo
+
+    def _may_stage(self, x: np.ndarray) -> bool:
+        """May an automatic choice run ``x`` through the devices' work area? Not while a
+        registered buffer (``work_buffer``) keeps the caller's data there, unless ``x``
+        is that buffer."""
+        return self.offload_ok and (self._work is None
+                                    or x.ctypes.data == self.work_address)
 
     def reduce_scatter(self, x: np.ndarray, op: str = "sum", *, counts=None,
                        dtype: str | None = None, block: bool = True):
@@ -475,8 +520,8 @@ class Communicator:
     def reduce_nb(self, x, root=0, op="sum", **kw) -> Request:
         return self.reduce(x, root, op, block=False, **kw)
 
-    def broadcast_nb(self, x, root=0) -> Request:
-        return self.broadcast(x, root, block=False)
+    def broadcast_nb(self, x, root=0, **kw) -> Request:
+        return self.broadcast(x, root, block=False, **kw)
 
     def all_gather_nb(self, x, **kw) -> Request:
         return self.all_gather(x, block=False, **kw)

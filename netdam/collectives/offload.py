@@ -1,4 +1,5 @@
-"""Device-offloaded collectives: the in-network reduce engine (NetDAM's chain).
+"""Device-offloaded collectives: the in-network reduce engine (NetDAM's chain), and the
+devices' multicast for broadcast and all_gather.
 
 Owns the host side of an allreduce that the devices run themselves. Each rank copies
 its data into the work area of its home device (same offset on every device) and says
@@ -30,13 +31,20 @@ memory (a one-device chain, so the host never touches the bytes) with a signal o
 member. Hosts only watch words and hand over one descriptor per block
 and level; the devices move and add every byte.
 
+The multicast broadcast and all_gather (``multicast_broadcast``,
+``multicast_all_gather``) move no byte through a host twice: each rank's bytes go into
+its work area, and a one-device chain descriptor has its device multicast them, with a
+signal, to the same offset of every rank's work area. The same gathered start opens
+each round, led by the broadcast's root (or rank 0, which posts the all_gather's n
+descriptors), so no multicast lands in a work area whose rank still reads it.
+
 The generators here yield the same ``Send``/``Recv`` as the host algorithms (for the
 barriers) plus callables: device steps the communicator's progress engine runs in turn.
 They read these attributes of the communicator (the simulator's stand-in has the same):
 ``size, rank, layout, areas, group, timeout, agent`` (``write``, ``atomic_add_nb``,
 ``reduce_chain[_nb]``, ``multicast_nb``), ``channels`` (``home.read_into``,
 ``wait_word``, ``when_each``, ``track``: a request nobody waits for, whose failure a
-later wait raises), and the counters ``chain_blocks``, ``chain_rounds``,
+later wait raises), and the counters ``chain_blocks``, ``start_rounds``,
 ``tree_counts`` and ``tree_radix``.
 """
 
@@ -92,6 +100,87 @@ def rounds(comm, src: memoryview, dst: memoryview, esize: int, body, *,
 GATHERED_START_MAX = 16
 
 
+def gathered_start(comm, leader: int, what: str):
+    """Open a round that ``leader`` starts: every other rank says its input is in its
+    work area, and its last results are out of it, with one ATOMIC_FADD to the leader's
+    ``chain_ready`` word; the leader's next steps run once that word counts them all
+    (``comm.start_rounds[leader]`` rounds of n - 1 each: every rank counts the same)."""
+    lay, ch = comm.layout, comm.channels
+    comm.start_rounds[leader] += 1
+    if comm.rank != leader:
+        yield lambda: ch.track(comm.agent.atomic_add_nb(
+            comm.areas[leader] + lay.chain_ready, 1, timeout=comm.timeout))
+    else:
+        target = (comm.size - 1) * comm.start_rounds[leader]
+        yield lambda: ch.wait_word(lay.chain_ready, target, what)
+
+
+def _spread(comm, member: int, offset: int, length: int):
+    """A step that has rank ``member``'s device multicast its ``length`` bytes at
+    ``offset`` to every rank's device (the same offset there), bumping each one's
+    offload signal once they are all in: a one-device chain (SPEC §4.9) of bytes,
+    whose start is its last hop."""
+    lay = comm.layout
+    return lambda: comm.channels.track(comm.agent.reduce_chain_nb(
+        [comm.areas[member].device], comm.areas[member] + offset, length,
+        dtype=DType.UINT8, op=RedOp.SUM, signal=comm.areas[comm.rank] + lay.offload_signal,
+        group=comm.group, timeout=comm.timeout))
+
+
+def multicast_broadcast(comm, buf: memoryview, root: int):
+    """Broadcast through the root's device: the root's bytes go into its work area (none
+    of a registered buffer), its device multicasts them to every rank's work area with
+    a signal, and each rank copies them out. The host never sends the bytes more than
+    once, whatever n; a gathered start led by the root keeps the multicast off a work
+    area its rank still reads. Buffers larger than the work area go in rounds."""
+    rank, lay, ch = comm.rank, comm.layout, comm.channels
+    home = comm.areas[rank]
+    work = getattr(comm, "work_address", None)
+    for start in range(0, len(buf), lay.work_bytes):
+        part = buf[start:start + lay.work_bytes]
+        mapped = work is not None and _address(part) == work
+        if rank == root and not mapped:
+            yield lambda part=part: comm.agent.write(home + lay.work, part,
+                                                     timeout=comm.timeout)
+        comm.chain_blocks += 1
+        target = comm.chain_blocks
+        yield from gathered_start(comm, root, "the other ranks' work areas")
+        if rank == root:
+            yield _spread(comm, root, lay.work, len(part))
+        yield lambda target=target: ch.wait_word(lay.offload_signal, target,
+                                                 "in-network broadcast")
+        if rank != root and not mapped:
+            yield lambda part=part: ch.home.read_into(lay.work, part)
+
+
+def multicast_all_gather(comm, src: memoryview, dst: memoryview):
+    """All-gather through the devices: in each round every rank puts a chunk of ``src``
+    at its own block of the work area, and each rank's device multicasts that block to
+    every rank's work area with a signal (rank 0 posts the n descriptors after a
+    gathered start); each rank copies the others' blocks out to their rows of ``dst``
+    (n x len(src) bytes, row r = rank r's ``src``)."""
+    n, rank, lay, ch = comm.size, comm.rank, comm.layout, comm.channels
+    home = comm.areas[rank]
+    m = len(src)
+    chunk = lay.work_bytes // n
+    for o in range(0, m, chunk):
+        c = min(chunk, m - o)
+        yield lambda o=o, c=c: comm.agent.write(home + (lay.work + rank * c), src[o:o + c],
+                                                timeout=comm.timeout)
+        comm.chain_blocks += n
+        target = comm.chain_blocks
+        yield from gathered_start(comm, 0, "the other ranks' blocks")
+        if rank == 0:
+            for b in range(n):
+                yield _spread(comm, b, lay.work + b * c, c)
+        yield lambda target=target: ch.wait_word(lay.offload_signal, target,
+                                                 "in-network all_gather")
+        for r in range(n):
+            if r != rank:
+                row = dst[r * m + o:r * m + o + c]
+                yield lambda row=row, at=lay.work + r * c: ch.home.read_into(at, row)
+
+
 def chain_allreduce(comm, src: memoryview, dst: memoryview, dtype: DType, op: RedOp, *,
                     deterministic: bool = False):
     n, rank, lay, agent, ch = comm.size, comm.rank, comm.layout, comm.agent, comm.channels
@@ -113,17 +202,12 @@ def chain_allreduce(comm, src: memoryview, dst: memoryview, dtype: DType, op: Re
         if not gathered:
             if spans[rank][1] > spans[rank][0]:
                 yield post(rank, *spans[rank])
-        elif rank:
-            comm.chain_rounds += 1
-            yield lambda: ch.track(agent.atomic_add_nb(comm.areas[0] + lay.chain_ready, 1,
-                                                       timeout=comm.timeout))
         else:
-            comm.chain_rounds += 1
-            yield lambda: ch.wait_word(lay.chain_ready, (n - 1) * comm.chain_rounds,
-                                       "the other ranks' inputs")
-            for b, (lo, hi) in enumerate(spans):
-                if hi > lo:
-                    yield post(b, lo, hi)
+            yield from gathered_start(comm, 0, "the other ranks' inputs")
+            if rank == 0:
+                for b, (lo, hi) in enumerate(spans):
+                    if hi > lo:
+                        yield post(b, lo, hi)
         yield lambda: ch.wait_word(lay.offload_signal, target, "in-network allreduce")
 
     yield from rounds(comm, src, dst, DTYPE_SIZE[dtype], body, barrier=not gathered)

@@ -19,7 +19,9 @@ from netdam.errors import UsageError
 from netdam.transport.faults import add_fault_arguments, given_faults
 
 ALGOS = {"all_reduce": ("auto", "ring", "recursive_doubling", "one_shot", "chain", "tree",
-                        "hierarchical")}
+                        "hierarchical"),
+         "broadcast": ("auto", "binomial", "multicast"),
+         "all_gather": ("auto", "ring", "multicast")}
 
 
 def parse_size(text: str) -> int:
@@ -43,8 +45,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "nccl-tests sizes it)")
     p.add_argument("--dtype", default="float32")
     p.add_argument("--op", default="sum", choices=sorted(OP_NAMES))
-    p.add_argument("--algo", default=None, help="all_reduce: auto, ring, "
-                   "recursive_doubling, chain, tree, hierarchical")
+    p.add_argument("--algo", default=None, help="; ".join(
+        f"{c}: {', '.join(a)}" for c, a in ALGOS.items()))
     p.add_argument("--root", type=int, default=0)
     p.add_argument("--iters", type=int, default=5)
     p.add_argument("--warmup", type=int, default=1)
@@ -62,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
         storage, bits = numpy_dtype(args.dtype)
     except (UsageError, KeyError):
         raise UsageError(f"unknown dtype {args.dtype!r}") from None
-    if args.algo and args.algo not in ALGOS.get(args.collective, (args.algo,)):
+    if args.algo and args.algo not in ALGOS.get(args.collective, ()):
         raise UsageError(f"{args.collective} has no algorithm {args.algo!r}")
     n = args.nodes * args.devices_per_node
     if not 0 <= args.root < n:

@@ -112,9 +112,9 @@ def _run_once(comm, case: dict, x: np.ndarray):
     if coll == "reduce":
         return comm.reduce(x, root, op, **kw)
     if coll == "broadcast":      # x: the buffer _prepare made (broadcast works in place)
-        return comm.broadcast(x, root)
+        return comm.broadcast(x, root, algo=case.get("algo"))
     if coll == "all_gather":
-        return comm.all_gather(x)
+        return comm.all_gather(x, algo=case.get("algo"))
     if coll == "reduce_scatter":
         return comm.reduce_scatter(x, op, **kw)
     if coll == "all_to_all":   # equal-length inputs: everyone sends me the same share

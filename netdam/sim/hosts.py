@@ -431,7 +431,7 @@ class SimComm:
         self.agent, self.channels = SimAgent(host), SimChannels(host)
         self.group, self.timeout = WORLD_GROUP, 30.0
         self.chain_blocks = 0
-        self.chain_rounds = 0
+        self.start_rounds = [0] * w.n
         self.tree_radix = w.tree_radix
         self.tree_counts = [0] * w.n
 

@@ -28,7 +28,7 @@ def test_bench_sweep_writes_rows(tmp_path):
     assert [(r["collective"], r["algo"], r["size"]) for r in rows] == (
         [("all_reduce", a, s) for a in ("ring", "recursive_doubling", "one_shot", "chain",
                                         "tree") for s in sizes]
-        + [("all_gather", None, s) for s in sizes])
+        + [("all_gather", a, s) for a in ("ring", "multicast") for s in sizes])
     for r in rows:
         assert r["wrong"] == 0 and r["error"] is None and r["time_us"] > 0
         assert r["count"] * 4 == r["size"]     # float32 elements of the size
@@ -65,13 +65,27 @@ def test_registered_applies_to_in_network_sizes_that_fit_the_work_area():
         ("ring", 32, False), ("ring", 64, False), ("ring", 128, False)]
 
 
+def test_algo_picks_each_collectives_own_algorithms():
+    """``--algo`` names algorithms across collectives: each runs those it has (or its one
+    algorithm); a name no collective has is refused."""
+    p = argparse.ArgumentParser()
+    bench.add_arguments(p)
+    _, cases = bench.plan(p.parse_args(["all_reduce", "broadcast", "all_to_all", "--nodes",
+                                        "4", "-b", "1M", "-e", "1M", "--algo", "chain",
+                                        "--algo", "multicast"]))
+    assert [(c["collective"], c["algo"]) for c in cases] == [
+        ("all_reduce", "chain"), ("broadcast", "multicast"), ("all_to_all", None)]
+    with pytest.raises(bench.UsageError, match="unknown algorithm"):
+        bench.plan(p.parse_args(["broadcast", "--algo", "nope"]))
+
+
 def test_an_all_gather_is_sized_by_its_gathered_array_as_in_nccl_tests():
     """nccl-tests' all_gather size is the gathered array: each of 4 ranks gives a quarter
     of a 1 MiB case (a reduce_scatter's size is each rank's buffer)."""
     p = argparse.ArgumentParser()
     bench.add_arguments(p)
     _, cases = bench.plan(p.parse_args(["all_gather", "reduce_scatter", "--nodes", "4",
-                                        "-b", "1M", "-e", "1M"]))
+                                        "-b", "1M", "-e", "1M", "--algo", "ring"]))
     assert [(c["collective"], c["count"] * 4) for c in cases] == [
         ("all_gather", 256 << 10), ("reduce_scatter", 1 << 20)]
 

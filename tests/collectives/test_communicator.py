@@ -59,6 +59,14 @@ SCRIPT = textwrap.dedent("""
     assert comm.agent.counters["direct_writes"] == copies
     plain = comm.all_reduce(np.full(128 << 10, r + 1, np.float32), algo="chain")
     assert (plain == n * (n + 1) / 2).all() and comm.agent.counters["direct_writes"] > copies
+    # while the registered buffer holds data, the automatic choice keeps other arrays
+    # out of the work area (an explicit chain above did overwrite it)
+    b[:] = 7
+    assert comm.algorithm_for(4 << 20) == "ring"
+    big = comm.all_reduce(np.ones(1 << 20, np.float32))          # 4 MiB: auto
+    c = comm.broadcast(np.full(1 << 16, r, np.float32), 0)      # 256 KiB: auto
+    assert (big == n).all() and (c == 0).all() and (b == 7).all()
+    assert comm.all_reduce(b, out=b).tolist()[:2] == [7 * n] * 2   # the buffer itself
     try:
         comm.work_buffer(1 << 30, np.float32)
     except UsageError as exc:
@@ -70,7 +78,9 @@ SCRIPT = textwrap.dedent("""
     for call in (lambda: comm.all_reduce(x, op="avg"), lambda: comm.broadcast(x, root=n),
                  lambda: comm.all_reduce(np.zeros(3, np.float32), op="bxor"),
                  lambda: comm.all_to_all(np.zeros(n + 1)),
-                 lambda: comm.all_reduce(x, algo="magic")):
+                 lambda: comm.all_reduce(x, algo="magic"),
+                 lambda: comm.broadcast(x, algo="chain"),
+                 lambda: comm.all_gather(x, algo="binomial")):
         try:
             call()
         except UsageError as exc:

@@ -5,7 +5,7 @@ result is in its memory, and may write its next input at once. Invariant checked
 consecutive calls with different inputs each give exactly their own sum, however far
 apart the ranks run (one rank is made late at random), for the chain and the tree, on
 registered buffers, on ordinary arrays and on a buffer larger than the work area (two
-rounds)."""
+rounds); and the same of the devices' multicast broadcast and all_gather."""
 
 import textwrap
 
@@ -43,6 +43,27 @@ SCRIPT = textwrap.dedent("""
         x = np.full(count, (r + 1) * (it + 1), np.float32)
         got = comm.all_reduce(x, algo="chain")
         assert (got == (n * (n + 1) // 2) * (it + 1)).all(), (it, got[:3])
+
+    # the devices' multicast: broadcast from changing roots and all_gather, back to back,
+    # on a late rank, with a round beyond the work area; a registered broadcast buffer
+    for it in range(6):
+        root = it % n
+        want = ((np.arange(5000) + it) % 251).astype(np.uint8)
+        x = want.copy() if r == root else np.full(5000, 255 - r, np.uint8)
+        if late.random() < 0.3:
+            time.sleep(0.005)
+        assert np.array_equal(comm.broadcast(x, root, algo="multicast"), want), (it, root)
+        y = np.arange(3001, dtype=np.int32) + 1000 * r + it
+        g = comm.all_gather(y, algo="multicast")
+        assert all(np.array_equal(g[q], np.arange(3001) + 1000 * q + it)
+                   for q in range(n)), it
+    big = np.full(comm.layout.work_bytes // 2 + 3, r, np.int16)    # two rounds
+    g = comm.all_gather(big, algo="multicast")
+    assert all((g[q] == q).all() for q in range(n))
+    b = comm.work_buffer(1 << 16, np.float32)
+    b[:] = r
+    comm.broadcast(b, n - 1, algo="multicast")
+    assert (b == n - 1).all()
     comm.barrier()
     print("rank", r, "ok", flush=True)
 """)
