@@ -381,10 +381,10 @@ class Communicator:
             raise UsageError(f"out must have shape {(self.size, *x.shape)} and dtype {x.dtype}")
         res[self.rank] = x
         devices = res.nbytes >= MULTICAST_ALL_GATHER and self._may_stage(x)
+        spans = [(r * x.nbytes, (r + 1) * x.nbytes) for r in range(self.size)]
         if self._choose(algo, ALL_GATHER_ALGOS, "all_gather", devices) == "multicast":
-            gen = offload.multicast_all_gather(self, as_bytes(x), as_bytes(res))
+            gen = offload.multicast_all_gather(self, as_bytes(res), spans)
         else:
-            spans = [(r * x.nbytes, (r + 1) * x.nbytes) for r in range(self.size)]
             gen = A.all_gather_ring(self.rank, self.size, as_bytes(res), spans)
         return self._start("all_gather", gen, lambda: res, block)
 

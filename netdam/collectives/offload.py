@@ -16,9 +16,9 @@ its signal word once per finished block. A rank waits on its own device's signal
 (a memory poll on the scale-up path) and copies the result out.
 
 Block b's route starts at rank b's device and walks the ring, so every device starts one
-chain and links are used evenly (whoever posts its descriptor). In reproducible mode every route is rank order
-0..n-1, so each element is ((x_0 op x_1) op ...) op x_{n-1}, bit for bit what the
-canonical host algorithm computes. Buffers larger than the work area run in rounds.
+chain and links are used evenly (whoever posts its descriptor). In reproducible mode
+every route is rank order 0..n-1, so each element is ((x_0 op x_1) op ...) op x_{n-1},
+bit for bit what the canonical host algorithm computes. Buffers larger than the work area run in rounds.
 
 The aggregation tree (``tree_allreduce``) makes the devices aggregation nodes, as SHARP
 does in switches: block b is aggregated up a ``radix``-ary tree rooted at device b
@@ -153,32 +153,36 @@ def multicast_broadcast(comm, buf: memoryview, root: int):
             yield lambda part=part: ch.home.read_into(lay.work, part)
 
 
-def multicast_all_gather(comm, src: memoryview, dst: memoryview):
-    """All-gather through the devices: in each round every rank puts a chunk of ``src``
-    at its own block of the work area, and each rank's device multicasts that block to
-    every rank's work area with a signal (rank 0 posts the n descriptors after a
-    gathered start); each rank copies the others' blocks out to their rows of ``dst``
-    (n x len(src) bytes, row r = rank r's ``src``)."""
+def multicast_all_gather(comm, buf: memoryview, spans: list[tuple[int, int]]):
+    """All-gather through the devices, in place: ``buf`` holds every rank's block at its
+    byte span (this rank's filled in), as for the ring. In each round every rank puts a
+    chunk of its block into its own slot of the work area, and each rank's device
+    multicasts that slot to every rank's work area with a signal (rank 0 posts the n
+    descriptors after a gathered start); each rank copies the others' chunks out."""
     n, rank, lay, ch = comm.size, comm.rank, comm.layout, comm.channels
     home = comm.areas[rank]
-    m = len(src)
-    chunk = lay.work_bytes // n
-    for o in range(0, m, chunk):
-        c = min(chunk, m - o)
-        yield lambda o=o, c=c: comm.agent.write(home + (lay.work + rank * c), src[o:o + c],
-                                                timeout=comm.timeout)
-        comm.chain_blocks += n
+    chunk = lay.work_bytes // n          # a slot of the work area per rank
+    longest = max((hi - lo for lo, hi in spans), default=0)
+    for o in range(0, longest, chunk):
+        parts = [(lo + o, min(hi, lo + o + chunk)) for lo, hi in spans]
+        live = [b for b, (a, z) in enumerate(parts) if z > a]
+        a, z = parts[rank]
+        if z > a:
+            yield lambda a=a, z=z: comm.agent.write(home + (lay.work + rank * chunk),
+                                                    buf[a:z], timeout=comm.timeout)
+        comm.chain_blocks += len(live)
         target = comm.chain_blocks
         yield from gathered_start(comm, 0, "the other ranks' blocks")
         if rank == 0:
-            for b in range(n):
-                yield _spread(comm, b, lay.work + b * c, c)
+            for b in live:
+                yield _spread(comm, b, lay.work + b * chunk, parts[b][1] - parts[b][0])
         yield lambda target=target: ch.wait_word(lay.offload_signal, target,
                                                  "in-network all_gather")
-        for r in range(n):
-            if r != rank:
-                row = dst[r * m + o:r * m + o + c]
-                yield lambda row=row, at=lay.work + r * c: ch.home.read_into(at, row)
+        for b in live:
+            if b != rank:
+                a, z = parts[b]
+                yield lambda a=a, z=z, at=lay.work + b * chunk: ch.home.read_into(
+                    at, buf[a:z])
 
 
 def chain_allreduce(comm, src: memoryview, dst: memoryview, dtype: DType, op: RedOp, *,

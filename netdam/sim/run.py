@@ -102,9 +102,13 @@ ALGORITHMS = {
     ("all_reduce", "chain"): _offload(offload.chain_allreduce),
     ("all_reduce", "tree"): _offload(offload.tree_allreduce),
     ("broadcast", "binomial"): lambda ctx, r: A.broadcast_binomial(r, ctx.n, ctx.bufs[r], 0),
+    ("broadcast", "multicast"): lambda ctx, r: offload.multicast_broadcast(
+        ctx.hosts[r].comm, ctx.bufs[r], 0),
     ("reduce", "binomial"): lambda ctx, r: A.reduce_binomial(r, ctx.n, ctx.bufs[r], 0,
                                                              ctx.red),
     ("all_gather", "ring"): lambda ctx, r: A.all_gather_ring(r, ctx.n, ctx.bufs[r], ctx.spans),
+    ("all_gather", "multicast"): lambda ctx, r: offload.multicast_all_gather(
+        ctx.hosts[r].comm, ctx.bufs[r], ctx.spans),
     ("reduce_scatter", "ring"): lambda ctx, r: A.reduce_scatter_ring(r, ctx.n, ctx.bufs[r],
                                                                      ctx.spans, ctx.red),
     ("all_to_all", "pairwise"): lambda ctx, r: A.all_to_all_pairwise(

@@ -38,3 +38,17 @@ def test_timing_only_modes_agree_with_the_packet_mode_at_bandwidth_sizes(algo):
     # stated tolerance: 10 % here (8 ranks); BENCHMARKS.md records 64 ranks
     for mode in ("sized", "chunk"):
         assert times[mode] == pytest.approx(times["packet"], rel=0.10), (mode, times)
+
+
+@pytest.mark.parametrize("collective", ["broadcast", "all_gather"])
+def test_the_devices_multicast_is_modeled_alike_in_every_mode(collective):
+    """The multicast broadcast and all_gather (one-device chains after a gathered start):
+    the same datagrams per flow in every mode, and times within the same 10 %."""
+    runs = {mode: simulate(SimConfig(collective=collective, algo="multicast", nodes=6,
+                                     size=6 * 40_000, mode=mode, topology="ring"))
+            for mode in ("packet", "sized", "chunk")}
+    packet = runs.pop("packet")
+    assert packet.correct is True
+    for mode, r in runs.items():
+        assert r.flows == packet.flows, mode
+        assert r.time_ns == pytest.approx(packet.time_ns, rel=0.10), mode
