@@ -1,5 +1,6 @@
 """Failure semantics with real processes: a host or a device killed in the middle of
-collectives. Invariants: every surviving host's pending collective ends with a clear
+collectives (all_reduce on the hosts and in the devices, the devices' multicast
+broadcast and all_gather). Invariants: every surviving host's pending collective ends with a clear
 error (a timeout naming what did not arrive) within the configured bound, never hangs
 and never reports a wrong result as success, and refuses any later collective on that
 communicator (its ranks are out of step); the coordinator marks the dead member dead;
@@ -28,9 +29,20 @@ WORKER = textwrap.dedent("""
     i = 0
     while True:
         x = np.arange(1024, dtype=np.float32) + comm.rank + i
-        want = sum(np.arange(1024, dtype=np.float32) + r + i for r in range(comm.size))
+        kind = i %% 5      # all_reduce three ways, the devices' broadcast and all_gather
         try:
-            got = comm.all_reduce(x, algo=("ring", "chain", "recursive_doubling")[i %% 3])
+            if kind < 3:
+                want = sum(np.arange(1024, dtype=np.float32) + r + i
+                           for r in range(comm.size))
+                got = comm.all_reduce(x, algo=("ring", "chain", "recursive_doubling")[kind])
+            elif kind == 3:
+                root = i %% comm.size
+                want = np.arange(1024, dtype=np.float32) + root + i
+                got = comm.broadcast(x, root, algo="multicast")
+            else:
+                want = np.stack([np.arange(1024, dtype=np.float32) + r + i
+                                 for r in range(comm.size)])
+                got = comm.all_gather(x, algo="multicast")
         except NetdamError as exc:
             try:                     # a failed communicator refuses to go on
                 comm.barrier()
