@@ -3,7 +3,8 @@
 Owns the soak run and its checker. It starts a LocalCluster with fault injection (the
 usual ``--loss --dup --reorder --corrupt --delay --seed`` flags; a default mix when none
 is given), runs one worker per rank (``python -m netdam.soak worker``) that loops over
-all_reduce (every algorithm), all_gather, reduce_scatter, broadcast, barrier and the
+all_reduce (every algorithm), all_gather and broadcast (on the hosts and through the
+devices' multicast), reduce_scatter, barrier and the
 agent's primitives (write/read, atomic_add, compare_swap, put_signal/wait_signal), each
 checked against its expected value, for the given time. Rank 0 decides when to stop
 (a broadcast at the top of every round), so every rank runs the same rounds.
@@ -84,6 +85,7 @@ def _collectives(comm, i: int):
     if comm.offload_ok:
         algos += ["chain", "tree"]
     algo = algos[i % len(algos)]
+    spread = "multicast" if comm.offload_ok and i % 2 else None   # else the host's
     total = sum(base + k + i for k in range(n))
 
     def all_reduce():
@@ -91,7 +93,7 @@ def _collectives(comm, i: int):
         assert np.array_equal(got, total), f"all_reduce ({algo}) differs"
 
     def all_gather():
-        got = comm.all_gather(np.full(64, r * 1000 + i, np.int64))
+        got = comm.all_gather(np.full(64, r * 1000 + i, np.int64), algo=spread)
         want = np.repeat((np.arange(n) * 1000 + i)[:, None], 64, axis=1)
         assert np.array_equal(got, want), "all_gather differs"
 
@@ -104,11 +106,12 @@ def _collectives(comm, i: int):
     def broadcast():
         root = i % n
         x = np.full(1000, i if r == root else -1, np.int32)
-        comm.broadcast(x, root=root)
+        comm.broadcast(x, root=root, algo=spread)
         assert (x == i).all(), "broadcast differs"
 
-    return [(f"all_reduce {algo or 'auto'}", all_reduce), ("all_gather", all_gather),
-            ("reduce_scatter", reduce_scatter), ("broadcast", broadcast),
+    return [(f"all_reduce {algo or 'auto'}", all_reduce),
+            (f"all_gather {spread or 'auto'}", all_gather),
+            ("reduce_scatter", reduce_scatter), (f"broadcast {spread or 'auto'}", broadcast),
             ("barrier", comm.barrier)]
 
 
