@@ -144,7 +144,8 @@ class Communicator:
         self.node_groups: dict[int, int] | None = None   # node -> multicast group (MoE)
         self.moe_counters = {"multicasts": 0, "unicasts": 0}
         self.offload_ok = len({a.device for a in areas}) == size and \
-            len({a.offset for a in areas}) == 1 and group is not None
+            len({a.offset for a in areas}) == 1 and group is not None and \
+            self.layout.work_bytes > 0     # a split's areas have no work area
         self._work: np.ndarray | None = None    # the mapped work area (work_buffer)
 
     # -- registered buffers --------------------------------------------------------------
