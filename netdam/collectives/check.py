@@ -155,5 +155,5 @@ def busbw(collective: str, nbytes: int, seconds: float, n: int) -> tuple[float, 
     return algbw, algbw * BUSBW_FACTOR[collective](n)
 
 
-__all__ = ["BUSBW_FACTOR", "input_count", "case_size", "make_input", "reduce_all", "same", "busbw", "numpy_dtype",
-           "encode_bits", "decode_bits", "DType", "moe_input", "moe_expert", "moe_reference"]
+__all__ = ["BUSBW_FACTOR", "input_count", "case_size", "make_input", "reduce_all", "same",
+           "busbw", "numpy_dtype", "encode_bits", "decode_bits", "DType", "moe_input", "moe_expert", "moe_reference"]

@@ -31,6 +31,7 @@ from netdam.wire.fields import DType, RedOp
 #: algorithms selectable with ``algo=`` for all_reduce
 ALLREDUCE_ALGOS = ("ring", "recursive_doubling", "one_shot", "chain", "tree", "hierarchical",
                    "auto")
+#: algorithms selectable with ``algo=`` for broadcast and all_gather (the hosts' first)
 BROADCAST_ALGOS = ("binomial", "multicast")
 ALL_GATHER_ALGOS = ("ring", "multicast")
 #: from these sizes (a broadcast's buffer, an all_gather's gathered array) the automatic
@@ -242,6 +243,7 @@ class Communicator:
         esize = x.dtype.itemsize
         if name in ("chain", "tree"):     # the devices read x and write the result: no copy
             res = self._out_buffer(x, out)
+            self._staged(f"all_reduce({name})", x, res)
             src, dst = as_bytes(x), as_bytes(res)
             gen = offload.chain_allreduce(self, src, dst, dt, rop, deterministic=det) \
                 if name == "chain" else offload.tree_allreduce(self, src, dst, dt, rop)
@@ -367,6 +369,7 @@ class Communicator:
             raise UsageError("broadcast needs a C-contiguous NumPy array (it works in place)")
         devices = x.nbytes >= MULTICAST_BROADCAST and self._may_stage(x)
         if self._choose(algo, BROADCAST_ALGOS, "broadcast", devices) == "multicast":
+            self._staged("broadcast(multicast)", x)
             gen = offload.multicast_broadcast(self, as_bytes(x), root)
         else:
             gen = A.broadcast_binomial(self.rank, self.size, as_bytes(x), root)
@@ -381,9 +384,11 @@ class Communicator:
         if res.shape != (self.size, *x.shape) or res.dtype != x.dtype:
             raise UsageError(f"out must have shape {(self.size, *x.shape)} and dtype {x.dtype}")
         res[self.rank] = x
-        devices = res.nbytes >= MULTICAST_ALL_GATHER and self._may_stage(x)
+        devices = res.nbytes >= MULTICAST_ALL_GATHER and self._may_stage(x) \
+            and self._work is None          # it gathers in the work area, never in place
         spans = [(r * x.nbytes, (r + 1) * x.nbytes) for r in range(self.size)]
         if self._choose(algo, ALL_GATHER_ALGOS, "all_gather", devices) == "multicast":
+            self._staged("all_gather(multicast)", x, res, in_place=False)
             gen = offload.multicast_all_gather(self, as_bytes(res), spans)
         else:
             gen = A.all_gather_ring(self.rank, self.size, as_bytes(res), spans)
@@ -402,6 +407,21 @@ class Communicator:
         if algo in (None, "auto"):
             return choices[1] if devices else choices[0]
         return algo
+
+    def _staged(self, what: str, *arrays: np.ndarray, in_place: bool = True) -> None:
+        """An in-network algorithm stages its data in the work area, which a registered
+        buffer shares: an array of the caller's may lie in it only as that buffer itself,
+        from its start (and not at all where ``in_place`` is False); else a UsageError,
+        before anything is sent (the copies in and out would overlap it)."""
+        if self._work is None:
+            return
+        for a in arrays:
+            if a.nbytes and np.may_share_memory(a, self._work) and not (
+                    in_place and a.ctypes.data == self.work_address):
+                raise UsageError(
+                    f"{what}: an array in the registered buffer (work_buffer) must start "
+                    f"at its beginning{'' if in_place else ' and is not allowed here'}; "
+                    "pass a copy")
 
     def _may_stage(self, x: np.ndarray) -> bool:
         """May an automatic choice run ``x`` through the devices' work area? Not while a

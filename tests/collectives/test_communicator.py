@@ -67,6 +67,18 @@ SCRIPT = textwrap.dedent("""
     c = comm.broadcast(np.full(1 << 16, r, np.float32), 0)      # 256 KiB: auto
     assert (big == n).all() and (c == 0).all() and (b == 7).all()
     assert comm.all_reduce(b, out=b).tolist()[:2] == [7 * n] * 2   # the buffer itself
+    # an array inside the registered buffer but not at its start would overlap the
+    # in-network algorithms' staging: refused before anything is sent, the buffer intact
+    for call in (lambda: comm.all_reduce(b[4:], algo="chain"),
+                 lambda: comm.broadcast(b[4:], algo="multicast"),
+                 lambda: comm.all_gather(b, algo="multicast")):
+        try:
+            call()
+        except UsageError as exc:
+            assert "registered buffer" in str(exc), exc
+        else:
+            raise AssertionError("staged an array that overlaps the registered buffer")
+    assert (b == 7 * n).all()
     try:
         comm.work_buffer(1 << 30, np.float32)
     except UsageError as exc:
