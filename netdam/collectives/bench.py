@@ -52,7 +52,8 @@ from netdam.ui import progress_bar
 #: algorithms swept per collective when --algo is not given
 ALGOS = {"all_reduce": ["ring", "recursive_doubling", "one_shot", "chain", "tree"],
          "broadcast": ["binomial", "multicast"], "all_gather": ["ring", "multicast"]}
-OFFLOAD = ("chain", "tree")     #: the in-network algorithms (--registered applies to them)
+#: the in-network algorithms that work in place (--registered applies to them)
+OFFLOAD = {"all_reduce": ("chain", "tree"), "broadcast": ("multicast",)}
 
 
 def sizes(begin: int, end: int, factor: float, step: int | None) -> list[int]:
@@ -99,7 +100,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                             f"{c}: {', '.join(a)}" for c, a in ALGOS.items()))
     p.add_argument("--no-check", action="store_true", help="do not check results")
     p.add_argument("-R", "--registered", action="store_true",
-                   help="in-network all_reduce (chain, tree) in place on a buffer that "
+                   help="in-network all_reduce (chain, tree) and the multicast broadcast "
+                        "in place on a buffer that "
                         "lives in the device's work area, like nccl-tests -R with NCCL's "
                         "registered buffers: no host copy in or out (sizes up to the "
                         "work area, 64 MiB here; larger ones run as usual)")
@@ -154,7 +156,8 @@ def plan(args: argparse.Namespace) -> tuple[int, list[dict]]:
                               "dtype": args.dtype, "bits": bits, "op": args.op,
                               "root": args.root, "warmup": args.warmup, "iters": args.iters,
                               "check": not args.no_check,
-                              "registered": bool(args.registered) and algo in OFFLOAD
+                              "registered": bool(args.registered)
+                              and algo in OFFLOAD.get(coll, ())
                               and size <= registrable})
     return n, cases
 

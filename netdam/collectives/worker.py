@@ -90,7 +90,9 @@ def _prepare(comm, case: dict, x):
     """The argument of one iteration, made before the clock starts (a registered case
     puts it in the device's work area, as nccl-tests -R fills registered buffers)."""
     if case["collective"] == "broadcast":
-        return x.copy() if comm.rank == case.get("root", 0) else np.zeros_like(x)
+        x = x if comm.rank == case.get("root", 0) else np.zeros_like(x)
+        if not case.get("registered"):
+            return x.copy()
     if case.get("registered"):
         buf = comm.work_buffer(len(x), x.dtype)
         buf[:] = x

@@ -65,6 +65,16 @@ def test_registered_applies_to_in_network_sizes_that_fit_the_work_area():
         ("ring", 32, False), ("ring", 64, False), ("ring", 128, False)]
 
 
+def test_registered_applies_to_the_multicast_broadcast_too():
+    p = argparse.ArgumentParser()
+    bench.add_arguments(p)
+    _, cases = bench.plan(p.parse_args(["broadcast", "all_gather", "--nodes", "4", "-b",
+                                        "1M", "-e", "1M", "-R"]))
+    assert [(c["collective"], c["algo"], c["registered"]) for c in cases] == [
+        ("broadcast", "binomial", False), ("broadcast", "multicast", True),
+        ("all_gather", "ring", False), ("all_gather", "multicast", False)]
+
+
 def test_algo_picks_each_collectives_own_algorithms():
     """``--algo`` names algorithms across collectives: each runs those it has (or its one
     algorithm); a name no collective has is refused."""
