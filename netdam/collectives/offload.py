@@ -60,6 +60,13 @@ def _address(buf: memoryview) -> int | None:
     return np.frombuffer(buf, np.uint8).ctypes.data if len(buf) else None
 
 
+def _is_work(comm, buf: memoryview) -> bool:
+    """Is ``buf`` the registered work area itself (``comm.work_buffer``, from its start),
+    so that it is neither copied into the work area nor out of it?"""
+    work = getattr(comm, "work_address", None)
+    return work is not None and _address(buf) == work
+
+
 def rounds(comm, src: memoryview, dst: memoryview, esize: int, body, *,
            barrier: bool = True):
     """Run an in-device algorithm round by round: each round puts this rank's part of
@@ -80,16 +87,15 @@ def rounds(comm, src: memoryview, dst: memoryview, esize: int, body, *,
     n, rank, lay = comm.size, comm.rank, comm.layout
     home = comm.areas[rank]
     step = lay.work_bytes - lay.work_bytes % (esize * n)
-    work = getattr(comm, "work_address", None)
     for start in range(0, len(src), step):
         part = src[start:start + step]
         out = dst[start:start + len(part)]
-        if work is None or _address(part) != work:
+        if not _is_work(comm, part):
             yield lambda: comm.agent.write(home + lay.work, part, timeout=comm.timeout)
         if barrier:
             yield from A.barrier_dissemination(rank, n)
         yield from body(A.blocks(len(part) // esize, n, esize))
-        if work is None or _address(out) != work:
+        if not _is_work(comm, out):
             yield lambda: comm.channels.home.read_into(lay.work, out)
 
 
@@ -135,10 +141,9 @@ def multicast_broadcast(comm, buf: memoryview, root: int):
     area its rank still reads. Buffers larger than the work area go in rounds."""
     rank, lay, ch = comm.rank, comm.layout, comm.channels
     home = comm.areas[rank]
-    work = getattr(comm, "work_address", None)
     for start in range(0, len(buf), lay.work_bytes):
         part = buf[start:start + lay.work_bytes]
-        mapped = work is not None and _address(part) == work
+        mapped = _is_work(comm, part)
         if rank == root and not mapped:
             yield lambda part=part: comm.agent.write(home + lay.work, part,
                                                      timeout=comm.timeout)
