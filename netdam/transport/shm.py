@@ -584,9 +584,7 @@ class ShmClient:
                 raise ValueError(f"a watched word must be an aligned u64 inside the device's "
                                  f"{size} bytes, not at {offset:#x}")
         self.responses.arm(conds)
-        if self._memory is None:
-            self._memory = _attach(self.info["memory"])
-        buf = self._memory.buf
+        buf = self._memory_buf()
         for offset, value in conds:
             if _U64.unpack_from(buf, offset)[0] >= value:
                 self.responses.disarm()
@@ -622,13 +620,17 @@ class ShmClient:
         if offset < 0 or length < 0 or offset + length > rlen:
             raise PermissionError(f"[{offset}, {offset + length}) lies outside the region "
                                   f"of {rlen} bytes")
-        if self._memory is None:
-            self._memory = _attach(self.info["memory"])
-        view = np.ndarray((length,), np.uint8, self._memory.buf, region["base"] + offset)
+        view = np.ndarray((length,), np.uint8, self._memory_buf(), region["base"] + offset)
         if not write:
             view.flags.writeable = False
         self._views.append(view)
         return view
+
+    def _memory_buf(self) -> memoryview:
+        """The device's memory segment, attached on first use."""
+        if self._memory is None:
+            self._memory = _attach(self.info["memory"])
+        return self._memory.buf
 
     def close(self) -> None:
         """Detach (never unlinks: the device owns the segments) and free the slot."""
