@@ -41,6 +41,7 @@ from rich.table import Table
 from netdam.api import fit_layout
 from netdam.collectives import compare
 from netdam.collectives.check import BUSBW_FACTOR, case_size, input_count, numpy_dtype
+from netdam.collectives.communicator import ALL_GATHER_ALGOS, BROADCAST_ALGOS
 from netdam.collectives.plot import busbw_svg
 from netdam.collectives.run_cmd import parse_size
 from netdam.collectives.runner import MEM_SIZE, Result, run_cases
@@ -51,7 +52,7 @@ from netdam.ui import progress_bar
 
 #: algorithms swept per collective when --algo is not given
 ALGOS = {"all_reduce": ["ring", "recursive_doubling", "one_shot", "chain", "tree"],
-         "broadcast": ["binomial", "multicast"], "all_gather": ["ring", "multicast"]}
+         "broadcast": list(BROADCAST_ALGOS), "all_gather": list(ALL_GATHER_ALGOS)}
 #: the in-network algorithms that work in place (--registered applies to them)
 OFFLOAD = {"all_reduce": ("chain", "tree"), "broadcast": ("multicast",)}
 

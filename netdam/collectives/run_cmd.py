@@ -12,16 +12,18 @@ import argparse
 from rich.console import Console
 
 from netdam.collectives.check import BUSBW_FACTOR, input_count, numpy_dtype
+from netdam.collectives.communicator import (ALL_GATHER_ALGOS, ALLREDUCE_ALGOS,
+                                             BROADCAST_ALGOS)
 from netdam.collectives.runner import run_cases
 from netdam.collectives.types import OP_NAMES
 from netdam.demo import report
 from netdam.errors import UsageError
 from netdam.transport.faults import add_fault_arguments, given_faults
 
-ALGOS = {"all_reduce": ("auto", "ring", "recursive_doubling", "one_shot", "chain", "tree",
-                        "hierarchical"),
-         "broadcast": ("auto", "binomial", "multicast"),
-         "all_gather": ("auto", "ring", "multicast")}
+#: what ``--algo`` may name, per collective (the communicator's ``algo=`` choices)
+ALGOS = {"all_reduce": ("auto", *(a for a in ALLREDUCE_ALGOS if a != "auto")),
+         "broadcast": ("auto", *BROADCAST_ALGOS),
+         "all_gather": ("auto", *ALL_GATHER_ALGOS)}
 
 
 def parse_size(text: str) -> int:
