@@ -129,7 +129,8 @@ class Waiting:
 
     def _watches(self, watch) -> dict | None:
         """What a sleep watches, per device: the caller's words and those of the signal
-        waiters that look in place; None if nothing, or more than one watch holds."""
+        waiters that look in place; None if nothing, or more words of one device than a
+        watch holds (``WATCH_MAX``)."""
         out = {} if watch is None else {watch[0]: list(watch[1])}
         for w in self._waiters:
             c = w.watch
