@@ -44,7 +44,7 @@ def rank_main(count: int, nbytes: int, out: str) -> int:
     payload = payload[:nbytes]
     agent.write(mine, bytes(8))
     comm.barrier()
-    times, r0, t_cpu = [], None, None
+    times, r0 = [], None
     for i in range(WARMUP + count):
         if i == WARMUP:
             r0 = resource.getrusage(resource.RUSAGE_SELF)
