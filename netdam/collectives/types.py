@@ -23,6 +23,11 @@ NUMPY_TO_DTYPE = {
     "bfloat16": DType.BFLOAT16, "float8_e4m3fn": DType.FP8_E4M3, "float8_e5m2": DType.FP8_E5M2,
 }
 
+#: the same, keyed by the dtypes themselves (a dtype's ``name`` is built in Python, a
+#: dictionary lookup of the dtype is not: this is on every collective call's path)
+_BY_DTYPE = {np.dtype(name): d for name, d in NUMPY_TO_DTYPE.items()
+             if hasattr(np, name)}
+
 #: names accepted for ``dtype=`` (bit patterns stored in uint8/uint16 arrays)
 DTYPE_NAMES = {d.name.lower(): d for d in DType if d is not DType.NONE} | {
     "fp8_e4m3": DType.FP8_E4M3, "fp8_e5m2": DType.FP8_E5M2, "e4m3": DType.FP8_E4M3,
@@ -53,6 +58,9 @@ def resolve_dtype(array: np.ndarray, dtype: str | int | None = None) -> DType:
         if array.dtype.itemsize != DTYPE_SIZE[d]:
             raise UsageError(f"dtype {d.name} has {DTYPE_SIZE[d]}-byte elements, the array "
                              f"has {array.dtype.itemsize}-byte {array.dtype}")
+        return d
+    d = _BY_DTYPE.get(array.dtype)
+    if d is not None:
         return d
     name = array.dtype.name
     if name not in NUMPY_TO_DTYPE:
