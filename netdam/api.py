@@ -24,7 +24,7 @@ from netdam.collectives.communicator import MAX_SPLITS, Communicator
 from netdam.collectives.p2p import Layout
 from netdam.control.auth import from_env as auth_from_env
 from netdam.control.client import ControlClient
-from netdam.capture.pcap import capture_from_env
+from netdam.capture.pcap import ENV_PCAP, capture_from_env
 from netdam.errors import NetdamError, UsageError
 from netdam.transport.faults import FaultConfig
 from netdam.transport.udp import warn_if_exposed
@@ -58,8 +58,14 @@ def _stride(layout: Layout) -> int:
 
 
 def init(*, timeout: float = 30.0, deterministic: bool = False, env=None,
-         layout: Layout | None = None) -> Communicator:
-    """Join the job described by the environment; return the world communicator."""
+         layout: Layout | None = None, load_store: bool | None = None) -> Communicator:
+    """Join the job described by the environment; return the world communicator.
+
+    ``load_store``: whether ranks of one node reach each other's areas with loads and
+    stores (``netdam.collectives.scaleup``) instead of device operations; default: yes,
+    unless NETDAM_LOAD_STORE=0 or this rank captures its datagrams (NETDAM_PCAP), so
+    that a capture shows every exchange. It holds for the job only if it holds for every
+    rank (each publishes its own when it registers), so all ranks choose alike."""
     env = os.environ if env is None else env
     b = detect(env)
     if b.coordinator is None:
@@ -76,8 +82,15 @@ def init(*, timeout: float = 30.0, deterministic: bool = False, env=None,
     mine = [m for m in devices if m["node"] == b.node] or devices
     home = mine[b.local_rank % len(mine)]
 
+    if load_store is None:
+        flag = env.get("NETDAM_LOAD_STORE", "1")
+        if flag not in ("0", "1"):
+            client.close()
+            raise UsageError(f"NETDAM_LOAD_STORE={flag!r}: expected 0 or 1")
+        load_store = flag == "1" and not env.get(ENV_PCAP)
     reply = client.register("host", node=b.node, name=f"rank{b.rank}",
-                            info={"job": job, "rank": b.rank, "home": home["id"]})
+                            info={"job": job, "rank": b.rank, "home": home["id"],
+                                  "load_store": bool(load_store)})
     beat: dict = {}
     client.start_heartbeat(0.5, lambda: beat)
     mtu = int(env.get("NETDAM_MTU", DEFAULT_MTU))
@@ -104,7 +117,7 @@ def init(*, timeout: float = 30.0, deterministic: bool = False, env=None,
         for m in devices:
             if m["node"] != b.node:
                 agent.add_device(m["info"], path="udp" if via is None else "relay", via=via)
-        ranks = _wait_for_job(client, job, b.world_size, timeout)
+        ranks, load_store = _wait_for_job(client, job, b.world_size, timeout)
         # areas: ranks sharing a home device are packed in rank order
         per_device: dict[int, int] = {}
         for r in range(b.world_size):
@@ -123,7 +136,8 @@ def init(*, timeout: float = 30.0, deterministic: bool = False, env=None,
         comm = Communicator(agent, b.rank, b.world_size, areas, layout=layout,
                             group=WORLD_GROUP if one_per_device else None, timeout=timeout,
                             deterministic=deterministic, control=client,
-                            nodes=[node_of[ranks[r]] for r in range(b.world_size)])
+                            nodes=[node_of[ranks[r]] for r in range(b.world_size)],
+                            load_store=load_store)
         # the start-up barrier: my counters are zero before anyone can send to me
         comm.channels.reset()
         beat.update(ready=job)
@@ -142,14 +156,16 @@ def _job_hosts(client: ControlClient, job: str) -> list[dict]:
             if m["role"] == "host" and m["info"].get("job") == job]
 
 
-def _wait_for_job(client: ControlClient, job: str, size: int, timeout: float) -> dict[int, int]:
-    """Rank -> home device of every rank of ``job``, once all have registered."""
+def _wait_for_job(client: ControlClient, job: str, size: int,
+                  timeout: float) -> tuple[dict[int, int], bool]:
+    """Rank -> home device of every rank of ``job``, once all have registered, and
+    whether every one of them allows load/store."""
     deadline = time.monotonic() + timeout
     while True:
-        hosts = _job_hosts(client, job)
-        ranks = {m["info"]["rank"]: m["info"]["home"] for m in hosts if m["alive"]}
+        hosts = [m for m in _job_hosts(client, job) if m["alive"]]
+        ranks = {m["info"]["rank"]: m["info"]["home"] for m in hosts}
         if len(ranks) == size:
-            return ranks
+            return ranks, all(m["info"].get("load_store", False) for m in hosts)
         if time.monotonic() > deadline:
             raise NetdamError(f"only {len(ranks)} of {size} ranks of job {job!r} joined "
                               f"within {timeout:g} s")

@@ -21,7 +21,7 @@ from firmware_model import alu
 from firmware_model import fp8 as fp8_codec
 from netdam.agent import Addr, Agent, NetdamTimeout
 from netdam.collectives import algorithms as A
-from netdam.collectives import moe, offload
+from netdam.collectives import moe, offload, scaleup
 from netdam.collectives.p2p import Channels, Layout, as_bytes
 from netdam.collectives.schedule import Recv, ScheduleError, Send
 from netdam.collectives.types import resolve_dtype, resolve_op
@@ -29,8 +29,8 @@ from netdam.errors import NetdamError, UsageError
 from netdam.wire.fields import DType, RedOp
 
 #: algorithms selectable with ``algo=`` for all_reduce
-ALLREDUCE_ALGOS = ("ring", "recursive_doubling", "one_shot", "chain", "tree", "hierarchical",
-                   "auto")
+ALLREDUCE_ALGOS = ("ring", "recursive_doubling", "one_shot", "load_store", "chain", "tree",
+                   "hierarchical", "auto")
 #: algorithms selectable with ``algo=`` for broadcast and all_gather (the hosts' first)
 BROADCAST_ALGOS = ("binomial", "multicast")
 ALL_GATHER_ALGOS = ("ring", "multicast")
@@ -38,8 +38,14 @@ ALL_GATHER_ALGOS = ("ring", "multicast")
 #: choice lets the devices multicast (BENCHMARKS.md)
 MULTICAST_BROADCAST = 64 << 10
 MULTICAST_ALL_GATHER = 256 << 10
+#: ... where all ranks are on one node and store into each other's areas (the hosts'
+#: binomial tree wins below this; their ring all_gather at every size)
+MULTICAST_BROADCAST_ONE_NODE = 16 << 20
 #: up to this many bytes sent per rank ((n-1) x the buffer), one step wins: one-shot
 ONE_SHOT = 64 << 10
+#: up to this many bytes per rank (and one stage), ranks that all share one node's
+#: memory reduce through it with loads and stores (scaleup.py); beyond, the ring
+LOAD_STORE = 256 << 10
 #: below this many bytes, latency wins: recursive doubling
 SMALL = 64 << 10
 #: from this many bytes on, the bandwidth algorithms win on this emulator (BENCHMARKS.md)
@@ -122,7 +128,8 @@ class Communicator:
     def __init__(self, agent: Agent, rank: int, size: int, areas: list[Addr], *,
                  layout: Layout | None = None, group: int | None = None,
                  timeout: float = 30.0, deterministic: bool = False, control=None,
-                 parent: "Communicator | None" = None, nodes: list[int] | None = None):
+                 parent: "Communicator | None" = None, nodes: list[int] | None = None,
+                 load_store: bool = True):
         if len(areas) != size or not 0 <= rank < size:
             raise UsageError(f"rank {rank} / size {size} / {len(areas)} areas disagree")
         self.agent, self.rank, self.size, self.areas = agent, rank, size, areas
@@ -134,7 +141,9 @@ class Communicator:
         self.nodes = list(nodes) if nodes is not None else list(range(size))
         self._hier: tuple | None = None   # (intra-node, leaders) communicators, made once
         self._children: list[Communicator] = []
-        self.channels = Channels(agent, rank, areas, self.layout, timeout=timeout)
+        self.load_store = load_store    #: may ranks of one node load/store each other's areas
+        self.channels = Channels(agent, rank, areas, self.layout, timeout=timeout,
+                                 load_store=load_store)
         self._queue: deque[Request] = deque()
         self.broken: str | None = None   # set by the first failed collective
         self._splits = 0
@@ -253,6 +262,8 @@ class Communicator:
         if name == "hierarchical":
             self._hier_comms()   # collective splits, before this request is queued
             gen = self._hierarchical(res, op, dtype)
+        elif name == "load_store":
+            gen = scaleup.allreduce_load_store(self, buf, red)
         elif det and name != "one_shot":     # one-shot sums in rank order already
             gen = A.allreduce_canonical(self.rank, self.size, buf, esize, red)
         else:
@@ -267,6 +278,12 @@ class Communicator:
         if algo == "hierarchical" and det:
             raise UsageError("hierarchical sums per node first; reproducible mode needs "
                              "ring, recursive_doubling, one_shot or chain")
+        if algo == "load_store" and not self.load_store_ok:
+            raise UsageError("the load_store algorithm needs every rank's home device on "
+                             "this node's shared memory (and load/store not turned off)")
+        if algo == "load_store" and nbytes > scaleup.load_store_max(self):
+            raise UsageError(f"the load_store algorithm takes at most "
+                             f"{scaleup.load_store_max(self)} bytes per rank, not {nbytes}")
         if algo in ("chain", "tree") and not self.offload_ok:
             raise UsageError(f"the {algo} (in-network) algorithm needs one rank per device "
                              "and a multicast group of those devices")
@@ -282,6 +299,12 @@ class Communicator:
             # node and on two, and a fraction of their host CPU; ``devices``: unless a
             # registered buffer holds other data), else hierarchical when nodes hold
             # several ranks (scale-up first), else around the ring
+            if self.load_store_ok:
+                # one node, ranks storing into each other's areas: the hosts beat the
+                # devices at every size (BENCHMARKS.md), no exchange beats one round
+                if nbytes <= min(LOAD_STORE, scaleup.load_store_max(self)):
+                    return "load_store"
+                return "canonical" if det else "ring"
             if nbytes * (self.size - 1) <= ONE_SHOT:
                 return "one_shot"
             if det:
@@ -300,6 +323,12 @@ class Communicator:
         """The all_reduce algorithm ``algo=None`` picks for ``nbytes`` on this topology."""
         return self._choose_allreduce(None, nbytes, deterministic,
                                       self.offload_ok and self._work is None)
+
+    @property
+    def load_store_ok(self) -> bool:
+        """Whether the ranks may run ``algo="load_store"``: they are all on one node (which
+        every rank knows alike, so all choose alike) and this rank maps every area."""
+        return self.size > 1 and len(set(self.nodes)) == 1 and self.channels.load_store
 
     def _multi_rank_nodes(self) -> bool:
         nodes = self.nodes
@@ -367,7 +396,8 @@ class Communicator:
         root = self._root(root)
         if not isinstance(x, np.ndarray) or not x.flags.c_contiguous:
             raise UsageError("broadcast needs a C-contiguous NumPy array (it works in place)")
-        devices = x.nbytes >= MULTICAST_BROADCAST and self._may_stage(x)
+        devices = x.nbytes >= (MULTICAST_BROADCAST_ONE_NODE if self.load_store_ok
+                               else MULTICAST_BROADCAST) and self._may_stage(x)
         if self._choose(algo, BROADCAST_ALGOS, "broadcast", devices) == "multicast":
             self._staged("broadcast(multicast)", x)
             gen = offload.multicast_broadcast(self, as_bytes(x), root)
@@ -385,7 +415,8 @@ class Communicator:
             raise UsageError(f"out must have shape {(self.size, *x.shape)} and dtype {x.dtype}")
         res[self.rank] = x
         devices = res.nbytes >= MULTICAST_ALL_GATHER and self._may_stage(x) \
-            and self._work is None          # it gathers in the work area, never in place
+            and self._work is None \
+            and not self.load_store_ok   # one node: the ring's stores beat it at every size
         spans = [(r * x.nbytes, (r + 1) * x.nbytes) for r in range(self.size)]
         if self._choose(algo, ALL_GATHER_ALGOS, "all_gather", devices) == "multicast":
             self._staged("all_gather(multicast)", x, res, in_place=False)
@@ -494,8 +525,11 @@ class Communicator:
         return self._start("all_to_allv", gen, lambda: res, block)
 
     def barrier(self, *, block: bool = True):
-        return self._start("barrier", A.barrier_dissemination(self.rank, self.size),
-                           lambda: None, block)
+        """Every rank has entered: one round of posted words where ranks load and store
+        each other's areas (``scaleup``), else a dissemination barrier of messages."""
+        gen = scaleup.barrier_load_store(self) if self.load_store_ok else \
+            A.barrier_dissemination(self.rank, self.size)
+        return self._start("barrier", gen, lambda: None, block)
 
     # -- expert parallelism (moe.py) -------------------------------------------------------
     def moe_dispatch(self, x: np.ndarray, topk_idx, num_experts: int, *, topk_weights=None,
@@ -587,7 +621,9 @@ class Communicator:
                                layout=Layout(len(ranks), self.layout.slots,
                                              self.layout.slot_bytes, 0),
                                timeout=self.timeout, deterministic=self.deterministic,
-                               control=self.control, parent=self)
+                               control=self.control, parent=self,
+                               nodes=[self.nodes[r] for r in ranks],
+                               load_store=self.load_store)
             sub.channels.reset()
             self._children.append(sub)
         self.barrier()   # nobody sends in a new communicator before everyone has reset

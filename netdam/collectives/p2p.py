@@ -31,6 +31,18 @@ Reading home-device memory is a zero-copy view of the device's shared memory whe
 host is on the device's node (the scale-up path), else READs. Sends are non-blocking and
 progress whenever the rank waits, so no algorithm deadlocks on flow control.
 
+Scale-up by loads and stores (``stores``): where this rank maps a peer's area writable
+(the peer's home device is on this node's shared memory, its region grants it, and this
+CPU keeps stores in order, ``shm.ORDERED_CPU``), a piece to that peer is copied into its
+slot and then its head word is incremented by a plain store, and a credit back to it is
+added to its credit word the same way: each of those words has one writer, so no atomic
+is needed, and the data is in memory before the count (SPEC §4.10's order, kept by the
+CPU instead of the device). No device operation, answer or wake-up is involved. The
+protocol and the words are the same, so either side may use either path. A device sees
+no such store and rings no doorbell for it, so a rank waiting only for words its peers
+store yields its CPU for ``YIELD_SPIN`` and then pauses as ``Pacer`` says (never a
+watch).
+
 Waiting: every check of a home word that comes up short (a head word, a credit word,
 an offload word) is noted; when a rank has nothing to do it sleeps in the agent with a
 watch on those words (``Agent.progress(watch=...)``), so its home device's doorbell wakes
@@ -48,6 +60,7 @@ and one aggregation word per block (the aggregation tree).
 
 from __future__ import annotations
 
+import os
 import time
 from collections import deque
 from dataclasses import dataclass
@@ -57,12 +70,15 @@ import numpy as np
 from netdam.agent import Addr, Agent, NetdamTimeout
 from netdam.collectives.schedule import Recv, Send
 from netdam.errors import NetdamError
-from netdam.transport.shm import WATCH_MAX
+from netdam.transport.shm import ORDERED_CPU, WATCH_MAX
 
 WORD = 8
 #: after a wait starts, re-check this long without sleeping (an answer is often already
 #: on its way, and on a busy machine every sleep costs a context switch)
 SPIN = 30e-6
+#: while a rank waits only for words its peers store themselves (load/store channels),
+#: yield its CPU this long before sleeping: the peer that will store is runnable
+YIELD_SPIN = 500e-6
 #: shortest sleep while waiting
 SLEEP_MIN = 50e-6
 #: longest sleep while waiting on another rank's message
@@ -96,10 +112,14 @@ class Layout:
         return 2 * self.n * WORD
 
     @property
+    def slot_end(self) -> int:
+        """End of the words and slots (what a load/store channel maps)."""
+        return self.slot_base + self.n * self.slots * self.slot_bytes
+
+    @property
     def work(self) -> int:
         """Offset of the offload work area (64-byte aligned)."""
-        end = self.slot_base + self.n * self.slots * self.slot_bytes
-        return (end + 63) // 64 * 64
+        return (self.slot_end + 63) // 64 * 64
 
     @property
     def offload_signal(self) -> int:
@@ -157,6 +177,15 @@ class Pacer:
             old + (waited - old) / 8
 
 
+@dataclass(frozen=True)
+class StoreArea:
+    """A rank's area mapped writable in this process: its bytes, and its head and
+    credit words as u64."""
+
+    view: np.ndarray
+    words: np.ndarray
+
+
 class _HomeMemory:
     """This rank's own area on its home device: a mapped view, or READs when remote."""
 
@@ -188,7 +217,7 @@ class Channels:
     """All point-to-point channels of one rank in one communicator."""
 
     def __init__(self, agent: Agent, rank: int, areas: list[Addr], layout: Layout, *,
-                 timeout: float = 30.0):
+                 timeout: float = 30.0, load_store: bool = True):
         self.agent, self.rank, self.areas, self.layout = agent, rank, areas, layout
         self.timeout = timeout
         self.home = _HomeMemory(agent, areas[rank], layout.size)
@@ -206,9 +235,33 @@ class Channels:
         self._watchable = (self.home.mapped and agent.can_watch(base.device)
                            and base.offset % WORD == 0)
         self._wants: dict[int, int] = {}     # home words found short since the last sleep
+        #: per rank, its area mapped for this rank's loads and stores, or None
+        self.stores: list[StoreArea | None] = [self._map_area(p) if load_store else None
+                                               for p in range(n)]
+        self.load_store_rounds = 0    # rounds of the load_store all_reduce (scaleup.py)
+        self._stored_words = {o for p in range(n) if p != rank and self.stores[p]
+                              for o in (layout.heads + p * WORD, layout.credits + p * WORD)}
         self.counters = {"pieces_sent": 0, "pieces_received": 0, "bytes_sent": 0,
                          "bytes_received": 0, "credit_waits": 0, "credits_returned": 0,
-                         "credit_adds": 0, "sleeps_woken": 0, "sleeps_timed": 0}
+                         "credit_adds": 0, "pieces_stored": 0, "sleeps_woken": 0,
+                         "sleeps_timed": 0}
+
+    def _map_area(self, rank: int) -> StoreArea | None:
+        """Rank ``rank``'s words and slots mapped writable, when its home device is on
+        this node's shared memory and grants it (and this CPU orders stores)."""
+        lay, area = self.layout, self.areas[rank]
+        if not ORDERED_CPU or area.offset % WORD:
+            return None
+        try:
+            view = self.agent.map_device_memory(area, lay.slot_end)
+        except (PermissionError, NetdamError):
+            return None
+        return StoreArea(view, view[:lay.slot_base].view("<u8"))
+
+    @property
+    def load_store(self) -> bool:
+        """Whether this rank reaches every rank's area with loads and stores."""
+        return all(self.stores)
 
     def reset(self) -> None:
         """Zero this rank's head, credit and offload-signal words (before the job's
@@ -223,6 +276,7 @@ class Channels:
         self.slots_sent = [0] * lay.n
         self.slots_received = [0] * lay.n
         self._owed = [0] * lay.n
+        self.load_store_rounds = 0
 
     # -- sending ---------------------------------------------------------------------------
     @property
@@ -236,10 +290,14 @@ class Channels:
     def send(self, op: Send) -> None:
         data = memoryview(op.data).cast("B")
         step = self.layout.slot_bytes
+        stored = self.stores[op.peer] is not None   # copied into its slot by _push
         for i in range(self.pieces(len(data))):
-            self._outbox.append((op.peer, bytes(data[i * step:(i + 1) * step])))
+            piece = data[i * step:(i + 1) * step]
+            self._outbox.append((op.peer, piece if stored else bytes(piece)))
         self._idle_since = None    # a new phase of the algorithm: its waits start now
         self._push()
+        if stored and self._outbox:   # pieces still waiting for a slot: keep a copy
+            self._outbox = deque((p, bytes(piece)) for p, piece in self._outbox)
 
     def _push(self) -> None:
         """Post queued pieces that have a free slot (in order per peer)."""
@@ -254,14 +312,21 @@ class Channels:
                 blocked.add(peer)
                 self._outbox.append((peer, piece))
                 continue
-            dst = self.areas[peer]
-            h = self.agent.put_signal_nb(dst + lay.slot(self.rank, k), piece,
-                                         dst + (lay.heads + self.rank * WORD), 1,
-                                         timeout=self.timeout)
+            area = self.stores[peer]
+            if area is not None:      # scale-up: store the piece, then its count
+                if piece:
+                    at = lay.slot(self.rank, k)
+                    area.view[at:at + len(piece)] = np.frombuffer(piece, np.uint8)
+                area.words[self.rank] += 1       # only this rank writes this word
+                self.counters["pieces_stored"] += 1
+            else:
+                dst = self.areas[peer]
+                self._inflight.append(self.agent.put_signal_nb(
+                    dst + lay.slot(self.rank, k), piece,
+                    dst + (lay.heads + self.rank * WORD), 1, timeout=self.timeout))
             self.sent[peer] += 1
             if piece:        # an empty piece (a barrier's message) takes no slot
                 self.slots_sent[peer] = k + 1
-            self._inflight.append(h)
             self.counters["pieces_sent"] += 1
             self.counters["bytes_sent"] += len(piece)
         if blocked:
@@ -315,8 +380,13 @@ class Channels:
             self._owed[peer] = owed
             return
         self._owed[peer] = 0
-        self._inflight.append(self.agent.atomic_add_nb(
-            self.areas[peer] + (lay.credits + self.rank * WORD), owed, timeout=self.timeout))
+        area = self.stores[peer]
+        if area is not None:
+            area.words[lay.n + self.rank] += owed      # only this rank writes this word
+        else:
+            self._inflight.append(self.agent.atomic_add_nb(
+                self.areas[peer] + (lay.credits + self.rank * WORD), owed,
+                timeout=self.timeout))
         self.counters["credits_returned"] += owed
         self.counters["credit_adds"] += 1
 
@@ -371,7 +441,8 @@ class Channels:
         """Post what has credit, retire what finished, let the agent move datagrams."""
         self._push()
         self._reap()
-        self.agent.progress(0.0)
+        if self._inflight or not self.agent.rel.idle():
+            self.agent.progress(0.0)
 
     def _want(self, offset: int, value: int) -> None:
         """A check of the home word at ``offset`` found it short of ``value``."""
@@ -385,7 +456,8 @@ class Channels:
         wants, self._wants = self._wants, {}
         if not wants and self._inflight:          # only answers to wait for
             self.agent.progress(longest)
-        elif not self._watchable or not wants or len(wants) > WATCH_MAX:
+        elif not self._watchable or not wants or len(wants) > WATCH_MAX or \
+                not self._stored_words.isdisjoint(wants):   # no device sees those
             self.counters["sleeps_timed"] += 1
             return False
         else:
@@ -404,11 +476,16 @@ class Channels:
         """Nothing to do right now (waiting for a peer's message or an
         acknowledgement): sleep on a watch, else a short pause as ``Pacer`` says, at
         most ``P2P_SLEEP_MAX``."""
-        if self._watch_sleep(P2P_SLEEP_MAX):
+        stored = not self._inflight and self._wants and \
+            self._stored_words.issuperset(self._wants)
+        if not stored and self._watch_sleep(P2P_SLEEP_MAX):
             return
         now = time.monotonic()
         if self._idle_since is None:
             self._idle_since = now
+        elif stored and now - self._idle_since < YIELD_SPIN:
+            self._wants.clear()
+            os.sched_yield()      # the peer that will store may be waiting for a CPU
         else:
             self.pacer.pause("p2p", now - self._idle_since, P2P_SLEEP_MAX)
 

@@ -1,0 +1,152 @@
+"""Scale-up by loads and stores, on real clusters: ranks of one node reduce through each
+other's mapped device memory without one device operation, bit for bit in rank order,
+round after round (more rounds than stages, with a late rank); their point-to-point
+channels store pieces and credits the same way; the automatic choice takes it on one
+node only; a rank that never posts makes the others fail with a timeout naming it; and
+NETDAM_LOAD_STORE=0 (or a capture) puts every exchange back on the devices."""
+
+import io
+import sys
+import textwrap
+
+import pytest
+
+from netdam.cluster import LocalCluster
+from netdam.launch import run_hosts
+
+SCRIPT = textwrap.dedent("""
+    import time
+    import numpy as np, netdam
+    from netdam.collectives.check import make_input
+    from netdam.errors import UsageError
+    comm = netdam.init(timeout=30)
+    r, n, agent, ch = comm.rank, comm.size, comm.agent, comm.channels
+    assert comm.load_store_ok and ch.load_store
+    stage = comm.layout.slot_bytes
+
+    def rank_order(xs, op):
+        acc = xs[0].copy()
+        for x in xs[1:]:
+            acc = op(acc, x)
+        return acc
+
+    # every dtype and op, empty to a whole stage, more rounds than stages, rank 1 late
+    # now and then: bit-identical to the rank-order reduction, no device operation
+    ops = agent.counters["ops"]
+    cases = [("float32", "sum", np.add), ("float64", "sum", np.add),
+             ("int32", "max", np.maximum), ("uint16", "bxor", np.bitwise_xor),
+             ("int64", "prod", np.multiply)]
+    rounds = 0
+    for dtype, op, fn in cases:
+        for count in (0, 1, 3001, stage // np.dtype(dtype).itemsize):
+            xs = [make_input(q, count, dtype, rounds, op) for q in range(n)]
+            if r == 1 and rounds % 3 == 0:
+                time.sleep(0.02)
+            got = comm.all_reduce(xs[r], op, algo="load_store")
+            want = rank_order(xs, fn)
+            assert got.dtype == want.dtype and got.tobytes() == want.tobytes(), \\
+                (dtype, op, count)
+            rounds += 1
+    assert rounds > comm.layout.slots
+    comm.barrier()
+    assert agent.counters["ops"] == ops, (agent.counters["ops"], ops)
+
+    # the automatic choice: load_store up to a stage, then the ring (the canonical sum
+    # in reproducible mode); a barrier is one round of posted words
+    assert comm.algorithm_for(4096) == "load_store"
+    assert comm.algorithm_for(stage + 4) == "ring"
+    assert comm.algorithm_for(stage + 4, deterministic=True) == "canonical"
+    before = comm.channels.load_store_rounds
+    comm.barrier()
+    assert comm.channels.load_store_rounds == before + 1
+
+    # the ring's pieces and credits are stored too: no device operation, every piece
+    stored = dict(ch.counters)
+    big = np.full(3 * stage, r + 1, np.float32)
+    got = comm.all_reduce(big, algo="ring")
+    assert (got == n * (n + 1) / 2).all()
+    moved = {k: ch.counters[k] - stored[k] for k in stored}
+    assert moved["pieces_stored"] == moved["pieces_sent"] > 0, moved
+    assert moved["credits_returned"] > 0 and agent.counters["ops"] == ops, moved
+
+    # a non-blocking call, and refusals before anything is stored
+    req = comm.all_reduce_nb(np.ones(10, np.int32), algo="load_store")
+    assert (req.wait() == n).all()
+    try:
+        comm.all_reduce(np.zeros(stage // 4 + 1, np.float32), algo="load_store")
+    except UsageError as e:
+        assert "at most" in str(e), e
+    else:
+        raise AssertionError("a buffer beyond one stage was taken")
+    assert comm.all_reduce(np.ones(4, np.float32)).tolist() == [n] * 4   # still in step
+    print("rank", r, "ok", flush=True)
+""")
+
+LATE = textwrap.dedent("""
+    import time
+    import numpy as np, netdam
+    from netdam.handle import NetdamTimeout
+    comm = netdam.init(timeout=10)
+    comm.timeout = 2
+    if comm.rank == 2:       # alive, but never posts
+        time.sleep(4)
+        print("rank 2 ok", flush=True)
+    else:
+        try:
+            comm.all_reduce(np.ones(8, np.float32), algo="load_store")
+        except NetdamTimeout as e:
+            assert "rank 2 did not post" in str(e), e
+            print("rank", comm.rank, "ok", flush=True)
+""")
+
+OFF = textwrap.dedent("""
+    import numpy as np, netdam
+    from netdam.errors import UsageError
+    comm = netdam.init(timeout=30)
+    r, n, ch = comm.rank, comm.size, comm.channels
+    assert not comm.load_store_ok and not ch.load_store
+    assert comm.algorithm_for(4096) != "load_store"
+    ops = comm.agent.counters["ops"]
+    got = comm.all_reduce(np.full(70_000, r, np.float32), algo="ring")
+    assert (got == n * (n - 1) / 2).all()
+    assert ch.counters["pieces_stored"] == 0 and comm.agent.counters["ops"] > ops
+    try:
+        comm.all_reduce(np.ones(4, np.float32), algo="load_store")
+    except UsageError as e:
+        assert "this node" in str(e), e
+    else:
+        raise AssertionError("load_store ran without loads and stores")
+    print("rank", r, "ok", flush=True)
+""")
+
+
+@pytest.mark.timeout(180)
+def test_load_store_all_reduce_and_channels_on_one_node(run_job):
+    with LocalCluster(nodes=1, devices_per_node=3, mem_size=64 << 20) as c:
+        run_job(c, SCRIPT, 3, job="loadstore")
+
+
+@pytest.mark.timeout(120)
+def test_a_rank_that_never_posts_is_named_in_a_timeout(run_job):
+    with LocalCluster(nodes=1, devices_per_node=3, mem_size=64 << 20) as c:
+        run_job(c, LATE, 3, job="late")
+
+
+@pytest.mark.timeout(120)
+def test_turned_off_by_the_environment_and_refused_across_nodes(run_job):
+    with LocalCluster(nodes=1, devices_per_node=2, mem_size=64 << 20) as c:
+        run_job(c, OFF, 2, job="off", env={"NETDAM_LOAD_STORE": "0"})
+    with LocalCluster(nodes=2, mem_size=64 << 20) as c:    # one rank per node
+        run_job(c, OFF, 2, job="nodes")
+
+
+@pytest.mark.timeout(60)
+def test_a_bad_setting_is_refused_by_name(tmp_path):
+    script = tmp_path / "bad.py"
+    script.write_text("import netdam\nnetdam.init(timeout=10)\n")
+    with LocalCluster(nodes=1, mem_size=1 << 20) as c:
+        out = io.StringIO()
+        code = run_hosts(c, 1, [sys.executable, str(script)], out=out, err=out,
+                         timeout=30, extra_env={"NETDAM_LOAD_STORE": "yes"})
+    text = out.getvalue()
+    assert code != 0 and "NETDAM_LOAD_STORE='yes': expected 0 or 1" in text, text
