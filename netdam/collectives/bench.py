@@ -51,7 +51,8 @@ from netdam.transport.faults import add_fault_arguments, given_faults
 from netdam.ui import progress_bar
 
 #: algorithms swept per collective when --algo is not given
-ALGOS = {"all_reduce": ["ring", "recursive_doubling", "one_shot", "chain", "tree"],
+ALGOS = {"all_reduce": ["ring", "recursive_doubling", "one_shot", "load_store", "chain",
+                        "tree"],
          "broadcast": list(BROADCAST_ALGOS), "all_gather": list(ALL_GATHER_ALGOS)}
 #: the in-network algorithms that work in place (--registered applies to them)
 OFFLOAD = {"all_reduce": ("chain", "tree"), "broadcast": ("multicast",)}
@@ -144,14 +145,21 @@ def plan(args: argparse.Namespace) -> tuple[int, list[dict]]:
     unknown = sorted(set(args.algo or ()) - known)
     if unknown:
         raise UsageError(f"unknown algorithm(s) {unknown}; choose from {sorted(known)}")
+    if "load_store" in (args.algo or ()) and (args.nodes > 1 or args.pcap):
+        raise UsageError("load_store needs every rank on one node (--nodes 1) and no "
+                         "--pcap (it sends no datagram)")
     cases = []
-    registrable = fit_layout(n, 1, MEM_SIZE).work_bytes   # -R: one rank's work area
+    layout = fit_layout(n, 1, MEM_SIZE)
+    registrable = layout.work_bytes   # -R: one rank's work area
     for coll in args.collectives:
         algos = ALGOS.get(coll, [None])
         if args.algo:     # in the order given
             algos = [a for a in dict.fromkeys(args.algo) if a in algos] or [None]
         for algo in algos:
             for size in sizes(args.minbytes, args.maxbytes, args.stepfactor, args.stepbytes):
+                if algo == "load_store" and (args.nodes > 1 or args.pcap
+                                             or size > layout.slot_bytes):
+                    continue     # it runs on one node, up to one slot per rank
                 count = input_count(coll, size // storage.itemsize, n)   # per rank
                 cases.append({"collective": coll, "algo": algo, "count": count,
                               "dtype": args.dtype, "bits": bits, "op": args.op,
