@@ -50,6 +50,8 @@ LOAD_STORE = 256 << 10
 SMALL = 64 << 10
 #: from this many bytes on, the bandwidth algorithms win on this emulator (BENCHMARKS.md)
 LARGE = 1 << 20
+#: ... and the chain wins over the hierarchical one where ranks of a node load and store
+LARGE_SHARED = 4 << 20
 #: sub-communicators one communicator can split off (each gets its own slots)
 MAX_SPLITS = 3
 
@@ -295,8 +297,9 @@ class Communicator:
             # by size and topology, after the figures in BENCHMARKS.md: the smallest sizes
             # take one step (one-shot, rank order, so reproducible too), other
             # latency-bound ones log2(n) exchanges; larger ones go through the devices
-            # (the chain: faster than every host algorithm from 1 MiB, on one device per
-            # node and on two, and a fraction of their host CPU; ``devices``: unless a
+            # (the chain: faster than every host algorithm from 1 MiB on one device per
+            # node, from 4 MiB on nodes of several ranks that load and store, and a
+            # fraction of their host CPU; ``devices``: unless a
             # registered buffer holds other data), else hierarchical when nodes hold
             # several ranks (scale-up first), else around the ring
             if self.load_store_ok:
@@ -311,12 +314,14 @@ class Communicator:
                 return "chain" if devices and nbytes >= SMALL else "canonical"
             if nbytes < LARGE:
                 return "recursive_doubling"
-            if devices:
+            hier = self._multi_rank_nodes() and (self._hier is not None
+                                                 or self._splits + 2 <= self.max_splits)
+            # ranks of a node that store into each other's areas: scale-up first beats
+            # the chain below LARGE_SHARED (BENCHMARKS.md); the job-wide setting, so
+            # that a rank alone on its node chooses as the others do
+            if devices and not (hier and self.load_store and nbytes < LARGE_SHARED):
                 return "chain"
-            if self._multi_rank_nodes() and (self._hier is not None
-                                             or self._splits + 2 <= self.max_splits):
-                return "hierarchical"
-            return "ring"
+            return "hierarchical" if hier else "ring"
         return algo
 
     def algorithm_for(self, nbytes: int, deterministic: bool = False) -> str:

@@ -1,8 +1,9 @@
 """Scale-up by loads and stores, on real clusters: ranks of one node reduce through each
 other's mapped device memory without one device operation, bit for bit in rank order,
 round after round (more rounds than stages, with a late rank); their point-to-point
-channels store pieces and credits the same way; the automatic choice takes it on one
-node only; a rank that never posts makes the others fail with a timeout naming it; and
+channels store pieces and credits the same way, between ranks of one node only; the
+automatic choice takes it on one node only, and scale-up first below 4 MiB on nodes of
+several ranks; a rank that never posts makes the others fail with a timeout naming it; and
 NETDAM_LOAD_STORE=0 (or a capture) puts every exchange back on the devices."""
 
 import io
@@ -119,6 +120,30 @@ OFF = textwrap.dedent("""
     print("rank", r, "ok", flush=True)
 """)
 
+TWO_NODES = textwrap.dedent("""
+    import os
+    import numpy as np, netdam
+    comm = netdam.init(timeout=30)
+    r, n, ch = comm.rank, comm.size, comm.channels
+    same = [q for q in range(n) if comm.nodes[q] == comm.nodes[r]]
+    on = os.environ.get("NETDAM_LOAD_STORE", "1") == "1"
+    assert [q for q in range(n) if ch.stores[q]] == (same if on else []), ch.stores
+    assert not comm.load_store_ok
+    # scale-up first below 4 MiB where a node's ranks store; the chain otherwise
+    assert comm.algorithm_for(2 << 20) == ("hierarchical" if on else "chain")
+    assert comm.algorithm_for(4 << 20) == "chain"
+    got = comm.all_reduce(np.full(50_000, r + 1, np.float32), algo="hierarchical")
+    assert (got == n * (n + 1) / 2).all()
+    before = dict(ch.counters)
+    got = comm.all_to_all(np.arange(n * 1000, dtype=np.int32) + 10_000 * r)
+    assert (got.reshape(n, 1000) == np.arange(r * 1000, (r + 1) * 1000)
+            + 10_000 * np.arange(n)[:, None]).all()
+    moved = {k: ch.counters[k] - before[k] for k in before}
+    # a piece to the other rank of this node is stored; the two across go as requests
+    assert moved["pieces_stored"] == (moved["pieces_sent"] // (n - 1) if on else 0), moved
+    print("rank", r, "ok", flush=True)
+""")
+
 
 @pytest.mark.timeout(180)
 def test_load_store_all_reduce_and_channels_on_one_node(run_job):
@@ -138,6 +163,13 @@ def test_turned_off_by_the_environment_and_refused_across_nodes(run_job):
         run_job(c, OFF, 2, job="off", env={"NETDAM_LOAD_STORE": "0"})
     with LocalCluster(nodes=2, mem_size=64 << 20) as c:    # one rank per node
         run_job(c, OFF, 2, job="nodes")
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("flag", ["1", "0"])
+def test_two_nodes_store_inside_a_node_only(run_job, flag):
+    with LocalCluster(nodes=2, devices_per_node=2, mem_size=64 << 20) as c:
+        run_job(c, TWO_NODES, 4, job="two", env={"NETDAM_LOAD_STORE": flag})
 
 
 @pytest.mark.timeout(60)
