@@ -52,7 +52,7 @@ from netdam.ui import progress_bar
 
 #: algorithms swept per collective when --algo is not given
 ALGOS = {"all_reduce": ["ring", "recursive_doubling", "one_shot", "load_store", "chain",
-                        "tree"],
+                        "tree", "hierarchical"],
          "broadcast": list(BROADCAST_ALGOS), "all_gather": list(ALL_GATHER_ALGOS)}
 #: the in-network algorithms that work in place (--registered applies to them)
 OFFLOAD = {"all_reduce": ("chain", "tree"), "broadcast": ("multicast",)}
@@ -155,6 +155,8 @@ def plan(args: argparse.Namespace) -> tuple[int, list[dict]]:
         algos = ALGOS.get(coll, [None])
         if args.algo:     # in the order given
             algos = [a for a in dict.fromkeys(args.algo) if a in algos] or [None]
+        elif args.nodes == 1 or args.devices_per_node == 1:   # one level: hierarchical
+            algos = [a for a in algos if a != "hierarchical"]  # would be another name
         for algo in algos:
             for size in sizes(args.minbytes, args.maxbytes, args.stepfactor, args.stepbytes):
                 if algo == "load_store" and (args.nodes > 1 or args.pcap
