@@ -1,12 +1,13 @@
 """The yardsticks beside ``netdam bench``: other libraries, and the physical limits.
 
-Owns the parent side of ``--compare gloo|mpi`` and ``--baseline``:
+Owns the parent side of ``--compare gloo|mpi|mpi-shm`` and ``--baseline``:
 
 - **References** (one row of ``REFERENCES`` each): the same cases (collective, size,
   dtype, op, root; warm-up and timed iterations, every one checked) run by
   torch.distributed over Gloo (N local processes meeting at ``tcp://127.0.0.1:PORT``,
   Gloo's own sockets kept on ``lo``) or by mpi4py under Open MPI (``mpirun --mca btl
-  tcp,self``, TCP on loopback), with the same world size. Results come back as
+  tcp,self``, TCP on loopback; ``mpi-shm``: ``--mca btl vader,self``, its shared-memory
+  transport, the yardstick for ranks of one node), with the same world size. Results come back as
   ``runner.Result``, merged exactly as netdam's own ranks' lines are (time = the slowest
   rank's median).
 - **Baselines**: the same number of bytes moved by a minimal UDP stream (one sender, one
@@ -61,13 +62,18 @@ class Reference:
     dtypes: frozenset[str]
 
 
+_MPI_DTYPES = frozenset({"float32", "float64", "int8", "int16", "int32", "int64", "uint8",
+                        "uint16", "uint32", "uint64"})
+
 REFERENCES = {
     "gloo": Reference("Gloo", ("torch",), (), INSTALL_TORCH,
                       frozenset({"float32", "float64", "float16", "bfloat16", "int8", "uint8",
                                  "int32", "int64"})),
-    "mpi": Reference("Open MPI", ("mpi4py",), ("mpirun",), INSTALL_MPI,
-                     frozenset({"float32", "float64", "int8", "int16", "int32", "int64",
-                                "uint8", "uint16", "uint32", "uint64"})),
+    "mpi": Reference("Open MPI", ("mpi4py",), ("mpirun",), INSTALL_MPI, _MPI_DTYPES),
+    # the same over its shared-memory transport: what to set beside netdam's ranks of
+    # one node, which load and store each other's memory
+    "mpi-shm": Reference("Open MPI shm", ("mpi4py",), ("mpirun",), INSTALL_MPI,
+                         _MPI_DTYPES),
 }
 
 BASELINES = ("udp stream", "memcpy")
@@ -115,8 +121,9 @@ def _commands(name: str, n: int, argv: list[str]) -> list[tuple[list[str], dict]
         return [(argv, {"RANK": str(r), "WORLD_SIZE": str(n), "MASTER_PORT": port,
                         "MASTER_ADDR": "127.0.0.1", "GLOO_SOCKET_IFNAME": "lo"})
                 for r in range(n)]
-    mpirun = ["mpirun", "-n", str(n), "--oversubscribe", "--bind-to", "none",
-              "--mca", "btl", "tcp,self", "--mca", "btl_tcp_if_include", "lo",
+    btl = ["--mca", "btl", "vader,self"] if name == "mpi-shm" else \
+        ["--mca", "btl", "tcp,self", "--mca", "btl_tcp_if_include", "lo"]
+    mpirun = ["mpirun", "-n", str(n), "--oversubscribe", "--bind-to", "none", *btl,
               "--mca", "oob_tcp_if_include", "lo"]
     if os.geteuid() == 0:
         mpirun.append("--allow-run-as-root")

@@ -121,7 +121,7 @@ class Mpi:
         pass
 
 
-LIBRARIES = {"gloo": Gloo, "mpi": Mpi}
+LIBRARIES = {"gloo": Gloo, "mpi": Mpi, "mpi-shm": Mpi}   # mpi-shm: another transport
 
 #: collective -> (shape of the output for n ranks and count, the reference answer)
 COLLECTIVES = {

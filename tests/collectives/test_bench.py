@@ -5,6 +5,7 @@ checked for consistency, never for speed)."""
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
@@ -87,6 +88,27 @@ def test_algo_picks_each_collectives_own_algorithms():
         ("all_reduce", "chain"), ("broadcast", "multicast"), ("all_to_all", None)]
     with pytest.raises(bench.UsageError, match="unknown algorithm"):
         bench.plan(p.parse_args(["broadcast", "--algo", "nope"]))
+
+
+def test_load_store_and_hierarchical_are_swept_where_they_apply():
+    """load_store on one node, up to one slot per rank (256 KiB here); hierarchical where
+    nodes hold several ranks; either named where it cannot run is refused or skipped."""
+    p = argparse.ArgumentParser()
+    bench.add_arguments(p)
+
+    def swept(*argv):
+        _, cases = bench.plan(p.parse_args(["all_reduce", "-b", "64K", "-e", "1M", *argv]))
+        return sorted({(c["algo"], c["count"] * 4) for c in cases
+                       if c["algo"] in ("load_store", "hierarchical")})
+    assert swept("--nodes", "1", "--devices-per-node", "4") == [
+        ("load_store", 64 << 10), ("load_store", 256 << 10)]
+    assert swept("--nodes", "2", "--devices-per-node", "2") == [
+        ("hierarchical", 64 << 10), ("hierarchical", 256 << 10), ("hierarchical", 1 << 20)]
+    assert swept("--nodes", "4") == []
+    assert swept("--nodes", "4", "--algo", "hierarchical") == [
+        ("hierarchical", 64 << 10), ("hierarchical", 256 << 10), ("hierarchical", 1 << 20)]
+    with pytest.raises(bench.UsageError, match="one node"):
+        swept("--nodes", "2", "--algo", "load_store")
 
 
 def test_an_all_gather_is_sized_by_its_gathered_array_as_in_nccl_tests():
@@ -212,6 +234,26 @@ def test_compare_gloo_without_torch_is_one_line(tmp_path):
     err = p.stderr.strip()
     assert "needs torch" in err and "pip install torch" in err and "Traceback" not in err
     assert len(err.splitlines()) <= 2   # one line, perhaps wrapped by the terminal width
+
+
+@pytest.mark.timeout(120)
+def test_compare_mpi_over_shared_memory_beside_load_store(tmp_path):
+    """Ranks of one node against Open MPI's shared-memory transport, in the same run."""
+    pytest.importorskip("mpi4py")
+    if shutil.which("mpirun") is None:
+        pytest.skip("needs mpirun (Open MPI)")
+    out = tmp_path / "rows.json"
+    p = subprocess.run([sys.executable, "-m", "netdam", "bench", "all_reduce", "--nodes", "1",
+                        "--devices-per-node", "2", "--algo", "load_store", "-b", "4K", "-e",
+                        "4K", "-w", "0", "-n", "3", "--compare", "mpi-shm", "--json",
+                        str(out)], capture_output=True, text=True, timeout=110)
+    assert p.returncode == 0, p.stdout + p.stderr
+    rows = {r["library"]: r for r in json.loads(out.read_text())}
+    assert sorted(rows) == ["mpi-shm", "netdam"]
+    assert rows["mpi-shm"]["wrong"] == 0 and rows["mpi-shm"]["ranks"] == 2
+    assert rows["netdam"]["wrong"] == 0 and rows["netdam"]["algo"] == "load_store"
+    assert rows["netdam"]["vs_mpi-shm"] == pytest.approx(
+        rows["netdam"]["busbw"] / rows["mpi-shm"]["busbw"])
 
 
 @pytest.mark.timeout(60)
