@@ -239,6 +239,8 @@ class Channels:
         self.stores: list[StoreArea | None] = [self._map_area(p) if load_store else None
                                                for p in range(n)]
         self.load_store_rounds = 0    # rounds of the load_store all_reduce (scaleup.py)
+        # the head and credit words that peers store into this rank's area (a peer
+        # decides as this rank does: its device on this node, the same grants)
         self._stored_words = {o for p in range(n) if p != rank and self.stores[p]
                               for o in (layout.heads + p * WORD, layout.credits + p * WORD)}
         self.counters = {"pieces_sent": 0, "pieces_received": 0, "bytes_sent": 0,
@@ -317,7 +319,7 @@ class Channels:
                 if piece:
                     at = lay.slot(self.rank, k)
                     area.view[at:at + len(piece)] = np.frombuffer(piece, np.uint8)
-                area.words[self.rank] += 1       # only this rank writes this word
+                area.words[lay.heads // WORD + self.rank] += 1   # its one writer: us
                 self.counters["pieces_stored"] += 1
             else:
                 dst = self.areas[peer]
@@ -382,7 +384,7 @@ class Channels:
         self._owed[peer] = 0
         area = self.stores[peer]
         if area is not None:
-            area.words[lay.n + self.rank] += owed      # only this rank writes this word
+            area.words[lay.credits // WORD + self.rank] += owed   # its one writer: us
         else:
             self._inflight.append(self.agent.atomic_add_nb(
                 self.areas[peer] + (lay.credits + self.rank * WORD), owed,
