@@ -6,9 +6,9 @@ time (us: the median of the timed iterations on the slowest rank), algbw and bus
 (GB/s), #wrong (every iteration checked unless ``--no-check``), plus the host CPU seconds
 per collective (the offload claim: in-network algorithms leave the host nearly idle).
 ``--json`` writes every row, ``--plot`` draws busbw against size as SVG (``plot.py``),
-``--pcap`` captures the whole run. ``--compare gloo|mpi|mpi-shm`` and ``--baseline`` add the
-yardsticks of ``compare.py`` to the same run: a ratio column per library and the raw
-limits (UDP stream, memcpy) of each size.
+``--pcap`` captures the whole run. ``--compare gloo|mpi|mpi-shm`` and ``--baseline``
+add the yardsticks of ``compare.py`` to the same run: a ratio column per library and the
+raw limits (UDP stream, memcpy) of each size.
 
 algbw = size / time. busbw = algbw x the nccl-tests factor for n ranks (``check.BUSBW_FACTOR``),
 the share of the data each rank's link must carry, so busbw reads against a link's speed:
