@@ -159,10 +159,10 @@ def plan(args: argparse.Namespace) -> tuple[int, list[dict]]:
             algos = [a for a in algos if a != "hierarchical"]  # would be another name
         for algo in algos:
             for size in sizes(args.minbytes, args.maxbytes, args.stepfactor, args.stepbytes):
-                if algo == "load_store" and (args.nodes > 1 or args.pcap
-                                             or size > layout.slot_bytes):
-                    continue     # it runs on one node, up to one slot per rank
                 count = input_count(coll, size // storage.itemsize, n)   # per rank
+                if algo == "load_store" and (args.nodes > 1 or args.pcap or
+                                             count * storage.itemsize > layout.slot_bytes):
+                    continue     # it runs on one node, up to one slot per rank
                 cases.append({"collective": coll, "algo": algo, "count": count,
                               "dtype": args.dtype, "bits": bits, "op": args.op,
                               "root": args.root, "warmup": args.warmup, "iters": args.iters,

@@ -32,8 +32,8 @@ from netdam.wire.fields import DType, RedOp
 ALLREDUCE_ALGOS = ("ring", "recursive_doubling", "one_shot", "load_store", "chain", "tree",
                    "hierarchical", "auto")
 #: algorithms selectable with ``algo=`` for broadcast and all_gather (the hosts' first)
-BROADCAST_ALGOS = ("binomial", "multicast")
-ALL_GATHER_ALGOS = ("ring", "multicast")
+BROADCAST_ALGOS = ("binomial", "multicast", "load_store")
+ALL_GATHER_ALGOS = ("ring", "multicast", "load_store")
 #: from these sizes (a broadcast's buffer, an all_gather's gathered array) the automatic
 #: choice lets the devices multicast (BENCHMARKS.md)
 MULTICAST_BROADCAST = 64 << 10
@@ -280,12 +280,8 @@ class Communicator:
         if algo == "hierarchical" and det:
             raise UsageError("hierarchical sums per node first; reproducible mode needs "
                              "ring, recursive_doubling, one_shot or chain")
-        if algo == "load_store" and not self.load_store_ok:
-            raise UsageError("the load_store algorithm needs every rank's home device on "
-                             "this node's shared memory (and load/store not turned off)")
-        if algo == "load_store" and nbytes > scaleup.load_store_max(self):
-            raise UsageError(f"the load_store algorithm takes at most "
-                             f"{scaleup.load_store_max(self)} bytes per rank, not {nbytes}")
+        if algo == "load_store":
+            self._check_load_store("all_reduce", nbytes)
         if algo in ("chain", "tree") and not self.offload_ok:
             raise UsageError(f"the {algo} (in-network) algorithm needs one rank per device "
                              "and a multicast group of those devices")
@@ -305,7 +301,7 @@ class Communicator:
             if self.load_store_ok:
                 # one node, ranks storing into each other's areas: the hosts beat the
                 # devices at every size (BENCHMARKS.md), no exchange beats one round
-                if nbytes <= min(LOAD_STORE, scaleup.load_store_max(self)):
+                if self._fits_load_store(nbytes):
                     return "load_store"
                 return "canonical" if det else "ring"
             if nbytes * (self.size - 1) <= ONE_SHOT:
@@ -328,6 +324,19 @@ class Communicator:
         """The all_reduce algorithm ``algo=None`` picks for ``nbytes`` on this topology."""
         return self._choose_allreduce(None, nbytes, deterministic,
                                       self.offload_ok and self._work is None)
+
+    def _fits_load_store(self, nbytes: int) -> bool:
+        """Whether the automatic choice takes ``load_store`` for ``nbytes`` per rank."""
+        return self.load_store_ok and nbytes <= min(LOAD_STORE, scaleup.load_store_max(self))
+
+    def _check_load_store(self, what: str, nbytes: int) -> None:
+        """Refuse an explicit ``algo="load_store"`` that cannot run, before anything moves."""
+        if not self.load_store_ok:
+            raise UsageError(f"the load_store {what} needs every rank's home device on "
+                             "this node's shared memory (and load/store not turned off)")
+        if nbytes > scaleup.load_store_max(self):
+            raise UsageError(f"the load_store {what} takes at most "
+                             f"{scaleup.load_store_max(self)} bytes per rank, not {nbytes}")
 
     @property
     def load_store_ok(self) -> bool:
@@ -379,7 +388,9 @@ class Communicator:
         dt, rop = resolve_dtype(x, dtype), resolve_op(op)
         red = self._reducer(dt, rop)
         work = x.copy()
-        if self.deterministic:   # rank order, like every reproducible reduction
+        if self._fits_load_store(x.nbytes):   # one round; rank order, so reproducible
+            gen = scaleup.reduce_load_store(self, as_bytes(work), root, red)
+        elif self.deterministic:   # rank order, like every reproducible reduction
             gen = A.allreduce_canonical(self.rank, self.size, as_bytes(work),
                                         x.dtype.itemsize, red)
         else:
@@ -397,15 +408,19 @@ class Communicator:
     def broadcast(self, x: np.ndarray, root: int = 0, *, algo: str | None = None,
                   block: bool = True):
         """Every rank's ``x`` becomes the root's (in place; returns x). ``algo``:
-        ``binomial`` (hosts) or ``multicast`` (the root's device multicasts it)."""
+        ``binomial`` (hosts), ``multicast`` (the root's device multicasts it) or
+        ``load_store`` (one node: the others copy the root's stage, ``scaleup``)."""
         root = self._root(root)
         if not isinstance(x, np.ndarray) or not x.flags.c_contiguous:
             raise UsageError("broadcast needs a C-contiguous NumPy array (it works in place)")
         devices = x.nbytes >= (MULTICAST_BROADCAST_ONE_NODE if self.load_store_ok
                                else MULTICAST_BROADCAST) and self._may_stage(x)
-        if self._choose(algo, BROADCAST_ALGOS, "broadcast", devices) == "multicast":
+        name = self._choose(algo, BROADCAST_ALGOS, "broadcast", devices, x.nbytes)
+        if name == "multicast":
             self._staged("broadcast(multicast)", x)
             gen = offload.multicast_broadcast(self, as_bytes(x), root)
+        elif name == "load_store":
+            gen = scaleup.broadcast_load_store(self, as_bytes(x), root)
         else:
             gen = A.broadcast_binomial(self.rank, self.size, as_bytes(x), root)
         return self._start("broadcast", gen, lambda: x, block)
@@ -413,7 +428,8 @@ class Communicator:
     def all_gather(self, x: np.ndarray, *, out: np.ndarray | None = None,
                    algo: str | None = None, block: bool = True):
         """Returns an array of shape (size, *x.shape): row r is rank r's x. ``algo``:
-        ``ring`` (hosts) or ``multicast`` (each rank's device multicasts its row)."""
+        ``ring`` (hosts), ``multicast`` (each rank's device multicasts its row) or
+        ``load_store`` (one node: every rank copies every stage, ``scaleup``)."""
         x = self._contiguous(x)
         res = np.empty((self.size, *x.shape), x.dtype) if out is None else out
         if res.shape != (self.size, *x.shape) or res.dtype != x.dtype:
@@ -423,25 +439,33 @@ class Communicator:
             and self._work is None \
             and not self.load_store_ok   # one node: the ring's stores beat it at every size
         spans = [(r * x.nbytes, (r + 1) * x.nbytes) for r in range(self.size)]
-        if self._choose(algo, ALL_GATHER_ALGOS, "all_gather", devices) == "multicast":
+        name = self._choose(algo, ALL_GATHER_ALGOS, "all_gather", devices, x.nbytes)
+        if name == "multicast":
             self._staged("all_gather(multicast)", x, res, in_place=False)
             gen = offload.multicast_all_gather(self, as_bytes(res), spans)
+        elif name == "load_store":
+            gen = scaleup.all_gather_load_store(self, as_bytes(res), spans)
         else:
             gen = A.all_gather_ring(self.rank, self.size, as_bytes(res), spans)
         return self._start("all_gather", gen, lambda: res, block)
 
     def _choose(self, algo: str | None, choices: tuple[str, ...], what: str,
-                devices: bool) -> str:
-        """The algorithm of a collective with a host one (the first choice) and the
-        devices' ``multicast``, which the automatic choice takes when ``devices``."""
+                devices: bool, nbytes: int) -> str:
+        """The algorithm of a collective with a host one (the first choice), the devices'
+        ``multicast``, which the automatic choice takes when ``devices``, and
+        ``load_store``, which it takes first where ``nbytes`` per rank fit it."""
         if algo not in (None, "auto", *choices):
             raise UsageError(f"unknown {what} algorithm {algo!r}; choose from "
                              f"{', '.join(choices)}")
         if algo == "multicast" and not self.offload_ok:
             raise UsageError(f"the multicast {what} needs one rank per device and a "
                              "multicast group of those devices")
+        if algo == "load_store":
+            self._check_load_store(what, nbytes)
         if algo in (None, "auto"):
-            return choices[1] if devices else choices[0]
+            if self._fits_load_store(nbytes):
+                return "load_store"
+            return "multicast" if devices else choices[0]
         return algo
 
     def _staged(self, what: str, *arrays: np.ndarray, in_place: bool = True) -> None:
@@ -476,8 +500,11 @@ class Communicator:
         spans = self._spans(x, counts)
         work = x.copy()
         buf = as_bytes(work)
-        fn = A.reduce_scatter_canonical if self.deterministic else A.reduce_scatter_ring
-        gen = fn(self.rank, self.size, buf, spans, red)
+        if self._fits_load_store(x.nbytes):   # one round; rank order, so reproducible
+            gen = scaleup.reduce_scatter_load_store(self, buf, spans, red)
+        else:
+            fn = A.reduce_scatter_canonical if self.deterministic else A.reduce_scatter_ring
+            gen = fn(self.rank, self.size, buf, spans, red)
         es = x.dtype.itemsize
         lo, hi = spans[self.rank]
         return self._start("reduce_scatter", gen, lambda: work[lo // es:hi // es].copy(),

@@ -1,33 +1,35 @@
 """Scale-up collectives: ranks of one node that load and store each other's device memory.
 
-Owns the ``load_store`` all_reduce and barrier. When every rank of a communicator maps every
-rank's area of its home device (all their devices are on this node's shared memory and
-their regions grant it: ``Channels.load_store``), a small all_reduce needs no device
+Owns the ``load_store`` collectives (all_reduce, reduce, reduce_scatter, broadcast,
+all_gather) and barrier. When every rank of a communicator maps every rank's area of its
+home device (all their devices are on this node's shared memory and their regions grant
+it: ``Channels.load_store``), a collective of at most one slot per rank needs no device
 operation and no message, as NCCL's one-shot all_reduce inside an NVLink domain reads
-its peers' buffers:
+its peers' buffers. Each is one *round*:
 
-- each rank copies its input into its own *stage*, a slot of its own area that no
-  channel uses (``Layout.slot(rank, k)``: nobody sends to itself), and then stores the
+- each rank copies what it contributes into its own *stage*, a slot of its own area that
+  no channel uses (``Layout.slot(rank, k)``: nobody sends to itself), and then stores the
   round number in its own *posted* word (its head word for itself, which no channel
   uses either): the data is in memory before the word says so (stores stay in order on
   this CPU, ``netdam.transport.shm.ORDERED_CPU``);
-- each rank waits until every other rank's posted word has reached the round and reduces
-  the n stages in rank order, ``((x_0 op x_1) op ...) op x_{n-1}``, into its result:
-  bit-identical on every rank and to the canonical algorithm's (reproducible mode).
+- each rank waits until the ranks it reads from have posted the round and reads their
+  stages in place: an all_reduce folds all n in rank order, ``((x_0 op x_1) op ...) op
+  x_{n-1}``, bit-identical on every rank and to the canonical algorithm's (reproducible
+  mode); a reduce does so at the root, a reduce_scatter block by block; a broadcast
+  copies the root's stage, an all_gather every stage. A barrier is a round without data.
 
-Rounds rotate over the ``Layout.slots`` stages. A rank writes round k's stage only after
-it has read every peer's stage of round k-1, and it reads a peer's stage of round k only
-once that peer has posted round k, hence after that peer finished round k-1; so, with two
-stages or more, no stage is overwritten while anyone still reads it. The message size is
-at most one stage (``load_store_max``). A barrier is a round without data: post, then
-wait for every rank's word.
+Rounds rotate over the ``Layout.slots`` stages (the round number picks one). Before a
+rank writes round k's stage, it waits until every rank has posted round k - slots + 1,
+which each posts only after it finished round k - slots, the last one to read that
+stage. In the symmetric collectives that has happened already; a broadcast's root or a
+reduce's contributors may otherwise run ahead of their readers.
 
 Waiting: a rank that finds a peer's word short yields its CPU (the peer is usually
 runnable, and on a busy machine a sleep costs a wake-up) for ``p2p.YIELD_SPIN``, then
 sleeps in pauses that double up to ``p2p.P2P_SLEEP_MAX``; a peer that never posts makes
-it raise ``NetdamTimeout`` naming that peer at the communicator's timeout. Like the in-network
-algorithms' device steps, the wait runs inside the request's progress, so a
-non-blocking call of this algorithm returns once its result is in.
+it raise ``NetdamTimeout`` naming that peer at the communicator's timeout. Like the
+in-network algorithms' device steps, the wait runs inside the request's progress, so a
+non-blocking call of these returns once its result is in.
 
 No device takes part, so no datagram shows the exchange: a capture of a job (or
 ``load_store=False``) turns load/store off (``netdam.api``).
@@ -43,26 +45,51 @@ from netdam.handle import NetdamTimeout
 
 
 def load_store_max(comm) -> int:
-    """The largest all_reduce (bytes per rank) ``load_store`` takes: one stage."""
+    """The most bytes one rank stages in a round: one slot."""
     return comm.layout.slot_bytes
 
 
 def allreduce_load_store(comm, buf: memoryview, red):
     """One rank's ``load_store`` all_reduce of ``buf`` in place (module docstring): a
     generator that stages and posts at once, then yields the wait-and-reduce step."""
-    lay, k = comm.layout, _post(comm, buf)
-    nb = len(buf)
+    k = _post(comm, buf)
+    yield lambda: _fold(comm, k, buf, 0, red, range(comm.size))
+
+
+def reduce_load_store(comm, buf: memoryview, root: int, red):
+    """The reduce: every rank stages ``buf``; the root folds the stages in rank order
+    into its ``buf``, the others are done once they have posted."""
+    k = _post(comm, buf)
+    if comm.rank == root:
+        yield lambda: _fold(comm, k, buf, 0, red, range(comm.size))
+
+
+def reduce_scatter_load_store(comm, buf: memoryview, spans, red):
+    """The reduce_scatter: every rank stages its whole ``buf``; rank r folds block r
+    (``spans[r]``) of every stage in rank order into that block of its ``buf``."""
+    k = _post(comm, buf)
+    lo, hi = spans[comm.rank]
+    yield lambda: _fold(comm, k, buf[lo:hi], lo, red, range(comm.size))
+
+
+def broadcast_load_store(comm, buf: memoryview, root: int):
+    """The broadcast: the root stages ``buf``, every other rank copies it out."""
+    k = _post(comm, buf if comm.rank == root else b"")
+    if comm.rank != root:
+        yield lambda: _fold(comm, k, buf, 0, None, (root,))
+
+
+def all_gather_load_store(comm, buf: memoryview, spans):
+    """The all_gather: every rank stages its own span of ``buf`` and copies every other
+    rank's stage into that rank's span."""
+    lo, hi = spans[comm.rank]
+    k = _post(comm, buf[lo:hi])
 
     def gather() -> None:
-        for p, area in enumerate(comm.channels.stores):
+        for p in range(comm.size):
             if p != comm.rank:
-                _wait_posted(comm, p, k)
-            at = lay.slot(p, k)                   # rank p's stage in its own area
-            src = area.view[at:at + nb].data
-            if p == 0:
-                buf[:] = src
-            else:
-                red(buf, src)
+                a, b = spans[p]
+                _fold(comm, k, buf[a:b], 0, None, (p,))
     yield gather
 
 
@@ -77,11 +104,32 @@ def barrier_load_store(comm):
     yield wait
 
 
+def _fold(comm, k: int, out: memoryview, at: int, red, ranks) -> None:
+    """``out`` = the bytes at offset ``at`` of the round-k stages of ``ranks``, folded
+    with ``red`` in that order (``red`` None: one rank, copied)."""
+    lay, stores, nb = comm.layout, comm.channels.stores, len(out)
+    first = True
+    for p in ranks:
+        if p != comm.rank:
+            _wait_posted(comm, p, k)
+        start = lay.slot(p, k) + at               # rank p's stage in its own area
+        src = stores[p].view[start:start + nb].data
+        if first:
+            out[:] = src
+            first = False
+        else:
+            red(out, src)
+
+
 def _post(comm, data) -> int:
     """Start this rank's next round: stage ``data``, then store the round number in the
-    posted word; returns the round."""
+    posted word; returns the round. The stage was last used ``slots`` rounds ago: first
+    wait until every rank has posted the round after that one (and so has read it)."""
     ch, lay, rank = comm.channels, comm.layout, comm.rank
     k = ch.load_store_rounds = ch.load_store_rounds + 1
+    for p in range(comm.size):
+        if p != rank:
+            _wait_posted(comm, p, k - lay.slots + 1)
     mine, stage = ch.stores[rank], lay.slot(rank, k)
     if len(data):
         mine.view[stage:stage + len(data)] = data

@@ -1,6 +1,7 @@
-"""Scale-up by loads and stores, on real clusters: ranks of one node reduce through each
-other's mapped device memory without one device operation, bit for bit in rank order,
-round after round (more rounds than stages, with a late rank); their point-to-point
+"""Scale-up by loads and stores, on real clusters: ranks of one node reduce, scatter,
+broadcast and gather through each other's mapped device memory without one device
+operation, bit for bit in rank order, round after round (more rounds than stages, with a
+late rank, and a broadcast root that would overrun a slow reader); their point-to-point
 channels store pieces and credits the same way, between ranks of one node only; the
 automatic choice takes it on one node only, and scale-up first below 4 MiB on nodes of
 several ranks; a rank that never posts makes the others fail with a timeout naming it; and
@@ -70,15 +71,41 @@ SCRIPT = textwrap.dedent("""
     assert moved["pieces_stored"] == moved["pieces_sent"] > 0, moved
     assert moved["credits_returned"] > 0 and agent.counters["ops"] == ops, moved
 
+    # the other collectives in one round each, bit for bit; the automatic choice too
+    xs = [make_input(q, 3001, "float32", 7, "sum") for q in range(n)]
+    red = comm.reduce(xs[r], root=1)
+    assert red.tobytes() == rank_order(xs, np.add).tobytes() if r == 1 else red is None
+    counts = [1000, 1, 2000]                   # n == 3
+    got = comm.reduce_scatter(xs[r], counts=counts)
+    lo = sum(counts[:r])
+    assert got.tobytes() == rank_order(xs, np.add)[lo:lo + counts[r]].tobytes()
+    for algo in ("load_store", None):
+        b = xs[r].copy()
+        assert comm.broadcast(b, root=2, algo=algo) is b and b.tobytes() == xs[2].tobytes()
+        g = comm.all_gather(xs[r], algo=algo)
+        assert g.tobytes() == np.stack(xs).tobytes()
+    assert agent.counters["ops"] == ops, (agent.counters["ops"], ops)
+
+    # a root that runs ahead of a slow reader waits before it reuses a stage
+    for i in range(2 * comm.layout.slots + 1):
+        if r == 1:
+            time.sleep(0.01)
+        b = np.full(1000, i if r == 0 else -1, np.int64)
+        comm.broadcast(b, root=0, algo="load_store")
+        assert (b == i).all(), (i, b[:3])
+
     # a non-blocking call, and refusals before anything is stored
     req = comm.all_reduce_nb(np.ones(10, np.int32), algo="load_store")
     assert (req.wait() == n).all()
-    try:
-        comm.all_reduce(np.zeros(stage // 4 + 1, np.float32), algo="load_store")
-    except UsageError as e:
-        assert "at most" in str(e), e
-    else:
-        raise AssertionError("a buffer beyond one stage was taken")
+    for call in (lambda big: comm.all_reduce(big, algo="load_store"),
+                 lambda big: comm.broadcast(big, algo="load_store"),
+                 lambda big: comm.all_gather(big, algo="load_store")):
+        try:
+            call(np.zeros(stage // 4 + 1, np.float32))
+        except UsageError as e:
+            assert "at most" in str(e), e
+        else:
+            raise AssertionError("a buffer beyond one stage was taken")
     assert comm.all_reduce(np.ones(4, np.float32)).tolist() == [n] * 4   # still in step
     print("rank", r, "ok", flush=True)
 """)
@@ -111,12 +138,15 @@ OFF = textwrap.dedent("""
     got = comm.all_reduce(np.full(70_000, r, np.float32), algo="ring")
     assert (got == n * (n - 1) / 2).all()
     assert ch.counters["pieces_stored"] == 0 and comm.agent.counters["ops"] > ops
-    try:
-        comm.all_reduce(np.ones(4, np.float32), algo="load_store")
-    except UsageError as e:
-        assert "this node" in str(e), e
-    else:
-        raise AssertionError("load_store ran without loads and stores")
+    for call in (lambda x: comm.all_reduce(x, algo="load_store"),
+                 lambda x: comm.broadcast(x, algo="load_store"),
+                 lambda x: comm.all_gather(x, algo="load_store")):
+        try:
+            call(np.ones(4, np.float32))
+        except UsageError as e:
+            assert "this node" in str(e), e
+        else:
+            raise AssertionError("load_store ran without loads and stores")
     print("rank", r, "ok", flush=True)
 """)
 

@@ -86,6 +86,25 @@ def test_other_collectives(n):
     run(other_matrix(n), n)
 
 
+@pytest.mark.timeout(300)
+def test_one_node_loads_and_stores():
+    """3 ranks on one node: the load_store collectives for every dtype and op, and every
+    other collective and algorithm between them, their rounds and the channels' stores
+    interleaved (the automatic choices take load_store for the small sizes here)."""
+    cases = []
+    for dtype in DTYPES:
+        for op in (INT_OPS if dtype.startswith(("int", "uint")) else FLOAT_OPS):
+            cases.append(case("all_reduce", 33, dtype, op=op, algo="load_store"))
+    for count in COUNTS:
+        cases += [case("all_reduce", count, "float32", algo="load_store"),
+                  case("all_reduce", count, "float32"),
+                  case("broadcast", count, "int32", root=2, algo="load_store"),
+                  case("all_gather", count, "uint16", algo="load_store")]
+    cases += [case("all_reduce", 200_000, "float32")]    # auto: the ring, beyond a slot
+    cases += other_matrix(3)
+    run(cases, 3, nodes=1, devices_per_node=3)
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(600)
 def test_world_of_eight():
