@@ -5,7 +5,8 @@ late rank, and a broadcast root that would overrun a slow reader); their point-t
 channels store pieces and credits the same way, between ranks of one node only; the
 automatic choice takes it on one node only, and scale-up first below 4 MiB on nodes of
 several ranks; a rank that never posts makes the others fail with a timeout naming it; and
-NETDAM_LOAD_STORE=0 (or a capture) puts every exchange back on the devices."""
+NETDAM_LOAD_STORE=0 or a capture puts every exchange back on the devices (where the
+capture sees it)."""
 
 import io
 import sys
@@ -13,8 +14,10 @@ import textwrap
 
 import pytest
 
+from netdam.capture.frames import netdam_frames
 from netdam.cluster import LocalCluster
 from netdam.launch import run_hosts
+from netdam.wire import Opcode
 
 SCRIPT = textwrap.dedent("""
     import time
@@ -193,6 +196,17 @@ def test_turned_off_by_the_environment_and_refused_across_nodes(run_job):
         run_job(c, OFF, 2, job="off", env={"NETDAM_LOAD_STORE": "0"})
     with LocalCluster(nodes=2, mem_size=64 << 20) as c:    # one rank per node
         run_job(c, OFF, 2, job="nodes")
+
+
+@pytest.mark.timeout(120)
+def test_a_captured_job_keeps_every_exchange_on_the_devices(run_job, tmp_path):
+    """With a capture, ranks of one node send their pieces as datagrams again, and the
+    capture holds them."""
+    pcap = tmp_path / "job.pcap"
+    with LocalCluster(nodes=1, devices_per_node=2, mem_size=64 << 20, pcap=pcap) as c:
+        run_job(c, OFF, 2, job="captured")
+    puts = [f for f in netdam_frames(pcap) if f.fields.get("opcode") == Opcode.PUT_SIGNAL]
+    assert len(puts) >= 2, len(puts)
 
 
 @pytest.mark.timeout(120)
