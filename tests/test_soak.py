@@ -27,6 +27,42 @@ def test_a_short_soak_is_clean(tmp_path):
     assert report["rx_retained"] == 0 and "receive buffers kept" in p.stdout
 
 
+@pytest.mark.timeout(90)
+def test_a_short_soak_on_one_node_is_clean(tmp_path):
+    """Ranks of one node: loads and stores between them, datagrams only between devices."""
+    out = tmp_path / "soak.json"
+    p = subprocess.run([sys.executable, "-m", "netdam", "soak", "--seconds", "3", "--nodes",
+                        "1", "--devices-per-node", "2", "--loss", "0.02", "--seed", "5",
+                        "--json", str(out)], capture_output=True, text=True, timeout=85,
+                       env={"COLUMNS": "160", "PATH": "/usr/bin:/bin"})
+    report = json.loads(out.read_text())
+    assert p.returncode == 0 and report["clean"], (p.stdout[-3000:], p.stderr[-3000:])
+    assert report["ok"] > 50 and report["wrong"] == report["errors"] == report["lost"] == 0
+
+
+def test_memory_flatness_leaves_out_shared_memory_a_process_touches():
+    """Touching 32 MiB of a shared-memory segment (as a rank touches device memory) grows
+    VmRSS, not the figure the soak checks."""
+    from multiprocessing import shared_memory
+
+    import numpy as np
+
+    from netdam.soak import rss_kib
+
+    def vm_rss() -> int:
+        with open("/proc/self/status") as f:
+            return next(int(ln.split()[1]) for ln in f if ln.startswith("VmRSS:"))
+    seg = shared_memory.SharedMemory(create=True, size=32 << 20)
+    try:
+        before, vm_before = rss_kib(), vm_rss()
+        np.ndarray((32 << 20,), np.uint8, seg.buf)[:] = 1
+        assert vm_rss() - vm_before > 24 << 10
+        assert rss_kib() - before < 8 << 10
+    finally:
+        seg.close()
+        seg.unlink()
+
+
 def test_a_bad_duration_is_one_line():
     p = subprocess.run([sys.executable, "-m", "netdam", "soak", "--seconds", "0"],
                        capture_output=True, text=True, timeout=30)
