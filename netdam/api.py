@@ -5,8 +5,10 @@ the cluster through its coordinator, pick this rank's home device (one of its no
 devices: local rank modulo devices per node), give every device a path (shared memory
 for the node's own devices, UDP for the rest: scale-up and scale-out behind one agent;
 with NETDAM_PATH=relay the rest are reached through the home device, SPEC §8.5),
-lay out every rank's area on its home device, zero this rank's counters, register, and
-wait until every rank of the job has done the same (the start-up barrier). Returns the
+lay out every rank's area on its home device, decide with the other ranks whether ranks
+of one node load and store each other's areas (NETDAM_LOAD_STORE, off under a capture),
+zero this rank's counters, register, and wait until every rank of the job has done the
+same (the start-up barrier). Returns the
 world ``Communicator``; ``comm.agent`` is the host agent with the primitives. The
 control plane's CURVE keys come from NETDAM_AUTH (see ``netdam.control.auth``); an
 agent bound elsewhere than loopback (NETDAM_BIND) is announced with a warning.

@@ -437,7 +437,9 @@ class Communicator:
         res[self.rank] = x
         devices = res.nbytes >= MULTICAST_ALL_GATHER and self._may_stage(x) \
             and self._work is None \
-            and not self.load_store_ok   # one node: the ring's stores beat it at every size
+            and not self.load_store_ok
+        # (it gathers in the work area, never in place; on one node the hosts' stores
+        # beat it at every size)
         spans = [(r * x.nbytes, (r + 1) * x.nbytes) for r in range(self.size)]
         name = self._choose(algo, ALL_GATHER_ALGOS, "all_gather", devices, x.nbytes)
         if name == "multicast":
