@@ -55,7 +55,9 @@ watch holds, it polls instead, as ``Pacer`` says.
 Layout of one rank's area on its home device, for a communicator of ``n`` ranks
 (``Layout``): head words [n x 8], credit words [n x 8], slots [n x slots x slot_bytes],
 then the offload work area used by the in-network algorithms, its result signal word
-and one aggregation word per block (the aggregation tree).
+and one aggregation word per block (the aggregation tree). Nobody sends to itself, so a
+rank's own head word and slots are free: the load_store collectives use them as its
+posted word and stages (``scaleup``).
 """
 
 from __future__ import annotations
