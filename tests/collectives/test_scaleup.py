@@ -97,9 +97,19 @@ SCRIPT = textwrap.dedent("""
         comm.broadcast(b, root=0, algo="load_store")
         assert (b == i).all(), (i, b[:3])
 
-    # a non-blocking call, and refusals before anything is stored
-    req = comm.all_reduce_nb(np.ones(10, np.int32), algo="load_store")
-    assert (req.wait() == n).all()
+    # non-blocking calls complete in order, mixed with the channels' algorithms; a
+    # sub-communicator of the node's ranks runs the same rounds in its own areas
+    h1 = comm.all_reduce_nb(np.ones(10, np.int32), algo="load_store")
+    h2 = comm.all_reduce_nb(np.full(70_000, r, np.int64), algo="ring")
+    h3 = comm.broadcast_nb(np.full(5, r, np.int16), root=n - 1)
+    assert (h1.wait() == n).all() and (h2.wait() == n * (n - 1) // 2).all()
+    assert h3.wait().tolist() == [n - 1] * 5
+    sub = comm.split(color=r % 2, key=-r)
+    members = [q for q in range(n) if q % 2 == r % 2]
+    if sub.size > 1:
+        assert sub.load_store_ok and sub.algorithm_for(4096) == "load_store"
+    got = sub.all_reduce(np.full(1000, r, np.int64))
+    assert (got == sum(members)).all(), got[:3]
     for call in (lambda big: comm.all_reduce(big, algo="load_store"),
                  lambda big: comm.broadcast(big, algo="load_store"),
                  lambda big: comm.all_gather(big, algo="load_store")):
