@@ -44,7 +44,7 @@ from netdam.collectives.check import BUSBW_FACTOR, case_size, input_count, numpy
 from netdam.collectives.communicator import ALL_GATHER_ALGOS, BROADCAST_ALGOS
 from netdam.collectives.plot import busbw_svg
 from netdam.collectives.run_cmd import parse_size
-from netdam.collectives.runner import MEM_SIZE, Result, run_cases
+from netdam.collectives.runner import MEM_SIZE, Result, load_store_refusal, run_cases
 from netdam.collectives.types import OP_NAMES
 from netdam.errors import UsageError
 from netdam.transport.faults import add_fault_arguments, given_faults
@@ -145,12 +145,12 @@ def plan(args: argparse.Namespace) -> tuple[int, list[dict]]:
     unknown = sorted(set(args.algo or ()) - known)
     if unknown:
         raise UsageError(f"unknown algorithm(s) {unknown}; choose from {sorted(known)}")
-    if "load_store" in (args.algo or ()) and (args.nodes > 1 or args.pcap):
-        raise UsageError("load_store needs every rank on one node (--nodes 1) and no "
-                         "--pcap (it sends no datagram)")
+    if "load_store" in (args.algo or ()):
+        why = load_store_refusal(args.nodes, n, 0, bool(args.pcap))
+        if why:
+            raise UsageError(why)
     cases = []
-    layout = fit_layout(n, 1, MEM_SIZE)
-    registrable = layout.work_bytes   # -R: one rank's work area
+    registrable = fit_layout(n, 1, MEM_SIZE).work_bytes   # -R: one rank's work area
     for coll in args.collectives:
         algos = ALGOS.get(coll, [None])
         if args.algo:     # in the order given
@@ -160,8 +160,8 @@ def plan(args: argparse.Namespace) -> tuple[int, list[dict]]:
         for algo in algos:
             for size in sizes(args.minbytes, args.maxbytes, args.stepfactor, args.stepbytes):
                 count = input_count(coll, size // storage.itemsize, n)   # per rank
-                if algo == "load_store" and (args.nodes > 1 or args.pcap or
-                                             count * storage.itemsize > layout.slot_bytes):
+                if algo == "load_store" and load_store_refusal(
+                        args.nodes, n, count * storage.itemsize, bool(args.pcap)):
                     continue     # it runs on one node, up to one slot per rank
                 cases.append({"collective": coll, "algo": algo, "count": count,
                               "dtype": args.dtype, "bits": bits, "op": args.op,

@@ -14,7 +14,7 @@ from rich.console import Console
 from netdam.collectives.check import BUSBW_FACTOR, input_count, numpy_dtype
 from netdam.collectives.communicator import (ALL_GATHER_ALGOS, ALLREDUCE_ALGOS,
                                              BROADCAST_ALGOS)
-from netdam.collectives.runner import run_cases
+from netdam.collectives.runner import load_store_refusal, run_cases
 from netdam.collectives.types import OP_NAMES
 from netdam.demo import report
 from netdam.errors import UsageError
@@ -72,6 +72,10 @@ def run(args: argparse.Namespace) -> int:
     if not 0 <= args.root < n:
         raise UsageError(f"--root {args.root} outside 0..{n - 1}")
     count = input_count(args.collective, args.size // storage.itemsize, n)   # per rank
+    if args.algo == "load_store":
+        why = load_store_refusal(args.nodes, n, count * storage.itemsize, bool(args.pcap))
+        if why:
+            raise UsageError(why)
     case = {"collective": args.collective, "count": count,
             "dtype": args.dtype, "bits": bits, "op": args.op, "algo": args.algo,
             "root": args.root, "iters": args.iters, "warmup": args.warmup,

@@ -18,12 +18,24 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from netdam.api import fit_layout
 from netdam.cluster import LocalCluster
 from netdam.collectives import check as C
 from netdam.launch import run_hosts
 
 #: device memory of the clusters benchmarks run on (room for a 64 MiB work area per rank)
 MEM_SIZE = 128 << 20
+
+
+def load_store_refusal(nodes: int, ranks: int, per_rank: int, capture: bool) -> str | None:
+    """Why a ``load_store`` case cannot run on the clusters these commands start (one
+    rank per device, MEM_SIZE each), or None when it can."""
+    if nodes > 1 or capture:
+        return "load_store needs every rank on one node (--nodes 1) and no --pcap"
+    stage = fit_layout(ranks, 1, MEM_SIZE).slot_bytes   # the layout such a job uses
+    if per_rank > stage:
+        return f"load_store takes at most {stage} bytes per rank, not {per_rank}"
+    return None
 
 
 @dataclass

@@ -29,6 +29,9 @@ def test_one_collective_runs_checked_and_reports_its_size(coll):
     (["all_reduce", "--root", "9", "--nodes", "2"], "--root 9"),
     (["all_reduce", "--algo", "nope"], "no algorithm 'nope'"),
     (["all_reduce", "--dtype", "float7"], "unknown dtype"),
+    (["all_reduce", "--algo", "load_store", "--nodes", "2"], "every rank on one node"),
+    (["broadcast", "--algo", "load_store", "--nodes", "1", "--devices-per-node", "2",
+      "--size", "1M"], "at most 262144 bytes per rank"),
 ])
 def test_bad_arguments_are_one_line(argv, text):
     p = _run(*argv, timeout=60)
