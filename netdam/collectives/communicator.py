@@ -41,7 +41,8 @@ MULTICAST_ALL_GATHER = 256 << 10
 #: ... where all ranks are on one node and store into each other's areas (the hosts'
 #: binomial tree wins below this; their ring all_gather at every size)
 MULTICAST_BROADCAST_ONE_NODE = 16 << 20
-#: up to this many bytes sent per rank ((n-1) x the buffer), one step wins: one-shot
+#: up to this many bytes sent per rank ((n-1) x the buffer), reproducible mode takes one
+#: step: one-shot (elsewhere recursive doubling's fewer messages win on this machine)
 ONE_SHOT = 64 << 10
 #: up to this many bytes per rank (and one stage), ranks that all share one node's
 #: memory reduce through it with loads and stores (scaleup.py); beyond, the ring
@@ -309,9 +310,9 @@ class Communicator:
                              "reproducible mode needs ring, recursive_doubling, one_shot "
                              "or chain")
         if algo in (None, "auto"):
-            # by size and topology, after the figures in BENCHMARKS.md: the smallest sizes
-            # take one step (one-shot, rank order, so reproducible too), other
-            # latency-bound ones log2(n) exchanges; larger ones go through the devices
+            # by size and topology, after the figures in BENCHMARKS.md: latency-bound
+            # sizes log2(n) exchanges (in reproducible mode the smallest take one-shot,
+            # one step in rank order); larger ones go through the devices
             # (the chain: faster than every host algorithm from 1 MiB on one device per
             # node, from 4 MiB on nodes of several ranks that load and store, and a
             # fraction of their host CPU; ``devices``: unless a
@@ -323,9 +324,9 @@ class Communicator:
                 if self._fits_load_store(nbytes):
                     return "load_store"
                 return "canonical" if det else "ring"
-            if nbytes * (self.size - 1) <= ONE_SHOT:
-                return "one_shot"
             if det:
+                if nbytes * (self.size - 1) <= ONE_SHOT:
+                    return "one_shot"
                 return "chain" if devices and nbytes >= SMALL else "canonical"
             if nbytes < LARGE:
                 return "recursive_doubling"

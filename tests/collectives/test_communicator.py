@@ -36,7 +36,7 @@ SCRIPT = textwrap.dedent("""
 
     # automatic choice: one rank per device here, so latency vs bandwidth by size, and
     # the devices' chain for the bandwidth sizes
-    assert comm.algorithm_for(4096) == "one_shot"
+    assert comm.algorithm_for(4096) == "recursive_doubling"
     assert comm.algorithm_for(4096, deterministic=True) == "one_shot"
     assert comm.algorithm_for(256 << 10) == "recursive_doubling"
     assert comm.algorithm_for(4 << 20) == "chain"

@@ -115,7 +115,7 @@ def test_world_of_eight():
 def test_under_faults():
     cases = [case("all_reduce", 20_000, "float32", algo=a) for a in
              ("ring", "recursive_doubling", "one_shot", "chain", "tree")]
-    cases += [case("all_reduce", 1000, "float32", iters=5)]     # auto: one-shot here
+    cases += [case("all_reduce", 1000, "float32", iters=5)]     # auto
     cases += [case("broadcast", 20_000, "int32", root=2, algo="multicast"),
               case("all_gather", 5000, "float32", algo="multicast")]
     cases += [case("all_to_allv", 5000, "int32"), case("broadcast", 20_000, "int32", root=1),
