@@ -146,8 +146,8 @@ def _wait_posted(comm, peer: int, k: int) -> None:
     while words[at] < k:
         waited = time.monotonic() - start
         if waited > comm.timeout:
-            raise NetdamTimeout(f"rank {comm.rank}: all_reduce(load_store) round {k}: "
-                                f"rank {peer} did not post within {comm.timeout:g} s")
+            raise NetdamTimeout(f"rank {comm.rank}: load_store round {k}: rank {peer} "
+                                f"did not post within {comm.timeout:g} s")
         if waited < YIELD_SPIN:
             os.sched_yield()
         else:
