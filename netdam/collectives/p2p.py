@@ -478,8 +478,9 @@ class Channels:
 
     def idle(self) -> None:
         """Nothing to do right now (waiting for a peer's message or an
-        acknowledgement): sleep on a watch, else a short pause as ``Pacer`` says, at
-        most ``P2P_SLEEP_MAX``."""
+        acknowledgement): sleep on a watch; waiting only for words peers store (which no
+        device sees), yield the CPU for ``YIELD_SPIN`` first; else, or after that, a
+        short pause as ``Pacer`` says, at most ``P2P_SLEEP_MAX``."""
         stored = not self._inflight and self._wants and \
             self._stored_words.issuperset(self._wants)
         if not stored and self._watch_sleep(P2P_SLEEP_MAX):
