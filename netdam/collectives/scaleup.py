@@ -1,11 +1,11 @@
 """Scale-up collectives: ranks of one node that load and store each other's device memory.
 
 Owns the ``load_store`` collectives (all_reduce, reduce, reduce_scatter, broadcast,
-all_gather) and barrier. When every rank of a communicator maps every rank's area of its
-home device (all their devices are on this node's shared memory and their regions grant
-it: ``Channels.load_store``), a collective of at most one slot per rank needs no device
-operation and no message, as NCCL's one-shot all_reduce inside an NVLink domain reads
-its peers' buffers. Each is one *round*:
+all_gather, all_to_all of equal parts) and barrier. When every rank of a communicator
+maps every rank's area of its home device (all their devices are on this node's shared
+memory and their regions grant it: ``Channels.load_store``), a collective of at most one
+slot per rank needs no device operation and no message, as NCCL's one-shot all_reduce
+inside an NVLink domain reads its peers' buffers. Each is one *round*:
 
 - each rank copies what it contributes into its own *stage*, a slot of its own area that
   no channel uses (``Layout.slot(rank, k)``: nobody sends to itself), and then stores the
@@ -16,7 +16,8 @@ its peers' buffers. Each is one *round*:
   stages in place: an all_reduce folds all n in rank order, ``((x_0 op x_1) op ...) op
   x_{n-1}``, bit-identical on every rank and to the canonical algorithm's (reproducible
   mode); a reduce does so at the root, a reduce_scatter block by block; a broadcast
-  copies the root's stage, an all_gather every stage. A barrier is a round without data.
+  copies the root's stage, an all_gather every stage, an all_to_all its own part of
+  every stage. A barrier is a round without data.
 
 Rounds rotate over the ``Layout.slots`` stages (the round number picks one). Before a
 rank writes round k's stage, it waits until every rank has posted round k - slots + 1,
@@ -90,6 +91,18 @@ def all_gather_load_store(comm, buf: memoryview, spans):
             if p != comm.rank:
                 a, b = spans[p]
                 _fold(comm, k, buf[a:b], 0, None, (p,))
+    yield gather
+
+
+def all_to_all_load_store(comm, src: memoryview, dst: memoryview, part: int):
+    """The all_to_all of equal parts: every rank stages its whole ``src``; rank r copies
+    part r of every rank's stage into that rank's part of ``dst``."""
+    k = _post(comm, src)
+
+    def gather() -> None:
+        at = comm.rank * part
+        for p in range(comm.size):
+            _fold(comm, k, dst[p * part:(p + 1) * part], at, None, (p,))
     yield gather
 
 

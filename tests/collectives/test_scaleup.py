@@ -1,6 +1,6 @@
 """Scale-up by loads and stores, on real clusters: ranks of one node reduce, scatter,
-broadcast and gather through each other's mapped device memory without one device
-operation, bit for bit in rank order, round after round (more rounds than stages, with a
+broadcast, gather and exchange through each other's mapped device memory without one
+device operation, bit for bit in rank order, round after round (more rounds than stages, with a
 late rank, and a broadcast root that would overrun a slow reader); their point-to-point
 channels store pieces and credits the same way, between ranks of one node only; the
 automatic choice takes it on one node only, and scale-up first below 4 MiB on nodes of
@@ -87,6 +87,11 @@ SCRIPT = textwrap.dedent("""
         assert comm.broadcast(b, root=2, algo=algo) is b and b.tobytes() == xs[2].tobytes()
         g = comm.all_gather(xs[r], algo=algo)
         assert g.tobytes() == np.stack(xs).tobytes()
+    parts = np.arange(n * 6, dtype=np.int32).reshape(n * 2, 3) + 1000 * r
+    got = comm.all_to_all(parts)
+    mine = np.arange(n * 6, dtype=np.int32).reshape(n * 2, 3)[2 * r:2 * r + 2]
+    want = np.concatenate([mine + 1000 * q for q in range(n)])
+    assert got.shape == parts.shape and (got == want).all(), got
     assert agent.counters["ops"] == ops, (agent.counters["ops"], ops)
 
     # a root that runs ahead of a slow reader waits before it reuses a stage
