@@ -156,4 +156,5 @@ def busbw(collective: str, nbytes: int, seconds: float, n: int) -> tuple[float, 
 
 
 __all__ = ["BUSBW_FACTOR", "input_count", "case_size", "make_input", "reduce_all", "same",
-           "busbw", "numpy_dtype", "encode_bits", "decode_bits", "DType", "moe_input", "moe_expert", "moe_reference"]
+           "busbw", "numpy_dtype", "encode_bits", "decode_bits", "DType", "moe_input",
+           "moe_expert", "moe_reference"]

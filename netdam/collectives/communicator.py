@@ -312,12 +312,12 @@ class Communicator:
         if algo in (None, "auto"):
             # by size and topology, after the figures in BENCHMARKS.md: latency-bound
             # sizes log2(n) exchanges (in reproducible mode the smallest take one-shot,
-            # one step in rank order); larger ones go through the devices
-            # (the chain: faster than every host algorithm from 1 MiB on one device per
-            # node, from 4 MiB on nodes of several ranks that load and store, and a
-            # fraction of their host CPU; ``devices``: unless a
-            # registered buffer holds other data), else hierarchical when nodes hold
-            # several ranks (scale-up first), else around the ring
+            # one step in rank order); larger ones go through the devices (the chain:
+            # faster than every host algorithm from 1 MiB on one device per node, from
+            # 4 MiB on nodes of several ranks that load and store, and a fraction of
+            # their host CPU; ``devices``: unless a registered buffer holds other data),
+            # else hierarchical when nodes hold several ranks (scale-up first), else
+            # around the ring
             if self.load_store_ok:
                 # one node, ranks storing into each other's areas: the hosts beat the
                 # devices at every size (BENCHMARKS.md), no exchange beats one round

@@ -7,9 +7,9 @@ Owns the parent side of ``--compare gloo|mpi|mpi-shm`` and ``--baseline``:
   torch.distributed over Gloo (N local processes meeting at ``tcp://127.0.0.1:PORT``,
   Gloo's own sockets kept on ``lo``) or by mpi4py under Open MPI (``mpirun --mca btl
   tcp,self``, TCP on loopback; ``mpi-shm``: ``--mca btl vader,self``, its shared-memory
-  transport, the yardstick for ranks of one node), with the same world size. Results come back as
-  ``runner.Result``, merged exactly as netdam's own ranks' lines are (time = the slowest
-  rank's median).
+  transport, the yardstick for ranks of one node), with the same world size. Results
+  come back as ``runner.Result``, merged exactly as netdam's own ranks' lines are (time
+  = the slowest rank's median).
 - **Baselines**: the same number of bytes moved by a minimal UDP stream (one sender, one
   receiving process, datagrams of netdam's default size, a window of acknowledgements so
   the receiver is never overrun, no retransmission; the time runs from the first send to

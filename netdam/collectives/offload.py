@@ -18,7 +18,8 @@ its signal word once per finished block. A rank waits on its own device's signal
 Block b's route starts at rank b's device and walks the ring, so every device starts one
 chain and links are used evenly (whoever posts its descriptor). In reproducible mode
 every route is rank order 0..n-1, so each element is ((x_0 op x_1) op ...) op x_{n-1},
-bit for bit what the canonical host algorithm computes. Buffers larger than the work area run in rounds.
+bit for bit what the canonical host algorithm computes. Buffers larger than the work
+area run in rounds.
 
 The aggregation tree (``tree_allreduce``) makes the devices aggregation nodes, as SHARP
 does in switches: block b is aggregated up a ``radix``-ary tree rooted at device b

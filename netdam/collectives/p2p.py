@@ -240,7 +240,7 @@ class Channels:
         #: per rank, its area mapped for this rank's loads and stores, or None
         self.stores: list[StoreArea | None] = [self._map_area(p) if load_store else None
                                                for p in range(n)]
-        self.load_store_rounds = 0    # rounds of the load_store all_reduce (scaleup.py)
+        self.load_store_rounds = 0    # rounds of the load_store collectives (scaleup.py)
         # the head and credit words that peers store into this rank's area (a peer
         # decides as this rank does: its device on this node, the same grants)
         self._stored_words = {o for p in range(n) if p != rank and self.stores[p]

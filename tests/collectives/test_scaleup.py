@@ -1,12 +1,12 @@
 """Scale-up by loads and stores, on real clusters: ranks of one node reduce, scatter,
 broadcast, gather and exchange through each other's mapped device memory without one
-device operation, bit for bit in rank order, round after round (more rounds than stages, with a
-late rank, and a broadcast root that would overrun a slow reader); their point-to-point
-channels store pieces and credits the same way, between ranks of one node only; the
-automatic choice takes it on one node only, and scale-up first below 4 MiB on nodes of
-several ranks; a rank that never posts makes the others fail with a timeout naming it; and
-NETDAM_LOAD_STORE=0 or a capture puts every exchange back on the devices (where the
-capture sees it)."""
+device operation, bit for bit in rank order, round after round (more rounds than stages,
+with a late rank, and a broadcast root that would overrun a slow reader); their
+point-to-point channels store pieces and credits the same way, between ranks of one node
+only; the automatic choice takes it on one node only, and scale-up first below 4 MiB on
+nodes of several ranks; a rank that never posts makes the others fail with a timeout
+naming it; and NETDAM_LOAD_STORE=0 or a capture puts every exchange back on the devices
+(where the capture sees it)."""
 
 import io
 import sys
