@@ -22,6 +22,7 @@
 
 #if defined(__x86_64__) || defined(__i386__)
 #include <emmintrin.h>
+#include <immintrin.h>
 #include <nmmintrin.h>
 #define ND_X86 1
 #endif
@@ -37,7 +38,10 @@ static uint32_t crc_long[4][256];        /* shift a CRC over LONG_BLOCK zero byt
 static uint32_t crc_mid[4][256];         /* ... over MID_BLOCK zero bytes */
 static uint32_t crc_short[4][256];       /* ... over SHORT_BLOCK zero bytes */
 static int crc_ready = 0;
-static int crc_hw = 0;
+static int crc_hw = 0;                   /* the kernel in use: CRC_TABLE, CRC_SSE42, ... */
+enum { CRC_TABLE, CRC_SSE42, CRC_FOLD };
+static const char *const crc_names[] = {"table", "sse4.2", "vpclmulqdq"};
+const char *nd_crc_select(int widest);
 
 static uint32_t gf2_times(const uint32_t *mat, uint32_t vec) {
     uint32_t sum = 0;
@@ -110,11 +114,8 @@ static void crc_init(void) {
     zeros_table(crc_long, LONG_BLOCK);
     zeros_table(crc_mid, MID_BLOCK);
     zeros_table(crc_short, SHORT_BLOCK);
-#ifdef ND_X86
-    __builtin_cpu_init();
-    crc_hw = __builtin_cpu_supports("sse4.2");
-#endif
     crc_ready = 1;
+    nd_crc_select(2);
 }
 
 static uint32_t crc_soft(uint32_t crc, const uint8_t *buf, size_t len) {
@@ -194,22 +195,96 @@ static uint32_t crc_hw3(uint32_t crc, const uint8_t *buf, size_t len) {
         c0 = _mm_crc32_u8((uint32_t)c0, *buf++);
     return (uint32_t)c0 ^ 0xffffffffu;
 }
+
+/* Carry-less multiplication folds the bulk of a buffer into FOLD_BYTES that have the
+ * same CRC (Intel, "Fast CRC Computation for Generic Polynomials Using PCLMULQDQ", 2009),
+ * four 512-bit accumulators at a time; the crc32 instruction then finishes from those
+ * bytes and the tail. The reflected bits of a 16-byte lane hold the polynomial
+ * L(x)*x^64 + H(x) (L the low 8 bytes); carry-less multiplication of two reflected
+ * 64-bit values yields x*A*B, so moving a lane D bits on is
+ *     L (x) (x^(D+63) mod P)  ^  H (x) (x^(D-1) mod P),
+ * which is congruent to the lane times x^D, modulo P, and as wide as a lane. */
+#define FOLD_BYTES 256
+#define FOLD_MIN 1024                     /* shorter buffers go to crc_hw3 */
+static uint64_t fold_k[2];                /* the two constants for D = FOLD_BYTES*8 bits */
+
+/* x^n mod P as a reflected 64-bit value (x^d at bit 63-d). */
+static uint64_t xpow_reflected(unsigned n) {
+    uint64_t r = 1;                       /* normal order: x^d at bit d */
+    while (n--) {
+        r <<= 1;
+        if (r >> 32)
+            r ^= 0x11edc6f41ull;          /* P, the Castagnoli polynomial */
+    }
+    uint64_t out = 0;
+    for (int d = 0; d < 32; d++)
+        if (r >> d & 1)
+            out |= 1ull << (63 - d);
+    return out;
+}
+
+__attribute__((target("avx512f,vpclmulqdq,sse4.2")))
+static uint32_t crc_fold(uint32_t crc, const uint8_t *buf, size_t len) {
+    const __m512i k = _mm512_broadcast_i32x4(_mm_set_epi64x((long long)fold_k[1],
+                                                            (long long)fold_k[0]));
+    __m512i a0 = _mm512_loadu_si512(buf), a1 = _mm512_loadu_si512(buf + 64);
+    __m512i a2 = _mm512_loadu_si512(buf + 128), a3 = _mm512_loadu_si512(buf + 192);
+    /* the register's start is the same as these bits added to the first four bytes */
+    a0 = _mm512_xor_si512(a0, _mm512_zextsi128_si512(_mm_cvtsi32_si128((int)~crc)));
+    buf += FOLD_BYTES;
+    len -= FOLD_BYTES;
+#define FOLD(a, at) _mm512_ternarylogic_epi64(_mm512_clmulepi64_epi128(a, k, 0x00), \
+                                              _mm512_clmulepi64_epi128(a, k, 0x11), \
+                                              _mm512_loadu_si512(buf + (at)), 0x96)
+    while (len >= FOLD_BYTES) {
+        a0 = FOLD(a0, 0);
+        a1 = FOLD(a1, 64);
+        a2 = FOLD(a2, 128);
+        a3 = FOLD(a3, 192);
+        buf += FOLD_BYTES;
+        len -= FOLD_BYTES;
+    }
+#undef FOLD
+    uint8_t folded[FOLD_BYTES] __attribute__((aligned(64)));
+    _mm512_store_si512(folded, a0);
+    _mm512_store_si512(folded + 64, a1);
+    _mm512_store_si512(folded + 128, a2);
+    _mm512_store_si512(folded + 192, a3);
+    return crc_hw3(crc_hw3(0xffffffffu, folded, FOLD_BYTES), buf, len);
+}
 #endif
 
 uint32_t nd_crc32c(uint32_t crc, const uint8_t *buf, size_t len) {
     if (!crc_ready)
         crc_init();
 #ifdef ND_X86
-    if (crc_hw)
+    if (crc_hw == CRC_FOLD && len >= FOLD_MIN)
+        return crc_fold(crc, buf, len);
+    if (crc_hw != CRC_TABLE)
         return crc_hw3(crc, buf, len);
 #endif
     return crc_soft(crc, buf, len);
 }
 
-int nd_crc_hardware(void) {
+/* Choose the CRC kernel: the widest this CPU runs up to ``widest`` (0 the portable
+ * tables, 1 the crc32 instruction, 2 carry-less folding as well); tests use it to check
+ * each kernel on any CPU that has it. Returns the kernel's name. */
+const char *nd_crc_select(int widest) {
     if (!crc_ready)
         crc_init();
-    return crc_hw;
+    crc_hw = CRC_TABLE;
+#ifdef ND_X86
+    __builtin_cpu_init();
+    if (widest >= 1 && __builtin_cpu_supports("sse4.2"))
+        crc_hw = CRC_SSE42;
+    if (widest >= 2 && crc_hw == CRC_SSE42 && __builtin_cpu_supports("avx512f") &&
+        __builtin_cpu_supports("vpclmulqdq")) {
+        fold_k[0] = xpow_reflected(FOLD_BYTES * 8 + 63);
+        fold_k[1] = xpow_reflected(FOLD_BYTES * 8 - 1);
+        crc_hw = CRC_FOLD;
+    }
+#endif
+    return crc_names[crc_hw];
 }
 
 /* ---- header fields (network byte order) ---- */

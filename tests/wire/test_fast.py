@@ -18,15 +18,47 @@ from netdam.wire.frag import Reassembler, fragment
 pytestmark = pytest.mark.skipif(not fast.AVAILABLE, reason="the C fast path is not built")
 
 
-@pytest.mark.parametrize("n", [0, 1, 7, 8, 9, 767, 768, 769, 6143, 6144, 6145, 8192, 24575, 24576,
-                               24577, 49151, 49152, 49153,
-                               65000, 65507, 200003])
-def test_crc32c_equals_the_reference(n):
+KERNELS = {0: "table", 1: "sse4.2", 2: "vpclmulqdq"}
+
+
+@pytest.fixture(params=sorted(KERNELS), ids=KERNELS.values())
+def crc_kernel(request):
+    """Each CRC32C kernel in turn (skipped where this CPU lacks it), then the default."""
+    got = fast.select_crc(request.param)
+    try:
+        if got != KERNELS[request.param]:
+            pytest.skip(f"this CPU has no {KERNELS[request.param]} kernel (using {got})")
+        yield got
+    finally:
+        fast.select_crc()
+
+
+@pytest.mark.parametrize("n", [0, 1, 7, 8, 9, 767, 768, 769, 1023, 1024, 1025, 1279, 1280,
+                               1281, 1535, 1536, 6143, 6144, 6145, 8192, 24575, 24576,
+                               24577, 49151, 49152, 49153, 65000, 65507, 200003])
+def test_crc32c_equals_the_reference(n, crc_kernel):
     rng = random.Random(n)
     for skew in range(3):                        # unaligned starts too
         data = rng.randbytes(n + skew)[skew:]
         start = rng.getrandbits(32) if skew else 0
         assert fast.crc32c(data, start) == reference_crc(data, start)
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=st.binary(min_size=0, max_size=5000), start=st.integers(0, 2**32 - 1),
+       split=st.integers(0, 5000))
+def test_crc32c_kernels_agree_and_continue(data, start, split):
+    """Every kernel gives the reference CRC, and a CRC continued over two parts equals
+    the CRC of the whole."""
+    split = min(split, len(data))
+    want = reference_crc(data, start)
+    try:
+        for widest in KERNELS:
+            fast.select_crc(widest)
+            assert fast.crc32c(data, start) == want
+            assert fast.crc32c(data[split:], fast.crc32c(data[:split], start)) == want
+    finally:
+        fast.select_crc()
 
 
 def _fields(h) -> dict:
