@@ -12,7 +12,10 @@
   the agent's zero-copy mapping of device memory), against a C UDP stream of the same
   datagram size, and against the same stream doing a netdam datagram's byte work in C
   (CRC32C made and checked, payloads from and into 16 MiB of memory): what a compiled
-  netdam could reach at best.
+  netdam could reach at best;
+- CRC32C throughput of each kernel this CPU has (``netdam.wire.fast.select_crc``), on one
+  65000-byte datagram in the cache (as a receiver checks what it just received) and on
+  16 MiB in datagrams of that size (as a sender stamps a buffer the caches do not hold).
 
 Loopback only. Each latency figure is the median of several interleaved trials, so the
 baselines and netdam see the same machine noise; each throughput figure is the median
@@ -213,6 +216,28 @@ def throughput(fn, nbytes: int, repeat: int) -> list[float]:
     return runs
 
 
+def crc_rates(trials: int) -> dict[str, tuple[list[float], list[float]]]:
+    """GB/s of each CRC32C kernel: ``{name: (cached runs, streaming runs)}``."""
+    from netdam.wire import fast
+    gram, big = os.urandom(DEFAULT_MTU), os.urandom(16 << 20)
+    grams = [memoryview(big)[i:i + DEFAULT_MTU]
+             for i in range(0, len(big) - DEFAULT_MTU, DEFAULT_MTU)]
+    rates: dict[str, tuple[list[float], list[float]]] = {}
+    try:
+        for widest in (1, 2):
+            name = fast.select_crc(widest)
+            if name in rates:
+                continue
+            cached = throughput(lambda: [fast.crc32c(gram) for _ in range(1000)],
+                                1000 * len(gram), trials)
+            streaming = throughput(lambda: [fast.crc32c(g) for g in grams],
+                                   len(grams) * DEFAULT_MTU, trials)
+            rates[name] = (cached, streaming)
+    finally:
+        fast.select_crc()
+    return rates
+
+
 class Table:
     """The rows printed: (measurement, median, min, max, unit); min and max are None
     for a ratio of two medians, whose runs were not taken side by side."""
@@ -370,6 +395,10 @@ def main(argv=None) -> int:
                            [k / c for _, c, k in pairs], "x")
                 table.runs("  WRITE 16 MiB UDP / C stream with the byte work",
                            [w / k for w, _, k in pairs], "x")
+            for name, (cached, streaming) in crc_rates(args.trials).items():
+                table.runs(f"CRC32C ({name}), {DEFAULT_MTU} B in cache", cached, "GB/s")
+                table.runs(f"CRC32C ({name}), 16 MiB in {DEFAULT_MTU} B datagrams",
+                           streaming, "GB/s")
             table.runs("WRITE 16 MiB, relayed by the node's device",
                        throughput(lambda: relay_ag.write(Addr(2, 0), blob), big, args.trials),
                        "GB/s")

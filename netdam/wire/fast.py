@@ -38,6 +38,11 @@ def select_crc(widest: int = 2) -> str:
     return ffi.string(lib.nd_crc_select(widest)).decode()
 
 
+def crc_kernel() -> str:
+    """The name of the CRC32C kernel in use ("table", "sse4.2" or "vpclmulqdq")."""
+    return ffi.string(lib.nd_crc_kernel()).decode()
+
+
 class Batch:
     """Datagrams scanned together. ``hdrs[i].ok`` says whether ``codec.decode`` would
     accept datagram i; when it does, ``hdrs[i]`` holds its header fields (the names of
@@ -131,4 +136,4 @@ class Burst:
                                  self.trailers + 4 * start, ip, port)
 
 
-__all__ = ["AVAILABLE", "Batch", "Burst", "crc32c", "select_crc"]
+__all__ = ["AVAILABLE", "Batch", "Burst", "crc32c", "crc_kernel", "select_crc"]

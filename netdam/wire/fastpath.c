@@ -287,6 +287,13 @@ const char *nd_crc_select(int widest) {
     return crc_names[crc_hw];
 }
 
+/* The name of the CRC kernel in use. */
+const char *nd_crc_kernel(void) {
+    if (!crc_ready)
+        crc_init();
+    return crc_names[crc_hw];
+}
+
 /* ---- header fields (network byte order) ---- */
 static inline uint32_t be16(const uint8_t *p) { return ((uint32_t)p[0] << 8) | p[1]; }
 static inline uint32_t be32(const uint8_t *p) {

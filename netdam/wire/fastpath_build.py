@@ -37,6 +37,7 @@ void nd_write_run(size_t n, const nd_hdr *h, uint32_t op, uint32_t plain_a,
                   nd_run *out);
 uint32_t nd_crc32c(uint32_t crc, const uint8_t *buf, size_t len);
 const char *nd_crc_select(int widest);
+const char *nd_crc_kernel(void);
 void nd_scan(size_t n, const uint8_t *const *grams, const uint32_t *lens, nd_hdr *out);
 void nd_copy_payloads(uint8_t *mem, size_t n, const uint8_t *const *grams,
                       const nd_hdr *hdrs);

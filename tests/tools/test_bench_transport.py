@@ -115,3 +115,17 @@ def test_a_row_of_runs_gives_median_min_and_max(bench, capsys):
     assert lines[0].split() == ["measurement", "median", "min", "max", "unit"]
     assert lines[1].split() == ["echo", "2.000", "1.000", "3.000", "us"]
     assert lines[2].split()[-4:] == ["4.500", "-", "-", "x"]
+
+
+@pytest.mark.timeout(60)
+def test_crc_rates_measure_each_kernel_and_restore_the_default(bench):
+    from netdam.wire import fast
+    if not fast.AVAILABLE:
+        pytest.skip("the C fast path is not built")
+    default = fast.crc_kernel()
+    rates = bench.crc_rates(1)
+    assert default in rates or default == "table"
+    for cached, streaming in rates.values():
+        assert len(cached) == len(streaming) == 1
+        assert min(cached + streaming) > 0
+    assert fast.crc_kernel() == default         # what the rest of the process runs

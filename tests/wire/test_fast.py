@@ -28,6 +28,7 @@ def crc_kernel(request):
     try:
         if got != KERNELS[request.param]:
             pytest.skip(f"this CPU has no {KERNELS[request.param]} kernel (using {got})")
+        assert fast.crc_kernel() == got
         yield got
     finally:
         fast.select_crc()
