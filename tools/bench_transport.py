@@ -12,7 +12,8 @@
   the agent's zero-copy mapping of device memory), against a C UDP stream of the same
   datagram size, and against the same stream doing a netdam datagram's byte work in C
   (CRC32C made and checked, payloads from and into 16 MiB of memory): what a compiled
-  netdam could reach at best;
+  netdam could reach at best; and against the stream sending from those 16 MiB with no
+  CRC32C (what reading a large buffer costs the sender alone);
 - CRC32C throughput of each kernel this CPU has (``netdam.wire.fast.select_crc``), on one
   65000-byte datagram in the cache (as a receiver checks what it just received) and on
   16 MiB in datagrams of that size (as a sender stamps a buffer the caches do not hold).
@@ -176,19 +177,22 @@ def c_echo_rtt(exe: str, port: int, size: int, count: int) -> float:
 
 
 def c_stream(exe: str, size: int, total: int, memory: int = 0,
-             sink_cpu: int | None = None) -> float:
+             sink_cpu: int | None = None, crc: bool = True) -> float:
     """GB/s a C sender achieves into a C sink with datagrams of ``size`` bytes; with
     ``memory``, both also do a netdam datagram's byte work (CRC32C trailer made and
-    checked, payload taken from and copied into ``memory`` bytes: udp_echo.c). The
-    sender runs where this process may; the sink on ``sink_cpu`` when given."""
+    checked, payload taken from and copied into ``memory`` bytes: udp_echo.c), or
+    (``crc`` False) the sender only takes its payloads from ``memory``. The sender runs
+    where this process may; the sink on ``sink_cpu`` when given."""
     port = free_port()
     work = [str(memory)] if memory else []
-    sink = subprocess.Popen([exe, "sink-work" if memory else "sink", str(port), str(total),
-                             *work], stdout=subprocess.PIPE, text=True)
+    sink_mode, stream_mode = (("sink", "stream") if not memory else
+                              ("sink-work", "stream-work") if crc else ("sink", "stream-mem"))
+    sink = subprocess.Popen([exe, sink_mode, str(port), str(total)] +
+                            (work if sink_mode == "sink-work" else []),
+                            stdout=subprocess.PIPE, text=True)
     pin(sink.pid, sink_cpu)
     sink.stdout.readline()
-    subprocess.run([exe, "stream-work" if memory else "stream", str(port), str(size),
-                    str(total), *work], timeout=60)
+    subprocess.run([exe, stream_mode, str(port), str(size), str(total), *work], timeout=60)
     got, secs, *bad = sink.communicate(timeout=30)[0].split()
     if bad and int(bad[0]):
         raise RuntimeError(f"the C work stream's sink refused {bad[0]} datagrams")
@@ -371,7 +375,9 @@ def main(argv=None) -> int:
                     w = statistics.median(throughput(lambda: udp_ag.write(a, blob), big, 3))
                     pairs.append((w, c_stream(exe, DEFAULT_MTU, big * 4, sink_cpu=server),
                                   c_stream(exe, DEFAULT_MTU, big * 4, memory=big,
-                                           sink_cpu=server)))
+                                           sink_cpu=server),
+                                  c_stream(exe, DEFAULT_MTU, big * 4, memory=big,
+                                           sink_cpu=server, crc=False)))
                 runs["wUDP"] = [p[0] for p in pairs]
             med = {}
             for name, ag in (("UDP", udp_ag), ("shm rings", ring_ag), ("shm", shm_ag)):
@@ -388,13 +394,17 @@ def main(argv=None) -> int:
                 table.runs(f"C UDP stream, {DEFAULT_MTU} B datagrams", [p[1] for p in pairs],
                            "GB/s")
                 table.runs("  WRITE 16 MiB UDP / C stream (target >= 0.6)",
-                           [w / c for w, c, _ in pairs], "x")
+                           [w / c for w, c, _, _ in pairs], "x")
+                table.runs("C UDP stream from 16 MiB of memory, no CRC32C",
+                           [p[3] for p in pairs], "GB/s")
+                table.runs("  C stream from memory / C stream",
+                           [m / c for _, c, _, m in pairs], "x")
                 table.runs("C UDP stream with a datagram's byte work (CRC32C, 16 MiB)",
                            [p[2] for p in pairs], "GB/s")
                 table.runs("  C stream with the byte work / C stream",
-                           [k / c for _, c, k in pairs], "x")
+                           [k / c for _, c, k, _ in pairs], "x")
                 table.runs("  WRITE 16 MiB UDP / C stream with the byte work",
-                           [w / k for w, _, k in pairs], "x")
+                           [w / k for w, _, k, _ in pairs], "x")
             for name, (cached, streaming) in crc_rates(args.trials).items():
                 table.runs(f"CRC32C ({name}), {DEFAULT_MTU} B in cache", cached, "GB/s")
                 table.runs(f"CRC32C ({name}), 16 MiB in {DEFAULT_MTU} B datagrams",

@@ -54,17 +54,18 @@ def test_the_echo_answers_with_the_same_bytes(exe):
 
 
 @pytest.mark.timeout(60)
-@pytest.mark.parametrize("work", [False, True])
-def test_each_stream_delivers_every_byte(exe, work):
+@pytest.mark.parametrize("stream,sink", [("stream", "sink"), ("stream-work", "sink-work"),
+                                         ("stream-mem", "sink")])
+def test_each_stream_delivers_every_byte(exe, stream, sink):
     bench, path = exe
     port, total = bench.free_port(), 40 * 9000      # well within the sink's buffer
-    extra = [1 << 20] if work else []
-    sink = _sink(path, "sink-work" if work else "sink", port, total, *extra)
-    subprocess.run([path, "stream-work" if work else "stream", str(port), "9000", str(total),
-                    *map(str, extra)], timeout=30, check=True)
-    out = sink.communicate(timeout=10)[0].split()
+    mem = [1 << 20] if stream != "stream" else []
+    receiver = _sink(path, sink, port, total, *(mem if sink == "sink-work" else []))
+    subprocess.run([path, stream, str(port), "9000", str(total), *map(str, mem)],
+                   timeout=30, check=True)
+    out = receiver.communicate(timeout=10)[0].split()
     assert int(out[0]) == total and float(out[1]) > 0
-    assert out[2:] == (["0"] if work else [])        # the work sink refused nothing
+    assert out[2:] == (["0"] if sink == "sink-work" else [])   # the work sink refused none
 
 
 @pytest.mark.timeout(60)
@@ -97,3 +98,18 @@ def test_the_work_stream_sends_trailers_netdam_accepts(exe):
         assert crc32c(g[:-4]) == int.from_bytes(g[-4:], "big")
     payloads = [g[HEADER_LEN:-4] for g in grams]
     assert len(set(payloads)) == 3                    # consecutive parts of its memory
+
+
+@pytest.mark.timeout(60)
+def test_the_memory_stream_sends_the_work_streams_datagrams_without_the_crc(exe):
+    bench, path = exe
+    grams = {}
+    for mode in ("stream-work", "stream-mem"):
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.bind(("127.0.0.1", 0))
+            s.settimeout(5)
+            subprocess.run([path, mode, str(s.getsockname()[1]), "3000", str(2 * 3000),
+                            str(1 << 16)], timeout=30, check=True)
+            grams[mode] = [s.recv(65536) for _ in range(2)]
+    assert [g[:-4] for g in grams["stream-mem"]] == [g[:-4] for g in grams["stream-work"]]
+    assert {g[-4:] for g in grams["stream-mem"]} == {bytes(4)}
