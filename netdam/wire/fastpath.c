@@ -26,6 +26,10 @@
 #include <nmmintrin.h>
 #define ND_X86 1
 #endif
+/* the folding CRC kernel needs AVX-512 intrinsics a compiler of these versions has */
+#if defined(__x86_64__) && (defined(__clang__) ? __clang_major__ >= 8 : __GNUC__ >= 10)
+#define ND_FOLD 1
+#endif
 
 /* ---- CRC32C (Castagnoli, reflected 0x82F63B78), as the crc32c package computes it ---- */
 #define POLY 0x82f63b78u
@@ -196,6 +200,7 @@ static uint32_t crc_hw3(uint32_t crc, const uint8_t *buf, size_t len) {
     return (uint32_t)c0 ^ 0xffffffffu;
 }
 
+#ifdef ND_FOLD
 /* Carry-less multiplication folds the bulk of a buffer into FOLD_BYTES that have the
  * same CRC (Intel, "Fast CRC Computation for Generic Polynomials Using PCLMULQDQ", 2009),
  * four 512-bit accumulators at a time; the crc32 instruction then finishes from those
@@ -252,14 +257,17 @@ static uint32_t crc_fold(uint32_t crc, const uint8_t *buf, size_t len) {
     _mm512_store_si512(folded + 192, a3);
     return crc_hw3(crc_hw3(0xffffffffu, folded, FOLD_BYTES), buf, len);
 }
-#endif
+#endif /* ND_FOLD */
+#endif /* ND_X86 */
 
 uint32_t nd_crc32c(uint32_t crc, const uint8_t *buf, size_t len) {
     if (!crc_ready)
         crc_init();
-#ifdef ND_X86
+#ifdef ND_FOLD
     if (crc_hw == CRC_FOLD && len >= FOLD_MIN)
         return crc_fold(crc, buf, len);
+#endif
+#ifdef ND_X86
     if (crc_hw != CRC_TABLE)
         return crc_hw3(crc, buf, len);
 #endif
@@ -277,12 +285,14 @@ const char *nd_crc_select(int widest) {
     __builtin_cpu_init();
     if (widest >= 1 && __builtin_cpu_supports("sse4.2"))
         crc_hw = CRC_SSE42;
+#ifdef ND_FOLD
     if (widest >= 2 && crc_hw == CRC_SSE42 && __builtin_cpu_supports("avx512f") &&
         __builtin_cpu_supports("vpclmulqdq")) {
         fold_k[0] = xpow_reflected(FOLD_BYTES * 8 + 63);
         fold_k[1] = xpow_reflected(FOLD_BYTES * 8 - 1);
         crc_hw = CRC_FOLD;
     }
+#endif
 #endif
     return crc_names[crc_hw];
 }
