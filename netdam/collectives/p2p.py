@@ -413,6 +413,27 @@ class Channels:
         self.pacer.took(what, time.monotonic() - start)
         return word
 
+    def wait_stored(self, peer: int, index: int, value: int, timeout: float, what) -> None:
+        """Wait until word ``index`` of rank ``peer``'s stored area (``stores[peer]``)
+        reaches ``value``: a word another rank of this node stores, which no device sees
+        and no doorbell announces. Yields the CPU for ``YIELD_SPIN`` (the rank that will
+        store it may be waiting for one), then pauses as ``Pacer`` says, at most
+        ``P2P_SLEEP_MAX``; past ``timeout`` seconds raises ``NetdamTimeout`` with the
+        message ``what()``."""
+        words = self.stores[peer].words
+        if words[index] >= value:
+            return
+        start = time.monotonic()
+        while words[index] < value:
+            waited = time.monotonic() - start
+            if waited > timeout:
+                raise NetdamTimeout(what())
+            if waited < YIELD_SPIN:
+                os.sched_yield()
+            else:
+                self.pacer.pause("stored", waited, P2P_SLEEP_MAX)
+        self.pacer.took("stored", time.monotonic() - start)
+
     def when_each(self, watches, what: str) -> None:
         """Run ``step()`` for each ``(offset, value, step)`` once the home word at
         ``offset`` reaches ``value``, in whatever order they get there; return when all

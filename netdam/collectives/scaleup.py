@@ -25,10 +25,11 @@ which each posts only after it finished round k - slots, the last one to read th
 stage. In the symmetric collectives that has happened already; a broadcast's root or a
 reduce's contributors may otherwise run ahead of their readers.
 
-Waiting: a rank that finds a peer's word short yields its CPU (the peer is usually
-runnable, and on a busy machine a sleep costs a wake-up) for ``p2p.YIELD_SPIN``, then
-sleeps in pauses that double up to ``p2p.P2P_SLEEP_MAX``; a peer that never posts makes
-it raise ``NetdamTimeout`` naming that peer at the communicator's timeout. Like the
+Waiting: a rank that finds a peer's word short waits as for any stored word
+(``Channels.wait_stored``: it yields its CPU, since the peer is usually runnable and on a
+busy machine a sleep costs a wake-up, then pauses as ``p2p.Pacer`` says); a peer that
+never posts makes it raise ``NetdamTimeout`` naming that peer at the communicator's
+timeout. Like the
 in-network algorithms' device steps, the wait runs inside the request's progress, so a
 non-blocking call of these returns once its result is in.
 
@@ -38,11 +39,7 @@ No device takes part, so no datagram shows the exchange: a capture of a job (or
 
 from __future__ import annotations
 
-import os
-import time
-
-from netdam.collectives.p2p import P2P_SLEEP_MAX, SLEEP_MIN, WORD, YIELD_SPIN
-from netdam.handle import NetdamTimeout
+from netdam.collectives.p2p import WORD
 
 
 def load_store_max(comm) -> int:
@@ -151,18 +148,7 @@ def _post(comm, data) -> int:
 
 
 def _wait_posted(comm, peer: int, k: int) -> None:
-    words, at = comm.channels.stores[peer].words, comm.layout.heads // WORD + peer
-    if words[at] >= k:
-        return
-    start = time.monotonic()
-    pause = SLEEP_MIN
-    while words[at] < k:
-        waited = time.monotonic() - start
-        if waited > comm.timeout:
-            raise NetdamTimeout(f"rank {comm.rank}: load_store round {k}: rank {peer} "
-                                f"did not post within {comm.timeout:g} s")
-        if waited < YIELD_SPIN:
-            os.sched_yield()
-        else:
-            time.sleep(pause)
-            pause = min(pause * 2, P2P_SLEEP_MAX)
+    comm.channels.wait_stored(
+        peer, comm.layout.heads // WORD + peer, k, comm.timeout,
+        lambda: f"rank {comm.rank}: load_store round {k}: rank {peer} did not post within "
+                f"{comm.timeout:g} s")
