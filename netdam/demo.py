@@ -13,14 +13,13 @@ from __future__ import annotations
 
 import argparse
 
-from rich.console import Console
 from rich.table import Table
 
 from netdam.collectives.check import input_count
 from netdam.collectives.runner import Result, run_cases
 from netdam.errors import UsageError
 from netdam.transport.faults import add_fault_arguments, given_faults
-from netdam.ui import progress_bar
+from netdam.ui import progress_bar, report_console
 
 SIZES = (4 << 10, (1 << 20) + 12)     # a latency size and a bandwidth size (odd count)
 #: collectives whose reduce op means something (the table shows "-" for the others)
@@ -97,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
     n = args.nodes * args.devices_per_node
     cases = plan(n, chain=True)
     faults = given_faults(args)
-    console = Console()
+    console = report_console()
     console.print(f"netdam demo: {args.nodes} nodes x {args.devices_per_node} device(s), "
                   f"{n} host ranks, {len(cases)} checked cases")
     with progress_bar(console) as bar:

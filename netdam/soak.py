@@ -296,8 +296,9 @@ def soak(seconds: float, nodes: int, devices_per_node: int, faults: dict, *,
 
 
 def render(report: dict) -> None:
-    from rich.console import Console
     from rich.table import Table
+
+    from netdam.ui import report_console
     led = report["ledger"]
     inj = led.get("injected", {})
     t = Table(title=f"netdam soak: {report['seconds']:g} s, {report['ranks']} ranks on "
@@ -330,7 +331,7 @@ def render(report: dict) -> None:
     for name, (a, b) in report["rss_kib"].items():
         row(f"RSS {name} (KiB, start -> end)", f"{a:,} -> {b:,}", 0 < a and b - a <
             report["rss_slack_kib"])
-    console = Console()
+    console = report_console()
     console.print(t)
     for m in report["messages"][:10]:
         console.print(f"[red]{m}[/]", highlight=False)

@@ -1,13 +1,33 @@
-"""The rich pieces the commands share: the progress bar shown while cases run.
+"""The rich pieces the commands share: the console their reports go to, and the progress
+bar shown while cases run.
 
-Owns how ``netdam demo``, ``bench``, ``sim`` and friends show progress, so they look
-alike: a description, a bar, done/total and the time elapsed, removed when done.
+Owns how ``netdam demo``, ``bench``, ``sim`` and friends show their output, so they look
+alike: tables as wide as the terminal, or whole when written to a file or a pipe; a
+progress bar with a description, a bar, done/total and the time elapsed, removed when
+done.
 """
 
 from __future__ import annotations
 
+import os
+
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+
+#: columns of a report written to a file or a pipe: wide enough for every table netdam
+#: prints (a table takes only the width it needs)
+REPORT_WIDTH = 240
+
+
+def report_console() -> Console:
+    """The console a command prints its report on. In a terminal, rich fits tables to its
+    width. Written to a file or a pipe, rich would assume 80 columns and cut numbers
+    short ("9,…"), so this one is ``REPORT_WIDTH`` wide, unless ``COLUMNS`` says."""
+    console = Console()
+    if not console.is_terminal and "COLUMNS" not in os.environ:
+        console = Console(width=REPORT_WIDTH)
+    return console
 
 
 def progress_bar(console: Console | None = None) -> Progress:

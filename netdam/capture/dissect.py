@@ -40,6 +40,7 @@ from netdam.capture.filters import compile_filter
 from netdam.capture.flows import flow_stats
 from netdam.capture.frames import Frame, endpoint_text, enum_name, netdam_frames
 from netdam.errors import UsageError
+from netdam.ui import report_console
 from netdam.wire.fields import CREDIT_UNIT, DType, Opcode, RedOp
 
 DEFAULT_LADDER_ROWS = 40
@@ -160,16 +161,8 @@ def flows_table(frames: list[Frame]) -> Table:
     return t
 
 
-def _console() -> Console:
-    """A console; wide when writing to a file or pipe, where rich would assume 80 columns."""
-    console = Console()
-    if not console.is_terminal and "COLUMNS" not in os.environ:
-        console = Console(width=160)
-    return console
-
-
 def run(args: argparse.Namespace) -> int:
-    console = _console()
+    console = report_console()
     if args.limit is not None and args.limit < 0:
         raise UsageError("--limit must be >= 0")
     frames, stats = load(args.file, args.filter, args.t_from, args.t_to)

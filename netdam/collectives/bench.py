@@ -35,7 +35,6 @@ import argparse
 import json
 from pathlib import Path
 
-from rich.console import Console
 from rich.table import Table
 
 from netdam.api import fit_layout
@@ -48,7 +47,7 @@ from netdam.collectives.runner import MEM_SIZE, Result, load_store_refusal, run_
 from netdam.collectives.types import OP_NAMES
 from netdam.errors import UsageError
 from netdam.transport.faults import add_fault_arguments, given_faults
-from netdam.ui import progress_bar
+from netdam.ui import progress_bar, report_console
 
 #: algorithms swept per collective when --algo is not given
 ALGOS = {"all_reduce": ["ring", "recursive_doubling", "one_shot", "load_store", "chain",
@@ -186,7 +185,7 @@ def run(args: argparse.Namespace) -> int:
     n, cases = plan(args)
     references = args.compare or []
     ref_cases = compare.comparable(cases)
-    console = Console()
+    console = report_console()
     console.print(f"netdam bench: {n} ranks ({args.nodes} nodes x {args.devices_per_node}, "
                   f"{paths(args.nodes, args.devices_per_node)}), {len(cases)} cases, {args.warmup} warm-up + {args.iters} "
                   f"iterations each")

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import argparse
 
-from rich.console import Console
-
 from netdam.collectives.check import BUSBW_FACTOR, input_count, numpy_dtype
 from netdam.collectives.communicator import (ALL_GATHER_ALGOS, ALLREDUCE_ALGOS,
                                              BROADCAST_ALGOS)
@@ -19,6 +17,7 @@ from netdam.collectives.types import OP_NAMES
 from netdam.demo import report
 from netdam.errors import UsageError
 from netdam.transport.faults import add_fault_arguments, given_faults
+from netdam.ui import report_console
 
 #: what ``--algo`` may name, per collective (the communicator's ``algo=`` choices)
 ALGOS = {"all_reduce": ("auto", *(a for a in ALLREDUCE_ALGOS if a != "auto")),
@@ -84,6 +83,6 @@ def run(args: argparse.Namespace) -> int:
     [res] = run_cases([case], nprocs=n, nodes=args.nodes,
                       devices_per_node=args.devices_per_node, mtu=args.mtu, pcap=args.pcap,
                       faults=faults)
-    Console().print(report([res], n, f"netdam run {args.collective}, {n} ranks"))
+    report_console().print(report([res], n, f"netdam run {args.collective}, {n} ranks"))
     return 0 if res.ok else 1
 

@@ -14,12 +14,12 @@ import os
 import time
 from pathlib import Path
 
-from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
 from netdam.control.client import ControlClient
 from netdam.errors import UsageError
+from netdam.ui import report_console
 
 #: counters shown as columns: (title, key in a member's counters)
 COLUMNS = (("rx pkts", "rx_packets"), ("tx pkts", "tx_packets"), ("rx bytes", "rx_bytes"),
@@ -114,7 +114,7 @@ def run(args: argparse.Namespace) -> int:
         if args.json:
             print(json.dumps({k: v for k, v in status.items() if k not in ("ok", "rid")}))
             return 0
-        console = Console()
+        console = report_console()
         if not args.watch:
             console.print(render(status, None, 0.0))
             return 0

@@ -25,6 +25,7 @@ from netdam.errors import UsageError
 from netdam.sim.run import COLLECTIVES, MODES, SimConfig, SimResult, algorithms_of, simulate
 from netdam.collectives.plot import line_chart
 from netdam.sim.topology import FABRICS
+from netdam.ui import report_console
 
 
 def _dims(text: str) -> tuple[int, ...]:
@@ -167,7 +168,7 @@ def plot(results: list[SimResult], path: str, by: str) -> None:
 
 def run(args: argparse.Namespace) -> int:
     cfgs = configs(args)
-    console = Console()
+    console = report_console()
     results: list[SimResult] = []
     if len(cfgs) == 1:
         results.append(simulate(cfgs[0]))
