@@ -89,6 +89,19 @@ class DeviceConfig:
     instructions: list[str] = field(default_factory=list)   #: "module:function" plugins
     ack_every: int = 16    #: ACK at most this many fragments of a message at once (SPEC §4.7)
 
+    def __post_init__(self):
+        """Refuse, with a ValueError naming it, a field no device could be built with."""
+        if not 0 <= self.device_id < _ANY:
+            raise ValueError(f"device id {self.device_id} outside 0..{_ANY - 1}")
+        if not 0 <= self.port <= 0xFFFF:
+            raise ValueError(f"port {self.port} outside 0..65535")
+        if self.mem_size < 1:
+            raise ValueError(f"memory size {self.mem_size} must be positive")
+        if self.shm_slots < 1:
+            raise ValueError(f"shm slots {self.shm_slots} must be at least 1")
+        if self.spin < 0 or self.node < 0:
+            raise ValueError(f"spin {self.spin} and node {self.node} must not be negative")
+
 
 def _rights_names(rights) -> list[str]:
     return [r.name for r in type(rights) if r.value and (rights & r) == r
@@ -119,7 +132,11 @@ class DeviceServer:
                                  **_limits.part(lim, "engine"))
             for spec in c.instructions:
                 _load_instructions(spec)(self.device)
-            self.udp = UdpEndpoint(c.host, c.port, mtu=c.mtu, faults=c.faults)
+            try:
+                self.udp = UdpEndpoint(c.host, c.port, mtu=c.mtu, faults=c.faults)
+            except OSError as exc:      # (an address not on this host, a port in use)
+                raise UsageError(f"cannot bind UDP {c.host}:{c.port}: "
+                                 f"{exc.strerror or exc}") from None
             if c.pcap:
                 from netdam.capture.pcap import Capture
                 self.udp.capture = Capture(c.pcap)

@@ -209,3 +209,31 @@ def test_arguments_build_a_config():
     assert config_from_args(parser.parse_args(["--ack-every", "4"])).ack_every == 4
     with pytest.raises(UsageError, match="ack-every"):
         config_from_args(parser.parse_args(["--ack-every", "0"]))
+
+
+@pytest.mark.parametrize("argv,text", [
+    (["--port", "99999"], "port 99999 outside 0..65535"),
+    (["--mem-size", "0"], "memory size 0 must be positive"),
+    (["--id", "65535"], "device id 65535 outside"),
+    (["--shm-slots", "0"], "shm slots 0"),
+])
+def test_a_bad_device_argument_is_one_line(argv, text):
+    import subprocess
+    import sys
+    p = subprocess.run([sys.executable, "-m", "netdam", "device", *argv], capture_output=True,
+                       text=True, timeout=30)
+    assert p.returncode == 2, p.stdout + p.stderr
+    assert text in p.stderr and "Traceback" not in p.stderr
+    assert p.stdout == ""                    # no info line: no device came up
+
+
+def test_a_taken_port_is_one_line():
+    import subprocess
+    import sys
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as taken:
+        taken.bind(("127.0.0.1", 0))
+        port = taken.getsockname()[1]
+        p = subprocess.run([sys.executable, "-m", "netdam", "device", "--port", str(port)],
+                           capture_output=True, text=True, timeout=30)
+    assert p.returncode == 2, p.stdout + p.stderr
+    assert f"cannot bind UDP 127.0.0.1:{port}" in p.stderr and "Traceback" not in p.stderr
