@@ -25,6 +25,7 @@ import zmq
 
 from netdam.control.auth import FailureCounter, ServerAuth
 from netdam.control.state import ClusterState
+from netdam.errors import UsageError
 from netdam.transport.udp import warn_if_exposed
 
 TICK = 0.1  # seconds between health checks when idle
@@ -35,6 +36,8 @@ class Coordinator:
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, *, dead_after: float = 3.0,
                  pkey: int | None = None, cluster: str = "netdam", auth=None):
+        if not 0 <= port <= 0xFFFF:
+            raise UsageError(f"port {port} outside 0..65535")
         self.state = ClusterState(dead_after=dead_after, cluster=cluster)
         if pkey is not None:
             self.state.pkey = pkey
@@ -49,11 +52,19 @@ class Coordinator:
             self.auth.apply(self._router)
             self.auth.apply(self._pub)
             self._rejected = FailureCounter(self._router)
-        if port:
-            self._router.bind(f"tcp://{host}:{port}")
-        else:
-            port = self._router.bind_to_random_port(f"tcp://{host}")
-        events_port = self._pub.bind_to_random_port(f"tcp://{host}")
+        try:
+            if port:
+                self._router.bind(f"tcp://{host}:{port}")
+            else:
+                port = self._router.bind_to_random_port(f"tcp://{host}")
+            events_port = self._pub.bind_to_random_port(f"tcp://{host}")
+        except zmq.ZMQError as exc:     # (an address not on this host, a port in use)
+            self._router.close()
+            self._pub.close()
+            if self.auth is not None:
+                self.auth.stop()
+            self._ctx.term()
+            raise UsageError(f"cannot bind tcp://{host}:{port}: {zmq.strerror(exc.errno)}") from None
         self.address = f"tcp://{host}:{port}"
         self.events_address = f"tcp://{host}:{events_port}"
         self._stop = threading.Event()
@@ -131,7 +142,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     if args.dead_after <= 0:
-        from netdam.errors import UsageError
         raise UsageError(f"--dead-after must be positive, not {args.dead_after}")
     warn_if_exposed(args.host, "the coordinator")
     from netdam.control.auth import from_env

@@ -83,3 +83,17 @@ def test_no_coordinator_times_out():
         c.status()
     assert time.monotonic() - t0 < 2.0
     c.close()
+
+
+@pytest.mark.timeout(30)
+def test_a_port_it_cannot_have_is_one_usage_error():
+    import socket
+    from netdam.errors import UsageError
+    with pytest.raises(UsageError, match="port 99999 outside 0..65535"):
+        Coordinator(port=99999)
+    with socket.socket() as taken:                  # a TCP port another socket holds
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(UsageError, match=f"cannot bind tcp://127.0.0.1:{port}: "):
+            Coordinator(port=port)
