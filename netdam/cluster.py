@@ -33,6 +33,7 @@ from netdam import limits as _limits
 from netdam.control import auth as _auth
 from netdam.transport.faults import FLAGS, FaultConfig
 from netdam.transport.udp import warn_if_exposed
+from netdam.wire.fields import MAX_DATAGRAM, MIN_MTU
 
 #: faults accepted as keyword arguments and forwarded to every member (see transport.faults)
 FAULT_KEYS = tuple(FLAGS)
@@ -73,8 +74,10 @@ def read_json_line(proc: subprocess.Popen, timeout: float, what: str) -> dict:
     finally:
         sel.close()
     code = proc.poll()
-    raise NetdamError(f"{what} did not start within {timeout:g} s"
-                      + (f" (exited with {code})" if code is not None else ""))
+    if code is not None:
+        raise NetdamError(f"{what} exited with {code} before it started (its error went to "
+                          "stderr)")
+    raise NetdamError(f"{what} did not start within {timeout:g} s")
 
 
 @dataclass(frozen=True)
@@ -109,6 +112,10 @@ class LocalCluster:
         if nodes < 1 or devices_per_node < 1:
             raise UsageError(f"need at least one node and one device per node, not "
                              f"{nodes} x {devices_per_node}")
+        if mem_size < 1:
+            raise UsageError(f"device memory of {mem_size} bytes: must be positive")
+        if mtu is not None and not MIN_MTU <= mtu <= MAX_DATAGRAM:
+            raise UsageError(f"mtu {mtu} outside {MIN_MTU}..{MAX_DATAGRAM}")
         self.nodes, self.devices_per_node = nodes, devices_per_node
         self.mem_size, self.mtu, self.shm, self.host = mem_size, mtu, shm, host
         self.dead_after, self.start_timeout = dead_after, start_timeout

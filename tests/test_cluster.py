@@ -213,3 +213,25 @@ def test_devices_learn_chains_from_the_coordinator():
             time.sleep(0.05)
         client.close()
         assert all(cid in counters[d]["chains"] for d in (1, 2, 3))
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("kw,text", [({"mtu": 10}, "mtu 10 outside 256..65507"),
+                                     ({"mem_size": 0}, "device memory of 0 bytes")])
+def test_a_cluster_no_device_could_join_is_refused_before_it_starts(kw, text):
+    from netdam.errors import UsageError
+    with pytest.raises(UsageError, match=text):
+        LocalCluster(nodes=1, **kw)
+
+
+@pytest.mark.timeout(30)
+def test_a_child_that_exits_before_announcing_itself_is_named_with_its_code():
+    from netdam.cluster import read_json_line
+    from netdam.errors import NetdamError
+    proc = subprocess.Popen([sys.executable, "-c", "import sys; sys.exit(3)"],
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        with pytest.raises(NetdamError, match="device 7 exited with 3 before it started"):
+            read_json_line(proc, 20, "device 7")
+    finally:
+        proc.wait(5)

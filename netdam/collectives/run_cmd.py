@@ -67,6 +67,12 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"unknown dtype {args.dtype!r}") from None
     if args.algo and args.algo not in ALGOS.get(args.collective, ()):
         raise UsageError(f"{args.collective} has no algorithm {args.algo!r}")
+    if args.nodes < 1 or args.devices_per_node < 1:
+        raise UsageError("--nodes and --devices-per-node must be at least 1")
+    if args.iters < 1 or args.warmup < 0:
+        raise UsageError("--iters must be at least 1 and --warmup at least 0")
+    if args.size < 0:
+        raise UsageError(f"--size {args.size}: must not be negative")
     n = args.nodes * args.devices_per_node
     if not 0 <= args.root < n:
         raise UsageError(f"--root {args.root} outside 0..{n - 1}")
