@@ -81,6 +81,13 @@ class _Link:
         self.kind = kind or ("shm" if shm is not None else "udp")
 
 
+def _byte_count(length) -> int:
+    """``length`` as a count of bytes (an integer, 0 or more), or a UsageError."""
+    if isinstance(length, bool) or not isinstance(length, (int, np.integer)) or length < 0:
+        raise UsageError(f"a length of {length!r}: expected a count of bytes, 0 or more")
+    return int(length)
+
+
 class Agent(Completer, Waiting):
     """The host agent. ``add_device(info)`` with the JSON a device prints first, then the
     primitives. Use as a context manager, or call ``close()``.
@@ -356,6 +363,10 @@ class Agent(Completer, Waiting):
     def read_nb(self, addr: Addr, length: int, *, out=None, timeout: float | None = None,
                 flags: int = 0) -> Handle:
         """Start reading ``length`` bytes; the handle's result is a bytearray (or ``out``)."""
+        if type(length) is not int or length < 0:
+            length = _byte_count(length)
+        if length > self.read_chunk:    # a range no region holds: refused before allocating
+            self._target(addr, length)
         h = self._handle(f"read of {length} bytes at {addr.offset:#x}", addr.device, timeout)
         h.result = bytearray(length) if out is None else out
         if out is not None and len(memoryview(out).cast("B")) < length:

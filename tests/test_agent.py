@@ -324,6 +324,20 @@ def test_usage_errors():
             ag.add_device({"id": 1, "host": "127.0.0.1", "port": 1}, path="carrier-pigeon")
 
 
+@pytest.mark.parametrize("path", ["udp", "shm"])
+def test_a_bad_read_length_is_a_usage_error_before_anything_is_sent(path):
+    from netdam.errors import UsageError
+    with _device("--shm") as dev, Agent(timeout=5) as ag:
+        ag.add_device(dev.info, path=path)
+        for length in (-1, 2.5, "8", True):
+            with pytest.raises(UsageError, match="expected a count of bytes"):
+                ag.read(Addr(1, 0), length)
+        with pytest.raises(UsageError, match="no region of device 1 holds"):
+            ag.read(Addr(1, 0), 1 << 40)            # refused, not a terabyte allocated
+        assert ag.read(Addr(1, 0), np.int64(8)) == bytes(8)   # a NumPy count is a count
+        assert ag.rel.counters["sent"] == 1          # only that READ went out
+
+
 def test_nak_for_a_damaged_copy_is_retried_not_reported():
     """A MALFORMED NAK can only mean the device saw a damaged copy of our request: the
     agent retransmits instead of failing (a scripted device answers over a raw socket)."""
