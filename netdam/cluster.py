@@ -130,6 +130,8 @@ class LocalCluster:
         except ValueError as exc:
             raise UsageError(str(exc)) from None
         self.pcap = Path(pcap) if pcap else None
+        if self.pcap is not None and not self.pcap.parent.is_dir():
+            raise UsageError(f"capture {self.pcap}: no such directory {self.pcap.parent}")
         self.limits = dict(limits or {})
         _limits.resolve(self.limits)            # unknown or bad limits: UsageError now
         self._auth_arg = auth

@@ -217,7 +217,9 @@ def test_devices_learn_chains_from_the_coordinator():
 
 @pytest.mark.timeout(30)
 @pytest.mark.parametrize("kw,text", [({"mtu": 10}, "mtu 10 outside 256..65507"),
-                                     ({"mem_size": 0}, "device memory of 0 bytes")])
+                                     ({"mem_size": 0}, "device memory of 0 bytes"),
+                                     ({"pcap": "/nonexistent/dir/x.pcap"},
+                                      "no such directory /nonexistent/dir")])
 def test_a_cluster_no_device_could_join_is_refused_before_it_starts(kw, text):
     from netdam.errors import UsageError
     with pytest.raises(UsageError, match=text):
