@@ -59,11 +59,13 @@ def read_json_line(proc: subprocess.Popen, timeout: float, what: str) -> dict:
     sel = selectors.DefaultSelector()
     sel.register(proc.stdout, selectors.EVENT_READ)
     deadline = time.monotonic() + timeout
+    closed = False
     try:
         while time.monotonic() < deadline:
             if sel.select(timeout=0.1):
                 line = proc.stdout.readline()
                 if not line:
+                    closed = True       # it closed its output: it is ending, if not over
                     break
                 try:
                     return json.loads(line)
@@ -74,6 +76,11 @@ def read_json_line(proc: subprocess.Popen, timeout: float, what: str) -> dict:
     finally:
         sel.close()
     code = proc.poll()
+    if code is None and closed:
+        try:
+            code = proc.wait(1.0)
+        except subprocess.TimeoutExpired:
+            pass
     if code is not None:
         raise NetdamError(f"{what} exited with {code} before it started (its error went to "
                           "stderr)")
