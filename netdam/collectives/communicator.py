@@ -671,7 +671,12 @@ class Communicator:
             raise UsageError("split a sub-communicator's parent instead (one level only)")
         if self._splits >= self.max_splits:
             raise UsageError(f"at most {self.max_splits} splits per communicator")
-        self._splits += 1
+        for name, value, least in (("color", color, 0), ("key", key, None)):
+            if value is not None and (isinstance(value, bool) or not isinstance(
+                    value, (int, np.integer)) or (least is not None and value < least)):
+                raise UsageError(f"split {name} {value!r}: expected None or an integer"
+                                 + ("" if least is None else f" >= {least}"))
+        self._splits += 1   # (checked first: a refused split takes no slot)
         mine = np.array([-1 if color is None else int(color),
                          self.rank if key is None else int(key), self.rank], np.int64)
         table = self.all_gather(mine)

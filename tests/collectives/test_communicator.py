@@ -92,7 +92,9 @@ SCRIPT = textwrap.dedent("""
                  lambda: comm.all_to_all(np.zeros(n + 1)),
                  lambda: comm.all_reduce(x, algo="magic"),
                  lambda: comm.broadcast(x, algo="chain"),
-                 lambda: comm.all_gather(x, algo="binomial")):
+                 lambda: comm.all_gather(x, algo="binomial"),
+                 lambda: comm.split("red"), lambda: comm.split(-1),
+                 lambda: comm.split(1, key=0.5)):
         try:
             call()
         except UsageError as exc:
