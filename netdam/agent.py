@@ -415,9 +415,14 @@ class Agent(Completer, Waiting):
         """memory[addr ..] = op(memory, data) elementwise; ``dtype`` defaults from a NumPy
         array's dtype (name BFLOAT16 / FP8 explicitly)."""
         dt = _dtype_of(data, dtype)
+        try:
+            op = RedOp(op)
+        except ValueError:
+            raise UsageError(f"unknown reduce op {op!r}; known: "
+                             f"{', '.join(o.name.lower() for o in RedOp if o)}") from None
         view = memoryview(np.ascontiguousarray(data) if isinstance(data, np.ndarray)
                           else data).cast("B")
-        h = self._handle(f"reduce {RedOp(op).name} of {len(view)} bytes at {addr.offset:#x}",
+        h = self._handle(f"reduce {op.name} of {len(view)} bytes at {addr.offset:#x}",
                          addr.device, timeout)
         return self._send_message(
             h, self._template(Opcode.REDUCE, addr, len(view), dtype=dt, redop=op, flags=flags),
@@ -523,6 +528,8 @@ class Agent(Completer, Waiting):
         of a device on this node's shared memory whose region this host may read is
         looked at in place instead (no READs), and the agent's sleeps watch it, so the
         device's doorbell ends them when it arrives."""
+        if not 0 <= value <= _MASK64:
+            raise UsageError(f"wait_signal for {value}: a signal word holds 0..2**64-1")
         h = self._handle(f"wait_signal >= {value} at {signal.offset:#x}", signal.device,
                          timeout)
         word = None

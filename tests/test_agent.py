@@ -336,6 +336,11 @@ def test_a_bad_read_length_is_a_usage_error_before_anything_is_sent(path):
             ag.read(Addr(1, 0), 1 << 40)            # refused, not a terabyte allocated
         assert ag.read(Addr(1, 0), np.int64(8)) == bytes(8)   # a NumPy count is a count
         assert ag.rel.counters["sent"] == 1          # only that READ went out
+        with pytest.raises(UsageError, match="unknown reduce op 99; known: sum, prod"):
+            ag.reduce(Addr(1, 0), np.ones(4, np.float32), op=99)
+        with pytest.raises(UsageError, match="a signal word holds 0..2"):
+            ag.wait_signal(Addr(1, 8), -1)           # would never be reached: not waited
+        assert ag.rel.counters["sent"] == 1
 
 
 def test_nak_for_a_damaged_copy_is_retried_not_reported():
