@@ -29,9 +29,8 @@ Waiting: a rank that finds a peer's word short waits as for any stored word
 (``Channels.wait_stored``: it yields its CPU, since the peer is usually runnable and on a
 busy machine a sleep costs a wake-up, then pauses as ``p2p.Pacer`` says); a peer that
 never posts makes it raise ``NetdamTimeout`` naming that peer at the communicator's
-timeout. Like the
-in-network algorithms' device steps, the wait runs inside the request's progress, so a
-non-blocking call of these returns once its result is in.
+timeout. Like the in-network algorithms' device steps, the wait runs inside the
+request's progress, so a non-blocking call of these returns once its result is in.
 
 No device takes part, so no datagram shows the exchange: a capture of a job (or
 ``load_store=False``) turns load/store off (``netdam.api``).

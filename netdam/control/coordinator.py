@@ -64,7 +64,8 @@ class Coordinator:
             if self.auth is not None:
                 self.auth.stop()
             self._ctx.term()
-            raise UsageError(f"cannot bind tcp://{host}:{port}: {zmq.strerror(exc.errno)}") from None
+            raise UsageError(f"cannot bind tcp://{host}:{port}: "
+                             f"{zmq.strerror(exc.errno)}") from None
         self.address = f"tcp://{host}:{port}"
         self.events_address = f"tcp://{host}:{events_port}"
         self._stop = threading.Event()
