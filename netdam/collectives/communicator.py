@@ -5,8 +5,9 @@ reduce_scatter, all_to_all, all_to_allv, barrier``, each with a ``*_nb`` form re
 ``Request``), argument checking, the choice of algorithm (``algo=`` or automatic), and
 the progress engine that runs algorithm generators (algorithms.py, offload.py) over the
 point-to-point channels (p2p.py). Non-blocking collectives of one communicator run in
-the order they were started, like MPI's; they progress whenever any of them is waited
-on or tested.
+the order they were started, like MPI's; they progress whenever any request of the
+communicator, its world or a sibling split is waited on or tested, so ranks may wait on
+the requests of different communicators in different orders.
 """
 
 from __future__ import annotations
@@ -103,6 +104,8 @@ class Request:
 
     def test(self) -> bool:
         self.comm._progress()
+        if not self.finished:
+            self.comm._progress_others()
         return self.finished
 
     def done(self) -> bool:
@@ -115,6 +118,7 @@ class Request:
             self.comm._progress()
             if self.finished:
                 break
+            self.comm._progress_others()
             if time.monotonic() > deadline:
                 self.comm.broken = self.comm.broken or f"{self.name} timed out"
                 raise NetdamTimeout(f"rank {self.comm.rank}: {self.name} did not finish "
@@ -144,6 +148,7 @@ class Communicator:
         self.nodes = list(nodes) if nodes is not None else list(range(size))
         self._hier: tuple | None = None   # (intra-node, leaders) communicators, made once
         self._children: list[Communicator] = []
+        self._progressing = False          # inside _progress (see _progress_others)
         #: may ranks of one node load and store each other's areas (job-wide)
         self.load_store = load_store
         self.channels = Channels(agent, rank, areas, self.layout, timeout=timeout,
@@ -194,7 +199,29 @@ class Communicator:
         return None if self._work is None else self._work.ctypes.data
 
     # -- progress ------------------------------------------------------------------------
+    def _progress_others(self) -> None:
+        """Advance the requests of the other communicators of this family (the world and
+        its splits) too, as MPI's progress rule asks: a peer may be waiting on one of them
+        before it gets to the one waited on here. Their failures stay theirs (recorded
+        in their ``broken`` and requests), each raised by its own wait."""
+        root = self.parent or self
+        for c in (root, *root._children):
+            # (not one whose progress is running a step that waits on this one: the
+            # hierarchical algorithm's steps are collectives of its splits)
+            if c is not self and c._queue and not c.broken and not c._progressing:
+                try:
+                    c._progress()
+                except Exception:
+                    pass
+
     def _progress(self) -> None:
+        self._progressing = True
+        try:
+            self._progress_queue()
+        finally:
+            self._progressing = False
+
+    def _progress_queue(self) -> None:
         try:
             self.channels.progress()   # raises when a posted piece or credit failed
         except BaseException as exc:
