@@ -66,6 +66,7 @@ class Request:
         self.comm, self.name, self._gen, self._finish = comm, name, gen, finish
         self._value: Any = None
         self._recv: tuple[Recv, bytearray, int] | None = None
+        self._posted: scaleup.Posted | None = None   # a load/store step not ready yet
         self._started = False
         self._returned = False
         self.finished = False
@@ -87,6 +88,12 @@ class Request:
                     self._recv = (op, buf, i)
                     return False
                 self._recv, self._value = None, memoryview(buf)
+            if self._posted is not None:
+                if not self._posted.ready():
+                    ch.waiting_on_peers()
+                    return False
+                ch.peers_posted()
+                self._posted, self._value = None, self._posted()
             try:
                 op = self._gen.send(self._value) if self._started else next(self._gen)
             except StopIteration:
@@ -97,6 +104,8 @@ class Request:
                 ch.send(op)
             elif isinstance(op, Recv):
                 self._recv = (op, bytearray(op.nbytes), 0)
+            elif isinstance(op, scaleup.Posted):   # runs once its peers have posted
+                self._posted = op
             elif callable(op):             # a device step of an offloaded algorithm
                 self._value = op()
             else:

@@ -237,6 +237,7 @@ class Channels:
         self._watchable = (self.home.mapped and agent.can_watch(base.device)
                            and base.offset % WORD == 0)
         self._wants: dict[int, int] = {}     # home words found short since the last sleep
+        self._peer_wait = False              # waiting on words peers store in their areas
         #: per rank, its area mapped for this rank's loads and stores, or None
         self.stores: list[StoreArea | None] = [self._map_area(p) if load_store else None
                                                for p in range(n)]
@@ -497,13 +498,23 @@ class Channels:
         self.counters["sleeps_woken"] += 1
         return True
 
+    def waiting_on_peers(self) -> None:
+        """The next ``idle`` waits for words other ranks store into their own areas (a
+        load/store round's posted words), which no device sees."""
+        self._peer_wait = True
+
+    def peers_posted(self) -> None:
+        """Those words have arrived: the wait for them is over."""
+        self._moved()
+
     def idle(self) -> None:
         """Nothing to do right now (waiting for a peer's message or an
         acknowledgement): sleep on a watch; waiting only for words peers store (which no
         device sees), yield the CPU for ``YIELD_SPIN`` first; else, or after that, a
         short pause as ``Pacer`` says, at most ``P2P_SLEEP_MAX``."""
-        stored = not self._inflight and self._wants and \
-            self._stored_words.issuperset(self._wants)
+        peers, self._peer_wait = self._peer_wait, False
+        stored = not self._inflight and (peers or self._wants and
+                                         self._stored_words.issuperset(self._wants))
         if not stored and self._watch_sleep(P2P_SLEEP_MAX):
             return
         now = time.monotonic()

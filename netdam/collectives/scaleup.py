@@ -25,12 +25,14 @@ which each posts only after it finished round k - slots, the last one to read th
 stage. In the symmetric collectives that has happened already; a broadcast's root or a
 reduce's contributors may otherwise run ahead of their readers.
 
-Waiting: a rank that finds a peer's word short waits as for any stored word
-(``Channels.wait_stored``: it yields its CPU, since the peer is usually runnable and on a
-busy machine a sleep costs a wake-up, then pauses as ``p2p.Pacer`` says); a peer that
-never posts makes it raise ``NetdamTimeout`` naming that peer at the communicator's
-timeout. Like the in-network algorithms' device steps, the wait runs inside the
-request's progress, so a non-blocking call of these returns once its result is in.
+Waiting: each step of a round is a ``Posted`` step, to run once given ranks have posted
+a given round. A request's progress runs it only when they have, and otherwise moves on,
+so a non-blocking call returns at once and ranks may wait on the requests of different
+communicators in different orders. A blocking call with nothing queued runs the steps
+inline and waits as for any stored word (``Channels.wait_stored``: it yields its CPU,
+since the peer is usually runnable and on a busy machine a sleep costs a wake-up, then
+pauses as ``p2p.Pacer`` says); a peer that never posts makes it raise ``NetdamTimeout``
+naming that peer at the communicator's timeout.
 
 No device takes part, so no datagram shows the exchange: a capture of a job (or
 ``load_store=False``) turns load/store off (``netdam.api``).
@@ -46,81 +48,100 @@ def load_store_max(comm) -> int:
     return comm.layout.slot_bytes
 
 
+class Posted:
+    """A step that may run once the ranks ``peers`` have posted round ``k``: the
+    request's progress looks (``ready``) and moves on to other work while they have
+    not, so a non-blocking call never waits inside it; called, it waits as long as it
+    must (the blocking path, which names a rank that never posts) and runs ``then``."""
+
+    __slots__ = ("comm", "k", "peers", "then")
+
+    def __init__(self, comm, k: int, peers, then):
+        self.comm, self.k, self.then = comm, k, then
+        self.peers = [p for p in peers if p != comm.rank]
+
+    def ready(self) -> bool:
+        stores, at, k = self.comm.channels.stores, self.comm.layout.heads // WORD, self.k
+        return all(stores[p].words[at + p] >= k for p in self.peers)
+
+    def __call__(self):
+        for p in self.peers:
+            _wait_posted(self.comm, p, self.k)
+        return self.then()
+
+
 def allreduce_load_store(comm, buf: memoryview, red):
     """One rank's ``load_store`` all_reduce of ``buf`` in place (module docstring): a
-    generator that stages and posts at once, then yields the wait-and-reduce step."""
-    k = _post(comm, buf)
-    yield lambda: _fold(comm, k, buf, 0, red, range(comm.size))
+    generator of ``Posted`` steps: stage and post, then reduce every stage."""
+    k = yield from _post(comm, buf)
+    yield Posted(comm, k, range(comm.size),
+                 lambda: _fold(comm, k, buf, 0, red, range(comm.size)))
 
 
 def reduce_load_store(comm, buf: memoryview, root: int, red):
     """The reduce: every rank stages ``buf``; the root folds the stages in rank order
     into its ``buf``, the others are done once they have posted."""
-    k = _post(comm, buf)
+    k = yield from _post(comm, buf)
     if comm.rank == root:
-        yield lambda: _fold(comm, k, buf, 0, red, range(comm.size))
+        yield Posted(comm, k, range(comm.size),
+                     lambda: _fold(comm, k, buf, 0, red, range(comm.size)))
 
 
 def reduce_scatter_load_store(comm, buf: memoryview, spans, red):
     """The reduce_scatter: every rank stages its whole ``buf``; rank r folds block r
     (``spans[r]``) of every stage in rank order into that block of its ``buf``."""
-    k = _post(comm, buf)
+    k = yield from _post(comm, buf)
     lo, hi = spans[comm.rank]
-    yield lambda: _fold(comm, k, buf[lo:hi], lo, red, range(comm.size))
+    yield Posted(comm, k, range(comm.size),
+                 lambda: _fold(comm, k, buf[lo:hi], lo, red, range(comm.size)))
 
 
 def broadcast_load_store(comm, buf: memoryview, root: int):
     """The broadcast: the root stages ``buf``, every other rank copies it out."""
-    k = _post(comm, buf if comm.rank == root else b"")
+    k = yield from _post(comm, buf if comm.rank == root else b"")
     if comm.rank != root:
-        yield lambda: _fold(comm, k, buf, 0, None, (root,))
+        yield Posted(comm, k, (root,), lambda: _fold(comm, k, buf, 0, None, (root,)))
 
 
 def all_gather_load_store(comm, buf: memoryview, spans):
     """The all_gather: every rank stages its own span of ``buf`` and copies every other
     rank's stage into that rank's span."""
     lo, hi = spans[comm.rank]
-    k = _post(comm, buf[lo:hi])
+    k = yield from _post(comm, buf[lo:hi])
 
     def gather() -> None:
         for p in range(comm.size):
             if p != comm.rank:
                 a, b = spans[p]
                 _fold(comm, k, buf[a:b], 0, None, (p,))
-    yield gather
+    yield Posted(comm, k, range(comm.size), gather)
 
 
 def all_to_all_load_store(comm, src: memoryview, dst: memoryview, part: int):
     """The all_to_all of equal parts: every rank stages its whole ``src``; rank r copies
     part r of every rank's stage into that rank's part of ``dst``."""
-    k = _post(comm, src)
+    k = yield from _post(comm, src)
 
     def gather() -> None:
         at = comm.rank * part
         for p in range(comm.size):
             _fold(comm, k, dst[p * part:(p + 1) * part], at, None, (p,))
-    yield gather
+    yield Posted(comm, k, range(comm.size), gather)
 
 
 def barrier_load_store(comm):
     """A barrier of the same rounds: post, then wait until every rank has posted."""
-    k = _post(comm, b"")
-
-    def wait() -> None:
-        for p in range(comm.size):
-            if p != comm.rank:
-                _wait_posted(comm, p, k)
-    yield wait
+    k = yield from _post(comm, b"")
+    yield Posted(comm, k, range(comm.size), lambda: None)
 
 
 def _fold(comm, k: int, out: memoryview, at: int, red, ranks) -> None:
     """``out`` = the bytes at offset ``at`` of the round-k stages of ``ranks``, folded
-    with ``red`` in that order (``red`` None: one rank, copied)."""
+    with ``red`` in that order (``red`` None: one rank, copied); every one of them has
+    posted round k."""
     lay, stores, nb = comm.layout, comm.channels.stores, len(out)
     first = True
     for p in ranks:
-        if p != comm.rank:
-            _wait_posted(comm, p, k)
         start = lay.slot(p, k) + at               # rank p's stage in its own area
         src = stores[p].view[start:start + nb].data
         if first:
@@ -130,19 +151,20 @@ def _fold(comm, k: int, out: memoryview, at: int, red, ranks) -> None:
             red(out, src)
 
 
-def _post(comm, data) -> int:
-    """Start this rank's next round: stage ``data``, then store the round number in the
-    posted word; returns the round. The stage was last used ``slots`` rounds ago: first
-    wait until every rank has posted the round after that one (and so has read it)."""
+def _post(comm, data):
+    """Start this rank's next round (``k = yield from _post(...)``): stage ``data``, then
+    store the round number in the posted word. The stage was last used ``slots`` rounds
+    ago, so this is a ``Posted`` step for the round after that one: once every rank has
+    posted it, each has read the stage."""
     ch, lay, rank = comm.channels, comm.layout, comm.rank
     k = ch.load_store_rounds = ch.load_store_rounds + 1
-    for p in range(comm.size):
-        if p != rank:
-            _wait_posted(comm, p, k - lay.slots + 1)
-    mine, stage = ch.stores[rank], lay.slot(rank, k)
-    if len(data):
-        mine.view[stage:stage + len(data)] = data
-    mine.words[lay.heads // WORD + rank] = k       # posted: after the data
+
+    def stage() -> None:
+        mine, at = ch.stores[rank], lay.slot(rank, k)
+        if len(data):
+            mine.view[at:at + len(data)] = data
+        mine.words[lay.heads // WORD + rank] = k   # posted: after the data
+    yield Posted(comm, k - lay.slots + 1, range(comm.size), stage)
     return k
 
 

@@ -114,20 +114,22 @@ def test_split_nonblocking_inplace_and_errors(run_job, n):
 
 
 CROSSED = """
+import os
 import numpy as np, netdam
 comm = netdam.init(timeout=10)
+algo = os.environ["CROSSED_ALGO"]
 r, n = comm.rank, comm.size
 a, b = comm.split(0), comm.split(0)          # two communicators of every rank
 x = np.full(1 << 14, r + 1, np.float32)
 # each communicator sees its collectives in one order on every rank, as MPI asks; the
 # ranks start, and wait on, the two communicators' requests in different orders
 if r % 2 == 0:
-    ra = a.all_reduce(x, algo="ring", block=False)
-    rb = b.all_reduce(2 * x, algo="ring", block=False)
+    ra = a.all_reduce(x, algo=algo, block=False)
+    rb = b.all_reduce(2 * x, algo=algo, block=False)
     got_b, got_a = rb.wait(), ra.wait()
 else:
-    rb = b.all_reduce(2 * x, algo="ring", block=False)
-    ra = a.all_reduce(x, algo="ring", block=False)
+    rb = b.all_reduce(2 * x, algo=algo, block=False)
+    ra = a.all_reduce(x, algo=algo, block=False)
     got_a, got_b = ra.wait(), rb.wait()
 want = n * (n + 1) / 2
 assert (got_a == want).all() and (got_b == 2 * want).all(), (got_a[:2], got_b[:2])
@@ -136,6 +138,8 @@ print("rank", r, "ok", flush=True)
 
 
 @pytest.mark.timeout(120)
-def test_requests_of_two_communicators_waited_in_different_orders_both_finish(run_job):
-    with LocalCluster(nodes=3, mem_size=64 << 20) as c:
-        run_job(c, CROSSED, 3, job="crossed")
+@pytest.mark.parametrize("algo,nodes,per_node", [("ring", 3, 1), ("load_store", 1, 3)])
+def test_requests_of_two_communicators_waited_in_different_orders_both_finish(
+        run_job, algo, nodes, per_node):
+    with LocalCluster(nodes=nodes, devices_per_node=per_node, mem_size=64 << 20) as c:
+        run_job(c, CROSSED, 3, job="crossed", env={"CROSSED_ALGO": algo})
