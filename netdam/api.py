@@ -29,8 +29,8 @@ from netdam.control.client import ControlClient
 from netdam.capture.pcap import ENV_PCAP, capture_from_env
 from netdam.errors import NetdamError, UsageError
 from netdam.transport.faults import FaultConfig
-from netdam.transport.udp import warn_if_exposed
-from netdam.wire.fields import DEFAULT_MTU
+from netdam.transport.udp import check_mtu, warn_if_exposed
+from netdam.wire.fields import DEFAULT_MTU, MAX_DATAGRAM, MIN_MTU
 
 #: the multicast group LocalCluster creates with every device
 WORLD_GROUP = 1
@@ -57,6 +57,21 @@ def _stride(layout: Layout) -> int:
     split = Layout(layout.n, layout.slots, layout.slot_bytes, 0).size
     total = layout.size + MAX_SPLITS * split
     return (total + 4095) // 4096 * 4096
+
+
+def _mtu_spin(env) -> tuple[int, float]:
+    """NETDAM_MTU and NETDAM_SPIN, checked: a bad one is a UsageError naming it."""
+    raw = env.get("NETDAM_MTU")
+    try:
+        mtu = check_mtu(int(raw)) if raw else DEFAULT_MTU
+    except ValueError:
+        raise UsageError(f"NETDAM_MTU={raw!r}: expected a datagram size in "
+                         f"{MIN_MTU}..{MAX_DATAGRAM}") from None
+    try:
+        spin = float(env.get("NETDAM_SPIN", SPIN))
+    except ValueError:
+        raise UsageError(f"NETDAM_SPIN={env['NETDAM_SPIN']!r}: expected seconds") from None
+    return mtu, spin
 
 
 def init(*, timeout: float = 30.0, deterministic: bool = False, env=None,
@@ -90,18 +105,18 @@ def init(*, timeout: float = 30.0, deterministic: bool = False, env=None,
             client.close()
             raise UsageError(f"NETDAM_LOAD_STORE={flag!r}: expected 0 or 1")
         load_store = flag == "1" and not env.get(ENV_PCAP)
+    try:
+        mtu, spin = _mtu_spin(env)
+    except UsageError:
+        client.close()
+        raise
     reply = client.register("host", node=b.node, name=f"rank{b.rank}",
                             info={"job": job, "rank": b.rank, "home": home["id"],
                                   "load_store": bool(load_store)})
     beat: dict = {}
     client.start_heartbeat(0.5, lambda: beat)
-    mtu = int(env.get("NETDAM_MTU", DEFAULT_MTU))
     bind = env.get("NETDAM_BIND", "127.0.0.1")
     warn_if_exposed(bind, f"rank {b.rank}'s agent")
-    try:
-        spin = float(env.get("NETDAM_SPIN", SPIN))
-    except ValueError:
-        raise UsageError(f"NETDAM_SPIN={env['NETDAM_SPIN']!r}: expected seconds") from None
     agent = Agent(host_id=reply["id"], timeout=min(timeout, 10.0), mtu=mtu,
                   faults=FaultConfig.from_env(env), capture=capture_from_env(env),
                   bind=bind, spin=spin)
