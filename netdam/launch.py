@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -104,7 +105,11 @@ def run(args: argparse.Namespace) -> int:
     nodes = args.nodes or args.nprocs
     if nodes < 1 or nodes > args.nprocs:
         raise UsageError(f"--nodes must be between 1 and -n ({args.nprocs}), not {nodes}")
+    if args.timeout is not None and args.timeout <= 0:
+        raise UsageError(f"--timeout must be positive, not {args.timeout:g}")
     if args.exec:
+        if shutil.which(args.script) is None:
+            raise UsageError(f"no such program: {args.script}")
         argv = [args.script, *args.args]
     else:
         if not Path(args.script).is_file():

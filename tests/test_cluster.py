@@ -148,10 +148,13 @@ def test_netdam_launch_command(tmp_path):
     assert p.returncode == 0, p.stderr
     assert "[0] rank 0 of 2 sum 3" in p.stdout and "[1] rank 1 of 2 sum 3" in p.stdout
     assert _orphans() <= before
-    bad = subprocess.run([sys.executable, "-m", "netdam", "launch", "-n", "0", str(script)],
-                         capture_output=True, text=True, timeout=30)
-    assert bad.returncode == 2 and "must be at least 1" in bad.stderr
-    assert "Traceback" not in bad.stderr
+    for argv, text in ((["-n", "0", str(script)], "must be at least 1"),
+                       (["-n", "1", "--timeout", "0", str(script)], "--timeout must be positive"),
+                       (["-n", "1", "--exec", str(tmp_path / "nope")], "no such program")):
+        bad = subprocess.run([sys.executable, "-m", "netdam", "launch", *argv],
+                             capture_output=True, text=True, timeout=30)
+        assert bad.returncode == 2 and text in bad.stderr, bad.stderr
+        assert "Traceback" not in bad.stderr
 
 
 @pytest.mark.timeout(60)
