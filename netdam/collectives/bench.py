@@ -43,7 +43,8 @@ from netdam.collectives.check import BUSBW_FACTOR, case_size, input_count, numpy
 from netdam.collectives.communicator import ALL_GATHER_ALGOS, BROADCAST_ALGOS
 from netdam.collectives.plot import busbw_svg
 from netdam.collectives.run_cmd import parse_size
-from netdam.collectives.runner import MEM_SIZE, Result, load_store_refusal, run_cases
+from netdam.collectives.runner import (MEM_SIZE, Result, load_store_refusal, memory_refusal,
+                                       run_cases)
 from netdam.collectives.types import OP_NAMES
 from netdam.errors import UsageError
 from netdam.transport.faults import add_fault_arguments, given_faults
@@ -148,6 +149,9 @@ def plan(args: argparse.Namespace) -> tuple[int, list[dict]]:
         why = load_store_refusal(args.nodes, n, 0, bool(args.pcap))
         if why:
             raise UsageError(why)
+    why = memory_refusal(n, args.maxbytes, not args.no_check)
+    if why:
+        raise UsageError(f"-e: {why}")
     cases = []
     registrable = fit_layout(n, 1, MEM_SIZE).work_bytes   # -R: one rank's work area
     for coll in args.collectives:

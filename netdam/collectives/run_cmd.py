@@ -12,7 +12,7 @@ import argparse
 from netdam.collectives.check import BUSBW_FACTOR, input_count, numpy_dtype
 from netdam.collectives.communicator import (ALL_GATHER_ALGOS, ALLREDUCE_ALGOS,
                                              BROADCAST_ALGOS)
-from netdam.collectives.runner import load_store_refusal, run_cases
+from netdam.collectives.runner import load_store_refusal, memory_refusal, run_cases
 from netdam.collectives.types import OP_NAMES
 from netdam.demo import report
 from netdam.errors import UsageError
@@ -76,6 +76,9 @@ def run(args: argparse.Namespace) -> int:
     n = args.nodes * args.devices_per_node
     if not 0 <= args.root < n:
         raise UsageError(f"--root {args.root} outside 0..{n - 1}")
+    why = memory_refusal(n, args.size, args.check)
+    if why:
+        raise UsageError(why)
     count = input_count(args.collective, args.size // storage.itemsize, n)   # per rank
     if args.algo == "load_store":
         why = load_store_refusal(args.nodes, n, count * storage.itemsize, bool(args.pcap))

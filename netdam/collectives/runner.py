@@ -38,6 +38,38 @@ def load_store_refusal(nodes: int, ranks: int, per_rank: int, capture: bool) -> 
     return None
 
 
+def available_memory() -> int | None:
+    """Bytes of memory this machine can still give (MemAvailable), or None if unknown."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def memory_refusal(ranks: int, per_rank: int, check: bool,
+                   available: int | None = None) -> str | None:
+    """Why a case of ``per_rank`` bytes per rank would not fit this machine's memory, or
+    None when it fits (or the memory is unknown). Every rank holds its buffer, its result
+    and, checking, every rank's input and the expected result (worker.py); the devices
+    hold MEM_SIZE each."""
+    available = available_memory() if available is None else available
+    if available is None:
+        return None
+    copies = ranks + 3 if check else 3
+    need = ranks * (copies * per_rank + MEM_SIZE)
+    if need <= available:
+        return None
+    gib = 1 << 30
+    why = (f"{per_rank} bytes per rank on {ranks} ranks need about {need / gib:.1f} GiB of "
+           f"memory here, and {available / gib:.1f} GiB are available")
+    return why + (" (checking, every rank holds every rank's input; --no-check needs less)"
+                  if check else "")
+
+
 @dataclass
 class Result:
     case: dict

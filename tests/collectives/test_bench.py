@@ -262,3 +262,18 @@ def test_compare_mpi_without_mpirun_is_one_line(tmp_path):
                        capture_output=True, text=True, timeout=60,
                        env={**os.environ, "PATH": str(tmp_path)})
     assert p.returncode == 2 and "mpirun" in p.stderr and "Traceback" not in p.stderr
+
+
+def test_a_case_larger_than_this_machine_is_refused_before_any_rank_starts():
+    from netdam.collectives.runner import MEM_SIZE, memory_refusal
+    gib = 1 << 30
+    # 4 ranks checking: each holds its buffer, its result, the expected one and 4 inputs
+    assert memory_refusal(4, 256 << 20, True, available=8 * gib) is None
+    why = memory_refusal(4, 1 << 30, True, available=8 * gib)
+    assert why and "need about 28.5 GiB" in why and "--no-check needs less" in why
+    assert memory_refusal(4, 512 << 20, False, available=8 * gib) is None
+    assert memory_refusal(2, 0, True, available=2 * MEM_SIZE) is None   # devices fit
+    p = subprocess.run([sys.executable, "-m", "netdam", "bench", "all_reduce", "-b", "4K",
+                        "-e", "64G"], capture_output=True, text=True, timeout=60)
+    assert p.returncode == 2 and "GiB are available" in p.stderr, p.stderr
+    assert "Traceback" not in p.stderr

@@ -34,6 +34,7 @@ def test_one_collective_runs_checked_and_reports_its_size(coll):
     (["all_reduce", "--iters", "0"], "--iters must be at least 1"),
     (["all_reduce", "--size", "-5"], "--size -5: must not be negative"),
     (["all_reduce", "--mtu", "10"], "mtu 10 outside 256..65507"),
+    (["all_reduce", "--size", "64G"], "GiB are available"),
     (["broadcast", "--algo", "load_store", "--nodes", "1", "--devices-per-node", "2",
       "--size", "1M"], "at most 262144 bytes per rank"),
 ])
