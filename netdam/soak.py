@@ -354,6 +354,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from netdam.errors import UsageError
     from netdam.transport.faults import FaultConfig, given_faults
+    from netdam.ui import check_outputs
     seconds = args.seconds if args.seconds is not None else args.minutes * 60
     if seconds <= 0:
         raise UsageError(f"the soak needs a positive duration, not {seconds:g} s")
@@ -364,6 +365,9 @@ def run(args: argparse.Namespace) -> int:
         FaultConfig(**faults)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
+    if args.rss_slack_mib < 0:
+        raise UsageError(f"--rss-slack-mib must not be negative, not {args.rss_slack_mib:g}")
+    check_outputs(args, "json")
     slack = int(args.rss_slack_mib * 1024)
     report = soak(seconds, args.nodes, args.devices_per_node, faults, rss_slack_kib=slack)
     report["rss_slack_kib"] = slack

@@ -4,7 +4,7 @@ bar shown while cases run.
 Owns how ``netdam demo``, ``bench``, ``sim`` and friends show their output, so they look
 alike: tables as wide as the terminal, or whole when written to a file or a pipe; a
 progress bar with a description, a bar, done/total and the time elapsed, removed when
-done.
+done; and the check that an output file can be written where it is asked for.
 """
 
 from __future__ import annotations
@@ -28,6 +28,18 @@ def report_console() -> Console:
     if not console.is_terminal and "COLUMNS" not in os.environ:
         console = Console(width=REPORT_WIDTH)
     return console
+
+
+def check_outputs(args, *names: str) -> None:
+    """Refuse, before any work, an output file option (``--json FILE`` ...) whose
+    directory does not exist: found only at the end, it would cost the whole run."""
+    from pathlib import Path
+
+    from netdam.errors import UsageError
+    for name in names:
+        path = getattr(args, name, None)
+        if path and path != "-" and not Path(path).resolve().parent.is_dir():
+            raise UsageError(f"--{name} {path}: no such directory")
 
 
 def progress_bar(console: Console | None = None) -> Progress:

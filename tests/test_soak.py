@@ -63,8 +63,13 @@ def test_memory_flatness_leaves_out_shared_memory_a_process_touches():
         seg.unlink()
 
 
-def test_a_bad_duration_is_one_line():
-    p = subprocess.run([sys.executable, "-m", "netdam", "soak", "--seconds", "0"],
+@pytest.mark.parametrize("argv,text", [
+    (["--seconds", "0"], "positive duration"),
+    (["--seconds", "5", "--json", "/no-such-dir/x.json"], "no such directory"),
+    (["--seconds", "5", "--rss-slack-mib", "-1"], "must not be negative"),
+])
+def test_a_bad_argument_is_one_line_before_the_soak_starts(argv, text):
+    p = subprocess.run([sys.executable, "-m", "netdam", "soak", *argv],
                        capture_output=True, text=True, timeout=30)
-    assert p.returncode == 2 and "positive duration" in p.stderr
+    assert p.returncode == 2 and text in p.stderr, p.stderr
     assert "Traceback" not in p.stderr

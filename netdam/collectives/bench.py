@@ -48,7 +48,7 @@ from netdam.collectives.runner import (MEM_SIZE, Result, load_store_refusal, mem
 from netdam.collectives.types import OP_NAMES
 from netdam.errors import UsageError
 from netdam.transport.faults import add_fault_arguments, given_faults
-from netdam.ui import progress_bar, report_console
+from netdam.ui import check_outputs, progress_bar, report_console
 
 #: algorithms swept per collective when --algo is not given
 ALGOS = {"all_reduce": ["ring", "recursive_doubling", "one_shot", "load_store", "chain",
@@ -135,10 +135,7 @@ def plan(args: argparse.Namespace) -> tuple[int, list[dict]]:
         raise UsageError("-n must be at least 1 and -w at least 0")
     if not 0 <= args.root < n:
         raise UsageError(f"--root must be a rank, 0 to {n - 1}, not {args.root}")
-    for name in ("json", "plot", "pcap"):
-        path = getattr(args, name)
-        if path and not Path(path).resolve().parent.is_dir():
-            raise UsageError(f"--{name} {path}: no such directory")
+    check_outputs(args, "json", "plot", "pcap")
     for name in args.compare or []:
         compare.require(name, args.dtype)
     known = {a for algos in ALGOS.values() for a in algos}

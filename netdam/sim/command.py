@@ -25,7 +25,7 @@ from netdam.errors import UsageError
 from netdam.sim.run import COLLECTIVES, MODES, SimConfig, SimResult, algorithms_of, simulate
 from netdam.collectives.plot import line_chart
 from netdam.sim.topology import FABRICS
-from netdam.ui import report_console
+from netdam.ui import check_outputs, report_console
 
 
 def _dims(text: str) -> tuple[int, ...]:
@@ -167,6 +167,7 @@ def plot(results: list[SimResult], path: str, by: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    check_outputs(args, "json", "plot")
     cfgs = configs(args)
     console = report_console()
     results: list[SimResult] = []

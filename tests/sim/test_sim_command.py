@@ -55,6 +55,8 @@ def test_sweep_over_nodes(capsys):
     (["--loss", "0.1", "--mode", "chunk"], "need --mode packet"),
     (["--sweep", "size", "-b", "1M", "-e", "1K"], "-b <= -e"),
     (["--size", "lots"], "not a size"),
+    (["--json", "/no-such-dir/x.json"], "--json /no-such-dir/x.json: no such directory"),
+    (["--plot", "/no-such-dir/x.svg"], "--plot /no-such-dir/x.svg: no such directory"),
 ])
 def test_bad_arguments_are_one_line_and_exit_2(argv, words):
     p = subprocess.run([sys.executable, "-m", "netdam", "sim", "all_reduce", *argv],
