@@ -32,8 +32,7 @@ from netdam.errors import NetdamError, UsageError
 from netdam import limits as _limits
 from netdam.control import auth as _auth
 from netdam.transport.faults import FLAGS, FaultConfig
-from netdam.transport.udp import warn_if_exposed
-from netdam.wire.fields import MAX_DATAGRAM, MIN_MTU
+from netdam.transport.udp import check_mtu, warn_if_exposed
 
 #: faults accepted as keyword arguments and forwarded to every member (see transport.faults)
 FAULT_KEYS = tuple(FLAGS)
@@ -121,8 +120,11 @@ class LocalCluster:
                              f"{nodes} x {devices_per_node}")
         if mem_size < 1:
             raise UsageError(f"device memory of {mem_size} bytes: must be positive")
-        if mtu is not None and not MIN_MTU <= mtu <= MAX_DATAGRAM:
-            raise UsageError(f"mtu {mtu} outside {MIN_MTU}..{MAX_DATAGRAM}")
+        if mtu is not None:
+            try:
+                check_mtu(mtu)
+            except ValueError as exc:
+                raise UsageError(str(exc)) from None
         self.nodes, self.devices_per_node = nodes, devices_per_node
         self.mem_size, self.mtu, self.shm, self.host = mem_size, mtu, shm, host
         self.dead_after, self.start_timeout = dead_after, start_timeout
