@@ -12,6 +12,7 @@ the requests of different communicators in different orders.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections import deque
 from typing import Any, Callable
@@ -396,10 +397,11 @@ class Communicator:
             raise UsageError(f"the load_store {what} takes at most "
                              f"{scaleup.load_store_max(self)} bytes per rank, not {nbytes}")
 
-    @property
+    @functools.cached_property
     def load_store_ok(self) -> bool:
         """Whether the ranks may run ``algo="load_store"``: they are all on one node (which
-        every rank knows alike, so all choose alike) and this rank maps every area."""
+        every rank knows alike, so all choose alike) and this rank maps every area. Fixed
+        when the communicator is made; asked on every small collective's path."""
         return self.size > 1 and len(set(self.nodes)) == 1 and self.channels.load_store
 
     def _multi_rank_nodes(self) -> bool:
