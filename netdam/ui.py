@@ -10,9 +10,12 @@ done; and the check that an output file can be written where it is asked for.
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from netdam.errors import UsageError
 
 
 #: columns of a report written to a file or a pipe: wide enough for every table netdam
@@ -33,9 +36,6 @@ def report_console() -> Console:
 def check_outputs(args, *names: str) -> None:
     """Refuse, before any work, an output file option (``--json FILE`` ...) whose
     directory does not exist: found only at the end, it would cost the whole run."""
-    from pathlib import Path
-
-    from netdam.errors import UsageError
     for name in names:
         path = getattr(args, name, None)
         if path and path != "-" and not Path(path).resolve().parent.is_dir():
