@@ -26,6 +26,7 @@ from netdam.collectives import algorithms as A
 from netdam.collectives import moe, offload, scaleup
 from netdam.collectives.p2p import Channels, Layout, as_bytes
 from netdam.collectives.schedule import Recv, ScheduleError, Send
+from netdam.collectives.steps import Gated
 from netdam.collectives.types import resolve_dtype, resolve_op
 from netdam.errors import NetdamError, UsageError
 from netdam.wire.fields import DType, RedOp
@@ -67,7 +68,7 @@ class Request:
         self.comm, self.name, self._gen, self._finish = comm, name, gen, finish
         self._value: Any = None
         self._recv: tuple[Recv, bytearray, int] | None = None
-        self._posted: scaleup.Posted | None = None   # a load/store step not ready yet
+        self._gated: Gated | None = None   # a step waiting for words (steps.py)
         self._started = False
         self._returned = False
         self.finished = False
@@ -89,12 +90,11 @@ class Request:
                     self._recv = (op, buf, i)
                     return False
                 self._recv, self._value = None, memoryview(buf)
-            if self._posted is not None:
-                if not self._posted.ready():
-                    ch.waiting_on_peers()
+            if self._gated is not None:
+                if not self._gated.ready():
                     return False
-                ch.peers_posted()
-                self._posted, self._value = None, self._posted()
+                step, self._gated = self._gated, None
+                self._value = step.proceed()
             try:
                 op = self._gen.send(self._value) if self._started else next(self._gen)
             except StopIteration:
@@ -105,9 +105,9 @@ class Request:
                 ch.send(op)
             elif isinstance(op, Recv):
                 self._recv = (op, bytearray(op.nbytes), 0)
-            elif isinstance(op, scaleup.Posted):   # runs once its peers have posted
-                self._posted = op
-            elif callable(op):             # a device step of an offloaded algorithm
+            elif isinstance(op, Gated):    # runs once the words it waits for are in
+                self._gated = op
+            elif callable(op):             # a step of an offloaded algorithm
                 self._value = op()
             else:
                 raise ScheduleError(f"{self.name} yielded {op!r}")
@@ -131,8 +131,9 @@ class Request:
             self.comm._progress_others()
             if time.monotonic() > deadline:
                 self.comm.broken = self.comm.broken or f"{self.name} timed out"
+                waiting = "" if self._gated is None else f" ({self._gated.stalled()})"
                 raise NetdamTimeout(f"rank {self.comm.rank}: {self.name} did not finish "
-                                    f"within {bound:g} s")
+                                    f"within {bound:g} s{waiting}")
             self.comm.channels.idle()
         if self.error is not None:
             raise self.error

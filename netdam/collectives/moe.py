@@ -40,6 +40,7 @@ import numpy as np
 from firmware_model import alu
 from firmware_model.instructions import FP8_BLOCK
 from netdam.collectives import algorithms as A
+from netdam.collectives.steps import WordWait
 from netdam.errors import UsageError
 from netdam.handle import NetdamTimeout
 from netdam.wire.fields import DTYPE_SIZE, DType
@@ -285,7 +286,7 @@ def dispatch(comm, p: Plan):
     comm.chain_blocks += n              # one message from every source lands here
     target = comm.chain_blocks
     yield lambda: [h.wait() for h in handles]
-    yield lambda: ch.wait_word(lay.offload_signal, target, "moe dispatch")
+    yield WordWait(comm, lay.offload_signal, target, "moe dispatch")
     yield lambda: _receive(comm, p)
     yield from A.barrier_dissemination(rank, n)   # every inbox read: free for the next
 

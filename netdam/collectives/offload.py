@@ -40,8 +40,10 @@ each round, led by the broadcast's root (or rank 0, which posts the all_gather's
 descriptors), so no multicast lands in a work area whose rank still reads it.
 
 The generators here yield the same ``Send``/``Recv`` as the host algorithms (for the
-barriers) plus callables: device steps the communicator's progress engine runs in turn.
-They read these attributes of the communicator (the simulator's stand-in has the same):
+barriers), callables (device steps the communicator's progress engine runs in turn) and
+waits for the words the devices bump (``steps.WordWait``, ``steps.WhenEach``): a
+request moves on while they are short, so a non-blocking call returns while the devices
+work and the host is free meanwhile. They read these attributes of the communicator (the simulator's stand-in has the same):
 ``size, rank, layout, areas, group, timeout, agent`` (``write``, ``atomic_add_nb``,
 ``reduce_chain[_nb]``, ``multicast_nb``), ``channels`` (``home.read_into``,
 ``wait_word``, ``when_each``, ``track``: a request nobody waits for, whose failure a
@@ -54,6 +56,7 @@ from __future__ import annotations
 import numpy as np
 
 from netdam.collectives import algorithms as A
+from netdam.collectives.steps import WhenEach, WordWait
 from netdam.wire.fields import DTYPE_SIZE, DType, RedOp
 
 
@@ -119,7 +122,7 @@ def gathered_start(comm, leader: int, what: str):
             comm.areas[leader] + lay.chain_ready, 1, timeout=comm.timeout))
     else:
         target = (comm.size - 1) * comm.start_rounds[leader]
-        yield lambda: ch.wait_word(lay.chain_ready, target, what)
+        yield WordWait(comm, lay.chain_ready, target, what)
 
 
 def _spread(comm, member: int, offset: int, length: int):
@@ -153,8 +156,7 @@ def multicast_broadcast(comm, buf: memoryview, root: int):
         yield from gathered_start(comm, root, "the other ranks' work areas")
         if rank == root:
             yield _spread(comm, root, lay.work, len(part))
-        yield lambda target=target: ch.wait_word(lay.offload_signal, target,
-                                                 "in-network broadcast")
+        yield WordWait(comm, lay.offload_signal, target, "in-network broadcast")
         if rank != root and not mapped:
             yield lambda part=part: ch.home.read_into(lay.work, part)
 
@@ -182,8 +184,7 @@ def multicast_all_gather(comm, buf: memoryview, spans: list[tuple[int, int]]):
         if rank == 0:
             for b in live:
                 yield _spread(comm, b, lay.work + b * chunk, parts[b][1] - parts[b][0])
-        yield lambda target=target: ch.wait_word(lay.offload_signal, target,
-                                                 "in-network all_gather")
+        yield WordWait(comm, lay.offload_signal, target, "in-network all_gather")
         for b in live:
             if b != rank:
                 a, z = parts[b]
@@ -218,7 +219,7 @@ def chain_allreduce(comm, src: memoryview, dst: memoryview, dtype: DType, op: Re
                 for b, (lo, hi) in enumerate(spans):
                     if hi > lo:
                         yield post(b, lo, hi)
-        yield lambda: ch.wait_word(lay.offload_signal, target, "in-network allreduce")
+        yield WordWait(comm, lay.offload_signal, target, "in-network allreduce")
 
     yield from rounds(comm, src, dst, DTYPE_SIZE[dtype], body, barrier=not gathered)
 
@@ -266,9 +267,9 @@ def tree_allreduce(comm, src: memoryview, dst: memoryview, dtype: DType, op: Red
 
         # every block as soon as its children are in, in any order (a fixed order could
         # wait on a rank that waits on us for another block)
-        yield lambda: ch.when_each([(lay.aggregate_word(b), w, lambda b=b: pass_up(b))
-                                    for b, w in want.items()], "aggregation")
-        yield lambda: ch.wait_word(lay.offload_signal, target, "aggregation tree result")
+        yield WhenEach(comm, [(lay.aggregate_word(b), w, lambda b=b: pass_up(b))
+                              for b, w in want.items()], "aggregation")
+        yield WordWait(comm, lay.offload_signal, target, "aggregation tree result")
 
     yield from rounds(comm, src, dst, DTYPE_SIZE[dtype], body)
 

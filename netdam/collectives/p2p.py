@@ -238,6 +238,7 @@ class Channels:
                            and base.offset % WORD == 0)
         self._wants: dict[int, int] = {}     # home words found short since the last sleep
         self._peer_wait = False              # waiting on words peers store in their areas
+        self._device_wait: tuple[str, float] | None = None   # (what, since): device words
         #: per rank, its area mapped for this rank's loads and stores, or None
         self.stores: list[StoreArea | None] = [self._map_area(p) if load_store else None
                                                for p in range(n)]
@@ -498,6 +499,19 @@ class Channels:
         self.counters["sleeps_woken"] += 1
         return True
 
+    def waiting_on_device(self, words, what: str, since: float) -> None:
+        """The next ``idle`` waits for home ``words`` ((offset, value) pairs found
+        short) that devices bump, as ``wait_word`` would (``steps.WordWait``): on a watch
+        of them, or paused as ``Pacer`` says for ``what`` (waiting since ``since``)."""
+        for offset, value in words:
+            self._want(offset, value)
+        self._device_wait = (what, since)
+
+    def waited_on_device(self, what: str, since: float) -> None:
+        """A wait for device words that began at ``since`` is over (``Pacer`` learns
+        how long such waits take)."""
+        self.pacer.took(what, time.monotonic() - since)
+
     def waiting_on_peers(self) -> None:
         """The next ``idle`` waits for words other ranks store into their own areas (a
         load/store round's posted words), which no device sees."""
@@ -511,8 +525,13 @@ class Channels:
         """Nothing to do right now (waiting for a peer's message or an
         acknowledgement): sleep on a watch; waiting only for words peers store (which no
         device sees), yield the CPU for ``YIELD_SPIN`` first; else, or after that, a
-        short pause as ``Pacer`` says, at most ``P2P_SLEEP_MAX``."""
+        short pause as ``Pacer`` says, at most ``P2P_SLEEP_MAX``. Waiting for device
+        words (``waiting_on_device``), doze as ``wait_word`` does."""
         peers, self._peer_wait = self._peer_wait, False
+        device, self._device_wait = self._device_wait, None
+        if device is not None and not peers:
+            self._doze(device[0], time.monotonic() - device[1], busy=False)
+            return
         stored = not self._inflight and (peers or self._wants and
                                          self._stored_words.issuperset(self._wants))
         if not stored and self._watch_sleep(P2P_SLEEP_MAX):

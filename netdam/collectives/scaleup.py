@@ -41,6 +41,7 @@ No device takes part, so no datagram shows the exchange: a capture of a job (or
 from __future__ import annotations
 
 from netdam.collectives.p2p import WORD
+from netdam.collectives.steps import Gated
 
 
 def load_store_max(comm) -> int:
@@ -48,11 +49,10 @@ def load_store_max(comm) -> int:
     return comm.layout.slot_bytes
 
 
-class Posted:
-    """A step that may run once the ranks ``peers`` have posted round ``k``: the
-    request's progress looks (``ready``) and moves on to other work while they have
-    not, so a non-blocking call never waits inside it; called, it waits as long as it
-    must (the blocking path, which names a rank that never posts) and runs ``then``."""
+class Posted(Gated):
+    """A step that may run once the ranks ``peers`` have posted round ``k`` (``steps``):
+    called, it waits as long as it must (the blocking path, which names a rank that
+    never posts) and runs ``then``."""
 
     __slots__ = ("comm", "k", "peers", "then")
 
@@ -61,13 +61,22 @@ class Posted:
         self.peers = [p for p in peers if p != comm.rank]
 
     def ready(self) -> bool:
-        stores, at, k = self.comm.channels.stores, self.comm.layout.heads // WORD, self.k
-        return all(stores[p].words[at + p] >= k for p in self.peers)
+        ch = self.comm.channels
+        stores, at, k = ch.stores, self.comm.layout.heads // WORD, self.k
+        if all(stores[p].words[at + p] >= k for p in self.peers):
+            ch.peers_posted()
+            return True
+        ch.waiting_on_peers()
+        return False
 
-    def __call__(self):
+    def wait(self) -> None:
         for p in self.peers:
             _wait_posted(self.comm, p, self.k)
-        return self.then()
+
+    def stalled(self) -> str:
+        stores, at = self.comm.channels.stores, self.comm.layout.heads // WORD
+        late = [p for p in self.peers if stores[p].words[at + p] < self.k]
+        return f"round {self.k} not posted by rank(s) {late}"
 
 
 def allreduce_load_store(comm, buf: memoryview, red):

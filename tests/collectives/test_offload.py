@@ -73,3 +73,54 @@ SCRIPT = textwrap.dedent("""
 def test_in_network_allreduce_back_to_back_gives_each_call_its_own_sum(run_job):
     with LocalCluster(nodes=4, mem_size=64 << 20) as c:
         run_job(c, SCRIPT, 4, job="offload-back-to-back", timeout=150)
+
+
+OVERLAP = textwrap.dedent("""
+    import re
+    import numpy as np, netdam
+    from netdam.handle import NetdamTimeout
+    comm = netdam.init(timeout=30)
+    r, n = comm.rank, comm.size
+    side = comm.split(0)              # another communicator of every rank
+    x = np.full(4096, r + 1, np.float32)
+    want = n * (n + 1) / 2
+
+    # Ranks 1..n-1 start each in-network collective and meet rank 0 in the other
+    # communicator's barrier; rank 0 (which leads every gathered start) joins only
+    # after that barrier. A start that waited for the devices would never get there.
+    calls = [
+        ("chain", lambda: comm.all_reduce_nb(x, algo="chain"),
+         lambda got: (got == want).all()),
+        ("tree", lambda: comm.all_reduce_nb(x, algo="tree"),
+         lambda got: (got == want).all()),
+        ("multicast broadcast", lambda: comm.broadcast_nb(x.copy(), 0, algo="multicast"),
+         lambda got: (got == 1).all()),
+        ("multicast all_gather", lambda: comm.all_gather_nb(x, algo="multicast"),
+         lambda got: all((got[q] == q + 1).all() for q in range(n))),
+    ]
+    for name, start, right in calls:
+        if r == 0:
+            side.barrier()
+            req = start()
+        else:
+            req = start()
+            side.barrier()
+        assert right(req.wait()), name
+
+    # a rank that never joins: the others' waits time out naming the word they wait on
+    if r != 0:
+        req = comm.all_reduce_nb(x, algo="chain")
+        try:
+            req.wait(timeout=1.0)
+        except NetdamTimeout as exc:
+            assert re.search(r"in-network allreduce: at \\d+ of \\d+", str(exc)), exc
+        else:
+            raise AssertionError("finished without rank 0")
+    print("rank", r, "ok", flush=True)
+""")
+
+
+@pytest.mark.timeout(120)
+def test_nonblocking_in_network_collectives_return_before_the_devices_finish(run_job):
+    with LocalCluster(nodes=3, mem_size=64 << 20) as c:
+        run_job(c, OVERLAP, 3, job="offload-overlap", timeout=90)
