@@ -46,10 +46,17 @@ def _die_with_parent() -> None:  # runs in the child between fork and exec
         pass
 
 
-def spawn(cmd: list[str], **kw) -> subprocess.Popen:
-    """Start a child that is terminated if this process dies."""
-    return subprocess.Popen(cmd, preexec_fn=_die_with_parent if os.name == "posix" else None,
-                            **kw)
+def spawn(cmd: list[str], *, cpu: int | None = None, **kw) -> subprocess.Popen:
+    """Start a child that is terminated if this process dies, bound to ``cpu`` if given
+    (before it runs anything)."""
+    if os.name != "posix":
+        return subprocess.Popen(cmd, **kw)
+
+    def prepare() -> None:     # in the child between fork and exec
+        _die_with_parent()
+        if cpu is not None:
+            os.sched_setaffinity(0, {cpu})
+    return subprocess.Popen(cmd, preexec_fn=prepare, **kw)
 
 
 def read_json_line(proc: subprocess.Popen, timeout: float, what: str) -> dict:

@@ -4,6 +4,14 @@ Owns running N host processes against a LocalCluster: each gets the bootstrap
 environment (so ``netdam.init()`` works inside), its output is prefixed with its rank,
 the first rank to fail ends the launch with its exit code (the others are terminated),
 and Ctrl-C or a dead process tears everything down with no orphans.
+
+Each rank is bound to one CPU of those the launcher may use, rank r to the r-th modulo
+their number (``--bind cpu``, the default; Open MPI's ``--bind-to core --map-by core``),
+so ranks are spread evenly however many there are. Unbound, the scheduler keeps ranks
+that wake each other often on one CPU: three of four ranks on one of two CPUs made a
+4 KiB all_reduce on one node take 1.7x as long (BENCHMARKS.md). The devices are not
+bound. ``--bind none`` leaves the ranks to the scheduler (a rank that runs threads of
+its own may want all CPUs).
 """
 
 from __future__ import annotations
@@ -31,10 +39,32 @@ def _pump(stream, prefix: str, out, lock: threading.Lock) -> None:
     stream.close()
 
 
+#: values of ``--bind``: one CPU per rank, round robin (default), or none
+BIND_CHOICES = ("cpu", "none")
+
+
+def rank_cpus(n: int, allowed=None) -> list[int]:
+    """The CPU of each of n ranks bound round robin over ``allowed`` (default: the CPUs
+    this process may use), in CPU number order."""
+    cpus = sorted(os.sched_getaffinity(0) if allowed is None else allowed)
+    return [cpus[r % len(cpus)] for r in range(n)]
+
+
+def add_bind_argument(p: argparse.ArgumentParser) -> None:
+    """``--bind``, for every command that starts ranks (launch, run, bench)."""
+    p.add_argument("--bind", choices=BIND_CHOICES, default="cpu",
+                   help="bind rank r to the r-th CPU, round robin (cpu, the default), "
+                        "or leave the ranks to the scheduler (none)")
+
+
 def run_hosts(cluster: LocalCluster, n: int, argv: list[str], *, timeout: float | None = None,
-              out=None, err=None, extra_env: dict | None = None) -> int:
-    """Run ``argv`` as n host processes; return 0 or the first failing rank's code."""
+              out=None, err=None, extra_env: dict | None = None, bind: str = "cpu") -> int:
+    """Run ``argv`` as n host processes, each bound to a CPU as ``bind`` says (module
+    docstring); return 0 or the first failing rank's code."""
+    if bind not in BIND_CHOICES:
+        raise UsageError(f"--bind {bind}: expected one of {', '.join(BIND_CHOICES)}")
     out, err = out or sys.stdout, err or sys.stderr
+    cpus = rank_cpus(n) if bind == "cpu" else None
     lock = threading.Lock()
     procs, pumps = [], []
     width = len(str(n - 1))
@@ -42,7 +72,7 @@ def run_hosts(cluster: LocalCluster, n: int, argv: list[str], *, timeout: float 
         env = dict(os.environ) | cluster.env(rank, n) | (extra_env or {})
         env["PYTHONUNBUFFERED"] = "1"
         p = spawn(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                  bufsize=1)
+                  bufsize=1, cpu=None if cpus is None else cpus[rank])
         procs.append(p)
         prefix = f"[{rank:>{width}}] "
         for stream, sink in ((p.stdout, out), (p.stderr, err)):
@@ -97,6 +127,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("args", nargs=argparse.REMAINDER, help="arguments of the script")
     p.add_argument("--exec", action="store_true",
                    help="SCRIPT is a program to execute, not a Python file")
+    add_bind_argument(p)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -119,6 +150,6 @@ def run(args: argparse.Namespace) -> int:
     with LocalCluster(nodes=nodes, devices_per_node=args.devices_per_node,
                       mem_size=args.mem_size, mtu=args.mtu, pcap=args.pcap, **faults) as c:
         try:
-            return run_hosts(c, args.nprocs, argv, timeout=args.timeout)
+            return run_hosts(c, args.nprocs, argv, timeout=args.timeout, bind=args.bind)
         except KeyboardInterrupt:
             return 130

@@ -16,7 +16,7 @@ import pytest
 from netdam.agent import Addr, Agent, NetdamTimeout
 from netdam.cluster import LocalCluster
 from netdam.control import ControlClient
-from netdam.launch import run_hosts
+from netdam.launch import rank_cpus, run_hosts
 from netdam.transport.shm import leaked
 
 
@@ -136,6 +136,23 @@ def test_launch_prefixes_output_and_fails_with_the_failing_rank(tmp_path):
         code = run_hosts(c, 3, [sys.executable, str(script), "7"], out=out, err=out,
                          timeout=60, extra_env={"NETDAM_JOB": "fail"})
         assert code == 7 and "rank 2 exited with 7" in out.getvalue(), out.getvalue()
+
+
+AFFINITY = "import os; print('cpus', sorted(os.sched_getaffinity(0)), flush=True)"
+
+
+@pytest.mark.timeout(60)
+def test_launched_ranks_are_spread_over_the_cpus_one_each_unless_told_not_to():
+    mine = sorted(os.sched_getaffinity(0))
+    assert rank_cpus(5, {3, 1}) == [1, 3, 1, 3, 1]     # round robin, in CPU order
+    with LocalCluster(nodes=1, devices_per_node=1, mem_size=1 << 20) as c:
+        for bind, want in (("cpu", [[x] for x in rank_cpus(3)]), ("none", [mine] * 3)):
+            out = io.StringIO()
+            code = run_hosts(c, 3, [sys.executable, "-c", AFFINITY], out=out, err=out,
+                             timeout=30, bind=bind)
+            assert code == 0, out.getvalue()
+            for r in range(3):
+                assert f"[{r}] cpus {want[r]}" in out.getvalue(), (bind, out.getvalue())
 
 
 @pytest.mark.timeout(120)

@@ -47,6 +47,7 @@ from netdam.collectives.runner import (MEM_SIZE, Result, load_store_refusal, mem
                                        run_cases)
 from netdam.collectives.types import OP_NAMES
 from netdam.errors import UsageError
+from netdam.launch import add_bind_argument
 from netdam.transport.faults import add_fault_arguments, given_faults
 from netdam.ui import check_outputs, progress_bar, report_console
 
@@ -116,6 +117,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="also time the same bytes over a raw UDP stream and a memcpy")
     p.add_argument("--pcap", metavar="FILE", help="capture the whole run")
     p.add_argument("--mtu", type=int, default=None)
+    add_bind_argument(p)
     add_fault_arguments(p)
 
 
@@ -195,7 +197,8 @@ def run(args: argparse.Namespace) -> int:
         results = run_cases(cases, nprocs=n, nodes=args.nodes,
                             devices_per_node=args.devices_per_node, mtu=args.mtu,
                             pcap=args.pcap, faults=given_faults(args),
-                            progress=lambda k: bar.update(task, completed=k))
+                            progress=lambda k: bar.update(task, completed=k),
+                            bind=args.bind)
         bar.update(task, completed=len(cases))
         others: dict[str, list[Result]] = {}
         for name in references:

@@ -16,6 +16,7 @@ from netdam.collectives.runner import load_store_refusal, memory_refusal, run_ca
 from netdam.collectives.types import OP_NAMES
 from netdam.demo import report
 from netdam.errors import UsageError
+from netdam.launch import add_bind_argument
 from netdam.transport.faults import add_fault_arguments, given_faults
 from netdam.ui import report_console
 
@@ -57,6 +58,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="compare every iteration with NumPy (default on)")
     p.add_argument("--pcap", metavar="FILE")
     p.add_argument("--mtu", type=int, default=None)
+    add_bind_argument(p)
     add_fault_arguments(p)
 
 
@@ -91,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
     faults = given_faults(args)
     [res] = run_cases([case], nprocs=n, nodes=args.nodes,
                       devices_per_node=args.devices_per_node, mtu=args.mtu, pcap=args.pcap,
-                      faults=faults)
+                      faults=faults, bind=args.bind)
     report_console().print(report([res], n, f"netdam run {args.collective}, {n} ranks"))
     return 0 if res.ok else 1
 

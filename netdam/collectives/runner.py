@@ -120,9 +120,10 @@ def merge(cases: list[dict], lines: list[dict]) -> list[Result]:
 def run_cases(cases: list[dict], *, nprocs: int, nodes: int | None = None,
               devices_per_node: int = 1, mem_size: int = MEM_SIZE, mtu: int | None = None,
               pcap: str | None = None, faults: dict | None = None, timeout: float = 600.0,
-              progress: Callable[[int], None] | None = None, quiet: bool = True
-              ) -> list[Result]:
-    """Run ``cases`` on every rank of a new cluster; ``progress(k)`` after k cases."""
+              progress: Callable[[int], None] | None = None, quiet: bool = True,
+              bind: str = "cpu") -> list[Result]:
+    """Run ``cases`` on every rank of a new cluster, the ranks bound to CPUs as
+    ``bind`` says (``netdam.launch``); ``progress(k)`` after k cases."""
     nodes = nodes or nprocs
     with tempfile.TemporaryDirectory(prefix="netdam-run-") as tmp:
         tmpdir = Path(tmp)
@@ -139,7 +140,7 @@ def run_cases(cases: list[dict], *, nprocs: int, nodes: int | None = None,
         with LocalCluster(nodes=nodes, devices_per_node=devices_per_node, mem_size=mem_size,
                           mtu=mtu, pcap=pcap, **(faults or {})) as cluster:
             code = run_hosts(cluster, nprocs, argv, timeout=timeout, out=out, err=out,
-                             extra_env={"NETDAM_JOB": tmpdir.name})
+                             extra_env={"NETDAM_JOB": tmpdir.name}, bind=bind)
         done.set()
         if watcher is not None:
             watcher.join(timeout=2)
