@@ -510,6 +510,7 @@ class Channels:
     def waited_on_device(self, what: str, since: float) -> None:
         """A wait for device words that began at ``since`` is over (``Pacer`` learns
         how long such waits take)."""
+        self._device_wait = None
         self.pacer.took(what, time.monotonic() - since)
 
     def waiting_on_peers(self) -> None:
