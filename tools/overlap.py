@@ -33,11 +33,12 @@ import json
 import os
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from rankjob import run_ranks, save  # noqa: E402  (this folder: run as a script)
 
 from netdam.collectives.run_cmd import parse_size  # noqa: E402
 
@@ -107,18 +108,11 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(f"--size must be a multiple of 4 of at least {4 * a.nodes} bytes")
     if a.rank_body:
         return rank_main(size, a.count, algos, a.rank_body[0])
-    from netdam.cluster import LocalCluster
-    from netdam.launch import run_hosts
-    mem = max(64 << 20, 4 * size)
-    body = [sys.executable, os.path.abspath(__file__), "--size", str(size), "--count",
-            str(a.count), *[f"--algo={x}" for x in algos], "--rank-body"]
-    with tempfile.TemporaryDirectory() as out, \
-            LocalCluster(nodes=a.nodes, mem_size=mem) as cluster:
-        code = run_hosts(cluster, a.nodes, body + [out], timeout=600)
-        if code:
-            print(f"overlap: a rank failed (exit {code})", file=sys.stderr)
-            return 1
-        ranks = [json.loads(Path(out, f"rank{r}.json").read_text()) for r in range(a.nodes)]
+    ranks = run_ranks(__file__, ["--size", str(size), "--count", str(a.count),
+                                 *[f"--algo={x}" for x in algos]], a.nodes,
+                      mem_size=max(64 << 20, 4 * size))
+    if ranks is None:
+        return 1
     fig = {"nodes": a.nodes, "size": size, "count": a.count, "algos": {}}
     for algo in algos:
         def slowest(ph: str, key: str) -> float:
@@ -134,9 +128,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{algo:>6}: start {f['start_us']:7.0f} us, call {f['call_us']:7.0f} us; "
               f"overlap of {d:7.0f} us away: others {f['overlap_others_away']:6.1%}, "
               f"all {f['overlap_all_away']:6.1%}")
-    if a.json:
-        with open(a.json, "w") as f:
-            json.dump(fig, f, indent=1)
+    save(a.json, fig)
     return 0
 
 

@@ -23,11 +23,11 @@ import os
 import resource
 import statistics
 import sys
-import tempfile
 import time
-from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from rankjob import run_ranks, save  # noqa: E402  (this folder: run as a script)
 
 WARMUP = 50
 
@@ -83,16 +83,9 @@ def main(argv: list[str] | None = None) -> int:
         ap.error("--bytes must be from 1 to 4096")
     if a.rank_body:
         return rank_main(a.count, a.bytes, a.rank_body[0])
-    from netdam.cluster import LocalCluster
-    from netdam.launch import run_hosts
-    with tempfile.TemporaryDirectory() as out, LocalCluster(nodes=2) as cluster:
-        code = run_hosts(cluster, 2, [sys.executable, os.path.abspath(__file__), "--count",
-                                      str(a.count), "--bytes", str(a.bytes),
-                                      "--rank-body", out], timeout=600)
-        if code:
-            print(f"signal_pingpong: a rank failed (exit {code})", file=sys.stderr)
-            return 1
-        ranks = [json.loads(Path(out, f"rank{r}.json").read_text()) for r in (0, 1)]
+    ranks = run_ranks(__file__, ["--count", str(a.count), "--bytes", str(a.bytes)], 2)
+    if ranks is None:
+        return 1
     rt = ranks[0]["times_us"]
     fig = {"count": a.count, "bytes": a.bytes, "round_trip_us": statistics.median(rt),
            "min_us": min(rt), "max_us": max(rt),
@@ -103,9 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     for r in ranks:
         print(f"rank {r['rank']}: host CPU {r['cpu_us']:.1f} us and {r['sleeps']:.2f} sleeps "
               f"per round trip; waits that looked in place: {r['in_place']}")
-    if a.json:
-        with open(a.json, "w") as f:
-            json.dump(fig, f, indent=1)
+    save(a.json, fig)
     return 0
 
 
