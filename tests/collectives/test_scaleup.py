@@ -126,16 +126,27 @@ LATE = textwrap.dedent("""
     import numpy as np, netdam
     from netdam.handle import NetdamTimeout
     comm = netdam.init(timeout=10)
+    side = comm.split(0)
     comm.timeout = 2
     if comm.rank == 2:       # alive, but never posts
-        time.sleep(4)
+        time.sleep(6)
         print("rank 2 ok", flush=True)
     else:
         try:
             comm.all_reduce(np.ones(8, np.float32), algo="load_store")
         except NetdamTimeout as e:
             assert "rank 2 did not post" in str(e), e
-            print("rank", comm.rank, "ok", flush=True)
+        else:
+            raise AssertionError("finished without rank 2")
+        # a non-blocking call's wait names the round and the rank it waits for
+        req = side.all_reduce_nb(np.ones(8, np.float32), algo="load_store")
+        try:
+            req.wait(timeout=1)
+        except NetdamTimeout as e:
+            assert "not posted by rank(s) [2]" in str(e), e
+        else:
+            raise AssertionError("finished without rank 2")
+        print("rank", comm.rank, "ok", flush=True)
 """)
 
 OFF = textwrap.dedent("""
