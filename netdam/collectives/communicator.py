@@ -278,13 +278,9 @@ class Communicator:
     def _reducer(self, dtype: DType, op: RedOp):
         red = self._reducers.get((dtype, op))
         if red is None:
-            st = alu.check(dtype, op)
-            if st:
+            if alu.check(dtype, op):
                 raise UsageError(f"reduce op {op.name} is not defined for {dtype.name}")
-
-            def red(dst, src):
-                alu.reduce_into(dst, src, dtype, op)
-            self._reducers[(dtype, op)] = red
+            red = self._reducers[(dtype, op)] = alu.reducer(dtype, op)
         return red
 
     @staticmethod

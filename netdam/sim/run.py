@@ -179,7 +179,7 @@ class _Run:
             if cfg.collective == "all_to_all":
                 self.out_arrays = [np.zeros(count, np.float32) for _ in range(n)]
                 self.outs = [memoryview(a).cast("B") for a in self.out_arrays]
-            self.red = lambda dst, src: alu.reduce_into(dst, src, DType.FLOAT32, RedOp.SUM)
+            self.red = alu.reducer(DType.FLOAT32, RedOp.SUM)
         else:
             self.bufs = [Phantom(count * ESIZE) for _ in range(n)]
             self.outs = [Phantom(count * ESIZE) for _ in range(n)]

@@ -295,6 +295,34 @@ def test_length_errors():
     assert dst == bytearray(b"\x01\x02")
 
 
+@pytest.mark.parametrize("dtype,op", PAIRS, ids=IDS)
+def test_a_reducer_made_once_gives_what_reduce_into_gives(kernels, dtype, op):
+    red = alu.reducer(dtype, op)
+    rng = np.random.default_rng(200 + dtype * 16 + op)
+    for n in (1000, 7, 1, 0):
+        a, b = edge_bytes(dtype, n, rng), random_bytes(dtype, n, rng)
+        got, want = bytearray(a), bytearray(a)
+        red(got, b)
+        alu.reduce_into(want, b, dtype, op)
+        assert same(dtype, bytes(got), bytes(want))
+
+
+def test_a_reducer_refuses_what_reduce_into_refuses_and_takes_overlaps():
+    with pytest.raises(alu.AluError) as exc:
+        alu.reducer(DType.FLOAT32, RedOp.BXOR)
+    assert exc.value.status == Status.BAD_REDOP
+    red = alu.reducer(DType.INT32, RedOp.SUM)
+    for dst, src, status in ((bytearray(8), bytes(12), Status.LENGTH_MISMATCH),
+                             (bytearray(6), bytes(6), Status.MISALIGNED)):
+        with pytest.raises(alu.AluError) as exc:
+            red(dst, src)
+        assert exc.value.status == status
+    buf = bytearray(np.arange(16, dtype="<i4").tobytes())
+    view = memoryview(buf)
+    red(view[0:48], view[16:64])
+    assert np.frombuffer(bytes(buf[:48]), "<i4").tolist() == [i + i + 4 for i in range(12)]
+
+
 # -- backends -----------------------------------------------------------------------------
 
 def test_numpy_backend_in_process_gives_the_same_results():
