@@ -204,7 +204,8 @@ def run(args: argparse.Namespace) -> int:
         for name in references:
             t = bar.add_task(compare.REFERENCES[name].label, total=len(ref_cases))
             others[name] = compare.run_reference(
-                name, ref_cases, n, progress=lambda k, t=t: bar.update(t, completed=k))
+                name, ref_cases, n, progress=lambda k, t=t: bar.update(t, completed=k),
+                bind=args.bind)
         if args.baseline:
             sizes_ = sorted({r.nbytes for r in results if r.nbytes})
             t = bar.add_task("baselines", total=2 * len(sizes_))

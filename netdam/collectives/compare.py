@@ -7,9 +7,11 @@ Owns the parent side of ``--compare gloo|mpi|mpi-shm`` and ``--baseline``:
   torch.distributed over Gloo (N local processes meeting at ``tcp://127.0.0.1:PORT``,
   Gloo's own sockets kept on ``lo``) or by mpi4py under Open MPI (``mpirun --mca btl
   tcp,self``, TCP on loopback; ``mpi-shm``: ``--mca btl vader,self``, its shared-memory
-  transport, the yardstick for ranks of one node), with the same world size. Results
-  come back as ``runner.Result``, merged exactly as netdam's own ranks' lines are (time
-  = the slowest rank's median).
+  transport, the yardstick for ranks of one node), with the same world size and the same
+  placement as netdam's ranks (``--bind``: rank r on the r-th CPU, round robin, through
+  ``--bind-to core:overload-allowed`` for Open MPI; or none). Results come back as
+  ``runner.Result``, merged exactly as netdam's own ranks' lines are (time = the
+  slowest rank's median).
 - **Baselines**: the same number of bytes moved by a minimal UDP stream (one sender, one
   receiving process, datagrams of netdam's default size, a window of acknowledgements so
   the receiver is never overrun, no retransmission; the time runs from the first send to
@@ -40,9 +42,11 @@ from typing import Callable
 
 import numpy as np
 
+from netdam.cluster import spawn
 from netdam.collectives.compare_worker import ACK, END, QUIT, REPORT, WINDOW, now
 from netdam.collectives.runner import Result, merge
 from netdam.errors import UsageError
+from netdam.launch import rank_cpus
 from netdam.wire.fields import DEFAULT_MTU
 
 COMPARABLE = ("all_reduce", "all_gather", "broadcast")
@@ -114,36 +118,44 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _commands(name: str, n: int, argv: list[str]) -> list[tuple[list[str], dict]]:
-    """The processes to start for ``name`` with world size n: (argv, extra env) each."""
+def commands(name: str, n: int, argv: list[str], bind: str = "cpu"
+              ) -> list[tuple[list[str], dict, int | None]]:
+    """The processes to start for ``name`` with world size n: (argv, extra env, the CPU
+    to bind it to or None) each. Ranks are placed as ``netdam.launch`` places netdam's
+    (``bind``); mpirun binds its own ranks the same way (by core, rank r on the r-th
+    CPU, sharing them round robin when there are more ranks than CPUs)."""
     if name == "gloo":
         port = str(_free_port())
+        cpus = rank_cpus(n) if bind == "cpu" else [None] * n
         return [(argv, {"RANK": str(r), "WORLD_SIZE": str(n), "MASTER_PORT": port,
-                        "MASTER_ADDR": "127.0.0.1", "GLOO_SOCKET_IFNAME": "lo"})
+                        "MASTER_ADDR": "127.0.0.1", "GLOO_SOCKET_IFNAME": "lo"}, cpus[r])
                 for r in range(n)]
     btl = ["--mca", "btl", "vader,self"] if name == "mpi-shm" else \
         ["--mca", "btl", "tcp,self", "--mca", "btl_tcp_if_include", "lo"]
-    mpirun = ["mpirun", "-n", str(n), "--oversubscribe", "--bind-to", "none", *btl,
-              "--mca", "oob_tcp_if_include", "lo"]
+    binding = ["--map-by", "core:oversubscribe", "--bind-to", "core:overload-allowed"] \
+        if bind == "cpu" else ["--oversubscribe", "--bind-to", "none"]
+    mpirun = ["mpirun", "-n", str(n), *binding, *btl, "--mca", "oob_tcp_if_include", "lo"]
     if os.geteuid() == 0:
         mpirun.append("--allow-run-as-root")
-    return [(mpirun + argv, {})]
+    return [(mpirun + argv, {}, None)]
 
 
 def run_reference(name: str, cases: list[dict], nprocs: int, timeout: float = 600.0,
-                  progress: Callable[[int], None] | None = None) -> list[Result]:
-    """Run ``cases`` (from ``comparable``) with library ``name`` on nprocs local ranks."""
+                  progress: Callable[[int], None] | None = None, bind: str = "cpu"
+                  ) -> list[Result]:
+    """Run ``cases`` (from ``comparable``) with library ``name`` on nprocs local ranks,
+    placed as ``bind`` says."""
     with tempfile.TemporaryDirectory(prefix=f"netdam-{name}-") as tmp:
         tmpdir = Path(tmp)
         (tmpdir / "cases.json").write_text(json.dumps(cases))
         argv = [sys.executable, "-m", "netdam.collectives.compare_worker", name,
                 str(tmpdir / "cases.json"), str(tmpdir)]
         procs, logs = [], []
-        for i, (cmd, extra) in enumerate(_commands(name, nprocs, argv)):
+        for i, (cmd, extra, cpu) in enumerate(commands(name, nprocs, argv, bind)):
             logs.append(tmpdir / f"process{i}.log")
             with logs[-1].open("w") as log:     # a file, not a pipe: nothing can block
-                procs.append(subprocess.Popen(cmd, env={**os.environ, **extra}, stdout=log,
-                                              stderr=subprocess.STDOUT))
+                procs.append(spawn(cmd, env={**os.environ, **extra}, stdout=log,
+                                   stderr=subprocess.STDOUT, cpu=cpu))
         error = _wait(procs, tmpdir / "rank0.jsonl", timeout, progress)
         if error:
             said = [ln for log in logs for ln in log.read_text().splitlines() if ln.strip()]

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from netdam.collectives import bench
+from netdam.collectives import bench, compare
+from netdam.launch import rank_cpus
 
 
 @pytest.mark.timeout(120)
@@ -277,3 +278,17 @@ def test_a_case_larger_than_this_machine_is_refused_before_any_rank_starts():
                         "-e", "64G"], capture_output=True, text=True, timeout=60)
     assert p.returncode == 2 and "GiB are available" in p.stderr, p.stderr
     assert "Traceback" not in p.stderr
+
+
+def test_references_are_placed_as_netdam_ranks_are():
+    """--bind cpu puts a reference's rank r on the r-th CPU, round robin, as netdam's
+    launcher does (mpirun is told to bind by core); --bind none leaves them free."""
+    argv = ["worker"]
+    gloo = compare.commands("gloo", 3, argv, "cpu")
+    assert [cpu for _, _, cpu in gloo] == rank_cpus(3)
+    assert [env["RANK"] for _, env, _ in gloo] == ["0", "1", "2"]
+    assert all(cpu is None for _, _, cpu in compare.commands("gloo", 3, argv, "none"))
+    for bind, want in (("cpu", "core:overload-allowed"), ("none", "none")):
+        [(cmd, _, cpu)] = compare.commands("mpi", 3, argv, bind)
+        assert cmd[cmd.index("--bind-to") + 1] == want and cpu is None
+        assert cmd[-1] == "worker" and cmd[:3] == ["mpirun", "-n", "3"]
