@@ -124,3 +124,30 @@ OVERLAP = textwrap.dedent("""
 def test_nonblocking_in_network_collectives_return_before_the_devices_finish(run_job):
     with LocalCluster(nodes=3, mem_size=64 << 20) as c:
         run_job(c, OVERLAP, 3, job="offload-overlap", timeout=90)
+
+
+MIXED = textwrap.dedent("""
+    import numpy as np, netdam
+    comm = netdam.init(timeout=30)
+    r, n = comm.rank, comm.size
+    side = comm.split(0)
+    for it in range(8):
+        x = np.full(20000 + it, r + it, np.float32)
+        reqs = [comm.all_reduce_nb(x, algo="chain"), side.all_reduce_nb(x, algo="ring"),
+                comm.all_reduce_nb(x, algo="tree"),
+                comm.broadcast_nb(x.copy(), it % n, algo="multicast")]
+        for q in (reqs if (r + it) % 2 else reqs[::-1]):   # the ranks' orders differ
+            q.wait()
+        want = sum(q + it for q in range(n))
+        assert all((q.result == want).all() for q in reqs[:3]), it
+        assert (reqs[3].result == it % n + it).all(), it
+    print("rank", r, "ok", flush=True)
+""")
+
+
+@pytest.mark.timeout(150)
+def test_in_network_requests_beside_another_communicators_waited_in_any_order_under_faults(
+        run_job):
+    with LocalCluster(nodes=3, mem_size=64 << 20, loss=0.02, dup=0.01, reorder=0.05,
+                      corrupt=0.005, seed=5) as c:
+        run_job(c, MIXED, 3, job="offload-mixed", timeout=120)
