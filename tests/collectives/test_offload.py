@@ -5,7 +5,10 @@ result is in its memory, and may write its next input at once. Invariant checked
 consecutive calls with different inputs each give exactly their own sum, however far
 apart the ranks run (one rank is made late at random), for the chain and the tree, on
 registered buffers, on ordinary arrays and on a buffer larger than the work area (two
-rounds); and the same of the devices' multicast broadcast and all_gather."""
+rounds); and the same of the devices' multicast broadcast and all_gather. Also: a
+non-blocking in-network collective returns before the devices finish (so ranks may meet
+elsewhere before its leader joins), and in-network requests beside another
+communicator's, waited in any order, all finish with their own results under faults."""
 
 import textwrap
 
