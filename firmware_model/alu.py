@@ -145,15 +145,22 @@ def _nbytes(buf) -> int:
 _ESIZE: dict[tuple[int, int], int] = {}   # (dtype, op) found reducible -> element size
 
 
-def _validate(dst, src, dtype: int, op: int) -> int:
-    """Raise AluError for a bad request; return the element count."""
+def _pair_esize(dtype: int, op: int) -> int:
+    """The element size of a supported (dtype, op) pair, else AluError (BAD_DTYPE or
+    BAD_REDOP); looked up once per pair (the per-fragment path asks often)."""
     esize = _ESIZE.get((dtype, op))
-    if esize is None:                     # once per (dtype, op): the per-fragment path
+    if esize is None:
         st = check(dtype, op)
         if st:
             name = "dtype" if st == Status.BAD_DTYPE else "redop"
             raise AluError(st, f"{name} not supported: dtype={dtype} redop={op}")
         esize = _ESIZE[(dtype, op)] = element_size(dtype)
+    return esize
+
+
+def _validate(dst, src, dtype: int, op: int) -> int:
+    """Raise AluError for a bad request; return the element count."""
+    esize = _pair_esize(dtype, op)
     nd, ns = _nbytes(dst), _nbytes(src)
     if nd != ns:
         raise AluError(Status.LENGTH_MISMATCH, f"dst is {nd} bytes but src is {ns}")
@@ -196,11 +203,7 @@ def reducer(dtype: int, op: int):
     nothing up per call, so a 4 KiB call costs about a third of ``reduce_into``'s; same
     results and errors (a call it cannot take plainly goes through ``reduce_into``,
     which raises or copies an overlapping ``src``). Raises AluError for a bad pair."""
-    st = check(dtype, op)
-    if st:
-        name = "dtype" if st == Status.BAD_DTYPE else "redop"
-        raise AluError(st, f"{name} not supported: dtype={dtype} redop={op}")
-    esize = element_size(dtype)
+    esize = _pair_esize(dtype, op)
 
     def red(dst, src) -> None:
         if BACKEND != "c":
@@ -210,8 +213,9 @@ def reducer(dtype: int, op: int):
         n = len(d)
         if n != len(s) or n % esize or _overlaps(d, s, n):
             return reduce_into(dst, src, dtype, op)
-        if n and _lib.alu_reduce(dtype, op, d, s, n // esize):
-            raise AluError(Status.BAD_REDOP, f"C ALU rejected dtype={dtype} redop={op}")
+        st = _lib.alu_reduce(dtype, op, d, s, n // esize) if n else 0
+        if st:
+            raise AluError(st, f"C ALU rejected dtype={dtype} redop={op}")
     return red
 
 
