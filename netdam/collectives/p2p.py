@@ -396,24 +396,42 @@ class Channels:
         self.counters["credits_returned"] += owed
         self.counters["credit_adds"] += 1
 
-    def wait_word(self, offset: int, value: int, what: str) -> int:
-        """Wait until the home word at ``offset`` reaches ``value``; return it.
+    def reached(self, offset: int, value: int) -> bool:
+        """Whether the home word at ``offset`` has reached ``value``; a word found short
+        is noted, so that the next sleep watches it."""
+        if self.home.word(offset) >= value:
+            return True
+        self._want(offset, value)
+        return False
+
+    def run_reached(self, watches) -> list:
+        """Run ``step()`` for each ``(offset, value, step)`` whose home word has reached
+        ``value`` (each word read once, as ``reached``); return the others."""
+        short = []
+        for w in watches:
+            if self.reached(w[0], w[1]):
+                w[2]()
+            else:
+                short.append(w)
+        return short
+
+    def wait_word(self, offset: int, value: int, what: str) -> None:
+        """Wait until the home word at ``offset`` reaches ``value``.
 
         The devices are doing the work meanwhile, so the host sleeps as ``Pacer`` says,
         at most ``WAIT_SLEEP_MAX`` at a time."""
         start = time.monotonic()
         deadline = start + self.timeout
         self._idle_since = None
-        while (word := self.home.word(offset)) < value:
-            self._want(offset, value)
+        while not self.reached(offset, value):
             now = time.monotonic()
             if now > deadline:
                 raise NetdamTimeout(f"rank {self.rank}: {what} not reached within "
-                                    f"{self.timeout:g} s (at {word} of {value})")
+                                    f"{self.timeout:g} s (at {self.home.word(offset)} of "
+                                    f"{value})")
             self.progress()
             self._doze(what, now - start, busy=False)
         self.pacer.took(what, time.monotonic() - start)
-        return word
 
     def wait_stored(self, peer: int, index: int, value: int, timeout: float, what) -> None:
         """Wait until word ``index`` of rank ``peer``'s stored area (``stores[peer]``)
@@ -444,15 +462,8 @@ class Channels:
         start = time.monotonic()
         self._idle_since = None
         while pending:
-            ready = []
-            for w in pending:              # each word read once: ready, or noted as short
-                if self.home.word(w[0]) >= w[1]:
-                    ready.append(w)
-                else:
-                    self._want(w[0], w[1])
-            for w in ready:
-                pending.remove(w)
-                w[2]()
+            short = self.run_reached(pending)
+            moved, pending = len(short) < len(pending), short
             if not pending:
                 break
             now = time.monotonic()
@@ -460,7 +471,7 @@ class Channels:
                 raise NetdamTimeout(f"rank {self.rank}: {what} not complete within "
                                     f"{self.timeout:g} s ({len(pending)} words short)")
             self.progress()
-            self._doze(what, now - start, busy=bool(ready))
+            self._doze(what, now - start, busy=moved)
         self.pacer.took(what, time.monotonic() - start)
 
     # -- progress ---------------------------------------------------------------------------
@@ -499,12 +510,10 @@ class Channels:
         self.counters["sleeps_woken"] += 1
         return True
 
-    def waiting_on_device(self, words, what: str, since: float) -> None:
-        """The next ``idle`` waits for home ``words`` ((offset, value) pairs found
-        short) that devices bump, as ``wait_word`` would (``steps.WordWait``): on a watch
-        of them, or paused as ``Pacer`` says for ``what`` (waiting since ``since``)."""
-        for offset, value in words:
-            self._want(offset, value)
+    def waiting_on_device(self, what: str, since: float) -> None:
+        """The next ``idle`` waits for home words that devices bump (found short by
+        ``reached``), as ``wait_word`` would (``steps.WordWait``): on a watch of them,
+        or paused as ``Pacer`` says for ``what`` (waiting since ``since``)."""
         self._device_wait = (what, since)
 
     def waited_on_device(self, what: str, since: float) -> None:

@@ -49,26 +49,41 @@ class Gated:
         return self.proceed()
 
 
-class WordWait(Gated):
-    """Ready once the home word at ``offset`` (in this rank's area) reaches ``value``:
-    a device's signal word counting finished blocks, a start word counting ranks in."""
+class DeviceWords(Gated):
+    """A wait for home words the devices bump (``WordWait``, ``WhenEach``): the Pacer
+    learns how long it took, and while it lasts the rank dozes as ``wait_word`` does."""
 
-    __slots__ = ("comm", "offset", "value", "what", "since")
+    __slots__ = ("comm", "what", "since")
 
-    def __init__(self, comm, offset: int, value: int, what: str):
-        self.comm, self.offset, self.value, self.what = comm, offset, value, what
+    def __init__(self, comm, what: str):
+        self.comm, self.what = comm, what
         self.since: float | None = None
 
-    def ready(self) -> bool:
+    def _settle(self, done: bool) -> bool:
+        """``ready()``'s answer, once its words have been read (``done``: all in)."""
         ch = self.comm.channels
-        if ch.home.word(self.offset) >= self.value:
+        if done:
             if self.since is not None:
                 ch.waited_on_device(self.what, self.since)
             return True
         if self.since is None:
             self.since = time.monotonic()
-        ch.waiting_on_device([(self.offset, self.value)], self.what, self.since)
+        ch.waiting_on_device(self.what, self.since)
         return False
+
+
+class WordWait(DeviceWords):
+    """Ready once the home word at ``offset`` (in this rank's area) reaches ``value``:
+    a device's signal word counting finished blocks, a start word counting ranks in."""
+
+    __slots__ = ("offset", "value")
+
+    def __init__(self, comm, offset: int, value: int, what: str):
+        super().__init__(comm, what)
+        self.offset, self.value = offset, value
+
+    def ready(self) -> bool:
+        return self._settle(self.comm.channels.reached(self.offset, self.value))
 
     def wait(self) -> None:
         self.comm.channels.wait_word(self.offset, self.value, self.what)
@@ -78,34 +93,20 @@ class WordWait(Gated):
         return f"{self.what}: at {word} of {self.value}"
 
 
-class WhenEach(Gated):
+class WhenEach(DeviceWords):
     """Run ``step()`` for each ``(offset, value, step)`` once the home word at ``offset``
     reaches ``value``, in whatever order they get there (a fixed order could wait on a
     rank that waits on this one); ready once every step has run."""
 
-    __slots__ = ("comm", "pending", "what", "since")
+    __slots__ = ("pending",)
 
     def __init__(self, comm, watches, what: str):
-        self.comm, self.pending, self.what = comm, list(watches), what
-        self.since: float | None = None
+        super().__init__(comm, what)
+        self.pending = list(watches)
 
     def ready(self) -> bool:
-        ch = self.comm.channels
-        short = []
-        for w in self.pending:          # each word read once
-            if ch.home.word(w[0]) >= w[1]:
-                w[2]()
-            else:
-                short.append(w)
-        self.pending = short
-        if not short:
-            if self.since is not None:
-                ch.waited_on_device(self.what, self.since)
-            return True
-        if self.since is None:
-            self.since = time.monotonic()
-        ch.waiting_on_device([(w[0], w[1]) for w in short], self.what, self.since)
-        return False
+        self.pending = self.comm.channels.run_reached(self.pending)
+        return self._settle(not self.pending)
 
     def wait(self) -> None:
         pending, self.pending = self.pending, []
@@ -115,4 +116,4 @@ class WhenEach(Gated):
         return f"{self.what}: {len(self.pending)} words short"
 
 
-__all__ = ["Gated", "WhenEach", "WordWait"]
+__all__ = ["DeviceWords", "Gated", "WhenEach", "WordWait"]
