@@ -60,10 +60,14 @@ class Posted(Gated):
         self.comm, self.k, self.then = comm, k, then
         self.peers = [p for p in peers if p != comm.rank]
 
+    def _late(self) -> list[int]:
+        """The peers that have not posted round k yet."""
+        stores, k = self.comm.channels.stores, self.k
+        return [p for p in self.peers if stores[p].words[_posted(self.comm, p)] < k]
+
     def ready(self) -> bool:
         ch = self.comm.channels
-        stores, at, k = ch.stores, self.comm.layout.heads // WORD, self.k
-        if all(stores[p].words[at + p] >= k for p in self.peers):
+        if not self._late():
             ch.peers_posted()
             return True
         ch.waiting_on_peers()
@@ -74,9 +78,7 @@ class Posted(Gated):
             _wait_posted(self.comm, p, self.k)
 
     def stalled(self) -> str:
-        stores, at = self.comm.channels.stores, self.comm.layout.heads // WORD
-        late = [p for p in self.peers if stores[p].words[at + p] < self.k]
-        return f"round {self.k} not posted by rank(s) {late}"
+        return f"round {self.k} not posted by rank(s) {self._late()}"
 
 
 def allreduce_load_store(comm, buf: memoryview, red):
@@ -172,13 +174,19 @@ def _post(comm, data):
         mine, at = ch.stores[rank], lay.slot(rank, k)
         if len(data):
             mine.view[at:at + len(data)] = data
-        mine.words[lay.heads // WORD + rank] = k   # posted: after the data
+        mine.words[_posted(comm, rank)] = k   # posted: after the data
     yield Posted(comm, k - lay.slots + 1, range(comm.size), stage)
     return k
 
 
+def _posted(comm, rank: int) -> int:
+    """The index of ``rank``'s posted word among its area's words: its head word for
+    itself, which no channel uses."""
+    return comm.layout.heads // WORD + rank
+
+
 def _wait_posted(comm, peer: int, k: int) -> None:
     comm.channels.wait_stored(
-        peer, comm.layout.heads // WORD + peer, k, comm.timeout,
+        peer, _posted(comm, peer), k, comm.timeout,
         lambda: f"rank {comm.rank}: load_store round {k}: rank {peer} did not post within "
                 f"{comm.timeout:g} s")
