@@ -43,7 +43,8 @@ The generators here yield the same ``Send``/``Recv`` as the host algorithms (for
 barriers), callables (device steps the communicator's progress engine runs in turn) and
 waits for the words the devices bump (``steps.WordWait``, ``steps.WhenEach``): a
 request moves on while they are short, so a non-blocking call returns while the devices
-work and the host is free meanwhile. They read these attributes of the communicator (the simulator's stand-in has the same):
+work and the host is free meanwhile. They read these attributes of the communicator
+(the simulator's stand-in has the same):
 ``size, rank, layout, areas, group, timeout, agent`` (``write``, ``atomic_add_nb``,
 ``reduce_chain[_nb]``, ``multicast_nb``), ``channels`` (``home.read_into``,
 ``wait_word``, ``when_each``, ``track``: a request nobody waits for, whose failure a
