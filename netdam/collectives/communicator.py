@@ -215,15 +215,19 @@ class Communicator:
         its splits) too, as MPI's progress rule asks: a peer may be waiting on one of them
         before it gets to the one waited on here. Their failures stay theirs (recorded
         in their ``broken`` and requests), each raised by its own wait."""
+        for c in self._others_to_advance():
+            try:
+                c._progress()
+            except Exception:
+                pass
+
+    def _others_to_advance(self) -> list["Communicator"]:
+        """The other communicators of this family with requests a wait here must advance:
+        not one whose progress is running a step that waits on this one (the
+        hierarchical algorithm's steps are collectives of its splits)."""
         root = self.parent or self
-        for c in (root, *root._children):
-            # (not one whose progress is running a step that waits on this one: the
-            # hierarchical algorithm's steps are collectives of its splits)
-            if c is not self and c._queue and not c.broken and not c._progressing:
-                try:
-                    c._progress()
-                except Exception:
-                    pass
+        return [c for c in (root, *root._children)
+                if c is not self and c._queue and not c.broken and not c._progressing]
 
     def _progress(self) -> None:
         self._progressing = True
@@ -254,14 +258,15 @@ class Communicator:
                inline: bool = False):
         """Queue the algorithm ``gen`` as a request; wait for it when ``block``.
         ``inline``: ``gen`` only yields steps that wait on memory (a load/store round,
-        ``scaleup``), so a blocking call with nothing queued runs them right here,
-        without the request machinery (a fifth of a small call's time here)."""
+        ``scaleup``), so a blocking call with nothing queued, here or in another
+        communicator whose requests its waits would have to advance, runs them right
+        here, without the request machinery (a fifth of a small call's time here)."""
         if self.broken:
             # the ranks' message streams are out of step after a failure: a retry here
             # could pair the wrong messages (RELIABILITY.md, retries)
             raise NetdamError(f"rank {self.rank}: communicator broken by an earlier "
                               f"failure ({self.broken}); start a new job")
-        if inline and block and not self._queue:
+        if inline and block and not self._queue and not self._others_to_advance():
             try:
                 for step in gen:
                     step()

@@ -143,3 +143,37 @@ def test_requests_of_two_communicators_waited_in_different_orders_both_finish(
         run_job, algo, nodes, per_node):
     with LocalCluster(nodes=nodes, devices_per_node=per_node, mem_size=64 << 20) as c:
         run_job(c, CROSSED, 3, job="crossed", env={"CROSSED_ALGO": algo})
+
+
+BLOCKING_ACROSS = """
+import os
+import numpy as np, netdam
+comm = netdam.init(timeout=8)
+algo = os.environ["CROSSED_ALGO"]
+r, n = comm.rank, comm.size
+a = comm.split(0)
+x = np.full(1 << 14, r + 1, np.float32)
+y = comm.work_buffer(x.size) if algo == "chain" else 2 * x
+y[:] = 2 * (r + 1)
+# a blocking call on the world while a request of the split is pending: rank 0 blocks
+# on the world first, the others wait on the split first, so the split's request must
+# advance inside rank 0's blocking call (MPI's progress rule)
+ra = a.all_reduce(x, algo="ring", block=False)
+if r == 0:
+    got_b = comm.all_reduce(y, out=y, algo=algo)
+    got_a = ra.wait()
+else:
+    got_a = ra.wait()
+    got_b = comm.all_reduce(y, out=y, algo=algo)
+want = n * (n + 1) / 2
+assert (got_a == want).all() and (got_b == 2 * want).all(), (got_a[:2], got_b[:2])
+print("rank", r, "ok", flush=True)
+"""
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("algo,nodes,per_node", [("chain", 3, 1), ("load_store", 1, 3)])
+def test_a_blocking_call_advances_another_communicators_pending_request(
+        run_job, algo, nodes, per_node):
+    with LocalCluster(nodes=nodes, devices_per_node=per_node, mem_size=64 << 20) as c:
+        run_job(c, BLOCKING_ACROSS, 3, job="across", env={"CROSSED_ALGO": algo})
