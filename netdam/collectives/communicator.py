@@ -178,6 +178,7 @@ class Communicator:
             len({a.offset for a in areas}) == 1 and group is not None and \
             self.layout.work_bytes > 0     # a split's areas have no work area
         self._work: np.ndarray | None = None    # the mapped work area (work_buffer)
+        self._work_address: int | None = None   # ... and where it starts (asked per call)
 
     # -- registered buffers --------------------------------------------------------------
     def work_buffer(self, count: int, dtype="float32") -> np.ndarray:
@@ -202,12 +203,13 @@ class Communicator:
             except (PermissionError, NetdamError) as exc:
                 raise UsageError(f"work_buffer needs rank {self.rank}'s device on this "
                                  f"node's shared memory ({exc})") from None
+            self._work_address = self._work.ctypes.data
         return self._work[:count * dt.itemsize].view(dt)
 
     @property
     def work_address(self) -> int | None:
         """Where the mapped work area starts in this process (None: not mapped)."""
-        return None if self._work is None else self._work.ctypes.data
+        return self._work_address
 
     # -- progress ------------------------------------------------------------------------
     def _progress_others(self) -> None:
@@ -258,9 +260,10 @@ class Communicator:
                inline: bool = False):
         """Queue the algorithm ``gen`` as a request; wait for it when ``block``.
         ``inline``: ``gen`` only yields steps that wait on memory (a load/store round,
-        ``scaleup``), so a blocking call with nothing queued, here or in another
-        communicator whose requests its waits would have to advance, runs them right
-        here, without the request machinery (a fifth of a small call's time here)."""
+        ``scaleup``; a gathered in-network start, ``offload``), so a blocking call with
+        nothing queued, here or in another communicator whose requests its waits would
+        have to advance, runs them right here, without the request machinery (a fifth
+        of a small call's time, a tenth of a registered chain's host CPU)."""
         if self.broken:
             # the ranks' message streams are out of step after a failure: a retry here
             # could pair the wrong messages (RELIABILITY.md, retries)
@@ -316,7 +319,8 @@ class Communicator:
             src, dst = as_bytes(x), as_bytes(res)
             gen = offload.chain_allreduce(self, src, dst, dt, rop, deterministic=det) \
                 if name == "chain" else offload.tree_allreduce(self, src, dst, dt, rop)
-            return self._start(f"all_reduce({name})", gen, lambda: res, block)
+            return self._start(f"all_reduce({name})", gen, lambda: res, block,
+                               inline=offload.waits_only(self, name))
         res = self._out(x, out)
         buf = as_bytes(res)
         if name == "hierarchical":
@@ -486,7 +490,8 @@ class Communicator:
             gen = scaleup.broadcast_load_store(self, as_bytes(x), root)
         else:
             gen = A.broadcast_binomial(self.rank, self.size, as_bytes(x), root)
-        return self._start("broadcast", gen, lambda: x, block, inline=name == "load_store")
+        return self._start("broadcast", gen, lambda: x, block,
+                           inline=name == "load_store" or offload.waits_only(self, name))
 
     def all_gather(self, x: np.ndarray, *, out: np.ndarray | None = None,
                    algo: str | None = None, block: bool = True):
@@ -513,7 +518,7 @@ class Communicator:
         else:
             gen = A.all_gather_ring(self.rank, self.size, as_bytes(res), spans)
         return self._start("all_gather", gen, lambda: res, block,
-                           inline=name == "load_store")
+                           inline=name == "load_store" or offload.waits_only(self, name))
 
     def _choose(self, algo: str | None, choices: tuple[str, ...], what: str,
                 devices: bool, nbytes: int) -> str:

@@ -43,7 +43,8 @@ The generators here yield the same ``Send``/``Recv`` as the host algorithms (for
 barriers), callables (device steps the communicator's progress engine runs in turn) and
 waits for the words the devices bump (``steps.WordWait``, ``steps.WhenEach``): a
 request moves on while they are short, so a non-blocking call returns while the devices
-work and the host is free meanwhile. They read these attributes of the communicator
+work and the host is free meanwhile; a blocking call with nothing else to advance runs
+the steps inline (``waits_only`` says which algorithms may). They read these attributes of the communicator
 (the simulator's stand-in has the same):
 ``size, rank, layout, areas, group, timeout, agent`` (``write``, ``atomic_add_nb``,
 ``reduce_chain[_nb]``, ``multicast_nb``), ``channels`` (``home.read_into``,
@@ -109,6 +110,14 @@ def rounds(comm, src: memoryview, dst: memoryview, esize: int, body, *,
 #: barrier (log2 n rounds, each rank starting its own block's chain), where rank 0's n
 #: descriptors of n hops each would cost more than the barrier's rounds
 GATHERED_START_MAX = 16
+
+
+def waits_only(comm, algo: str) -> bool:
+    """Whether ``algo``'s generator yields only device steps and waits for words (no
+    ``Send``/``Recv`` of a barrier), so that a blocking call may run it inline: the
+    multicasts always (a gathered start opens their rounds), the chain up to
+    ``GATHERED_START_MAX`` ranks; the tree opens its rounds with a barrier."""
+    return algo == "multicast" or (algo == "chain" and comm.size <= GATHERED_START_MAX)
 
 
 def gathered_start(comm, leader: int, what: str):
@@ -198,7 +207,7 @@ def chain_allreduce(comm, src: memoryview, dst: memoryview, dtype: DType, op: Re
     n, rank, lay, agent, ch = comm.size, comm.rank, comm.layout, comm.agent, comm.channels
     home = comm.areas[rank]
     devices = [a.device for a in comm.areas]
-    gathered = n <= GATHERED_START_MAX
+    gathered = waits_only(comm, "chain")
 
     def post(b: int, lo: int, hi: int):
         """Block b's chain descriptor, to the first device of its route (not waited for:
