@@ -63,6 +63,7 @@ posted word and stages (``scaleup``).
 from __future__ import annotations
 
 import os
+import sys
 import time
 from collections import deque
 from dataclasses import dataclass
@@ -182,10 +183,12 @@ class Pacer:
 @dataclass(frozen=True)
 class StoreArea:
     """A rank's area mapped writable in this process: its bytes, and its head and
-    credit words as u64."""
+    credit words as u64. Memoryviews, not arrays: an element of one is a Python int
+    and a slice a view, where NumPy makes a scalar or an array object each time (a
+    load/store round reads about fifteen words and four stages)."""
 
-    view: np.ndarray
-    words: np.ndarray
+    view: memoryview
+    words: memoryview
 
 
 class _HomeMemory:
@@ -197,7 +200,12 @@ class _HomeMemory:
             self.view = agent.map_device_memory(base, size, write=False)
         except (PermissionError, NetdamError):
             self.view = None
-        self.words = None if self.view is None else self.view[:size - size % 8].view("<u8")
+        if self.view is None:
+            self.words = None
+        else:    # little-endian u64s; a memoryview where native, as StoreArea's
+            whole = self.view[:size - size % 8]
+            self.words = memoryview(whole).cast("Q") if sys.byteorder == "little" \
+                else whole.view("<u8")
 
     @property
     def mapped(self) -> bool:
@@ -262,7 +270,8 @@ class Channels:
             view = self.agent.map_device_memory(area, lay.slot_end)
         except (PermissionError, NetdamError):
             return None
-        return StoreArea(view, view[:lay.slot_base].view("<u8"))
+        mem = memoryview(view).cast("B")
+        return StoreArea(mem, mem[:lay.slot_base].cast("Q"))   # (ORDERED_CPU: x86)
 
     @property
     def load_store(self) -> bool:
@@ -322,7 +331,7 @@ class Channels:
             if area is not None:      # scale-up: store the piece, then its count
                 if piece:
                     at = lay.slot(self.rank, k)
-                    area.view[at:at + len(piece)] = np.frombuffer(piece, np.uint8)
+                    area.view[at:at + len(piece)] = piece
                 area.words[lay.heads // WORD + self.rank] += 1   # its one writer: us
                 self.counters["pieces_stored"] += 1
             else:

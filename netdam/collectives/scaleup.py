@@ -74,7 +74,7 @@ class Posted(Gated):
         return False
 
     def wait(self) -> None:
-        for p in self.peers:
+        for p in self._late():     # (mostly none: a glance at each word first)
             _wait_posted(self.comm, p, self.k)
 
     def stalled(self) -> str:
@@ -154,7 +154,7 @@ def _fold(comm, k: int, out: memoryview, at: int, red, ranks) -> None:
     first = True
     for p in ranks:
         start = lay.slot(p, k) + at               # rank p's stage in its own area
-        src = stores[p].view[start:start + nb].data
+        src = stores[p].view[start:start + nb]
         if first:
             out[:] = src
             first = False
