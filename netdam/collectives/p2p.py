@@ -67,6 +67,7 @@ import sys
 import time
 from collections import deque
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -95,36 +96,37 @@ WAIT_SLEEP_MAX = 20e-3
 
 @dataclass(frozen=True)
 class Layout:
-    """Offsets inside one rank's area of its home device (all ranks compute the same)."""
+    """Offsets inside one rank's area of its home device (all ranks compute the same;
+    each computed once, since every collective step asks for some)."""
 
     n: int
     slots: int = 4
     slot_bytes: int = 256 << 10
     work_bytes: int = 16 << 20
 
-    @property
+    @cached_property
     def heads(self) -> int:
         return 0
 
-    @property
+    @cached_property
     def credits(self) -> int:
         return self.n * WORD
 
-    @property
+    @cached_property
     def slot_base(self) -> int:
         return 2 * self.n * WORD
 
-    @property
+    @cached_property
     def slot_end(self) -> int:
         """End of the words and slots (what a load/store channel maps)."""
         return self.slot_base + self.n * self.slots * self.slot_bytes
 
-    @property
+    @cached_property
     def work(self) -> int:
         """Offset of the offload work area (64-byte aligned)."""
         return (self.slot_end + 63) // 64 * 64
 
-    @property
+    @cached_property
     def offload_signal(self) -> int:
         """Bumped once per finished block of an in-network collective (result landed)."""
         return self.work + self.work_bytes
@@ -133,17 +135,17 @@ class Layout:
         """Bumped once per contribution to ``block`` this aggregation node folded in."""
         return self.offload_signal + WORD * (1 + block)
 
-    @property
+    @cached_property
     def chain_ready(self) -> int:
         """On the chain's starting rank's device: bumped once per round by every other
         rank whose input is in place (``offload.chain_allreduce``)."""
         return self.aggregate_word(self.n)
 
-    @property
+    @cached_property
     def size(self) -> int:
         return (self.chain_ready + WORD + 63) // 64 * 64
 
-    @property
+    @cached_property
     def credit_batch(self) -> int:
         """Slots a receiver gives back to a sender in one ATOMIC_FADD."""
         return max(1, self.slots // 2)
