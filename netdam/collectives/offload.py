@@ -204,7 +204,7 @@ def multicast_all_gather(comm, buf: memoryview, spans: list[tuple[int, int]]):
 
 def chain_allreduce(comm, src: memoryview, dst: memoryview, dtype: DType, op: RedOp, *,
                     deterministic: bool = False):
-    n, rank, lay, agent, ch = comm.size, comm.rank, comm.layout, comm.agent, comm.channels
+    rank, lay, agent, ch = comm.rank, comm.layout, comm.agent, comm.channels
     home = comm.areas[rank]
     devices = [a.device for a in comm.areas]
     gathered = waits_only(comm, "chain")
