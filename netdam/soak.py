@@ -353,18 +353,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from netdam.errors import UsageError
-    from netdam.transport.faults import FaultConfig, given_faults
-    from netdam.ui import check_outputs
+    from netdam.transport.faults import given_faults
+    from netdam.ui import check_outputs, write_output
     seconds = args.seconds if args.seconds is not None else args.minutes * 60
     if seconds <= 0:
         raise UsageError(f"the soak needs a positive duration, not {seconds:g} s")
     if args.nodes < 2 and args.devices_per_node < 2:
         raise UsageError("the soak needs at least two ranks (--nodes or --devices-per-node)")
     faults = given_faults(args) or dict(DEFAULT_FAULTS)
-    try:
-        FaultConfig(**faults)
-    except ValueError as exc:
-        raise UsageError(str(exc)) from None
     if args.rss_slack_mib < 0:
         raise UsageError(f"--rss-slack-mib must not be negative, not {args.rss_slack_mib:g}")
     check_outputs(args, "json")
@@ -375,8 +371,7 @@ def run(args: argparse.Namespace) -> int:
         else "netdam soak"
     render(report)
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(report, f, indent=1)
+        write_output("json", args.json, json.dumps(report, indent=1))
     return 0 if report["clean"] else 1
 
 

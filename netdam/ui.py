@@ -10,6 +10,7 @@ done; and the check that an output file can be written where it is asked for.
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 from rich.console import Console
@@ -34,12 +35,36 @@ def report_console() -> Console:
 
 
 def check_outputs(args, *names: str) -> None:
-    """Refuse, before any work, an output file option (``--json FILE`` ...) whose
-    directory does not exist: found only at the end, it would cost the whole run."""
+    """Refuse, before any work, an output file option (``--json FILE`` ...) that cannot
+    be written: its directory does not exist, it is a directory, or nothing may be
+    created there (a read-only place, /proc). Found only at the end, it would cost the
+    whole run."""
     for name in names:
         path = getattr(args, name, None)
-        if path and path != "-" and not Path(path).resolve().parent.is_dir():
+        if not path or path == "-":
+            continue
+        where = Path(path).resolve()
+        if where.is_dir():
+            raise UsageError(f"--{name} {path}: is a directory")
+        if not where.parent.is_dir():
             raise UsageError(f"--{name} {path}: no such directory")
+        try:       # a file of our own there, gone once closed: the file itself is not
+            with tempfile.TemporaryFile(dir=where.parent):   # touched before the end
+                pass
+        except OSError as exc:
+            raise UsageError(f"--{name} {path}: cannot write there "
+                             f"({exc.strerror or exc})") from None
+        if where.exists() and not os.access(where, os.W_OK):
+            raise UsageError(f"--{name} {path}: not writable")
+
+
+def write_output(name: str, path: str, text: str) -> None:
+    """Write an output file a command was asked for; a failure there (the disk filled
+    while the command ran) is one line, after the report it would have held."""
+    try:
+        Path(path).write_text(text)
+    except OSError as exc:
+        raise UsageError(f"--{name} {path}: {exc.strerror or exc}") from None
 
 
 def progress_bar(console: Console | None = None) -> Progress:

@@ -1,14 +1,18 @@
 """netdam.ui: a report written to a file or a pipe keeps every cell whole (rich would
 assume 80 columns there and cut numbers short), and ``COLUMNS`` still decides when set;
-``netdam run`` piped with no ``COLUMNS`` shows its row uncut."""
+``netdam run`` piped with no ``COLUMNS`` shows its row uncut. Output files that cannot
+be written are refused before any work, and a write that fails at the end is one
+UsageError."""
 
+import argparse
 import os
 import subprocess
 import sys
 
 import pytest
 
-from netdam.ui import REPORT_WIDTH
+from netdam.errors import UsageError
+from netdam.ui import REPORT_WIDTH, check_outputs, write_output
 
 WIDTH = "from netdam.ui import report_console; print(report_console().width)"
 
@@ -39,3 +43,26 @@ def test_netdam_run_piped_keeps_its_row_whole():
     row = next(line for line in p.stdout.splitlines() if line.startswith("│ all_reduce"))
     cells = [c.strip() for c in row.strip("│").split("│")]
     assert cells[4] == "65,536" and cells[9] == "ok", cells
+
+
+@pytest.mark.timeout(30)
+def test_an_output_that_cannot_be_written_is_refused_first(tmp_path):
+    def check(path):
+        check_outputs(argparse.Namespace(json=path), "json")
+
+    check(str(tmp_path / "fine.json"))
+    check("-")                                  # stdout
+    assert not (tmp_path / "fine.json").exists()    # nothing made before the end
+    for path, why in ((tmp_path / "no" / "x.json", "no such directory"),
+                      (tmp_path, "is a directory"),
+                      ("/proc/x.json", "cannot write there")):   # nothing may be made
+        with pytest.raises(UsageError, match=why):
+            check(str(path))
+
+
+@pytest.mark.timeout(30)
+def test_a_failed_write_at_the_end_is_one_usage_error(tmp_path):
+    write_output("json", str(tmp_path / "a.json"), "[]")
+    assert (tmp_path / "a.json").read_text() == "[]"
+    with pytest.raises(UsageError, match="--plot /proc/x.svg: "):
+        write_output("plot", "/proc/x.svg", "<svg/>")

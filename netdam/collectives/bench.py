@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 
 from rich.table import Table
 
@@ -49,7 +48,8 @@ from netdam.collectives.types import OP_NAMES
 from netdam.errors import UsageError
 from netdam.launch import add_bind_argument
 from netdam.transport.faults import add_fault_arguments, given_faults
-from netdam.ui import check_outputs, progress_bar, report_console
+from netdam.transport.udp import check_mtu
+from netdam.ui import check_outputs, progress_bar, report_console, write_output
 
 #: algorithms swept per collective when --algo is not given
 ALGOS = {"all_reduce": ["ring", "recursive_doubling", "one_shot", "load_store", "chain",
@@ -63,7 +63,9 @@ def sizes(begin: int, end: int, factor: float, step: int | None) -> list[int]:
     if begin <= 0 or end < begin:
         raise UsageError(f"need 0 < -b <= -e, got -b {begin} -e {end}")
     out, s = [], begin
-    if step:
+    if step is not None:
+        if step < 1:
+            raise UsageError(f"-i must be at least 1 byte, not {step}")
         while s <= end:
             out.append(s)
             s += step
@@ -138,6 +140,12 @@ def plan(args: argparse.Namespace) -> tuple[int, list[dict]]:
     if not 0 <= args.root < n:
         raise UsageError(f"--root must be a rank, 0 to {n - 1}, not {args.root}")
     check_outputs(args, "json", "plot", "pcap")
+    given_faults(args)             # (refuses a bad value before the banner)
+    if args.mtu is not None:
+        try:
+            check_mtu(args.mtu)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
     for name in args.compare or []:
         compare.require(name, args.dtype)
     known = {a for algos in ALGOS.values() for a in algos}
@@ -218,9 +226,9 @@ def run(args: argparse.Namespace) -> int:
     if extra:
         console.print(reference_table(extra, n))
     if args.json:
-        Path(args.json).write_text(json.dumps(rows + extra, indent=1))
+        write_output("json", args.json, json.dumps(rows + extra, indent=1))
     if args.plot:
-        Path(args.plot).write_text(plot(rows + extra, n, args))
+        write_output("plot", args.plot, plot(rows + extra, n, args))
         console.print(f"plot written to {args.plot}")
     checked = results + [r for name in references for r in others[name]]
     return 0 if all(r.ok for r in checked) else 1     # a baseline is a measure, not a check

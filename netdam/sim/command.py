@@ -14,7 +14,6 @@ import argparse
 import json
 import sys
 from dataclasses import replace
-from pathlib import Path
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -25,7 +24,7 @@ from netdam.errors import UsageError
 from netdam.sim.run import COLLECTIVES, MODES, SimConfig, SimResult, algorithms_of, simulate
 from netdam.collectives.plot import line_chart
 from netdam.sim.topology import FABRICS
-from netdam.ui import check_outputs, report_console
+from netdam.ui import check_outputs, report_console, write_output
 
 
 def _dims(text: str) -> tuple[int, ...]:
@@ -163,7 +162,7 @@ def plot(results: list[SimResult], path: str, by: str) -> None:
                                    f"{c.link_gbps:g} Gbit/s ({c.mode} mode)",
                      xlabel="bytes per rank" if by == "size" else "ranks",
                      ylabel="modeled time (us)", x_bytes=by == "size")
-    Path(path).write_text(svg)
+    write_output("plot", path, svg)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -182,13 +181,10 @@ def run(args: argparse.Namespace) -> int:
                 bar.update(task, description=f"{c.algo} {c.ranks} ranks {_size(c.size)}")
                 results.append(simulate(c))
                 bar.advance(task)
-    if args.json:
-        text = json.dumps([r.to_json() for r in results], indent=1)
-        if args.json == "-":
-            sys.stdout.write(text + "\n")
-        else:
-            Path(args.json).write_text(text + "\n")
-    if args.json != "-":
+    text = json.dumps([r.to_json() for r in results], indent=1) + "\n"
+    if args.json == "-":
+        sys.stdout.write(text)
+    else:
         first = results[0]
         console.print(results_table(results, f"netdam sim {args.collective}: "
                                              f"{first.topology}, {args.link_gbps:g} Gbit/s, "
@@ -197,6 +193,8 @@ def run(args: argparse.Namespace) -> int:
             console.print(links_table(first, args.links))
         wall = sum(r.wall_s for r in results)
         console.print(f"simulated {sum(r.events for r in results):,} events in {wall:.1f} s")
+        if args.json:      # (after the report: a failed write loses nothing shown)
+            write_output("json", args.json, text)
     if args.plot:
         plot(results, args.plot, "nodes" if args.sweep == "nodes" else "size")
     return 0 if all(r.correct is not False for r in results) else 1

@@ -22,6 +22,8 @@ import os
 import random
 from dataclasses import asdict, dataclass, fields
 
+from netdam.errors import UsageError
+
 #: environment variable -> FaultConfig field
 ENV = {
     "NETDAM_LOSS": "loss",
@@ -138,8 +140,14 @@ def add_fault_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def given_faults(args: argparse.Namespace) -> dict:
-    """The fault flags a command line actually gave, as LocalCluster keyword arguments."""
-    return {name: v for name in FLAGS if (v := getattr(args, name, None)) is not None}
+    """The fault flags a command line actually gave, as LocalCluster keyword arguments;
+    a UsageError for a value ``FaultConfig`` refuses, before anything starts."""
+    faults = {name: v for name in FLAGS if (v := getattr(args, name, None)) is not None}
+    try:
+        FaultConfig(**faults)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    return faults
 
 
 class Injector:

@@ -137,13 +137,18 @@ def test_bad_arguments_are_one_line(argv, text):
     (["--root", "9", "--nodes", "2"], "--root must be a rank"),
     (["--nodes", "0"], "at least 1"),
     (["--plot", "/no/such/dir/x.svg"], "no such directory"),
+    (["--json", "/proc/x.json"], "cannot write there"),
     (["--compare", "tcp"], "invalid choice"),
+    (["-i", "0"], "-i must be at least 1 byte"),
+    (["--mtu", "10"], "outside 256..65507"),
+    (["--loss", "2"], "not a probability"),
 ])
 @pytest.mark.timeout(60)
 def test_more_bad_arguments_are_one_line(argv, text):
     p = subprocess.run([sys.executable, "-m", "netdam", "bench", *argv], capture_output=True,
                        text=True, timeout=60)
     assert p.returncode == 2 and text in p.stderr and "Traceback" not in p.stderr
+    assert "ranks" not in p.stdout      # refused before the banner: no cluster started
 
 
 def _series(svg_text: str) -> tuple[list, set[str]]:
