@@ -278,7 +278,7 @@ def annotate(rows: list[dict], extra: list[dict], references: list[str]) -> None
 def table(rows: list[dict], n: int, references: list[str], baseline: bool) -> Table:
     t = Table(title=f"netdam bench, {n} ranks (time: median of iterations, slowest rank)")
     cols = ["collective", "algo", "size (B)", "count", "type", "redop", "root", "time (us)",
-            "algbw (GB/s)", "busbw (GB/s)", "#wrong", "host cpu (s)"]
+            "algbw (GB/s)", "busbw (GB/s)", "#wrong", "host cpu (us)"]
     cols += [f"vs {compare.REFERENCES[name].label}" for name in references]
     cols += ["UDP / memcpy (GB/s)"] if baseline else []
     for col in cols:
@@ -288,7 +288,8 @@ def table(rows: list[dict], n: int, references: list[str], baseline: bool) -> Ta
         wrong = str(d["wrong"]) if d["error"] is None else f"[red]{d['error']}[/]"
         cells = [d["collective"], str(d["algo"] or "-"), f"{d['size']:,}", f"{d['count']:,}",
                  d["type"], d["redop"], str(d["root"]), f"{d['time_us']:,.0f}",
-                 f"{d['algbw']:.3f}", f"{d['busbw']:.3f}", wrong, f"{d['cpu_s']:.4f}"]
+                 f"{d['algbw']:.3f}", f"{d['busbw']:.3f}", wrong,
+                 f"{d['cpu_s'] * 1e6:,.0f}"]      # (as time: seconds showed 4 KiB as 0.0000)
         cells += [_ratio(d[f"vs_{name}"]) for name in references]
         if baseline:
             cells.append(f"{d.get('udp_stream_gbps') or 0:.2f} / {d.get('memcpy_gbps') or 0:.2f}")

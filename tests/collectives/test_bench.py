@@ -38,6 +38,13 @@ def test_bench_sweep_writes_rows(tmp_path):
         assert r["busbw"] == pytest.approx(r["algbw"] * factor)
         assert r["algbw"] == pytest.approx(r["size"] / (r["time_us"] / 1e6) / 1e9)
     assert "busbw (GB/s)" in p.stdout and "#wrong" in p.stdout
+    # host CPU per collective in microseconds, as the JSON's seconds say
+    cells = {tuple(c.strip() for c in line.split("│")[1:4]): line.split("│")[-2].strip()
+             for line in p.stdout.splitlines() if line.count("│") > 10}
+    assert "host cpu (us)" in p.stdout
+    for r in rows:
+        assert cells[(r["collective"], r["algo"], f"{r['size']:,}")] == \
+            f"{r['cpu_s'] * 1e6:,.0f}" != "0"
 
 
 @pytest.mark.timeout(120)
