@@ -113,6 +113,13 @@ def test_split_nonblocking_inplace_and_errors(run_job, n):
         run_job(c, SCRIPT, n, job=f"comm{n}")
 
 
+#: both scripts end with the two communicators' results checked
+BOTH_RIGHT = """
+want = n * (n + 1) / 2
+assert (got_a == want).all() and (got_b == 2 * want).all(), (got_a[:2], got_b[:2])
+print("rank", r, "ok", flush=True)
+"""
+
 CROSSED = """
 import os
 import numpy as np, netdam
@@ -131,19 +138,7 @@ else:
     rb = b.all_reduce(2 * x, algo=algo, block=False)
     ra = a.all_reduce(x, algo=algo, block=False)
     got_a, got_b = ra.wait(), rb.wait()
-want = n * (n + 1) / 2
-assert (got_a == want).all() and (got_b == 2 * want).all(), (got_a[:2], got_b[:2])
-print("rank", r, "ok", flush=True)
-"""
-
-
-@pytest.mark.timeout(120)
-@pytest.mark.parametrize("algo,nodes,per_node", [("ring", 3, 1), ("load_store", 1, 3)])
-def test_requests_of_two_communicators_waited_in_different_orders_both_finish(
-        run_job, algo, nodes, per_node):
-    with LocalCluster(nodes=nodes, devices_per_node=per_node, mem_size=64 << 20) as c:
-        run_job(c, CROSSED, 3, job="crossed", env={"CROSSED_ALGO": algo})
-
+""" + BOTH_RIGHT
 
 BLOCKING_ACROSS = """
 import os
@@ -165,15 +160,17 @@ if r == 0:
 else:
     got_a = ra.wait()
     got_b = comm.all_reduce(y, out=y, algo=algo)
-want = n * (n + 1) / 2
-assert (got_a == want).all() and (got_b == 2 * want).all(), (got_a[:2], got_b[:2])
-print("rank", r, "ok", flush=True)
-"""
+""" + BOTH_RIGHT
 
 
 @pytest.mark.timeout(120)
-@pytest.mark.parametrize("algo,nodes,per_node", [("chain", 3, 1), ("load_store", 1, 3)])
-def test_a_blocking_call_advances_another_communicators_pending_request(
-        run_job, algo, nodes, per_node):
+@pytest.mark.parametrize("script,algo,nodes,per_node", [
+    (CROSSED, "ring", 3, 1), (CROSSED, "load_store", 1, 3),
+    (BLOCKING_ACROSS, "chain", 3, 1), (BLOCKING_ACROSS, "load_store", 1, 3),
+], ids=["crossed-ring", "crossed-load_store", "blocking-chain", "blocking-load_store"])
+def test_requests_of_two_communicators_finish_in_whatever_order_ranks_take_them(
+        run_job, script, algo, nodes, per_node):
+    """Requests of two communicators waited in different orders; a blocking call on one
+    while the other's request is pending."""
     with LocalCluster(nodes=nodes, devices_per_node=per_node, mem_size=64 << 20) as c:
-        run_job(c, BLOCKING_ACROSS, 3, job="across", env={"CROSSED_ALGO": algo})
+        run_job(c, script, 3, job="crossed", env={"CROSSED_ALGO": algo})
