@@ -289,7 +289,7 @@ def table(rows: list[dict], n: int, references: list[str], baseline: bool) -> Ta
         cells = [d["collective"], str(d["algo"] or "-"), f"{d['size']:,}", f"{d['count']:,}",
                  d["type"], d["redop"], str(d["root"]), f"{d['time_us']:,.0f}",
                  f"{d['algbw']:.3f}", f"{d['busbw']:.3f}", wrong,
-                 f"{d['cpu_s'] * 1e6:,.0f}"]      # (as time: seconds showed 4 KiB as 0.0000)
+                 f"{d['cpu_s'] * 1e6:,.0f}"]     # (seconds showed 4 KiB as 0.0000)
         cells += [_ratio(d[f"vs_{name}"]) for name in references]
         if baseline:
             cells.append(f"{d.get('udp_stream_gbps') or 0:.2f} / {d.get('memcpy_gbps') or 0:.2f}")

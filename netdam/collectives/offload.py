@@ -44,8 +44,8 @@ barriers), callables (device steps the communicator's progress engine runs in tu
 waits for the words the devices bump (``steps.WordWait``, ``steps.WhenEach``): a
 request moves on while they are short, so a non-blocking call returns while the devices
 work and the host is free meanwhile; a blocking call with nothing else to advance runs
-the steps inline (``waits_only`` says which algorithms may). They read these attributes of the communicator
-(the simulator's stand-in has the same):
+the steps inline (``waits_only`` says which algorithms may). They read these attributes
+of the communicator (the simulator's stand-in has the same):
 ``size, rank, layout, areas, group, timeout, agent`` (``write``, ``atomic_add_nb``,
 ``reduce_chain[_nb]``, ``multicast_nb``), ``channels`` (``home.read_into``,
 ``wait_word``, ``when_each``, ``track``: a request nobody waits for, whose failure a
