@@ -31,7 +31,7 @@ from netdam.control.status import runtime_dir
 from netdam.errors import NetdamError, UsageError
 from netdam import limits as _limits
 from netdam.control import auth as _auth
-from netdam.transport.faults import FLAGS, FaultConfig
+from netdam.transport.faults import FLAGS, fault_config
 from netdam.transport.udp import check_mtu, warn_if_exposed
 
 #: faults accepted as keyword arguments and forwarded to every member (see transport.faults)
@@ -141,10 +141,7 @@ class LocalCluster:
         n = nodes * devices_per_node
         self.spin = spin if spin is not None else (None if 2 * n <= (os.cpu_count() or 1)
                                                    else 0.0)
-        try:
-            self.faults = FaultConfig(**{k: v for k, v in faults.items() if v is not None})
-        except ValueError as exc:
-            raise UsageError(str(exc)) from None
+        self.faults = fault_config(faults)
         self.pcap = Path(pcap) if pcap else None
         if self.pcap is not None and not self.pcap.parent.is_dir():
             raise UsageError(f"capture {self.pcap}: no such directory {self.pcap.parent}")

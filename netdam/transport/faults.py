@@ -139,14 +139,20 @@ def add_fault_arguments(parser: argparse.ArgumentParser) -> None:
         group.add_argument(flag, dest=name, type=kind, default=None, help=help_text)
 
 
+def fault_config(faults: dict) -> FaultConfig:
+    """The FaultConfig of fault keyword values (None: not given); a value it refuses is
+    a UsageError (LocalCluster's arguments, a command line's flags)."""
+    try:
+        return FaultConfig(**{k: v for k, v in faults.items() if v is not None})
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+
+
 def given_faults(args: argparse.Namespace) -> dict:
     """The fault flags a command line actually gave, as LocalCluster keyword arguments;
     a UsageError for a value ``FaultConfig`` refuses, before anything starts."""
     faults = {name: v for name in FLAGS if (v := getattr(args, name, None)) is not None}
-    try:
-        FaultConfig(**faults)
-    except ValueError as exc:
-        raise UsageError(str(exc)) from None
+    fault_config(faults)
     return faults
 
 
