@@ -59,6 +59,16 @@ def spawn(cmd: list[str], *, cpu: int | None = None, **kw) -> subprocess.Popen:
     return subprocess.Popen(cmd, preexec_fn=prepare, **kw)
 
 
+def check_mtu_option(mtu: int | None) -> None:
+    """A cluster's datagram size as asked for (None: the default): a UsageError outside
+    what a datagram may be (LocalCluster's argument, a command's ``--mtu``)."""
+    if mtu is not None:
+        try:
+            check_mtu(mtu)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+
+
 def read_json_line(proc: subprocess.Popen, timeout: float, what: str) -> dict:
     """The first stdout line of ``proc`` as JSON, within ``timeout`` seconds."""
     import selectors
@@ -127,11 +137,7 @@ class LocalCluster:
                              f"{nodes} x {devices_per_node}")
         if mem_size < 1:
             raise UsageError(f"device memory of {mem_size} bytes: must be positive")
-        if mtu is not None:
-            try:
-                check_mtu(mtu)
-            except ValueError as exc:
-                raise UsageError(str(exc)) from None
+        check_mtu_option(mtu)
         self.nodes, self.devices_per_node = nodes, devices_per_node
         self.mem_size, self.mtu, self.shm, self.host = mem_size, mtu, shm, host
         self.dead_after, self.start_timeout = dead_after, start_timeout

@@ -37,6 +37,7 @@ import json
 from rich.table import Table
 
 from netdam.api import fit_layout
+from netdam.cluster import check_mtu_option
 from netdam.collectives import compare
 from netdam.collectives.check import BUSBW_FACTOR, case_size, input_count, numpy_dtype
 from netdam.collectives.communicator import ALL_GATHER_ALGOS, BROADCAST_ALGOS
@@ -48,7 +49,6 @@ from netdam.collectives.types import OP_NAMES
 from netdam.errors import UsageError
 from netdam.launch import add_bind_argument
 from netdam.transport.faults import add_fault_arguments, given_faults
-from netdam.transport.udp import check_mtu
 from netdam.ui import check_outputs, progress_bar, report_console, write_output
 
 #: algorithms swept per collective when --algo is not given
@@ -140,12 +140,8 @@ def plan(args: argparse.Namespace) -> tuple[int, list[dict]]:
     if not 0 <= args.root < n:
         raise UsageError(f"--root must be a rank, 0 to {n - 1}, not {args.root}")
     check_outputs(args, "json", "plot", "pcap")
-    given_faults(args)             # (refuses a bad value before the banner)
-    if args.mtu is not None:
-        try:
-            check_mtu(args.mtu)
-        except ValueError as exc:
-            raise UsageError(str(exc)) from None
+    given_faults(args)             # (bad values refused before the banner)
+    check_mtu_option(args.mtu)
     for name in args.compare or []:
         compare.require(name, args.dtype)
     known = {a for algos in ALGOS.values() for a in algos}
