@@ -16,7 +16,6 @@ import sys
 from dataclasses import replace
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from netdam.collectives.run_cmd import parse_size
@@ -24,7 +23,7 @@ from netdam.errors import UsageError
 from netdam.sim.run import COLLECTIVES, MODES, SimConfig, SimResult, algorithms_of, simulate
 from netdam.collectives.plot import line_chart
 from netdam.sim.topology import FABRICS
-from netdam.ui import check_outputs, report_console, write_output
+from netdam.ui import check_outputs, progress_bar, report_console, write_output
 
 
 def _dims(text: str) -> tuple[int, ...]:
@@ -173,15 +172,13 @@ def run(args: argparse.Namespace) -> int:
     if len(cfgs) == 1:
         results.append(simulate(cfgs[0]))
     else:
-        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                      TimeElapsedColumn(), console=Console(stderr=True),
-                      transient=True) as bar:
+        with progress_bar(Console(stderr=True)) as bar:
             task = bar.add_task("simulating", total=len(cfgs))
             for c in cfgs:
                 bar.update(task, description=f"{c.algo} {c.ranks} ranks {_size(c.size)}")
                 results.append(simulate(c))
                 bar.advance(task)
-    text = json.dumps([r.to_json() for r in results], indent=1) + "\n"
+    text = json.dumps([r.to_json() for r in results], indent=1) + "\n" if args.json else ""
     if args.json == "-":
         sys.stdout.write(text)
     else:
