@@ -283,6 +283,12 @@ class Communicator:
         return req.wait() if block else req
 
     # -- helpers -------------------------------------------------------------------------
+    def _waits_only(self, algo: str) -> bool:
+        """Whether ``algo``'s generator only waits on memory (``_start``'s ``inline``):
+        a load/store round (``scaleup``), or an in-network algorithm that opens its
+        rounds with a gathered start (``offload.waits_only``)."""
+        return algo == "load_store" or offload.waits_only(self, algo)
+
     def _reducer(self, dtype: DType, op: RedOp):
         red = self._reducers.get((dtype, op))
         if red is None:
@@ -320,7 +326,7 @@ class Communicator:
             gen = offload.chain_allreduce(self, src, dst, dt, rop, deterministic=det) \
                 if name == "chain" else offload.tree_allreduce(self, src, dst, dt, rop)
             return self._start(f"all_reduce({name})", gen, lambda: res, block,
-                               inline=offload.waits_only(self, name))
+                               inline=self._waits_only(name))
         res = self._out(x, out)
         buf = as_bytes(res)
         if name == "hierarchical":
@@ -333,7 +339,7 @@ class Communicator:
         else:
             gen = A.ALLREDUCE[name](self.rank, self.size, buf, esize, red)
         return self._start(f"all_reduce({name})", gen, lambda: res, block,
-                           inline=name == "load_store")
+                           inline=self._waits_only(name))
 
     def _choose_allreduce(self, algo: str | None, nbytes: int, det: bool,
                           devices: bool) -> str:
@@ -491,7 +497,7 @@ class Communicator:
         else:
             gen = A.broadcast_binomial(self.rank, self.size, as_bytes(x), root)
         return self._start("broadcast", gen, lambda: x, block,
-                           inline=name == "load_store" or offload.waits_only(self, name))
+                           inline=self._waits_only(name))
 
     def all_gather(self, x: np.ndarray, *, out: np.ndarray | None = None,
                    algo: str | None = None, block: bool = True):
@@ -518,7 +524,7 @@ class Communicator:
         else:
             gen = A.all_gather_ring(self.rank, self.size, as_bytes(res), spans)
         return self._start("all_gather", gen, lambda: res, block,
-                           inline=name == "load_store" or offload.waits_only(self, name))
+                           inline=self._waits_only(name))
 
     def _choose(self, algo: str | None, choices: tuple[str, ...], what: str,
                 devices: bool, nbytes: int) -> str:

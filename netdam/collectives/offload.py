@@ -112,12 +112,17 @@ def rounds(comm, src: memoryview, dst: memoryview, esize: int, body, *,
 GATHERED_START_MAX = 16
 
 
+def chain_starts_gathered(comm) -> bool:
+    """Whether the chain's rounds open with a gathered start (else with a barrier)."""
+    return comm.size <= GATHERED_START_MAX
+
+
 def waits_only(comm, algo: str) -> bool:
     """Whether ``algo``'s generator yields only device steps and waits for words (no
     ``Send``/``Recv`` of a barrier), so that a blocking call may run it inline: the
-    multicasts always (a gathered start opens their rounds), the chain up to
-    ``GATHERED_START_MAX`` ranks; the tree opens its rounds with a barrier."""
-    return algo == "multicast" or (algo == "chain" and comm.size <= GATHERED_START_MAX)
+    multicasts always (a gathered start opens their rounds), the chain when its rounds
+    start gathered; the tree opens its rounds with a barrier."""
+    return algo == "multicast" or (algo == "chain" and chain_starts_gathered(comm))
 
 
 def gathered_start(comm, leader: int, what: str):
@@ -207,7 +212,7 @@ def chain_allreduce(comm, src: memoryview, dst: memoryview, dtype: DType, op: Re
     rank, lay, agent, ch = comm.rank, comm.layout, comm.agent, comm.channels
     home = comm.areas[rank]
     devices = [a.device for a in comm.areas]
-    gathered = waits_only(comm, "chain")
+    gathered = chain_starts_gathered(comm)
 
     def post(b: int, lo: int, hi: int):
         """Block b's chain descriptor, to the first device of its route (not waited for:
