@@ -42,6 +42,7 @@ local FLAG_BITS = {
     { "LAST_HOP_SIGNAL", 0x0100, "REDUCE_FWD: after the last hop writes back, add imm to the word at addr2" },
     { "MCAST_COPY", 0x0200, "this is a device-replicated copy of a MULTICAST; apply locally, do not replicate" },
     { "RESULT_MCAST", 0x0400, "REDUCE_FWD: the last hop multicasts the result to the chain's group" },
+    { "JOIN", 0x0800, "REDUCE_FWD descriptor: held until every member of group has sent one, then started" },
 }
 
 -- fixed header (SPEC §2): { name, offset, size }, in wire order

@@ -65,6 +65,7 @@ class Flag(IntFlag):
     LAST_HOP_SIGNAL = 1 << 8  # REDUCE_FWD: after the last hop writes back, add imm to the word at addr2
     MCAST_COPY = 1 << 9  # this is a device-replicated copy of a MULTICAST; apply locally, do not replicate
     RESULT_MCAST = 1 << 10  # REDUCE_FWD: the last hop multicasts the result to the chain's group
+    JOIN = 1 << 11  # REDUCE_FWD descriptor: held until every member of group has sent one, then started
 
 
 

@@ -26,7 +26,7 @@ class NetDAM(Packet):
         XShortField("magic", 0x4E44),
         ByteField("version", 1),
         ByteEnumField("opcode", 1, {int(v): v.name for v in Opcode}),
-        FlagsField("flags", 0, 16, ['ACK_REQ', 'ACK_VALID', 'MORE_FRAGS', 'FENCE', 'ACQUIRE', 'RELEASE', 'RETRANSMIT', 'NO_RESPONSE', 'LAST_HOP_SIGNAL', 'MCAST_COPY', 'RESULT_MCAST', 'BIT11', 'BIT12', 'BIT13', 'BIT14', 'BIT15']),
+        FlagsField("flags", 0, 16, ['ACK_REQ', 'ACK_VALID', 'MORE_FRAGS', 'FENCE', 'ACQUIRE', 'RELEASE', 'RETRANSMIT', 'NO_RESPONSE', 'LAST_HOP_SIGNAL', 'MCAST_COPY', 'RESULT_MCAST', 'JOIN', 'BIT12', 'BIT13', 'BIT14', 'BIT15']),
         ByteEnumField("status", 0, {int(v): v.name for v in Status}),
         ByteEnumField("dtype", 0, {int(v): v.name for v in DType}),
         ByteEnumField("redop", 0, {int(v): v.name for v in RedOp}),
