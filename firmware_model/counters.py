@@ -24,6 +24,7 @@ NAMES = (
     "responses_ignored",    # response opcodes that reached the device (NAKs are never answered)
     "signals",              # signal words incremented (PUT_SIGNAL, chain, multicast)
     "signals_expired",      # messages whose signal never fired (incomplete at timeout)
+    "joins_expired",        # joined chain starts dropped: their group never completed
     "forwarded",            # packets emitted to other devices (chain hops, multicast copies)
     "peers_evicted", "peers_expired",
     "internal_errors",      # bugs caught at the top of receive (never expected)

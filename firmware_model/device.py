@@ -54,7 +54,8 @@ class Device(WriteRuns):
     recently seen evicted), a peer forgotten after ``peer_timeout`` s of silence, at most
     ``max_held`` held requests per peer and ``max_held_bytes`` in all, a held request
     NAKed BUSY after ``hold_timeout`` s, ``max_messages`` fragmented signal messages in
-    progress (expiring after ``peer_timeout``).
+    progress (expiring after ``peer_timeout``), and the joined chain starts held for a
+    group that never completes (SPEC §4.9, dropped after ``peer_timeout``).
 
     ACK coalescing (SPEC §4.7): with ``ack_every`` > 1, the ACKs of consecutive requests
     of one peer that were applied OK and carry MORE_FRAGS are deferred and sent as one
@@ -95,6 +96,7 @@ class Device(WriteRuns):
         self._mem = Memory(mem_size, memory)
         self._table = InstructionTable()
         self._tracker = MessageTracker(max_messages, peer_timeout)
+        self._peer_timeout = peer_timeout    # also how long a joined start waits (§4.9)
         self._ctx = Context(device_id, self._mem, mtu, self._tracker)
         self._ctx.answer_views = answer_views
         self._peers = PeerTable(replay_window, max_peers, peer_timeout)
@@ -135,8 +137,10 @@ class Device(WriteRuns):
     # -- groups, chains, instructions ----------------------------------------------------
     def set_group(self, group_id: int, members) -> None:
         """Multicast group ``group_id`` = member device ids (may include this device);
-        an empty ``members`` removes the group."""
+        an empty ``members`` removes the group. Joined starts held for the group
+        (SPEC §4.9) are dropped: they counted the old members."""
         self._set(self._ctx.groups, group_id, members)
+        self._ctx.drop_joins(group_id)
 
     def set_chain(self, chain_id: int, members) -> None:
         """Route used by a REDUCE_FWD that carries no route list (nhops = 0)."""
@@ -445,8 +449,13 @@ class Device(WriteRuns):
             heapq.heappop(acks)
         times = [t for t in (holds[0][0] if holds else None, acks[0][0] if acks else None,
                              self._peers.next_deadline(),
-                             self._tracker.next_deadline()) if t is not None]
+                             self._tracker.next_deadline(), self._joins_deadline())
+                 if t is not None]
         return min(times) if times else None
+
+    def _joins_deadline(self) -> float | None:
+        since = self._ctx.join_since
+        return min(since.values()) + self._peer_timeout if since else None
 
     def on_timer(self, now: float) -> list[Out]:
         """Expire held requests (NAK BUSY to their peer id), idle peers, stale messages."""
@@ -476,6 +485,8 @@ class Device(WriteRuns):
                 self._drop_held(peer)
                 self._counters.add("peers_expired")
             self._counters.add("signals_expired", self._tracker.expire(now))
+            self._counters.add("joins_expired",
+                               self._ctx.expire_joins(now - self._peer_timeout))
             return self._sent(outs)
         except Exception:
             self._counters.add("internal_errors")
@@ -486,6 +497,8 @@ class Device(WriteRuns):
         """A JSON-serialisable snapshot of the counters (SPEC_device §9)."""
         snap = self._counters.snapshot()
         snap["signals"] = self._ctx.signals
+        snap["joins_held"] = sum(len(h) for h in self._ctx.joins.values())
+        snap["joins_started"] = self._ctx.joins_started
         snap["peers"] = len(self._peers)
         snap["held_now"] = sum(len(p.held) for _, p in self._peers.items())
         snap["messages_in_progress"] = len(self._tracker)

@@ -46,6 +46,7 @@ FORWARD_KEEP = int(Flag.MORE_FRAGS | Flag.LAST_HOP_SIGNAL | Flag.RESULT_MCAST | 
 # cost more than the rest of a chain hop's bookkeeping
 _MORE, _SIGNAL = int(Flag.MORE_FRAGS), int(Flag.LAST_HOP_SIGNAL)
 _RESULT_MCAST, _COPY = int(Flag.RESULT_MCAST), int(Flag.MCAST_COPY)
+_JOIN = int(Flag.JOIN)
 _MULTICAST = int(Opcode.MULTICAST)
 #: rights that let a request bump a signal word
 SIGNAL_NEED = (Rights.ATOMIC,) + WRITE_ANY
@@ -119,6 +120,10 @@ class Context:
         self.chains: dict[int, tuple[int, ...]] = {}
         self.now = 0.0
         self.signals = 0      # signal words bumped (read by the device's counters)
+        #: joined starts held (SPEC §4.9): group -> {sender: descriptor}, and since when
+        self.joins: dict[int, dict[int, Packet]] = {}
+        self.join_since: dict[int, float] = {}
+        self.joins_started = 0   # descriptors a complete join started (counters)
         self.answer_views = False   # answers may view memory (sent before it changes)
 
     # -- memory ----------------------------------------------------------------------
@@ -145,6 +150,17 @@ class Context:
         word[:] = value.to_bytes(8, "little")
         self.signals += 1
         return True
+
+    def drop_joins(self, group: int) -> int:
+        """Forget the joined starts held for ``group``; how many there were."""
+        self.join_since.pop(group, None)
+        return len(self.joins.pop(group, ()))
+
+    def expire_joins(self, before: float) -> int:
+        """Drop every group's joined starts held since before ``before`` (a member that
+        never joined: its job failed); how many were dropped."""
+        return sum(self.drop_joins(g) for g, t in list(self.join_since.items())
+                   if t < before)
 
     # -- packets ---------------------------------------------------------------------
     def reply(self, pkt: Packet, opcode: int, payload=b"", **changes) -> Out:
@@ -367,6 +383,15 @@ def _chain_validate(ctx, pkt):
     if st:
         return st
     route = _route(ctx, pkt)
+    if pkt.flags & _JOIN:    # a joined start: held here, started at route[0] (any device)
+        if not _is_start(pkt):
+            return Status.MALFORMED
+        if not route or pkt.group not in ctx.groups:
+            return Status.BAD_GROUP
+        if pkt.src in ctx.joins.get(pkt.group, ()):
+            return Status.BUSY
+        if route[0] != ctx.device_id:
+            return Status.OK        # its route[0] checks the rest when it is started
     if not route or pkt.hop >= len(route) or route[pkt.hop] != ctx.device_id:
         return Status.BAD_GROUP
     if (pkt.hop == len(route) - 1 and pkt.flags & _RESULT_MCAST
@@ -376,6 +401,8 @@ def _chain_validate(ctx, pkt):
 
 
 def _chain_operands(ctx, pkt):
+    if pkt.flags & _JOIN and _route(ctx, pkt)[0] != ctx.device_id:
+        return []                   # nothing of this device's memory: checked at route[0]
     if _is_start(pkt):
         ops = [Access(pkt.addr, pkt.length, (Rights.REDUCE,), _esize(pkt))]
     else:
@@ -399,7 +426,30 @@ def _chain_start(ctx: Context, pkt: Packet, route: tuple[int, ...]) -> list[Out]
     return outs
 
 
+def _join(ctx: Context, pkt: Packet) -> list[Out]:
+    """Hold a joined start; once every member of its group has sent one, start them
+    all (SPEC §4.9): first forward each one whose route starts elsewhere (a datagram
+    each, so that no device waits behind this one's fragments), then start those whose
+    route starts here."""
+    held = ctx.joins.setdefault(pkt.group, {})
+    if not held:
+        ctx.join_since[pkt.group] = ctx.now
+    held[pkt.src] = pkt.copy(flags=pkt.flags & ~_JOIN, payload=b"")
+    if len(held) < len(ctx.groups[pkt.group]):
+        return []
+    ctx.drop_joins(pkt.group)
+    here = [p for p in held.values() if _route(ctx, p)[0] == ctx.device_id]
+    outs = [ctx.forward(_route(ctx, p)[0], p) for p in held.values()
+            if _route(ctx, p)[0] != ctx.device_id]
+    for p in here:
+        outs += _chain_start(ctx, p, _route(ctx, p))
+    ctx.joins_started += len(held)
+    return outs
+
+
 def _chain(ctx: Context, pkt: Packet) -> list[Out]:
+    if pkt.flags & _JOIN:
+        return _join(ctx, pkt)
     route = _route(ctx, pkt)
     if _is_start(pkt):
         return _chain_start(ctx, pkt, route)

@@ -12,7 +12,7 @@ import pytest
 
 from firmware_model import Device
 from netdam.wire.codec import Packet, decode, encode
-from netdam.wire.fields import DType, Flag, Opcode, RedOp
+from netdam.wire.fields import DType, Flag, Opcode, RedOp, Status
 from netdam.wire.frag import fragment
 
 HOST = 1000
@@ -52,7 +52,7 @@ class Fabric:
             src = decode(data).src
             for out in self.devs[dest].receive(data, 0.0):
                 if out.dest is None:                       # a reply to the sender
-                    if src == HOST:
+                    if src >= HOST:
                         self.host_replies.append(out.packet)
                 else:
                     self.submit(out.dest, out.packet)
@@ -148,3 +148,87 @@ def test_chain_descriptor_runs_an_allreduce_from_device_memory(n, mtu, dup):
         assert int.from_bytes(d.memory[SIGNAL:SIGNAL + 8], "little") == n, i
         assert not d.counters()["naks"]
     assert len({p.req_id for p in fab.host_replies}) == n  # one ACK per descriptor
+
+
+def _join(host: int, meeting: int, route: tuple[int, ...], addr: int, length: int,
+          **changes) -> Packet:
+    """Host ``host``'s joined start (SPEC §4.9) of its block, to the meeting device."""
+    pkt = Packet(opcode=Opcode.REDUCE_FWD, src=host, dst=meeting, rkey=KEY,
+                 dtype=DType.INT32, redop=RedOp.SUM, addr=addr, length=length,
+                 addr2=SIGNAL, imm=1, req_id=200 + host, group=9, route=route, hop=0,
+                 flags=Flag.LAST_HOP_SIGNAL | Flag.RESULT_MCAST | Flag.JOIN)
+    return pkt.copy(**changes) if changes else pkt
+
+
+@pytest.mark.parametrize("n,mtu,dup,meeting", [(1, 65000, 0.0, 0), (3, 512, 0.0, 0),
+                                               (4, 1500, 0.3, 2)])
+def test_joined_starts_wait_for_every_member_then_run_the_allreduce(n, mtu, dup, meeting):
+    """Each host sends its block's descriptor with JOIN to one meeting device as soon as
+    its own input is in memory: nothing starts before the last one arrives, so an input
+    written just before its host's JOIN is in the sum; then every device ends with the
+    sum and a signal that counts the blocks, and every host got its answer."""
+    fab = Fabric(n, mtu, seed=n * 7 + mtu, dup=dup)
+    count = 999
+    rng = np.random.default_rng(3)
+    inputs = [rng.integers(-1000, 1000, count).astype(np.int32) for _ in range(n)]
+    spans = np.array_split(np.arange(count), n)
+    for b, idx in enumerate(spans):
+        fab.devs[b].memory[ADDR:ADDR + inputs[b].nbytes] = inputs[b].tobytes()
+        route = tuple((b + k) % n for k in range(n))
+        fab.submit(meeting, _join(HOST + b, meeting, route, ADDR + int(idx[0]) * 4,
+                                  len(idx) * 4))
+        fab.run()
+        held = fab.devs[meeting].counters()
+        if b < n - 1:      # still waiting: no chain ran, nothing was signalled
+            assert held["joins_held"] == b + 1 and held["joins_started"] == 0
+            assert all(int.from_bytes(d.memory[SIGNAL:SIGNAL + 8], "little") == 0
+                       for d in fab.devs.values())
+    expect = sum(inputs)
+    for i, d in fab.devs.items():
+        got = np.frombuffer(bytes(d.memory[ADDR:ADDR + expect.nbytes]), np.int32)
+        np.testing.assert_array_equal(got, expect)
+        assert int.from_bytes(d.memory[SIGNAL:SIGNAL + 8], "little") == n, i
+        assert not d.counters()["naks"]
+    done = fab.devs[meeting].counters()
+    assert done["joins_started"] == n and done["joins_held"] == 0
+    answered = {p.src: p.opcode for p in fab.host_replies}
+    assert {p.req_id for p in fab.host_replies} == {200 + HOST + b for b in range(n)}
+    assert set(answered.values()) == {Opcode.ACK}
+
+
+def _status_of(dev: Device, pkt: Packet, seq: int) -> int:
+    outs = dev.receive(encode(pkt.copy(seq=seq, flags=pkt.flags | Flag.ACK_REQ)), 0.0)
+    (reply,) = [o.packet for o in outs if o.dest is None]
+    return reply.status if reply.opcode == Opcode.NAK else 0
+
+
+def test_joined_starts_that_cannot_be_held_are_refused_and_a_regrouping_drops_them():
+    fab = Fabric(3, 65000, seed=1)
+    dev = fab.devs[0]
+    route = (1, 2, 0)
+    assert _status_of(dev, _join(HOST, 0, route, 0, 64, payload=bytes(64)), 1) == \
+        Status.MALFORMED                                     # a fragment, not a descriptor
+    assert _status_of(dev, _join(HOST, 0, route, 0, 64, group=8), 2) == Status.BAD_GROUP
+    assert _status_of(dev, _join(HOST, 0, route, 0, 64), 3) == 0          # held
+    assert _status_of(dev, _join(HOST, 0, route, 0, 64, req_id=5), 4) == Status.BUSY
+    assert dev.counters()["joins_held"] == 1
+    dev.set_group(9, (0, 1, 2))          # the group set again: what it held is dropped
+    assert dev.counters()["joins_held"] == 0
+    assert _status_of(dev, _join(HOST, 0, route, 0, 64, req_id=6), 5) == 0
+    assert dev.counters()["joins_held"] == 1 and dev.counters()["joins_started"] == 0
+
+
+def test_a_joined_start_whose_group_never_completes_expires():
+    """A member that never joins (its job failed) must not leave the others' starts
+    held for the next job: they are dropped after the peer timeout, and counted."""
+    dev = Device(0, 1 << 16, peer_timeout=5.0)
+    dev.register_region(0, 1 << 16, key=KEY)
+    dev.set_group(9, (0, 1))
+    pkt = _join(HOST, 0, (0, 1), 0, 64)
+    dev.receive(encode(pkt.copy(seq=1, flags=pkt.flags | Flag.ACK_REQ)), 100.0)
+    assert dev.counters()["joins_held"] == 1
+    assert dev.next_timer() <= 105.0
+    dev.on_timer(104.0)
+    assert dev.counters()["joins_held"] == 1
+    dev.on_timer(105.5)
+    assert dev.counters()["joins_held"] == 0 and dev.counters()["joins_expired"] == 1
