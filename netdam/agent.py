@@ -59,6 +59,9 @@ _U64x2 = struct.Struct("<QQ")
 _MASK64 = (1 << 64) - 1
 _READ, _WRITE = int(Opcode.READ), int(Opcode.WRITE)
 _MORE_FRAGS = int(Flag.MORE_FRAGS)
+# a chain descriptor's flags as plain ints: IntFlag arithmetic costs microseconds a call
+_SIGNAL, _RESULT_MCAST, _JOIN = (int(Flag.LAST_HOP_SIGNAL), int(Flag.RESULT_MCAST),
+                                 int(Flag.JOIN))
 
 #: datagrams an agent queues per device before refusing more (each fails at once)
 MAX_QUEUE = 1 << 16
@@ -460,22 +463,30 @@ class Agent(Completer, Waiting):
 
     def reduce_chain_nb(self, route, addr: Addr, length: int, *, dtype: int,
                         op: int = RedOp.SUM, signal: Addr | None = None, value: int = 1,
-                        group: int | None = None, timeout: float | None = None) -> Handle:
+                        group: int | None = None, join: int | None = None,
+                        timeout: float | None = None) -> Handle:
         """Start an in-network reduction (a chain descriptor, SPEC §4.9): device
         ``route[0]`` sends its ``length`` bytes at ``addr.offset`` along ``route``, each
         hop folds in its own bytes at the same offset, the last hop writes the result;
         with ``signal`` it then adds ``value`` to that word, with ``group`` it multicasts
-        the result (and the signal) to the group. Done when ``route[0]`` accepted it."""
-        route = tuple(int(d) for d in route)
+        the result (and the signal) to the group. Done when ``route[0]`` accepted it.
+
+        ``join`` (a device id; needs ``group``): a joined start. The descriptor goes to
+        that meeting device, which starts it once every member of ``group`` has sent
+        one; done when the meeting device holds it."""
+        route = tuple(map(int, route))
         if not route:
             raise UsageError("reduce_chain needs a route of at least one device")
+        if join is not None and group is None:
+            raise UsageError("a joined start (join=) needs the group whose members join")
         first = Addr(route[0], addr.offset, addr.rkey, addr.pkey)
-        h = self._handle(f"reduce_chain of {length} bytes over {len(route)} devices",
-                         route[0], timeout)
-        flags = (Flag.LAST_HOP_SIGNAL if signal is not None else 0) | \
-                (Flag.RESULT_MCAST if group is not None else 0)
+        to = route[0] if join is None else int(join)
+        h = self._handle(f"reduce_chain of {length} bytes over {len(route)} devices"
+                         + ("" if join is None else f", joined at device {to}"), to, timeout)
+        flags = (0 if signal is None else _SIGNAL) | (0 if group is None else _RESULT_MCAST) \
+            | (0 if join is None else _JOIN)
         pkt = self._template(Opcode.REDUCE_FWD, first, length, dtype=dtype, redop=op,
-                             route=route, hop=0, group=group or 0, flags=flags,
+                             route=route, hop=0, group=group or 0, flags=flags, dst=to,
                              addr2=signal.offset if signal is not None else 0,
                              imm=value & _MASK64)
         now = time.monotonic()

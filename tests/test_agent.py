@@ -408,3 +408,40 @@ def test_an_answer_waiting_when_its_timer_is_due_is_taken_not_resent():
             assert ag.progress(0.0) > 0
             ag.wait_all(hs, timeout=5)
             assert ag.rel.counters["retransmitted"] == 0
+
+
+def test_joined_starts_run_once_every_member_has_joined():
+    """Two hosts each hand their block's chain descriptor, flagged JOIN, to device 1
+    (SPEC §4.9): after the first, no chain has run; after the second, both blocks are
+    reduced and multicast with their signals on both devices. A join without a group is
+    a usage error before anything is sent."""
+    from netdam.cluster import LocalCluster
+    from netdam.control import ControlClient
+    from netdam.errors import UsageError
+    with LocalCluster(nodes=2, mem_size=MEM) as c:
+        client = ControlClient(c.coordinator, timeout=5)
+        infos = {m["id"]: m["info"] for m in client.topology()["members"]
+                 if m["role"] == "device"}
+        client.close()
+        with Agent(host_id=901, timeout=5) as a, Agent(host_id=902, timeout=5) as b:
+            for ag in (a, b):
+                for dev in (1, 2):
+                    ag.add_device(infos[dev], path="udp")
+            data, signal_at, n = 4096, 64 << 10, 1024
+            for dev in (1, 2):
+                a.write(Addr(dev, data), np.full(2 * n, dev, np.float32))
+                a.write(Addr(dev, signal_at), bytes(8))
+            spans = {1: (a, 0, (1, 2)), 2: (b, n, (2, 1))}   # block -> host, first, route
+            for block, (ag, first, route) in spans.items():
+                ag.reduce_chain(route, Addr(route[0], data + 4 * first), 4 * n,
+                                dtype=DType.FLOAT32, op=RedOp.SUM,
+                                signal=Addr(route[0], signal_at), group=1, join=1)
+                if block == 1:       # held: nothing ran, nothing was signalled
+                    time.sleep(0.2)
+                    assert all(a.read(Addr(d, signal_at), 8) == bytes(8) for d in (1, 2))
+            for dev in (1, 2):
+                assert a.wait_signal(Addr(dev, signal_at), 2, timeout=5) >= 2
+                got = np.frombuffer(a.read(Addr(dev, data), 8 * n), np.float32)
+                assert (got == 3).all(), dev
+            with pytest.raises(UsageError, match="group"):
+                a.reduce_chain((1, 2), Addr(1, data), 64, dtype=DType.FLOAT32, join=1)
