@@ -170,6 +170,7 @@ class Communicator:
         self._splits = 0
         self.chain_blocks = 0     # blocks the in-network engine finished (signal target)
         self.start_rounds = [0] * size   # per rank: gathered starts it led (offload.py)
+        self.device_joins = True  # the devices hold joined starts (SPEC §4.9; offload.py)
         self.tree_radix = 2       # fan-in of the aggregation tree (n - 1: one level)
         self.tree_counts = [0] * size   # per block: contributions my device folded in
         self.node_groups: dict[int, int] | None = None   # node -> multicast group (MoE)

@@ -2,17 +2,21 @@
 devices' multicast for broadcast and all_gather.
 
 Owns the host side of an allreduce that the devices run themselves. Each rank copies
-its data into the work area of its home device (same offset on every device) and says
-so with one ATOMIC_FADD to rank 0's device (its ``chain_ready`` word); rank 0, once the
-word counts every other rank, hands each block's chain descriptor (SPEC §4.9) to the
-first device of the block's route (a gathered start: one request for every rank but
-the first and no wake-up before its result, where a dissemination barrier costs every
-rank log2 n messages and wake-ups; beyond ``GATHERED_START_MAX`` ranks the barrier
-opens the round and each rank hands over its own block's descriptor, so rank 0 does
-not post n descriptors of n hops). From there the devices do all the work: REDUCE_FWD
-fragments hop device to device accumulating the block, the last hop writes the sum back
-and multicasts it to every member of the communicator's group, and every device bumps
-its signal word once per finished block. A rank waits on its own device's signal word
+its data into the work area of its home device (same offset on every device) and then
+hands its own block's chain descriptor (SPEC §4.9), flagged JOIN, to rank 0's device: a
+joined start. That device holds the descriptors until every member of the group has
+sent one, then starts each at the first device of its block's route. So one request per
+rank opens the round, no host waits for the others or leads, and the chains start as
+the last input lands, where a dissemination barrier costs every rank log2 n messages
+and wake-ups. Where a rank has an empty block, or ``comm.device_joins`` is off, the
+round opens with a gathered start instead: every other rank says its input is in with
+one ATOMIC_FADD to rank 0's ``chain_ready`` word, and rank 0, once the word counts them
+all, hands over every block's descriptor. Beyond ``GATHERED_START_MAX`` ranks a barrier
+opens the round and each rank hands its own descriptor to its route's first device.
+From there the devices do all the work: REDUCE_FWD fragments hop device to device
+accumulating the block, the last hop writes the sum back and multicasts it to every
+member of the communicator's group, and every device bumps its signal word once per
+finished block. A rank waits on its own device's signal word
 (a memory poll on the scale-up path) and copies the result out.
 
 Block b's route starts at rank b's device and walks the ring, so every device starts one
@@ -46,9 +50,9 @@ request moves on while they are short, so a non-blocking call returns while the 
 work and the host is free meanwhile; a blocking call with nothing else to advance runs
 the steps inline (``waits_only`` says which algorithms may). They read these attributes
 of the communicator (the simulator's stand-in has the same):
-``size, rank, layout, areas, group, timeout, agent`` (``write``, ``atomic_add_nb``,
-``reduce_chain[_nb]``, ``multicast_nb``), ``channels`` (``home.read_into``,
-``wait_word``, ``when_each``, ``track``: a request nobody waits for, whose failure a
+``size, rank, layout, areas, group, timeout, device_joins, agent`` (``write``,
+``atomic_add_nb``, ``reduce_chain[_nb]``, ``multicast_nb``), ``channels``
+(``home.read_into``, ``wait_word``, ``when_each``, ``track``: a request nobody waits for, whose failure a
 later wait raises), and the counters ``chain_blocks``, ``start_rounds``,
 ``tree_counts`` and ``tree_radix``.
 """
@@ -89,7 +93,8 @@ def rounds(comm, src: memoryview, dst: memoryview, esize: int, body, *,
     round's (or collective's) input at once. Another rank's chains for that next
     round cannot start before this rank has written it, because of the next round's
     opening barrier (or, for a gathered start, because rank 0 starts them only after
-    this rank's atomic for that round)."""
+    this rank's atomic for that round; for a joined start, because rank 0's device
+    starts none before it holds this rank's descriptor for that round)."""
     n, rank, lay = comm.size, comm.rank, comm.layout
     home = comm.areas[rank]
     step = lay.work_bytes - lay.work_bytes % (esize * n)
@@ -125,6 +130,15 @@ def waits_only(comm, algo: str) -> bool:
     return algo == "multicast" or (algo == "chain" and chain_starts_gathered(comm))
 
 
+def joins(comm, spans) -> bool:
+    """Whether a gathered round starts joined (SPEC §4.9): each rank hands its own
+    block's descriptor, with JOIN, to rank 0's device, which starts them all once every
+    member of the group has (so no host waits for the others, and none leads). Needs a
+    non-empty block per rank (the device counts one descriptor per member) and a
+    communicator whose devices join (``comm.device_joins``)."""
+    return comm.device_joins and all(hi > lo for lo, hi in spans)
+
+
 def gathered_start(comm, leader: int, what: str):
     """Open a round that ``leader`` starts: every other rank says its input is in its
     work area, and its last results are out of it, with one ATOMIC_FADD to the leader's
@@ -140,16 +154,16 @@ def gathered_start(comm, leader: int, what: str):
         yield WordWait(comm, lay.chain_ready, target, what)
 
 
-def _spread(comm, member: int, offset: int, length: int):
+def _spread(comm, member: int, offset: int, length: int, join: int | None = None):
     """A step that has rank ``member``'s device multicast its ``length`` bytes at
     ``offset`` to every rank's device (the same offset there), bumping each one's
     offload signal once they are all in: a one-device chain (SPEC §4.9) of bytes,
-    whose start is its last hop."""
+    whose start is its last hop (``join``: a joined start at that device)."""
     lay = comm.layout
     return lambda: comm.channels.track(comm.agent.reduce_chain_nb(
         [comm.areas[member].device], comm.areas[member] + offset, length,
         dtype=DType.UINT8, op=RedOp.SUM, signal=comm.areas[comm.rank] + lay.offload_signal,
-        group=comm.group, timeout=comm.timeout))
+        group=comm.group, join=join, timeout=comm.timeout))
 
 
 def multicast_broadcast(comm, buf: memoryview, root: int):
@@ -180,7 +194,8 @@ def multicast_all_gather(comm, buf: memoryview, spans: list[tuple[int, int]]):
     """All-gather through the devices, in place: ``buf`` holds every rank's block at its
     byte span (this rank's filled in), as for the ring. In each round every rank puts a
     chunk of its block into its own slot of the work area, and each rank's device
-    multicasts that slot to every rank's work area with a signal (rank 0 posts the n
+    multicasts that slot to every rank's work area with a signal (each rank's descriptor
+    a joined start at rank 0's device; where a rank has no chunk, rank 0 posts the
     descriptors after a gathered start); each rank copies the others' chunks out."""
     n, rank, lay, ch = comm.size, comm.rank, comm.layout, comm.channels
     home = comm.areas[rank]
@@ -195,10 +210,14 @@ def multicast_all_gather(comm, buf: memoryview, spans: list[tuple[int, int]]):
                                                     buf[a:z], timeout=comm.timeout)
         comm.chain_blocks += len(live)
         target = comm.chain_blocks
-        yield from gathered_start(comm, 0, "the other ranks' blocks")
-        if rank == 0:
-            for b in live:
-                yield _spread(comm, b, lay.work + b * chunk, parts[b][1] - parts[b][0])
+        if joins(comm, parts):
+            yield _spread(comm, rank, lay.work + rank * chunk, z - a,
+                          join=comm.areas[0].device)
+        else:
+            yield from gathered_start(comm, 0, "the other ranks' blocks")
+            if rank == 0:
+                for b in live:
+                    yield _spread(comm, b, lay.work + b * chunk, parts[b][1] - parts[b][0])
         yield WordWait(comm, lay.offload_signal, target, "in-network all_gather")
         for b in live:
             if b != rank:
@@ -214,18 +233,22 @@ def chain_allreduce(comm, src: memoryview, dst: memoryview, dtype: DType, op: Re
     devices = [a.device for a in comm.areas]
     gathered = chain_starts_gathered(comm)
 
-    def post(b: int, lo: int, hi: int):
-        """Block b's chain descriptor, to the first device of its route (not waited for:
-        the signal word says when the chain is through)."""
+    def post(b: int, lo: int, hi: int, join: int | None = None):
+        """Block b's chain descriptor, to the first device of its route or (``join``)
+        to that meeting device (not waited for: the signal word says when the chain
+        is through)."""
         route = devices if deterministic else devices[b:] + devices[:b]
         return lambda: ch.track(agent.reduce_chain_nb(
             route, comm.areas[b] + (lay.work + lo), hi - lo, dtype=dtype, op=op,
-            signal=home + lay.offload_signal, group=comm.group, timeout=comm.timeout))
+            signal=home + lay.offload_signal, group=comm.group, join=join,
+            timeout=comm.timeout))
 
     def body(spans):
         comm.chain_blocks += sum(1 for a, b in spans if b > a)  # empty blocks run no chain
         target = comm.chain_blocks
-        if not gathered:
+        if gathered and joins(comm, spans):
+            yield post(rank, *spans[rank], join=devices[0])
+        elif not gathered:
             if spans[rank][1] > spans[rank][0]:
                 yield post(rank, *spans[rank])
         else:

@@ -351,11 +351,13 @@ class SimAgent:
 
     def reduce_chain_nb(self, route, addr: Addr, length: int, *, dtype: int, op: int = 0,
                         signal: Addr | None = None, value: int = 1, group: int | None = None,
-                        timeout: float | None = None) -> SimRequest:
+                        join: int | None = None, timeout: float | None = None) -> SimRequest:
         route = tuple(int(d) for d in route)
         flags = (Flag.LAST_HOP_SIGNAL if signal is not None else 0) | \
-                (Flag.RESULT_MCAST if group is not None else 0)
-        pkt = self.host.template(Opcode.REDUCE_FWD, route[0], addr.offset, length,
+                (Flag.RESULT_MCAST if group is not None else 0) | \
+                (Flag.JOIN if join is not None else 0)
+        to = route[0] if join is None else int(join)
+        pkt = self.host.template(Opcode.REDUCE_FWD, to, addr.offset, length,
                                  dtype=dtype, redop=op, route=route, hop=0,
                                  group=group or 0, flags=flags,
                                  addr2=signal.offset if signal is not None else 0,
@@ -430,6 +432,7 @@ class SimComm:
         self.areas = w.areas
         self.agent, self.channels = SimAgent(host), SimChannels(host)
         self.group, self.timeout = WORLD_GROUP, 30.0
+        self.device_joins = True
         self.chain_blocks = 0
         self.start_rounds = [0] * w.n
         self.tree_radix = w.tree_radix

@@ -32,6 +32,7 @@ _ATOMIC_RESP_BYTES = overhead(0) + 8
 _COUNTED = Handle()
 _MCAST_COPY, _LAST_SIGNAL, _RESULT_MCAST = (int(Flag.MCAST_COPY), int(Flag.LAST_HOP_SIGNAL),
                                             int(Flag.RESULT_MCAST))
+_JOIN = int(Flag.JOIN)
 
 
 class Frag:
@@ -130,6 +131,7 @@ class ModelDevice(DeviceBase, _Sender):
         self._changed = -1         # the word a datagram changed (-2: several), for _fire
         self._landed: dict[tuple, int] = {}
         self.members = [world.device_member(r) for r in range(world.n)]
+        self._joins: dict[int, dict[int, Packet]] = {}   # group -> {sender: descriptor}
 
     def word(self, offset: int) -> int:
         return self.words.get(offset, 0)
@@ -256,6 +258,19 @@ class ModelDevice(DeviceBase, _Sender):
     def _chain(self, f: Frag, first: float, last: float) -> None:
         p = f.pkt
         route = p.route
+        if p.flags & _JOIN:         # a joined start: held until the whole group has sent
+            held = self._joins.setdefault(p.group, {})
+            held[p.src] = p.copy(flags=p.flags & ~_JOIN)
+            if len(held) == len(self._group(p.group)):
+                del self._joins[p.group]
+                for q in held.values():      # the others' starts first, as the device does
+                    if q.route[0] != self.member:
+                        self.emit(q.route[0], Frag(_next_hop(q, self.member, q.route[0], 0),
+                                                   0, 0, 1, None, self.member), last, last)
+                for q in held.values():
+                    if q.route[0] == self.member:
+                        self._chain(Frag(q, 0, 0, 1, None, self.member), last, last)
+            return
         if p.hop == 0 and not f.payload and p.length > 0:     # a chain descriptor
             per = max_payload(self.world.mtu, len(route))
             if len(route) == 1:     # finished here, cut as the device cuts it

@@ -40,6 +40,19 @@ SCRIPT = textwrap.dedent("""
             got = comm.all_reduce(x, algo=algo)
             assert np.array_equal(got, expect(it, 3000)), (algo, it, got[:3])
 
+    # rounds that open with a gathered start (rank 0 leads) instead of joined starts: a
+    # rank with an empty block, and joined starts turned off
+    for it in range(3):
+        got = comm.all_reduce(np.full(3, (r + 1) * (it + 1), np.float32), algo="chain")
+        assert (got == (n * (n + 1) // 2) * (it + 1)).all(), (it, got)
+    comm.device_joins = False
+    for it in range(3):
+        x = ((r + 1) * (it + 1) + np.arange(3000)).astype(np.float32)
+        assert np.array_equal(comm.all_reduce(x, algo="chain"), expect(it, 3000)), it
+        g = comm.all_gather(np.full(7, r + it, np.int32), algo="multicast")
+        assert all((g[q] == q + it).all() for q in range(n)), it
+    comm.device_joins = True
+
     count = comm.layout.work_bytes // 4 + 5          # more than the work area: two rounds
     assert comm.layout.work_bytes == 16 << 20       # the layout that fits 64 MiB devices
     for it in range(2):
@@ -76,6 +89,36 @@ SCRIPT = textwrap.dedent("""
 def test_in_network_allreduce_back_to_back_gives_each_call_its_own_sum(run_job):
     with LocalCluster(nodes=4, mem_size=64 << 20) as c:
         run_job(c, SCRIPT, 4, job="offload-back-to-back", timeout=150)
+
+
+AWAY = textwrap.dedent("""
+    import time
+    import numpy as np, netdam
+    comm = netdam.init(timeout=30)
+    r, n = comm.rank, comm.size
+    b = comm.work_buffer(1 << 16, np.float32)
+    for it in range(3):
+        b[:] = r + 1 + it
+        comm.barrier()
+        req = comm.all_reduce_nb(b, out=b, algo="chain")
+        time.sleep(0.5)     # away: no call into netdam, so this host moves nothing
+        away = b.copy()     # what the devices left in the registered buffer meanwhile
+        req.wait()
+        want = n * (n + 1) // 2 + n * it
+        assert (away == want).all(), (it, away[:3])
+        assert (b == want).all()
+    print("rank", r, "ok", flush=True)
+""")
+
+
+@pytest.mark.timeout(120)
+def test_a_nonblocking_chain_finishes_with_every_host_away(run_job):
+    """Joined starts (SPEC §4.9): each rank's non-blocking call hands its descriptor to
+    rank 0's device and returns; the devices start and finish every chain while no
+    host calls into netdam, so the registered buffer holds the sum before anyone
+    waits. (With rank 0 leading the start, nothing moved until it came back.)"""
+    with LocalCluster(nodes=4, mem_size=64 << 20) as c:
+        run_job(c, AWAY, 4, job="offload-away", timeout=90)
 
 
 OVERLAP = textwrap.dedent("""

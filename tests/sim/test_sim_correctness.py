@@ -49,10 +49,15 @@ def test_a_run_that_cannot_finish_says_so():
         simulate(SimConfig(nodes=2, size=4096, topology="ring", loss=0.999))
 
 
-def _fadds(algo: str, nodes: int = 4, size: int = 1 << 20) -> int:
+def _flows(algo: str, nodes: int = 4, size: int = 1 << 20) -> dict:
     r = simulate(SimConfig(nodes=nodes, size=size, algo=algo))
     assert r.correct is True
-    return sum(pkts for (_, _, op), (pkts, _) in r.flows.items() if op == Opcode.ATOMIC_FADD)
+    return r.flows
+
+
+def _fadds(algo: str, nodes: int = 4, size: int = 1 << 20) -> int:
+    return sum(pkts for (_, _, op), (pkts, _) in _flows(algo, nodes, size).items()
+               if op == Opcode.ATOMIC_FADD)
 
 
 def test_a_barrier_returns_no_credits():
@@ -62,11 +67,20 @@ def test_a_barrier_returns_no_credits():
     assert _fadds("ring") > 0
 
 
-def test_a_chain_round_starts_with_one_atomic_per_other_rank():
-    """No barrier opens a chain round: every rank but the first says its input is in with
-    one ATOMIC_FADD to rank 0's device, which then starts every block's chain. Beyond
-    ``GATHERED_START_MAX`` ranks a barrier opens it, and the result is as right."""
-    assert _fadds("chain") == 3
+def test_a_chain_round_starts_with_one_joined_descriptor_per_rank():
+    """No barrier and no atomic open a chain round: every rank hands its block's
+    descriptor, flagged JOIN, to rank 0's device (member 1), which starts all four
+    chains once it holds them all. Beyond ``GATHERED_START_MAX`` ranks a barrier opens
+    it, and the result is as right."""
+    flows = _flows("chain")
+    assert not any(op == Opcode.ATOMIC_FADD for (_, _, op) in flows)
+    starts = {(src, dst): pkts for (src, dst, op), (pkts, _) in flows.items()
+              if op == Opcode.REDUCE_FWD and pkts == 1}   # a descriptor is one datagram
+    hosts = {src for src, dst in starts if dst == 1 and src > 4}
+    assert len(hosts) == 4
+    # rank 0's device forwards the descriptors whose routes start elsewhere (the one to
+    # member 2 travels in the flow of the chain's fragments there)
+    assert {dst for src, dst in starts if src == 1} == {3, 4}
     many = GATHERED_START_MAX + 1
     assert _fadds("chain", nodes=many, size=many * 1024) == 0
 
