@@ -97,6 +97,7 @@ AWAY = textwrap.dedent("""
     comm = netdam.init(timeout=30)
     r, n = comm.rank, comm.size
     b = comm.work_buffer(1 << 16, np.float32)
+    comm.all_reduce(b, out=b, algo="chain")   # first contact with rank 0's device (below)
     for it in range(3):
         b[:] = r + 1 + it
         comm.barrier()
@@ -116,7 +117,9 @@ def test_a_nonblocking_chain_finishes_with_every_host_away(run_job):
     """Joined starts (SPEC §4.9): each rank's non-blocking call hands its descriptor to
     rank 0's device and returns; the devices start and finish every chain while no
     host calls into netdam, so the registered buffer holds the sum before anyone
-    waits. (With rank 0 leading the start, nothing moved until it came back.)"""
+    waits. (With rank 0 leading the start, nothing moved until it came back.) After a
+    first call: a host's first datagram to a device goes alone (SPEC §8.3), so a JOIN
+    sent while that one is unanswered waits in the host for the answer."""
     with LocalCluster(nodes=4, mem_size=64 << 20) as c:
         run_job(c, AWAY, 4, job="offload-away", timeout=90)
 
