@@ -24,7 +24,7 @@ from firmware_model import fp8 as fp8_codec
 from netdam.agent import Addr, Agent, NetdamTimeout
 from netdam.collectives import algorithms as A
 from netdam.collectives import moe, offload, scaleup
-from netdam.collectives.p2p import Channels, Layout, as_bytes
+from netdam.collectives.p2p import Channels, Layout, address_of, as_bytes
 from netdam.collectives.schedule import Recv, ScheduleError, Send
 from netdam.collectives.steps import Gated
 from netdam.collectives.types import resolve_dtype, resolve_op
@@ -555,7 +555,7 @@ class Communicator:
             return
         for a in arrays:
             if a.nbytes and np.may_share_memory(a, self._work) and not (
-                    in_place and a.ctypes.data == self.work_address):
+                    in_place and address_of(a) == self.work_address):
                 raise UsageError(
                     f"{what}: an array in the registered buffer (work_buffer) must start "
                     f"at its beginning{'' if in_place else ' and is not allowed here'}; "
@@ -566,7 +566,7 @@ class Communicator:
         registered buffer (``work_buffer``) keeps the caller's data there, unless ``x``
         is that buffer."""
         return self.offload_ok and (self._work is None
-                                    or x.ctypes.data == self.work_address)
+                                    or (x.nbytes > 0 and address_of(x) == self.work_address))
 
     def reduce_scatter(self, x: np.ndarray, op: str = "sum", *, counts=None,
                        dtype: str | None = None, block: bool = True):

@@ -59,22 +59,17 @@ later wait raises), and the counters ``chain_blocks``, ``start_rounds``,
 
 from __future__ import annotations
 
-import numpy as np
-
 from netdam.collectives import algorithms as A
+from netdam.collectives.p2p import address_of
 from netdam.collectives.steps import WhenEach, WordWait
 from netdam.wire.fields import DTYPE_SIZE, DType, RedOp
-
-
-def _address(buf: memoryview) -> int | None:
-    return np.frombuffer(buf, np.uint8).ctypes.data if len(buf) else None
 
 
 def _is_work(comm, buf: memoryview) -> bool:
     """Is ``buf`` the registered work area itself (``comm.work_buffer``, from its start),
     so that it is neither copied into the work area nor out of it?"""
     work = getattr(comm, "work_address", None)
-    return work is not None and _address(buf) == work
+    return work is not None and len(buf) > 0 and address_of(buf) == work
 
 
 def rounds(comm, src: memoryview, dst: memoryview, esize: int, body, *,

@@ -62,6 +62,7 @@ posted word and stages (``scaleup``).
 
 from __future__ import annotations
 
+import ctypes
 import os
 import sys
 import time
@@ -595,3 +596,16 @@ class Channels:
 def as_bytes(a: np.ndarray) -> memoryview:
     """A flat writable byte view of a C-contiguous array."""
     return memoryview(a).cast("B") if a.size else memoryview(bytearray())
+
+
+def address_of(buf) -> int:
+    """Where a non-empty C-contiguous buffer (an array or a memoryview) starts in memory.
+    Asked several times per in-network call (is this the registered buffer?): through
+    ctypes a writable one costs a third of NumPy's ``.ctypes`` (0.3 against 1.2 us
+    warm, and an order more right after a wake-up); a read-only or strided array goes
+    through NumPy."""
+    try:
+        return ctypes.addressof(ctypes.c_char.from_buffer(buf))
+    except (TypeError, ValueError):    # ctypes maps writable contiguous buffers only
+        arr = buf if isinstance(buf, np.ndarray) else np.frombuffer(buf, np.uint8)
+        return arr.ctypes.data
