@@ -384,13 +384,13 @@ def _chain_validate(ctx, pkt):
         return st
     route = _route(ctx, pkt)
     if pkt.flags & _JOIN:    # a joined start: held here, started at route[0] (any device)
-        if not _is_start(pkt):
+        if pkt.hop or len(pkt.payload):
             return Status.MALFORMED
         if not route or pkt.group not in ctx.groups:
             return Status.BAD_GROUP
         if pkt.src in ctx.joins.get(pkt.group, ()):
             return Status.BUSY
-        if route[0] != ctx.device_id:
+        if route[0] != ctx.device_id or not pkt.length:
             return Status.OK        # its route[0] checks the rest when it is started
     if not route or pkt.hop >= len(route) or route[pkt.hop] != ctx.device_id:
         return Status.BAD_GROUP
@@ -401,8 +401,8 @@ def _chain_validate(ctx, pkt):
 
 
 def _chain_operands(ctx, pkt):
-    if pkt.flags & _JOIN and _route(ctx, pkt)[0] != ctx.device_id:
-        return []                   # nothing of this device's memory: checked at route[0]
+    if pkt.flags & _JOIN and (_route(ctx, pkt)[0] != ctx.device_id or not pkt.length):
+        return []       # nothing of this device's memory (checked at route[0], or none)
     if _is_start(pkt):
         ops = [Access(pkt.addr, pkt.length, (Rights.REDUCE,), _esize(pkt))]
     else:
@@ -430,7 +430,7 @@ def _join(ctx: Context, pkt: Packet) -> list[Out]:
     """Hold a joined start; once every member of its group has sent one, start them
     all (SPEC §4.9): first forward each one whose route starts elsewhere (a datagram
     each, so that no device waits behind this one's fragments), then start those whose
-    route starts here."""
+    route starts here. An empty one only counted its sender."""
     held = ctx.joins.setdefault(pkt.group, {})
     if not held:
         ctx.join_since[pkt.group] = ctx.now
@@ -438,12 +438,13 @@ def _join(ctx: Context, pkt: Packet) -> list[Out]:
     if len(held) < len(ctx.groups[pkt.group]):
         return []
     ctx.drop_joins(pkt.group)
-    here = [p for p in held.values() if _route(ctx, p)[0] == ctx.device_id]
-    outs = [ctx.forward(_route(ctx, p)[0], p) for p in held.values()
+    starts = [p for p in held.values() if p.length]
+    outs = [ctx.forward(_route(ctx, p)[0], p) for p in starts
             if _route(ctx, p)[0] != ctx.device_id]
-    for p in here:
-        outs += _chain_start(ctx, p, _route(ctx, p))
-    ctx.joins_started += len(held)
+    for p in starts:
+        if _route(ctx, p)[0] == ctx.device_id:
+            outs += _chain_start(ctx, p, _route(ctx, p))
+    ctx.joins_started += len(starts)
     return outs
 
 

@@ -263,11 +263,12 @@ class ModelDevice(DeviceBase, _Sender):
             held[p.src] = p.copy(flags=p.flags & ~_JOIN)
             if len(held) == len(self._group(p.group)):
                 del self._joins[p.group]
-                for q in held.values():      # the others' starts first, as the device does
+                starts = [q for q in held.values() if q.length]   # empty: only counted
+                for q in starts:             # the others' starts first, as the device does
                     if q.route[0] != self.member:
                         self.emit(q.route[0], Frag(_next_hop(q, self.member, q.route[0], 0),
                                                    0, 0, 1, None, self.member), last, last)
-                for q in held.values():
+                for q in starts:
                     if q.route[0] == self.member:
                         self._chain(Frag(q, 0, 0, 1, None, self.member), last, last)
             return

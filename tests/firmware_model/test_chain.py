@@ -196,6 +196,26 @@ def test_joined_starts_wait_for_every_member_then_run_the_allreduce(n, mtu, dup,
     assert set(answered.values()) == {Opcode.ACK}
 
 
+def test_an_empty_joined_start_counts_its_sender_and_starts_nothing():
+    """A member with nothing to contribute joins with length 0: the others' chains wait
+    for it, then run; only theirs are started (and signalled)."""
+    fab = Fabric(3, 1500, seed=9)
+    for i, d in fab.devs.items():
+        d.memory[ADDR:ADDR + 400] = np.full(100, i + 1, np.int32).tobytes()
+    blocks = {0: (0, 200), 1: (200, 200), 2: (200, 400)}    # block 1 is empty
+    for b, (lo, hi) in blocks.items():
+        route = tuple((b + k) % 3 for k in range(3))
+        fab.submit(1, _join(HOST + b, 1, route, ADDR + lo, hi - lo))
+        fab.run()
+        if b < 2:
+            assert fab.devs[1].counters()["joins_held"] == b + 1
+    for d in fab.devs.values():
+        assert (np.frombuffer(bytes(d.memory[ADDR:ADDR + 400]), np.int32) == 6).all()
+        assert int.from_bytes(d.memory[SIGNAL:SIGNAL + 8], "little") == 2
+        assert not d.counters()["naks"]
+    assert fab.devs[1].counters()["joins_started"] == 2
+
+
 def _status_of(dev: Device, pkt: Packet, seq: int) -> int:
     outs = dev.receive(encode(pkt.copy(seq=seq, flags=pkt.flags | Flag.ACK_REQ)), 0.0)
     (reply,) = [o.packet for o in outs if o.dest is None]
