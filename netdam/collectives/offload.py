@@ -8,10 +8,10 @@ joined start. That device holds the descriptors until every member of the group 
 sent one, then starts each at the first device of its block's route. So one request per
 rank opens the round, no host waits for the others or leads, and the chains start as
 the last input lands, where a dissemination barrier costs every rank log2 n messages
-and wake-ups. Where a rank has an empty block, or ``comm.device_joins`` is off, the
-round opens with a gathered start instead: every other rank says its input is in with
-one ATOMIC_FADD to rank 0's ``chain_ready`` word, and rank 0, once the word counts them
-all, hands over every block's descriptor. Beyond ``GATHERED_START_MAX`` ranks a barrier
+and wake-ups (a rank with an empty block joins with an empty descriptor). With
+``comm.device_joins`` off, the round opens with a gathered start instead: every other
+rank says its input is in with one ATOMIC_FADD to rank 0's ``chain_ready`` word, and
+rank 0, once the word counts them all, hands over every block's descriptor. Beyond ``GATHERED_START_MAX`` ranks a barrier
 opens the round and each rank hands its own descriptor to its route's first device.
 From there the devices do all the work: REDUCE_FWD fragments hop device to device
 accumulating the block, the last hop writes the sum back and multicasts it to every
@@ -39,9 +39,9 @@ and level; the devices move and add every byte.
 The multicast broadcast and all_gather (``multicast_broadcast``,
 ``multicast_all_gather``) move no byte through a host twice: each rank's bytes go into
 its work area, and a one-device chain descriptor has its device multicast them, with a
-signal, to the same offset of every rank's work area. The same gathered start opens
-each round, led by the broadcast's root (or rank 0, which posts the all_gather's n
-descriptors), so no multicast lands in a work area whose rank still reads it.
+signal, to the same offset of every rank's work area. Joined starts open each round
+too (at the broadcast's root's device, where the others join empty; at rank 0's for the
+all_gather), so no multicast lands in a work area whose rank still reads it.
 
 The generators here yield the same ``Send``/``Recv`` as the host algorithms (for the
 barriers), callables (device steps the communicator's progress engine runs in turn) and
@@ -125,15 +125,6 @@ def waits_only(comm, algo: str) -> bool:
     return algo == "multicast" or (algo == "chain" and chain_starts_gathered(comm))
 
 
-def joins(comm, spans) -> bool:
-    """Whether a gathered round starts joined (SPEC §4.9): each rank hands its own
-    block's descriptor, with JOIN, to rank 0's device, which starts them all once every
-    member of the group has (so no host waits for the others, and none leads). Needs a
-    non-empty block per rank (the device counts one descriptor per member) and a
-    communicator whose devices join (``comm.device_joins``)."""
-    return comm.device_joins and all(hi > lo for lo, hi in spans)
-
-
 def gathered_start(comm, leader: int, what: str):
     """Open a round that ``leader`` starts: every other rank says its input is in its
     work area, and its last results are out of it, with one ATOMIC_FADD to the leader's
@@ -165,8 +156,10 @@ def multicast_broadcast(comm, buf: memoryview, root: int):
     """Broadcast through the root's device: the root's bytes go into its work area (none
     of a registered buffer), its device multicasts them to every rank's work area with
     a signal, and each rank copies them out. The host never sends the bytes more than
-    once, whatever n; a gathered start led by the root keeps the multicast off a work
-    area its rank still reads. Buffers larger than the work area go in rounds."""
+    once, whatever n. The multicast stays off a work area its rank still reads: the
+    root's descriptor is a joined start at its own device, and every other rank joins
+    with an empty one once its work area is free (or, ``device_joins`` off, a gathered
+    start led by the root). Buffers larger than the work area go in rounds."""
     rank, lay, ch = comm.rank, comm.layout, comm.channels
     home = comm.areas[rank]
     for start in range(0, len(buf), lay.work_bytes):
@@ -177,9 +170,13 @@ def multicast_broadcast(comm, buf: memoryview, root: int):
                                                      timeout=comm.timeout)
         comm.chain_blocks += 1
         target = comm.chain_blocks
-        yield from gathered_start(comm, root, "the other ranks' work areas")
-        if rank == root:
-            yield _spread(comm, root, lay.work, len(part))
+        if comm.device_joins:        # the root's bytes, or an empty join ("I am free")
+            yield _spread(comm, root, lay.work, len(part) if rank == root else 0,
+                          join=comm.areas[root].device)
+        else:
+            yield from gathered_start(comm, root, "the other ranks' work areas")
+            if rank == root:
+                yield _spread(comm, root, lay.work, len(part))
         yield WordWait(comm, lay.offload_signal, target, "in-network broadcast")
         if rank != root and not mapped:
             yield lambda part=part: ch.home.read_into(lay.work, part)
@@ -190,8 +187,9 @@ def multicast_all_gather(comm, buf: memoryview, spans: list[tuple[int, int]]):
     byte span (this rank's filled in), as for the ring. In each round every rank puts a
     chunk of its block into its own slot of the work area, and each rank's device
     multicasts that slot to every rank's work area with a signal (each rank's descriptor
-    a joined start at rank 0's device; where a rank has no chunk, rank 0 posts the
-    descriptors after a gathered start); each rank copies the others' chunks out."""
+    a joined start at rank 0's device, an empty one where it has no chunk left; with
+    ``device_joins`` off, rank 0 posts them all after a gathered start); each rank
+    copies the others' chunks out."""
     n, rank, lay, ch = comm.size, comm.rank, comm.layout, comm.channels
     home = comm.areas[rank]
     chunk = lay.work_bytes // n          # a slot of the work area per rank
@@ -205,8 +203,8 @@ def multicast_all_gather(comm, buf: memoryview, spans: list[tuple[int, int]]):
                                                     buf[a:z], timeout=comm.timeout)
         comm.chain_blocks += len(live)
         target = comm.chain_blocks
-        if joins(comm, parts):
-            yield _spread(comm, rank, lay.work + rank * chunk, z - a,
+        if comm.device_joins:
+            yield _spread(comm, rank, lay.work + rank * chunk, max(z - a, 0),
                           join=comm.areas[0].device)
         else:
             yield from gathered_start(comm, 0, "the other ranks' blocks")
@@ -241,7 +239,7 @@ def chain_allreduce(comm, src: memoryview, dst: memoryview, dtype: DType, op: Re
     def body(spans):
         comm.chain_blocks += sum(1 for a, b in spans if b > a)  # empty blocks run no chain
         target = comm.chain_blocks
-        if gathered and joins(comm, spans):
+        if gathered and comm.device_joins:   # an empty block: an empty join
             yield post(rank, *spans[rank], join=devices[0])
         elif not gathered:
             if spans[rank][1] > spans[rank][0]:

@@ -40,17 +40,20 @@ SCRIPT = textwrap.dedent("""
             got = comm.all_reduce(x, algo=algo)
             assert np.array_equal(got, expect(it, 3000)), (algo, it, got[:3])
 
-    # rounds that open with a gathered start (rank 0 leads) instead of joined starts: a
-    # rank with an empty block, and joined starts turned off
+    # a rank with an empty block joins with an empty descriptor
     for it in range(3):
         got = comm.all_reduce(np.full(3, (r + 1) * (it + 1), np.float32), algo="chain")
         assert (got == (n * (n + 1) // 2) * (it + 1)).all(), (it, got)
+    # joined starts turned off: rounds open with a gathered start (rank 0 or the root leads)
     comm.device_joins = False
     for it in range(3):
         x = ((r + 1) * (it + 1) + np.arange(3000)).astype(np.float32)
         assert np.array_equal(comm.all_reduce(x, algo="chain"), expect(it, 3000)), it
         g = comm.all_gather(np.full(7, r + it, np.int32), algo="multicast")
         assert all((g[q] == q + it).all() for q in range(n)), it
+        want = np.arange(100, dtype=np.int16) + it
+        x = want.copy() if r == it % n else np.zeros(100, np.int16)
+        assert np.array_equal(comm.broadcast(x, it % n, algo="multicast"), want), it
     comm.device_joins = True
 
     count = comm.layout.work_bytes // 4 + 5          # more than the work area: two rounds

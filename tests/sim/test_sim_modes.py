@@ -42,9 +42,10 @@ def test_timing_only_modes_agree_with_the_packet_mode_at_bandwidth_sizes(algo):
 
 @pytest.mark.parametrize("collective", ["broadcast", "all_gather"])
 def test_the_devices_multicast_is_modeled_alike_in_every_mode(collective):
-    """The multicast broadcast and all_gather (one-device chains: the broadcast's after a
-    gathered start, the all_gather's joined starts at rank 0's device): the same
-    datagrams per flow in every mode, and times within the same 10 %."""
+    """The multicast broadcast and all_gather (one-device chains, joined starts: the
+    broadcast's at the root's device, where the others join empty; the all_gather's at
+    rank 0's): the same datagrams per flow in every mode, and times within the same
+    10 %."""
     runs = {mode: simulate(SimConfig(collective=collective, algo="multicast", nodes=6,
                                      size=6 * 40_000, mode=mode, topology="ring"))
             for mode in ("packet", "sized", "chunk")}
