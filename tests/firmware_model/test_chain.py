@@ -58,6 +58,16 @@ class Fabric:
                     self.submit(out.dest, out.packet)
 
 
+def _every_device_holds(fab: Fabric, expect: np.ndarray, signals: int) -> None:
+    """Every device has ``expect`` at ADDR and its signal word at ``signals``, and
+    refused nothing."""
+    for i, d in fab.devs.items():
+        got = np.frombuffer(bytes(d.memory[ADDR:ADDR + expect.nbytes]), expect.dtype)
+        np.testing.assert_array_equal(got, expect)
+        assert int.from_bytes(d.memory[SIGNAL:SIGNAL + 8], "little") == signals, i
+        assert not d.counters()["naks"]
+
+
 @pytest.mark.parametrize("n,mtu,dup,dtype", [(3, 65000, 0.0, DType.FLOAT32),
                                              (4, 512, 0.0, DType.FLOAT32),
                                              (4, 512, 0.3, DType.INT32),
@@ -141,12 +151,7 @@ def test_chain_descriptor_runs_an_allreduce_from_device_memory(n, mtu, dup):
             imm=1, req_id=100 + b, group=9, route=route, hop=0,
             flags=Flag.LAST_HOP_SIGNAL | Flag.RESULT_MCAST))
     fab.run()
-    expect = sum(inputs)
-    for i, d in fab.devs.items():
-        got = np.frombuffer(bytes(d.memory[ADDR:ADDR + expect.nbytes]), np.int32)
-        np.testing.assert_array_equal(got, expect)
-        assert int.from_bytes(d.memory[SIGNAL:SIGNAL + 8], "little") == n, i
-        assert not d.counters()["naks"]
+    _every_device_holds(fab, sum(inputs), n)
     assert len({p.req_id for p in fab.host_replies}) == n  # one ACK per descriptor
 
 
@@ -183,12 +188,7 @@ def test_joined_starts_wait_for_every_member_then_run_the_allreduce(n, mtu, dup,
             assert held["joins_held"] == b + 1 and held["joins_started"] == 0
             assert all(int.from_bytes(d.memory[SIGNAL:SIGNAL + 8], "little") == 0
                        for d in fab.devs.values())
-    expect = sum(inputs)
-    for i, d in fab.devs.items():
-        got = np.frombuffer(bytes(d.memory[ADDR:ADDR + expect.nbytes]), np.int32)
-        np.testing.assert_array_equal(got, expect)
-        assert int.from_bytes(d.memory[SIGNAL:SIGNAL + 8], "little") == n, i
-        assert not d.counters()["naks"]
+    _every_device_holds(fab, sum(inputs), n)
     done = fab.devs[meeting].counters()
     assert done["joins_started"] == n and done["joins_held"] == 0
     answered = {p.src: p.opcode for p in fab.host_replies}
@@ -209,10 +209,7 @@ def test_an_empty_joined_start_counts_its_sender_and_starts_nothing():
         fab.run()
         if b < 2:
             assert fab.devs[1].counters()["joins_held"] == b + 1
-    for d in fab.devs.values():
-        assert (np.frombuffer(bytes(d.memory[ADDR:ADDR + 400]), np.int32) == 6).all()
-        assert int.from_bytes(d.memory[SIGNAL:SIGNAL + 8], "little") == 2
-        assert not d.counters()["naks"]
+    _every_device_holds(fab, np.full(100, 6, np.int32), 2)
     assert fab.devs[1].counters()["joins_started"] == 2
 
 
