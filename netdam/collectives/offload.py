@@ -11,13 +11,13 @@ the last input lands, where a dissemination barrier costs every rank log2 n mess
 and wake-ups (a rank with an empty block joins with an empty descriptor). With
 ``comm.device_joins`` off, the round opens with a gathered start instead: every other
 rank says its input is in with one ATOMIC_FADD to rank 0's ``chain_ready`` word, and
-rank 0, once the word counts them all, hands over every block's descriptor. Beyond ``GATHERED_START_MAX`` ranks a barrier
-opens the round and each rank hands its own descriptor to its route's first device.
-From there the devices do all the work: REDUCE_FWD fragments hop device to device
-accumulating the block, the last hop writes the sum back and multicasts it to every
-member of the communicator's group, and every device bumps its signal word once per
-finished block. A rank waits on its own device's signal word
-(a memory poll on the scale-up path) and copies the result out.
+rank 0, once the word counts them all, hands over every block's descriptor. Beyond
+``GATHERED_START_MAX`` ranks a barrier opens the round and each rank hands its own
+descriptor to its route's first device. From there the devices do all the work:
+REDUCE_FWD fragments hop device to device accumulating the block, the last hop writes
+the sum back and multicasts it to every member of the communicator's group, and every
+device bumps its signal word once per finished block. A rank waits on its own device's
+signal word (a memory poll on the scale-up path) and copies the result out.
 
 Block b's route starts at rank b's device and walks the ring, so every device starts one
 chain and links are used evenly (whoever posts its descriptor). In reproducible mode
@@ -52,9 +52,9 @@ the steps inline (``waits_only`` says which algorithms may). They read these att
 of the communicator (the simulator's stand-in has the same):
 ``size, rank, layout, areas, group, timeout, device_joins, agent`` (``write``,
 ``atomic_add_nb``, ``reduce_chain[_nb]``, ``multicast_nb``), ``channels``
-(``home.read_into``, ``wait_word``, ``when_each``, ``track``: a request nobody waits for, whose failure a
-later wait raises), and the counters ``chain_blocks``, ``start_rounds``,
-``tree_counts`` and ``tree_radix``.
+(``home.read_into``, ``wait_word``, ``when_each``, ``track``: a request nobody waits
+for, whose failure a later wait raises), and the counters ``chain_blocks``,
+``start_rounds``, ``tree_counts`` and ``tree_radix``.
 """
 
 from __future__ import annotations
