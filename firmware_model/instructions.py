@@ -438,13 +438,18 @@ def _join(ctx: Context, pkt: Packet) -> list[Out]:
     if len(held) < len(ctx.groups[pkt.group]):
         return []
     ctx.drop_joins(pkt.group)
-    starts = [p for p in held.values() if p.length]
-    outs = [ctx.forward(_route(ctx, p)[0], p) for p in starts
-            if _route(ctx, p)[0] != ctx.device_id]
-    for p in starts:
-        if _route(ctx, p)[0] == ctx.device_id:
-            outs += _chain_start(ctx, p, _route(ctx, p))
-    ctx.joins_started += len(starts)
+    here: list[tuple[Packet, tuple[int, ...]]] = []
+    outs: list[Out] = []
+    for p in held.values():
+        if p.length:
+            route = _route(ctx, p)
+            if route[0] == ctx.device_id:
+                here.append((p, route))
+            else:
+                outs.append(ctx.forward(route[0], p))
+    ctx.joins_started += len(outs) + len(here)
+    for p, route in here:
+        outs += _chain_start(ctx, p, route)
     return outs
 
 
