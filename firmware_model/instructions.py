@@ -386,8 +386,8 @@ def _chain_validate(ctx, pkt):
     if pkt.flags & _JOIN:    # a joined start: held here, started at route[0] (any device)
         if pkt.hop or len(pkt.payload):
             return Status.MALFORMED
-        if not route or pkt.group not in ctx.groups:
-            return Status.BAD_GROUP
+        if not route or route[0] not in ctx.groups.get(pkt.group, ()):
+            return Status.BAD_GROUP     # an unknown group, or a start outside it
         if pkt.src in ctx.joins.get(pkt.group, ()):
             return Status.BUSY
         if route[0] != ctx.device_id or not pkt.length:

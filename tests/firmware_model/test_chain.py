@@ -226,6 +226,7 @@ def test_joined_starts_that_cannot_be_held_are_refused_and_a_regrouping_drops_th
     assert _status_of(dev, _join(HOST, 0, route, 0, 64, payload=bytes(64)), 1) == \
         Status.MALFORMED                                     # a fragment, not a descriptor
     assert _status_of(dev, _join(HOST, 0, route, 0, 64, group=8), 2) == Status.BAD_GROUP
+    assert _status_of(dev, _join(HOST, 0, (7, 1), 0, 64), 7) == Status.BAD_GROUP  # 7: none
     assert _status_of(dev, _join(HOST, 0, route, 0, 64), 3) == 0          # held
     assert _status_of(dev, _join(HOST, 0, route, 0, 64, req_id=5), 4) == Status.BUSY
     assert dev.counters()["joins_held"] == 1
