@@ -38,8 +38,10 @@ LIMITS: tuple[Limit, ...] = (
           "reply addresses)", "the least recently seen peer is evicted (peers_evicted), "
           "its held requests dropped"),
     Limit("peer_timeout", 30.0, float, "engine", "seconds a silent peer's state is kept; "
-          "also the life of an incomplete signal message", "the peer is forgotten "
-          "(peers_expired); the message's signal never fires (signals_expired)"),
+          "also the life of an incomplete signal message and of a joined start whose "
+          "group never completes (SPEC §4.9)", "the peer is forgotten (peers_expired); "
+          "the message's signal never fires (signals_expired); the held starts are "
+          "dropped (joins_expired)"),
     Limit("hold_timeout", 1.0, float, "engine", "seconds a request may wait for an "
           "ordering condition", "NAK BUSY (hold_expired); the sender may retry"),
     Limit("max_held", 1024, int, "engine", "held requests per peer", "NAK BUSY"),
