@@ -16,9 +16,9 @@ run each algorithm ``--count`` times per phase, each call after a barrier:
 entirely without the sleeping hosts, 0 when it waited for them. A host-driven algorithm
 (``ring``) moves only while its hosts call into netdam, as MPI's collectives without a
 progress thread: about 0 either way. The in-network chain (on the registered buffer
-``comm.work_buffer``) needs no host once started but the one that leads its gathered
-start (rank 0 hands the devices their descriptors once every rank is in,
-``netdam.collectives.offload``): about 1 with the others away, 0 with all away. The
+``comm.work_buffer``) needs no host once started: every rank hands its descriptor to
+rank 0's device, which starts the chains once every rank is in (a joined start,
+``netdam.collectives.offload``): about 1 with the others away and with all away. The
 aggregation tree needs every host at each level (a host hands its partial sum up once
 its children's are in): about 0 either way. Figures are medians over calls of the
 slowest rank; compare runs of one sitting.

@@ -261,10 +261,11 @@ class Communicator:
                inline: bool = False):
         """Queue the algorithm ``gen`` as a request; wait for it when ``block``.
         ``inline``: ``gen`` only yields steps that wait on memory (a load/store round,
-        ``scaleup``; a gathered in-network start, ``offload``), so a blocking call with
-        nothing queued, here or in another communicator whose requests its waits would
-        have to advance, runs them right here, without the request machinery (a fifth
-        of a small call's time, a tenth of a registered chain's host CPU)."""
+        ``scaleup``; an in-network round started at one device, ``offload``), so a
+        blocking call with nothing queued, here or in another communicator whose
+        requests its waits would have to advance, runs them right here, without the
+        request machinery (a fifth of a small call's time, a tenth of a registered
+        chain's host CPU)."""
         if self.broken:
             # the ranks' message streams are out of step after a failure: a retry here
             # could pair the wrong messages (RELIABILITY.md, retries)
@@ -286,8 +287,8 @@ class Communicator:
     # -- helpers -------------------------------------------------------------------------
     def _waits_only(self, algo: str) -> bool:
         """Whether ``algo``'s generator only waits on memory (``_start``'s ``inline``):
-        a load/store round (``scaleup``), or an in-network algorithm that opens its
-        rounds with a gathered start (``offload.waits_only``)."""
+        a load/store round (``scaleup``), or an in-network algorithm whose rounds start
+        at one device, joined or gathered, not after a barrier (``offload.waits_only``)."""
         return algo == "load_store" or offload.waits_only(self, algo)
 
     def _reducer(self, dtype: DType, op: RedOp):

@@ -105,23 +105,25 @@ def rounds(comm, src: memoryview, dst: memoryview, esize: int, body, *,
             yield lambda: comm.channels.home.read_into(lay.work, out)
 
 
-#: up to this many ranks a chain round opens with a gathered start (rank 0 starts every
-#: block's chain once the others' atomics say their inputs are in); beyond it with a
-#: barrier (log2 n rounds, each rank starting its own block's chain), where rank 0's n
-#: descriptors of n hops each would cost more than the barrier's rounds
+#: up to this many ranks a chain round opens with a start gathered at rank 0's device
+#: (joined starts; with ``device_joins`` off, rank 0 starts every block's chain once the
+#: others' atomics say their inputs are in); beyond it with a barrier (log2 n rounds,
+#: each rank starting its own block's chain). The bound was set for the gathered start,
+#: where rank 0's n descriptors of n hops each cost more than the barrier's rounds
 GATHERED_START_MAX = 16
 
 
 def chain_starts_gathered(comm) -> bool:
-    """Whether the chain's rounds open with a gathered start (else with a barrier)."""
+    """Whether the chain's rounds open with a start gathered at rank 0's device (joined,
+    or with ``device_joins`` off led by rank 0), else with a barrier."""
     return comm.size <= GATHERED_START_MAX
 
 
 def waits_only(comm, algo: str) -> bool:
     """Whether ``algo``'s generator yields only device steps and waits for words (no
     ``Send``/``Recv`` of a barrier), so that a blocking call may run it inline: the
-    multicasts always (a gathered start opens their rounds), the chain when its rounds
-    start gathered; the tree opens its rounds with a barrier."""
+    multicasts always (a joined or gathered start opens their rounds), the chain when
+    its rounds start gathered; the tree opens its rounds with a barrier."""
     return algo == "multicast" or (algo == "chain" and chain_starts_gathered(comm))
 
 

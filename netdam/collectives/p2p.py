@@ -138,8 +138,8 @@ class Layout:
 
     @cached_property
     def chain_ready(self) -> int:
-        """On the chain's starting rank's device: bumped once per round by every other
-        rank whose input is in place (``offload.chain_allreduce``)."""
+        """On the leading rank's device: bumped once per round by every other rank whose
+        input is in place, where ``device_joins`` is off (``offload.gathered_start``)."""
         return self.aggregate_word(self.n)
 
     @cached_property

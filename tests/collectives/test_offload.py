@@ -138,8 +138,9 @@ OVERLAP = textwrap.dedent("""
     want = n * (n + 1) / 2
 
     # Ranks 1..n-1 start each in-network collective and meet rank 0 in the other
-    # communicator's barrier; rank 0 (which leads every gathered start) joins only
-    # after that barrier. A start that waited for the devices would never get there.
+    # communicator's barrier; rank 0 (whose device is the meeting point of every joined
+    # start) joins only after that barrier. A start that waited for the devices would
+    # never get there.
     calls = [
         ("chain", lambda: comm.all_reduce_nb(x, algo="chain"),
          lambda got: (got == want).all()),
