@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 
-from netdam.collectives.check import BUSBW_FACTOR, input_count, numpy_dtype
+from netdam.collectives.check import BUSBW_FACTOR, case_size, input_count, numpy_dtype
 from netdam.collectives.communicator import (ALL_GATHER_ALGOS, ALLREDUCE_ALGOS,
                                              BROADCAST_ALGOS)
 from netdam.collectives.runner import load_store_refusal, memory_refusal, run_cases
@@ -82,6 +82,11 @@ def run(args: argparse.Namespace) -> int:
     if why:
         raise UsageError(why)
     count = input_count(args.collective, args.size // storage.itemsize, n)   # per rank
+    if args.size and not count:      # nothing would run, and the row would still say ok
+        least = case_size(args.collective, 1, n) * storage.itemsize
+        raise UsageError(f"--size {args.size}: less than one {args.dtype} element per rank; "
+                         f"the smallest {args.collective} of {n} ranks is {least} bytes "
+                         "(--size 0 runs an empty one)")
     if args.algo == "load_store":
         why = load_store_refusal(args.nodes, n, count * storage.itemsize, bool(args.pcap))
         if why:
