@@ -180,6 +180,7 @@ class Communicator:
             self.layout.work_bytes > 0     # a split's areas have no work area
         self._work: np.ndarray | None = None    # the mapped work area (work_buffer)
         self._work_address: int | None = None   # ... and where it starts (asked per call)
+        self._at_work_last = None   # the last array found to start there (``_at_work``)
 
     # -- registered buffers --------------------------------------------------------------
     def work_buffer(self, count: int, dtype="float32") -> np.ndarray:
@@ -324,7 +325,8 @@ class Communicator:
         if name in ("chain", "tree"):     # the devices read x and write the result: no copy
             res = self._out_buffer(x, out)
             self._staged(f"all_reduce({name})", x, res)
-            src, dst = as_bytes(x), as_bytes(res)
+            src = as_bytes(x)
+            dst = src if res is x else as_bytes(res)   # in place: one buffer to look at
             gen = offload.chain_allreduce(self, src, dst, dt, rop, deterministic=det) \
                 if name == "chain" else offload.tree_allreduce(self, src, dst, dt, rop)
             return self._start(f"all_reduce({name})", gen, lambda: res, block,
@@ -547,6 +549,19 @@ class Communicator:
             return "multicast" if devices else choices[0]
         return algo
 
+    def _at_work(self, a: np.ndarray) -> bool:
+        """Does the non-empty array ``a`` start where the registered work area does? The
+        last array found so is remembered (asked several times per call, and an array's
+        data never moves)."""
+        if self._work is None:
+            return False
+        if a is self._at_work_last:
+            return True
+        if not a.nbytes or address_of(a) != self._work_address:
+            return False
+        self._at_work_last = a
+        return True
+
     def _staged(self, what: str, *arrays: np.ndarray, in_place: bool = True) -> None:
         """An in-network algorithm stages its data in the work area, which a registered
         buffer shares: an array of the caller's may lie in it only as that buffer itself,
@@ -555,8 +570,9 @@ class Communicator:
         if self._work is None:
             return
         for a in arrays:
-            if a.nbytes and np.may_share_memory(a, self._work) and not (
-                    in_place and address_of(a) == self.work_address):
+            if in_place and self._at_work(a):
+                continue
+            if a.nbytes and np.may_share_memory(a, self._work):
                 raise UsageError(
                     f"{what}: an array in the registered buffer (work_buffer) must start "
                     f"at its beginning{'' if in_place else ' and is not allowed here'}; "
@@ -566,8 +582,7 @@ class Communicator:
         """May an automatic choice run ``x`` through the devices' work area? Not while a
         registered buffer (``work_buffer``) keeps the caller's data there, unless ``x``
         is that buffer."""
-        return self.offload_ok and (self._work is None
-                                    or (x.nbytes > 0 and address_of(x) == self.work_address))
+        return self.offload_ok and (self._work is None or self._at_work(x))
 
     def reduce_scatter(self, x: np.ndarray, op: str = "sum", *, counts=None,
                        dtype: str | None = None, block: bool = True):

@@ -93,15 +93,18 @@ def rounds(comm, src: memoryview, dst: memoryview, esize: int, body, *,
     n, rank, lay = comm.size, comm.rank, comm.layout
     home = comm.areas[rank]
     step = lay.work_bytes - lay.work_bytes % (esize * n)
+    # only a round that starts where its buffer starts can be the work area itself
+    src_work = _is_work(comm, src)
+    dst_work = src_work if dst is src else _is_work(comm, dst)
     for start in range(0, len(src), step):
         part = src[start:start + step]
         out = dst[start:start + len(part)]
-        if not _is_work(comm, part):
+        if not (src_work and start == 0):
             yield lambda: comm.agent.write(home + lay.work, part, timeout=comm.timeout)
         if barrier:
             yield from A.barrier_dissemination(rank, n)
         yield from body(A.blocks(len(part) // esize, n, esize))
-        if not _is_work(comm, out):
+        if not (dst_work and start == 0):
             yield lambda: comm.channels.home.read_into(lay.work, out)
 
 
