@@ -24,6 +24,10 @@ Two kinds of datagram (``submit(..., needs_reply=...)``):
   answers a duplicate with its saved response, SPEC §8.3).
 
 Every datagram the core emits carries ACK_REQ; retransmissions also carry RETRANSMIT.
+A caller may send a request with NO_RESPONSE when it will see the request's effect some
+other way (a joined chain start, answered by the round's signal word): ``answered``
+retires it then, without an RTT sample, and a retransmission, the effect being late,
+goes without NO_RESPONSE so that the receiver answers it (SPEC §8.2).
 A ``token`` chosen by the caller comes back with each retired or failed datagram.
 
 Timers are kept per *flight*: the datagrams to one peer that one ``datagrams_to_send``
@@ -49,6 +53,7 @@ from netdam.wire.seqnum import seq_add, seq_diff
 _SEQ_MASK = (1 << 32) - 1
 # plain ints: IntFlag arithmetic builds enum members, too slow for the per-datagram path
 _ACK_REQ, _ACK_VALID, _RETRANSMIT = int(Flag.ACK_REQ), int(Flag.ACK_VALID), int(Flag.RETRANSMIT)
+_NO_RESPONSE = int(Flag.NO_RESPONSE)
 _ACK = int(Opcode.ACK)
 
 
@@ -160,8 +165,9 @@ class Reliability:
         self._tick = 0
         self._queued = 0      # datagrams submitted and not yet sent (all peers)
         self._overflow: list[Failed] = []   # refused by a full queue: fail at next timer
-        self.counters = {"sent": 0, "retransmitted": 0, "retired": 0, "failed": 0,
-                         "duplicate_replies": 0, "window_stalls": 0, "queue_full": 0}
+        self.counters = {"sent": 0, "retransmitted": 0, "retired": 0, "answered": 0,
+                         "failed": 0, "duplicate_replies": 0, "window_stalls": 0,
+                         "queue_full": 0}
 
     # -- peers ---------------------------------------------------------------------------
     def _peer(self, peer: Hashable) -> _Peer:
@@ -249,7 +255,10 @@ class Reliability:
                 continue
             self._arm(peer, e, now)
             self.counters["retransmitted"] += 1
-            out.append((peer, e.packet.copy(flags=int(e.packet.flags) | _RETRANSMIT)))
+            # a datagram sent without asking for its ACK (its answer comes another way,
+            # ``answered``) asks for it once that answer is late
+            out.append((peer, e.packet.copy(flags=(int(e.packet.flags) | _RETRANSMIT)
+                                            & ~_NO_RESPONSE)))
         if not self._queued:
             self.counters["sent"] += len(out)
             return out
@@ -374,12 +383,26 @@ class Reliability:
         self._advance(p)
         return done
 
-    def _retire(self, peer, p: _Peer, e: _Entry, now: float, done: list) -> None:
+    def answered(self, peer: Hashable, token: Any, now: float) -> list[Retired]:
+        """Retire the outstanding datagrams to ``peer`` of ``token``: the caller knows
+        they arrived by other means (a NO_RESPONSE request whose effect it has seen)."""
+        p = self._peers.get(peer)
+        if p is None:
+            return []
+        done: list[Retired] = []
+        for e in [e for e in p.outstanding.values() if e.token is token]:
+            self._retire(peer, p, e, now, done, sample=False)  # the delay is not the path's
+        self.counters["answered"] += len(done)
+        self._advance(p)
+        return done
+
+    def _retire(self, peer, p: _Peer, e: _Entry, now: float, done: list, *,
+                sample: bool = True) -> None:
         del p.outstanding[e.seq]
         p.bytes -= e.size
         f = e.flight
         f.live -= 1
-        if f.tries == 1:             # Karn: sample only datagrams sent once
+        if f.tries == 1 and sample:  # Karn: sample only datagrams sent once
             self._sample(p, now - f.sent)
         self.counters["retired"] += 1
         done.append(Retired(peer, e.seq, e.token))

@@ -313,3 +313,36 @@ def test_submit_many_queues_like_submit_and_refuses_past_the_queue_bound():
     assert [f.token for f in failed] == ["m", "m"] and all(f.seq is None for f in failed)
     sent = rel.datagrams_to_send(0.0)
     assert [p.seq for _, p in sent] == [2, 3, 4]
+
+
+def test_a_quiet_request_is_retired_when_answered_without_an_rtt_sample():
+    """A request sent with NO_RESPONSE keeps that flag on its first copy, is retired by
+    ``answered`` (its token's datagrams only) and leaves the RTO alone: the delay of an
+    answer seen some other way is not the path's."""
+    rel = Reliability(RelConfig(rto_min=0.001, rto_initial=0.2), initial_seq=0)
+    _anchor(rel)
+    rto = rel.rto(PEER)
+    rel.submit(PEER, Packet(opcode=Opcode.REDUCE_FWD, flags=Flag.NO_RESPONSE), 0.0,
+               token="join", needs_reply=True)
+    rel.submit(PEER, _req(8), 0.0, token="other")
+    sent = [p for _, p in rel.datagrams_to_send(0.0)]
+    assert [p.has(Flag.NO_RESPONSE) for p in sent] == [True, False]
+    assert [(r.seq, r.token) for r in rel.answered(PEER, "join", 0.5)] == \
+        [(sent[0].seq, "join")]
+    assert rel.rto(PEER) == rto and rel.in_flight(PEER) == 1
+    assert rel.counters["answered"] == 1
+    assert rel.answered(PEER, "join", 0.6) == [] and rel.answered(99, "join", 0.6) == []
+
+
+def test_a_late_quiet_request_asks_for_its_ack_when_retransmitted():
+    """Past its retransmission timeout a quiet request goes again without NO_RESPONSE,
+    so the receiver answers it, and that answer retires it like any other."""
+    rel = Reliability(RelConfig(rto_initial=0.1), initial_seq=0)
+    rel.submit(PEER, Packet(opcode=Opcode.REDUCE_FWD, flags=Flag.NO_RESPONSE | Flag.JOIN),
+               0.0, token="join", needs_reply=True)
+    (_, first), = rel.datagrams_to_send(0.0)
+    assert rel.handle_timer(rel.next_timer()) == []
+    (_, again), = rel.datagrams_to_send(0.1)
+    assert again.has(Flag.RETRANSMIT) and again.has(Flag.JOIN)
+    assert not again.has(Flag.NO_RESPONSE) and first.has(Flag.NO_RESPONSE)
+    assert [r.token for r in rel.on_reply(PEER, _ack(again), 0.15)] == ["join"]
