@@ -60,6 +60,7 @@ _MASK64 = (1 << 64) - 1
 _READ, _WRITE = int(Opcode.READ), int(Opcode.WRITE)
 _MORE_FRAGS = int(Flag.MORE_FRAGS)
 # a chain descriptor's flags as plain ints: IntFlag arithmetic costs microseconds a call
+_NO_RESPONSE = int(Flag.NO_RESPONSE)
 _SIGNAL, _RESULT_MCAST, _JOIN = (int(Flag.LAST_HOP_SIGNAL), int(Flag.RESULT_MCAST),
                                  int(Flag.JOIN))
 
@@ -464,7 +465,7 @@ class Agent(Completer, Waiting):
     def reduce_chain_nb(self, route, addr: Addr, length: int, *, dtype: int,
                         op: int = RedOp.SUM, signal: Addr | None = None, value: int = 1,
                         group: int | None = None, join: int | None = None,
-                        timeout: float | None = None) -> Handle:
+                        quiet: bool = False, timeout: float | None = None) -> Handle:
         """Start an in-network reduction (a chain descriptor, SPEC §4.9): device
         ``route[0]`` sends its ``length`` bytes at ``addr.offset`` along ``route``, each
         hop folds in its own bytes at the same offset, the last hop writes the result;
@@ -473,7 +474,12 @@ class Agent(Completer, Waiting):
 
         ``join`` (a device id; needs ``group``): a joined start. The descriptor goes to
         that meeting device, which starts it once every member of ``group`` has sent
-        one; done when the meeting device holds it."""
+        one; done when the meeting device holds it.
+
+        ``quiet``: sent with NO_RESPONSE, so no ACK comes back while things go well;
+        the caller says when it has seen the chain's effect (its signal) with
+        ``answered(h)``, which finishes the handle. Should that take longer than the
+        retransmission timeout, the retransmission asks for the ACK (SPEC §8.2)."""
         route = tuple(map(int, route))
         if not route:
             raise UsageError("reduce_chain needs a route of at least one device")
@@ -484,7 +490,7 @@ class Agent(Completer, Waiting):
         h = self._handle(f"reduce_chain of {length} bytes over {len(route)} devices"
                          + ("" if join is None else f", joined at device {to}"), to, timeout)
         flags = (0 if signal is None else _SIGNAL) | (0 if group is None else _RESULT_MCAST) \
-            | (0 if join is None else _JOIN)
+            | (0 if join is None else _JOIN) | (_NO_RESPONSE if quiet else 0)
         pkt = self._template(Opcode.REDUCE_FWD, first, length, dtype=dtype, redop=op,
                              route=route, hop=0, group=group or 0, flags=flags, dst=to,
                              addr2=signal.offset if signal is not None else 0,
@@ -631,6 +637,13 @@ class Agent(Completer, Waiting):
         completion queue)."""
         h.queued = True
         return h.wait()
+
+    def answered(self, h: Handle) -> None:
+        """The caller saw the effect of ``h`` (a ``quiet`` request), so it arrived: its
+        datagrams are retired as their ACK would have retired them."""
+        if not h.finished:
+            for r in self.rel.answered(h.device, h, time.monotonic()):
+                self._datagram_done(r.token)
 
     def _datagram_done(self, h: Handle, n: int = 1) -> None:
         h.remaining -= n

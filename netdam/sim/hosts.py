@@ -351,7 +351,10 @@ class SimAgent:
 
     def reduce_chain_nb(self, route, addr: Addr, length: int, *, dtype: int, op: int = 0,
                         signal: Addr | None = None, value: int = 1, group: int | None = None,
-                        join: int | None = None, timeout: float | None = None) -> SimRequest:
+                        join: int | None = None, quiet: bool = False,
+                        timeout: float | None = None) -> SimRequest:
+        """``quiet`` is taken and left out: the simulated hosts take every ACK (a
+        host's CPU time per ACK is not what the simulator models)."""
         route = tuple(int(d) for d in route)
         flags = (Flag.LAST_HOP_SIGNAL if signal is not None else 0) | \
                 (Flag.RESULT_MCAST if group is not None else 0) | \
@@ -365,6 +368,9 @@ class SimAgent:
         h = Handle()
         self.host.record("send", pkt, b"", h)
         return SimRequest(self.host, h)
+
+    def answered(self, request: SimRequest) -> None:
+        """A quiet request seen done: its ACK completes it here (see ``reduce_chain_nb``)."""
 
     def atomic_add_nb(self, addr: Addr, value: int, *,
                       timeout: float | None = None) -> SimRequest:
