@@ -8,7 +8,10 @@ joined start. That device holds the descriptors until every member of the group 
 sent one, then starts each at the first device of its block's route. So one request per
 rank opens the round, no host waits for the others or leads, and the chains start as
 the last input lands, where a dissemination barrier costs every rank log2 n messages
-and wake-ups (a rank with an empty block joins with an empty descriptor). With
+and wake-ups (a rank with an empty block joins with an empty descriptor). A join goes
+without asking for its ACK (NO_RESPONSE): the round's signal answers it, as the
+meeting device starts nothing before it holds them all, and the host takes one datagram
+less per round (a late round's retransmission asks for the ACK; ``_answered``). With
 ``comm.device_joins`` off, the round opens with a gathered start instead: every other
 rank says its input is in with one ATOMIC_FADD to rank 0's ``chain_ready`` word, and
 rank 0, once the word counts them all, hands over every block's descriptor. Beyond
@@ -145,16 +148,43 @@ def gathered_start(comm, leader: int, what: str):
         yield WordWait(comm, lay.chain_ready, target, what)
 
 
-def _spread(comm, member: int, offset: int, length: int, join: int | None = None):
+def _descriptor(comm, route, addr, length: int, *, dtype: DType, op: RedOp,
+                join: int | None = None, joined: list | None = None):
+    """A step that hands over a chain descriptor whose last hop signals this rank's
+    offload word and multicasts to the group. With ``join`` (a meeting device) it is a
+    joined start sent without asking for its ACK (NO_RESPONSE), its handle kept in
+    ``joined``: the round's signal word answers it (``_answered``)."""
+    agent, ch = comm.agent, comm.channels
+    signal = comm.areas[comm.rank] + comm.layout.offload_signal
+    quiet = join is not None
+
+    def send():
+        h = agent.reduce_chain_nb(route, addr, length, dtype=dtype, op=op, signal=signal,
+                                  group=comm.group, join=join, quiet=quiet,
+                                  timeout=comm.timeout)
+        ch.track(h)
+        if quiet:
+            joined.append(h)
+    return send
+
+
+def _answered(comm, joined: list):
+    """What a round's signal wait runs once the word is in: the round's chains ran, and
+    the meeting device starts none before it holds every member's join (SPEC §4.9),
+    so this rank's quiet JOIN arrived; it is retired as its ACK would have retired it.
+    (Were the word late, the agent's retransmission would have asked for that ACK.)"""
+    return lambda: comm.agent.answered(joined.pop()) if joined else None
+
+
+def _spread(comm, member: int, offset: int, length: int, join: int | None = None,
+            joined: list | None = None):
     """A step that has rank ``member``'s device multicast its ``length`` bytes at
     ``offset`` to every rank's device (the same offset there), bumping each one's
     offload signal once they are all in: a one-device chain (SPEC §4.9) of bytes,
-    whose start is its last hop (``join``: a joined start at that device)."""
-    lay = comm.layout
-    return lambda: comm.channels.track(comm.agent.reduce_chain_nb(
-        [comm.areas[member].device], comm.areas[member] + offset, length,
-        dtype=DType.UINT8, op=RedOp.SUM, signal=comm.areas[comm.rank] + lay.offload_signal,
-        group=comm.group, join=join, timeout=comm.timeout))
+    whose start is its last hop (``join``: a joined start at that device, as
+    ``_descriptor`` sends it)."""
+    return _descriptor(comm, [comm.areas[member].device], comm.areas[member] + offset,
+                       length, dtype=DType.UINT8, op=RedOp.SUM, join=join, joined=joined)
 
 
 def multicast_broadcast(comm, buf: memoryview, root: int):
@@ -175,14 +205,16 @@ def multicast_broadcast(comm, buf: memoryview, root: int):
                                                      timeout=comm.timeout)
         comm.chain_blocks += 1
         target = comm.chain_blocks
+        joined: list = []
         if comm.device_joins:        # the root's bytes, or an empty join ("I am free")
             yield _spread(comm, root, lay.work, len(part) if rank == root else 0,
-                          join=comm.areas[root].device)
+                          join=comm.areas[root].device, joined=joined)
         else:
             yield from gathered_start(comm, root, "the other ranks' work areas")
             if rank == root:
                 yield _spread(comm, root, lay.work, len(part))
-        yield WordWait(comm, lay.offload_signal, target, "in-network broadcast")
+        yield WordWait(comm, lay.offload_signal, target, "in-network broadcast",
+                       then=_answered(comm, joined))
         if rank != root and not mapped:
             yield lambda part=part: ch.home.read_into(lay.work, part)
 
@@ -208,15 +240,17 @@ def multicast_all_gather(comm, buf: memoryview, spans: list[tuple[int, int]]):
                                                     buf[a:z], timeout=comm.timeout)
         comm.chain_blocks += len(live)
         target = comm.chain_blocks
+        joined: list = []
         if comm.device_joins:
             yield _spread(comm, rank, lay.work + rank * chunk, max(z - a, 0),
-                          join=comm.areas[0].device)
+                          join=comm.areas[0].device, joined=joined)
         else:
             yield from gathered_start(comm, 0, "the other ranks' blocks")
             if rank == 0:
                 for b in live:
                     yield _spread(comm, b, lay.work + b * chunk, parts[b][1] - parts[b][0])
-        yield WordWait(comm, lay.offload_signal, target, "in-network all_gather")
+        yield WordWait(comm, lay.offload_signal, target, "in-network all_gather",
+                       then=_answered(comm, joined))
         for b in live:
             if b != rank:
                 a, z = parts[b]
@@ -226,20 +260,19 @@ def multicast_all_gather(comm, buf: memoryview, spans: list[tuple[int, int]]):
 
 def chain_allreduce(comm, src: memoryview, dst: memoryview, dtype: DType, op: RedOp, *,
                     deterministic: bool = False):
-    rank, lay, agent, ch = comm.rank, comm.layout, comm.agent, comm.channels
-    home = comm.areas[rank]
+    rank, lay = comm.rank, comm.layout
     devices = [a.device for a in comm.areas]
     gathered = chain_starts_gathered(comm)
+
+    joined: list = []
 
     def post(b: int, lo: int, hi: int, join: int | None = None):
         """Block b's chain descriptor, to the first device of its route or (``join``)
         to that meeting device (not waited for: the signal word says when the chain
         is through)."""
         route = devices if deterministic else devices[b:] + devices[:b]
-        return lambda: ch.track(agent.reduce_chain_nb(
-            route, comm.areas[b] + (lay.work + lo), hi - lo, dtype=dtype, op=op,
-            signal=home + lay.offload_signal, group=comm.group, join=join,
-            timeout=comm.timeout))
+        return _descriptor(comm, route, comm.areas[b] + (lay.work + lo), hi - lo,
+                           dtype=dtype, op=op, join=join, joined=joined)
 
     def body(spans):
         comm.chain_blocks += sum(1 for a, b in spans if b > a)  # empty blocks run no chain
@@ -255,7 +288,8 @@ def chain_allreduce(comm, src: memoryview, dst: memoryview, dtype: DType, op: Re
                 for b, (lo, hi) in enumerate(spans):
                     if hi > lo:
                         yield post(b, lo, hi)
-        yield WordWait(comm, lay.offload_signal, target, "in-network allreduce")
+        yield WordWait(comm, lay.offload_signal, target, "in-network allreduce",
+                       then=_answered(comm, joined))
 
     yield from rounds(comm, src, dst, DTYPE_SIZE[dtype], body, barrier=not gathered)
 

@@ -76,11 +76,11 @@ class WordWait(DeviceWords):
     """Ready once the home word at ``offset`` (in this rank's area) reaches ``value``:
     a device's signal word counting finished blocks, a start word counting ranks in."""
 
-    __slots__ = ("offset", "value")
+    __slots__ = ("offset", "value", "then")
 
-    def __init__(self, comm, offset: int, value: int, what: str):
+    def __init__(self, comm, offset: int, value: int, what: str, then=None):
         super().__init__(comm, what)
-        self.offset, self.value = offset, value
+        self.offset, self.value, self.then = offset, value, then
 
     def ready(self) -> bool:
         return self._settle(self.comm.channels.reached(self.offset, self.value))

@@ -7,7 +7,8 @@ apart the ranks run (one rank is made late at random), for the chain and the tre
 registered buffers, on ordinary arrays and on a buffer larger than the work area (two
 rounds); and the same of the devices' multicast broadcast and all_gather. Also: a
 non-blocking in-network collective returns before the devices finish (so ranks may meet
-elsewhere before its leader joins), and in-network requests beside another
+elsewhere before its leader joins), a join is answered by its round's signal, not by an
+ACK, and in-network requests beside another
 communicator's, waited in any order, all finish with their own results, under faults."""
 
 import textwrap
@@ -44,6 +45,13 @@ SCRIPT = textwrap.dedent("""
     for it in range(3):
         got = comm.all_reduce(np.full(3, (r + 1) * (it + 1), np.float32), algo="chain")
         assert (got == (n * (n + 1) // 2) * (it + 1)).all(), (it, got)
+    # each join went without asking for an ACK (NO_RESPONSE): its round's signal answered
+    # it, or, were the round slower than the retransmission timeout, a retransmission
+    rel = comm.agent.rel.counters
+    before = rel["answered"] + rel["retransmitted"]
+    for it in range(3):
+        comm.all_reduce(np.ones(3000, np.float32), algo="chain")
+    assert rel["answered"] + rel["retransmitted"] - before >= 3, rel
     # joined starts turned off: rounds open with a gathered start (rank 0 or the root leads)
     comm.device_joins = False
     for it in range(3):
