@@ -385,13 +385,17 @@ class Reliability:
 
     def answered(self, peer: Hashable, token: Any, now: float) -> list[Retired]:
         """Retire the outstanding datagrams to ``peer`` of ``token``: the caller knows
-        they arrived by other means (a NO_RESPONSE request whose effect it has seen)."""
+        they arrived by other means (a NO_RESPONSE request whose effect it has seen).
+        That is as good as an answer for the first-contact rule: the peer has seen
+        our numbers, so it no longer gets one datagram at a time."""
         p = self._peers.get(peer)
         if p is None:
             return []
         done: list[Retired] = []
         for e in [e for e in p.outstanding.values() if e.token is token]:
             self._retire(peer, p, e, now, done, sample=False)  # the delay is not the path's
+        if done:
+            p.anchored = True
         self.counters["answered"] += len(done)
         self._advance(p)
         return done

@@ -334,6 +334,20 @@ def test_a_quiet_request_is_retired_when_answered_without_an_rtt_sample():
     assert rel.answered(PEER, "join", 0.6) == [] and rel.answered(99, "join", 0.6) == []
 
 
+def test_a_quiet_first_request_answered_anchors_the_window():
+    """The first datagram to a peer goes alone until answered (SPEC §8.3); a quiet one
+    whose effect was seen counts as answered, so the next ones go together."""
+    rel = Reliability(initial_seq=40)
+    rel.submit(PEER, Packet(opcode=Opcode.REDUCE_FWD, flags=Flag.NO_RESPONSE), 0.0,
+               token="join", needs_reply=True)
+    assert [p.seq for _, p in rel.datagrams_to_send(0.0)] == [40]
+    for i in range(3):
+        rel.submit(PEER, _req(), 0.0, token=i)
+    assert rel.datagrams_to_send(0.01) == []           # 40 alone until answered
+    rel.answered(PEER, "join", 0.02)
+    assert [p.seq for _, p in rel.datagrams_to_send(0.02)] == [41, 42, 43]
+
+
 def test_a_late_quiet_request_asks_for_its_ack_when_retransmitted():
     """Past its retransmission timeout a quiet request goes again without NO_RESPONSE,
     so the receiver answers it, and that answer retires it like any other."""
