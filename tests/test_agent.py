@@ -5,6 +5,7 @@ byte-exact reads); a dead device fails pending operations with NetdamTimeout wit
 bound; every MTU works; a host watching words of its node's device is woken when one
 arrives."""
 
+import contextlib
 import os
 import signal
 import threading
@@ -432,41 +433,50 @@ def test_an_answer_waiting_when_its_timer_is_due_is_taken_not_resent():
             assert ag.rel.counters["retransmitted"] == 0
 
 
-def test_joined_starts_run_once_every_member_has_joined():
-    """Two hosts each hand their block's chain descriptor, flagged JOIN, to device 1
-    (SPEC §4.9): after the first, no chain has run; after the second, both blocks are
-    reduced and multicast with their signals on both devices. A join without a group is
-    a usage error before anything is sent."""
+@contextlib.contextmanager
+def _two_hosts_two_devices(reliability: RelConfig | None = None):
+    """Two agents (hosts 901 and 902) that both reach devices 1 and 2 of a two-node
+    cluster over UDP; the devices form multicast group 1."""
     from netdam.cluster import LocalCluster
     from netdam.control import ControlClient
-    from netdam.errors import UsageError
     with LocalCluster(nodes=2, mem_size=MEM) as c:
         client = ControlClient(c.coordinator, timeout=5)
         infos = {m["id"]: m["info"] for m in client.topology()["members"]
                  if m["role"] == "device"}
         client.close()
-        with Agent(host_id=901, timeout=5) as a, Agent(host_id=902, timeout=5) as b:
+        with Agent(host_id=901, timeout=5, reliability=reliability) as a, \
+                Agent(host_id=902, timeout=5, reliability=reliability) as b:
             for ag in (a, b):
                 for dev in (1, 2):
                     ag.add_device(infos[dev], path="udp")
-            data, signal_at, n = 4096, 64 << 10, 1024
-            for dev in (1, 2):
-                a.write(Addr(dev, data), np.full(2 * n, dev, np.float32))
-                a.write(Addr(dev, signal_at), bytes(8))
-            spans = {1: (a, 0, (1, 2)), 2: (b, n, (2, 1))}   # block -> host, first, route
-            for block, (ag, first, route) in spans.items():
-                ag.reduce_chain(route, Addr(route[0], data + 4 * first), 4 * n,
-                                dtype=DType.FLOAT32, op=RedOp.SUM,
-                                signal=Addr(route[0], signal_at), group=1, join=1)
-                if block == 1:       # held: nothing ran, nothing was signalled
-                    time.sleep(0.2)
-                    assert all(a.read(Addr(d, signal_at), 8) == bytes(8) for d in (1, 2))
-            for dev in (1, 2):
-                assert a.wait_signal(Addr(dev, signal_at), 2, timeout=5) >= 2
-                got = np.frombuffer(a.read(Addr(dev, data), 8 * n), np.float32)
-                assert (got == 3).all(), dev
-            with pytest.raises(UsageError, match="group"):
-                a.reduce_chain((1, 2), Addr(1, data), 64, dtype=DType.FLOAT32, join=1)
+            yield a, b
+
+
+def test_joined_starts_run_once_every_member_has_joined():
+    """Two hosts each hand their block's chain descriptor, flagged JOIN, to device 1
+    (SPEC §4.9): after the first, no chain has run; after the second, both blocks are
+    reduced and multicast with their signals on both devices. A join without a group is
+    a usage error before anything is sent."""
+    from netdam.errors import UsageError
+    with _two_hosts_two_devices() as (a, b):
+        data, signal_at, n = 4096, 64 << 10, 1024
+        for dev in (1, 2):
+            a.write(Addr(dev, data), np.full(2 * n, dev, np.float32))
+            a.write(Addr(dev, signal_at), bytes(8))
+        spans = {1: (a, 0, (1, 2)), 2: (b, n, (2, 1))}   # block -> host, first, route
+        for block, (ag, first, route) in spans.items():
+            ag.reduce_chain(route, Addr(route[0], data + 4 * first), 4 * n,
+                            dtype=DType.FLOAT32, op=RedOp.SUM,
+                            signal=Addr(route[0], signal_at), group=1, join=1)
+            if block == 1:       # held: nothing ran, nothing was signalled
+                time.sleep(0.2)
+                assert all(a.read(Addr(d, signal_at), 8) == bytes(8) for d in (1, 2))
+        for dev in (1, 2):
+            assert a.wait_signal(Addr(dev, signal_at), 2, timeout=5) >= 2
+            got = np.frombuffer(a.read(Addr(dev, data), 8 * n), np.float32)
+            assert (got == 3).all(), dev
+        with pytest.raises(UsageError, match="group"):
+            a.reduce_chain((1, 2), Addr(1, data), 64, dtype=DType.FLOAT32, join=1)
 
 
 def test_quiet_joins_are_answered_by_the_signal_or_asked_again_when_late():
@@ -474,52 +484,44 @@ def test_quiet_joins_are_answered_by_the_signal_or_asked_again_when_late():
     pending until its host has seen the round's signal and says ``answered``, and no
     ACK for them ever arrives. In a second round host a's join waits longer than its
     retransmission timeout for b's: the retransmission asks for the ACK, which finishes
-    the handle, and the device applies the join once (the sums are those of one round)."""
-    from netdam.cluster import LocalCluster
-    from netdam.control import ControlClient
-    with LocalCluster(nodes=2, mem_size=MEM) as c:
-        client = ControlClient(c.coordinator, timeout=5)
-        infos = {m["id"]: m["info"] for m in client.topology()["members"]
-                 if m["role"] == "device"}
-        client.close()
-        with Agent(host_id=901, timeout=5) as a, Agent(host_id=902, timeout=5) as b:
-            for ag in (a, b):
-                for dev in (1, 2):
-                    ag.add_device(infos[dev], path="udp")
-            data, signal_at, n = 4096, 64 << 10, 1024
-            spans = ((a, 0, (1, 2)), (b, n, (2, 1)))     # host, first element, route
+    the handle, and the device applies the join once (the sums are those of one round).
+    (A retransmission timeout of 0.3 s keeps a slow machine from retransmitting in the
+    first round.)"""
+    with _two_hosts_two_devices(RelConfig(rto_initial=0.3, rto_min=0.3, rto_max=0.6)) \
+            as (a, b):
+        data, signal_at, n = 4096, 64 << 10, 1024
+        spans = ((a, 0, (1, 2)), (b, n, (2, 1)))     # host, first element, route
 
-            def round_(expect: int, late: float) -> list:
-                for dev in (1, 2):
-                    a.write(Addr(dev, data), np.full(2 * n, dev, np.float32))
-                hs = []
-                for ag, first, route in spans:
-                    hs.append(ag.reduce_chain_nb(
-                        route, Addr(route[0], data + 4 * first), 4 * n, dtype=DType.FLOAT32,
-                        signal=Addr(route[0], signal_at), group=1, join=1, quiet=True))
-                    end = time.monotonic() + late
-                    while time.monotonic() < end:
-                        ag.progress(0.005)
-                for dev in (1, 2):
-                    assert a.wait_signal(Addr(dev, signal_at), expect, timeout=5) >= expect
-                    got = np.frombuffer(a.read(Addr(dev, data), 8 * n), np.float32)
-                    assert (got == 3).all(), dev
-                return hs
+        def round_(expect: int, late: float) -> list:
+            for dev in (1, 2):
+                a.write(Addr(dev, data), np.full(2 * n, dev, np.float32))
+            hs = []
+            for ag, first, route in spans:
+                hs.append(ag.reduce_chain_nb(
+                    route, Addr(route[0], data + 4 * first), 4 * n, dtype=DType.FLOAT32,
+                    signal=Addr(route[0], signal_at), group=1, join=1, quiet=True))
+                end = time.monotonic() + late
+                while time.monotonic() < end:
+                    ag.progress(0.005)
+            for dev in (1, 2):
+                assert a.wait_signal(Addr(dev, signal_at), expect, timeout=5) >= expect
+                got = np.frombuffer(a.read(Addr(dev, data), 8 * n), np.float32)
+                assert (got == 3).all(), dev
+            return hs
 
-            hs = round_(2, 0.0)
-            assert not any(h.done() for h in hs)           # no ACK: still pending
-            for ag, h in zip((a, b), hs):
-                ag.answered(h)
-                assert h.done() and h.wait(0) is None
-            time.sleep(0.05)
-            for ag in (a, b):
-                ag.progress(0.0)
-                assert ag.rel.counters["retransmitted"] == 0
-                assert ag.rel.counters["duplicate_replies"] == 0
-                assert ag.rel.counters["answered"] == 1
-            late = 4 * a.rel.rto(1)
-            hs = round_(4, late)
-            assert a.rel.counters["retransmitted"] >= 1 and hs[0].done()
-            for ag, h in zip((a, b), hs):
-                ag.answered(h)
-                h.wait(1)
+        hs = round_(2, 0.0)
+        assert not any(h.done() for h in hs)           # no ACK: still pending
+        for ag, h in zip((a, b), hs):
+            ag.answered(h)
+            assert h.done() and h.wait(0) is None
+        time.sleep(0.05)
+        for ag in (a, b):
+            ag.progress(0.0)
+            assert ag.rel.counters["retransmitted"] == 0
+            assert ag.rel.counters["duplicate_replies"] == 0
+            assert ag.rel.counters["answered"] == 1
+        hs = round_(4, 2 * a.rel.rto(1))
+        assert a.rel.counters["retransmitted"] >= 1 and hs[0].done()
+        for ag, h in zip((a, b), hs):
+            ag.answered(h)
+            h.wait(1)
