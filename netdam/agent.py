@@ -614,21 +614,6 @@ class Agent(Completer, Waiting):
     def wait_all(self, handles, timeout: float | None = None) -> list:
         return [h.wait(timeout) for h in handles]
 
-    def flush(self, timeout: float | None = None) -> None:
-        """Wait until every datagram this agent has sent is answered or has failed (as
-        MPI_Win_flush_all completes a process's outstanding operations); a failure
-        stays its handle's. A benchmark flushes before it starts a timer, so what an
-        earlier step left unanswered (a barrier's last pieces) is not charged to the
-        step it times. ``NetdamTimeout`` past ``timeout`` (default: the agent's)."""
-        end = time.monotonic() + (self.timeout if timeout is None else timeout)
-        while not self.rel.idle():
-            left = end - time.monotonic()
-            if left <= 0:
-                raise NetdamTimeout(f"flush: not every datagram answered after "
-                                    f"{self.timeout if timeout is None else timeout:g} s "
-                                    f"({self.rel.in_flight()} outstanding)")
-            self.progress(min(left, 0.01))
-
     def _finish(self, h: Handle, error: BaseException | None = None) -> None:
         if h.finished:
             return

@@ -240,28 +240,6 @@ def test_killed_device_fails_pending_operations_within_the_bound(path):
         dev.kill()
 
 
-def test_flush_waits_until_everything_sent_is_answered():
-    """``flush`` returns once nothing sent is unanswered (every handle of a burst of
-    non-blocking writes done, with nobody waiting on them); towards a stopped device it
-    raises NetdamTimeout at its bound, and the operations keep their own outcome."""
-    with _device(dev_id=6) as dev, Agent(timeout=5) as ag:
-        ag.add_device(dev.info, path="udp")
-        hs = [ag.write_nb(Addr(6, 8192 * i), bytes([i]) * 5000) for i in range(8)]
-        ag.flush()
-        assert all(h.done() for h in hs) and ag.rel.in_flight() == 0
-        os.kill(dev.pid, signal.SIGSTOP)
-        try:
-            h = ag.write_nb(Addr(6, 0), b"late")
-            start = time.monotonic()
-            with pytest.raises(NetdamTimeout, match=r"flush: .* \(1 outstanding\)"):
-                ag.flush(0.3)
-            assert 0.3 <= time.monotonic() - start < 1.5 and not h.done()
-        finally:
-            os.kill(dev.pid, signal.SIGCONT)
-        assert h.wait(5) is None
-        ag.flush()
-
-
 @pytest.mark.parametrize("mtu", [1500, 9000, MAX_DATAGRAM])
 def test_every_mtu(mtu):
     with _device("--mtu", mtu, dev_id=9) as dev, Agent(timeout=5, mtu=mtu) as ag:

@@ -23,9 +23,10 @@ Sizes are nccl-tests' too: an all_gather's is the gathered array (each rank give
 ``check.input_count``), every other collective's is each rank's buffer; ``count`` is the
 size in elements.
 
-Each timed iteration starts after a barrier and a flush (``Agent.flush``: every answer
-the barrier still had coming is taken first), so time and host CPU are the collective's
-own; each rank measures its whole process (every thread), from its call to its return.
+Each timed iteration starts after a barrier and a flush (``Channels.flush``: every
+answer the barrier still had coming is taken first), so time and host CPU are the
+collective's own; each rank measures its whole process (every thread), from its call
+to its return.
 
 Paths: ranks run one per device; ``--nodes N --devices-per-node K`` makes N x K ranks.
 Ranks on one node talk over shared memory, ranks on different nodes over UDP, so

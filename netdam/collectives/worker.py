@@ -145,7 +145,7 @@ def run_case(comm, case: dict) -> dict:
     for i in range(case.get("warmup", 1) + case.get("iters", 1)):
         arg = _prepare(comm, case, inputs[rank])
         comm.barrier()
-        comm.agent.flush()      # the barrier's last answers are the barrier's, not timed
+        comm.channels.flush()   # the barrier's last answers are the barrier's, not timed
         c0 = _cpu_seconds()
         t0 = time.perf_counter()
         got = _run_once(comm, case, arg)
