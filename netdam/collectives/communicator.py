@@ -327,8 +327,10 @@ class Communicator:
             self._staged(f"all_reduce({name})", x, res)
             src = as_bytes(x)
             dst = src if res is x else as_bytes(res)   # in place: one buffer to look at
-            gen = offload.chain_allreduce(self, src, dst, dt, rop, deterministic=det) \
-                if name == "chain" else offload.tree_allreduce(self, src, dst, dt, rop)
+            at_work = self._at_work(x), self._at_work(res)
+            gen = offload.chain_allreduce(self, src, dst, dt, rop, deterministic=det,
+                                          at_work=at_work) if name == "chain" \
+                else offload.tree_allreduce(self, src, dst, dt, rop, at_work=at_work)
             return self._start(f"all_reduce({name})", gen, lambda: res, block,
                                inline=self._waits_only(name))
         res = self._out(x, out)
@@ -453,6 +455,8 @@ class Communicator:
         """The result array (``out``, checked, or a new one), contents undefined."""
         if out is None:
             return np.empty_like(x)
+        if out is x:                    # in place (x is contiguous already)
+            return out
         if out.shape != x.shape or out.dtype != x.dtype or not out.flags.c_contiguous:
             raise UsageError(f"out must be a contiguous {x.dtype} array of shape {x.shape}")
         return out

@@ -76,7 +76,7 @@ def _is_work(comm, buf: memoryview) -> bool:
 
 
 def rounds(comm, src: memoryview, dst: memoryview, esize: int, body, *,
-           barrier: bool = True):
+           barrier: bool = True, at_work: tuple[bool, bool] | None = None):
     """Run an in-device algorithm round by round: each round puts this rank's part of
     ``src`` in its device's work area, meets the others at a barrier (unless ``body``
     opens the round itself, ``barrier=False``), runs ``body(spans)`` (which leaves the
@@ -92,13 +92,18 @@ def rounds(comm, src: memoryview, dst: memoryview, esize: int, body, *,
     round cannot start before this rank has written it, because of the next round's
     opening barrier (or, for a gathered start, because rank 0 starts them only after
     this rank's atomic for that round; for a joined start, because rank 0's device
-    starts none before it holds this rank's descriptor for that round)."""
+    starts none before it holds this rank's descriptor for that round).
+
+    ``at_work``: whether ``src`` and ``dst`` start at the work area, when the caller
+    knows already (the communicator does); else asked here."""
     n, rank, lay = comm.size, comm.rank, comm.layout
     home = comm.areas[rank]
     step = lay.work_bytes - lay.work_bytes % (esize * n)
     # only a round that starts where its buffer starts can be the work area itself
-    src_work = _is_work(comm, src)
-    dst_work = src_work if dst is src else _is_work(comm, dst)
+    if at_work is None:
+        src_work = _is_work(comm, src)
+        at_work = src_work, src_work if dst is src else _is_work(comm, dst)
+    src_work, dst_work = at_work
     for start in range(0, len(src), step):
         part = src[start:start + step]
         out = dst[start:start + len(part)]
@@ -259,7 +264,7 @@ def multicast_all_gather(comm, buf: memoryview, spans: list[tuple[int, int]]):
 
 
 def chain_allreduce(comm, src: memoryview, dst: memoryview, dtype: DType, op: RedOp, *,
-                    deterministic: bool = False):
+                    deterministic: bool = False, at_work: tuple[bool, bool] | None = None):
     rank, lay = comm.rank, comm.layout
     devices = [a.device for a in comm.areas]
     gathered = chain_starts_gathered(comm)
@@ -291,7 +296,8 @@ def chain_allreduce(comm, src: memoryview, dst: memoryview, dtype: DType, op: Re
         yield WordWait(comm, lay.offload_signal, target, "in-network allreduce",
                        then=_answered(comm, joined))
 
-    yield from rounds(comm, src, dst, DTYPE_SIZE[dtype], body, barrier=not gathered)
+    yield from rounds(comm, src, dst, DTYPE_SIZE[dtype], body, barrier=not gathered,
+                      at_work=at_work)
 
 
 def tree_children(pos: int, n: int, radix: int) -> range:
@@ -304,7 +310,8 @@ def tree_parent(pos: int, radix: int) -> int:
     return (pos - 1) // radix
 
 
-def tree_allreduce(comm, src: memoryview, dst: memoryview, dtype: DType, op: RedOp):
+def tree_allreduce(comm, src: memoryview, dst: memoryview, dtype: DType, op: RedOp, *,
+                   at_work: tuple[bool, bool] | None = None):
     n, rank, lay, agent, ch = comm.size, comm.rank, comm.layout, comm.agent, comm.channels
     home = comm.areas[rank]
     devices = [a.device for a in comm.areas]
@@ -341,5 +348,5 @@ def tree_allreduce(comm, src: memoryview, dst: memoryview, dtype: DType, op: Red
                               for b, w in want.items()], "aggregation")
         yield WordWait(comm, lay.offload_signal, target, "aggregation tree result")
 
-    yield from rounds(comm, src, dst, DTYPE_SIZE[dtype], body)
+    yield from rounds(comm, src, dst, DTYPE_SIZE[dtype], body, at_work=at_work)
 
