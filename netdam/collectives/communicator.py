@@ -3,8 +3,8 @@
 Owns the user-facing collective API (``all_reduce, reduce, broadcast, all_gather,
 reduce_scatter, all_to_all, all_to_allv, barrier``, each with a ``*_nb`` form returning a
 ``Request``), argument checking, the choice of algorithm (``algo=`` or automatic), and
-the progress engine that runs algorithm generators (algorithms.py, offload.py) over the
-point-to-point channels (p2p.py). Non-blocking collectives of one communicator run in
+the queue of requests (request.py) that run algorithm generators (algorithms.py,
+offload.py) over the point-to-point channels (p2p.py). Non-blocking collectives of one communicator run in
 the order they were started, like MPI's; they progress whenever any request of the
 communicator, its world or a sibling split is waited on or tested, so ranks may wait on
 the requests of different communicators in different orders.
@@ -13,7 +13,6 @@ the requests of different communicators in different orders.
 from __future__ import annotations
 
 import functools
-import time
 from collections import deque
 from typing import Any, Callable
 
@@ -21,12 +20,11 @@ import numpy as np
 
 from firmware_model import alu
 from firmware_model import fp8 as fp8_codec
-from netdam.agent import Addr, Agent, NetdamTimeout
+from netdam.agent import Addr, Agent
 from netdam.collectives import algorithms as A
 from netdam.collectives import moe, offload, scaleup
 from netdam.collectives.p2p import Channels, Layout, address_of, as_bytes
-from netdam.collectives.schedule import Recv, ScheduleError, Send
-from netdam.collectives.steps import Gated
+from netdam.collectives.request import Request
 from netdam.collectives.types import resolve_dtype, resolve_op
 from netdam.errors import NetdamError, UsageError
 from netdam.wire.fields import DType, RedOp
@@ -58,86 +56,6 @@ LARGE = 1 << 20
 LARGE_SHARED = 4 << 20
 #: sub-communicators one communicator can split off (each gets its own slots)
 MAX_SPLITS = 3
-
-
-class Request:
-    """A collective in flight: ``test()`` advances it without blocking, ``wait()`` until
-    done (returns its result)."""
-
-    def __init__(self, comm: "Communicator", name: str, gen, finish: Callable[[], Any]):
-        self.comm, self.name, self._gen, self._finish = comm, name, gen, finish
-        self._value: Any = None
-        self._recv: tuple[Recv, bytearray, int] | None = None
-        self._gated: Gated | None = None   # a step waiting for words (steps.py)
-        self._started = False
-        self._returned = False
-        self.finished = False
-        self.result: Any = None
-        self.error: BaseException | None = None
-
-    def _advance(self) -> bool:
-        """Run until blocked; True when the algorithm has returned and every piece it sent
-        has left this rank (a piece still waiting for credit would otherwise be stranded
-        when the rank moves on to another communicator)."""
-        ch = self.comm.channels
-        if self._returned:
-            return not ch.queued_pieces
-        while True:
-            if self._recv is not None:
-                op, buf, i = self._recv
-                i = ch.recv_some(op, buf, i)
-                if i < ch.pieces(op.nbytes):
-                    self._recv = (op, buf, i)
-                    return False
-                self._recv, self._value = None, memoryview(buf)
-            if self._gated is not None:
-                if not self._gated.ready():
-                    return False
-                step, self._gated = self._gated, None
-                self._value = step.proceed()
-            try:
-                op = self._gen.send(self._value) if self._started else next(self._gen)
-            except StopIteration:
-                self._returned = True
-                return not ch.queued_pieces
-            self._started, self._value = True, None
-            if isinstance(op, Send):
-                ch.send(op)
-            elif isinstance(op, Recv):
-                self._recv = (op, bytearray(op.nbytes), 0)
-            elif isinstance(op, Gated):    # runs once the words it waits for are in
-                self._gated = op
-            elif callable(op):             # a step of an offloaded algorithm
-                self._value = op()
-            else:
-                raise ScheduleError(f"{self.name} yielded {op!r}")
-
-    def test(self) -> bool:
-        self.comm._progress()
-        if not self.finished:
-            self.comm._progress_others()
-        return self.finished
-
-    def done(self) -> bool:
-        return self.test()
-
-    def wait(self, timeout: float | None = None):
-        bound = self.comm.timeout if timeout is None else timeout
-        deadline = time.monotonic() + bound
-        while not self.finished:
-            self.comm._progress()
-            if self.finished:
-                break
-            self.comm._progress_others()
-            if time.monotonic() > deadline:
-                self.comm.broken = self.comm.broken or f"{self.name} timed out"
-                waiting = "" if self._gated is None else f" ({self._gated.stalled()})"
-                raise NetdamTimeout(f"rank {self.comm.rank}: {self.name} did not finish "
-                                    f"within {bound:g} s{waiting}")
-            self.comm.channels.idle()
-        if self.error is not None:
-            raise self.error
-        return self.result
 
 
 class Communicator:

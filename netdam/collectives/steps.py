@@ -2,7 +2,7 @@
 words that others bump or store (a device's signal word, a peer's posted word).
 
 Owns the contract between the algorithms (offload.py, scaleup.py, moe.py) and the
-progress engine (``Request`` in communicator.py). A ``Gated`` step is ready or not:
+progress engine (``Request`` in request.py). A ``Gated`` step is ready or not:
 
 - ``ready()`` reads each word it waits for once and never blocks longer; a word found
   short is noted with the rank's channels, so the rank's next sleep watches it (the home
