@@ -74,15 +74,28 @@ def _mtu_spin(env) -> tuple[int, float]:
     return mtu, spin
 
 
+def _flag(env, name: str, default: str) -> bool:
+    """An on/off setting of the environment: 0 or 1, else a UsageError naming it."""
+    flag = env.get(name, default)
+    if flag not in ("0", "1"):
+        raise UsageError(f"{name}={flag!r}: expected 0 or 1")
+    return flag == "1"
+
+
 def init(*, timeout: float = 30.0, deterministic: bool = False, env=None,
-         layout: Layout | None = None, load_store: bool | None = None) -> Communicator:
+         layout: Layout | None = None, load_store: bool | None = None,
+         check_args: bool | None = None) -> Communicator:
     """Join the job described by the environment; return the world communicator.
 
     ``load_store``: whether ranks of one node reach each other's areas with loads and
     stores (``netdam.collectives.scaleup``) instead of device operations; default: yes,
     unless NETDAM_LOAD_STORE=0 or this rank captures its datagrams (NETDAM_PCAP), so
     that a capture shows every exchange. It holds for the job only if it holds for every
-    rank (each publishes its own when it registers), so all ranks choose alike."""
+    rank (each publishes its own when it registers), so all ranks choose alike.
+
+    ``check_args``: before each collective, check that every rank passed the same
+    arguments (``netdam.collectives.agree``), at the cost of one small all-gather per
+    call; default: NETDAM_CHECK_ARGS=1. On for the job if any rank asks for it."""
     env = os.environ if env is None else env
     b = detect(env)
     if b.coordinator is None:
@@ -99,20 +112,19 @@ def init(*, timeout: float = 30.0, deterministic: bool = False, env=None,
     mine = [m for m in devices if m["node"] == b.node] or devices
     home = mine[b.local_rank % len(mine)]
 
-    if load_store is None:
-        flag = env.get("NETDAM_LOAD_STORE", "1")
-        if flag not in ("0", "1"):
-            client.close()
-            raise UsageError(f"NETDAM_LOAD_STORE={flag!r}: expected 0 or 1")
-        load_store = flag == "1" and not env.get(ENV_PCAP)
     try:
+        if load_store is None:
+            load_store = _flag(env, "NETDAM_LOAD_STORE", "1") and not env.get(ENV_PCAP)
+        if check_args is None:
+            check_args = _flag(env, "NETDAM_CHECK_ARGS", "0")
         mtu, spin = _mtu_spin(env)
     except UsageError:
         client.close()
         raise
     reply = client.register("host", node=b.node, name=f"rank{b.rank}",
                             info={"job": job, "rank": b.rank, "home": home["id"],
-                                  "load_store": bool(load_store)})
+                                  "load_store": bool(load_store),
+                                  "check_args": bool(check_args)})
     beat: dict = {}
     client.start_heartbeat(0.5, lambda: beat)
     bind = env.get("NETDAM_BIND", "127.0.0.1")
@@ -134,7 +146,7 @@ def init(*, timeout: float = 30.0, deterministic: bool = False, env=None,
         for m in devices:
             if m["node"] != b.node:
                 agent.add_device(m["info"], path="udp" if via is None else "relay", via=via)
-        ranks, load_store = _wait_for_job(client, job, b.world_size, timeout)
+        ranks, load_store, check_args = _wait_for_job(client, job, b.world_size, timeout)
         # areas: ranks sharing a home device are packed in rank order
         per_device: dict[int, int] = {}
         for r in range(b.world_size):
@@ -155,6 +167,7 @@ def init(*, timeout: float = 30.0, deterministic: bool = False, env=None,
                             deterministic=deterministic, control=client,
                             nodes=[node_of[ranks[r]] for r in range(b.world_size)],
                             load_store=load_store)
+        comm.check_args = check_args
         # the start-up barrier: my counters are zero before anyone can send to me
         comm.channels.reset()
         beat.update(ready=job)
@@ -174,15 +187,16 @@ def _job_hosts(client: ControlClient, job: str) -> list[dict]:
 
 
 def _wait_for_job(client: ControlClient, job: str, size: int,
-                  timeout: float) -> tuple[dict[int, int], bool]:
-    """Rank -> home device of every rank of ``job``, once all have registered, and
-    whether every one of them allows load/store."""
+                  timeout: float) -> tuple[dict[int, int], bool, bool]:
+    """Rank -> home device of every rank of ``job``, once all have registered, whether
+    every one of them allows load/store, and whether any asks for argument checks."""
     deadline = time.monotonic() + timeout
     while True:
         hosts = [m for m in _job_hosts(client, job) if m["alive"]]
         ranks = {m["info"]["rank"]: m["info"]["home"] for m in hosts}
         if len(ranks) == size:
-            return ranks, all(m["info"].get("load_store", False) for m in hosts)
+            return (ranks, all(m["info"].get("load_store", False) for m in hosts),
+                    any(m["info"].get("check_args", False) for m in hosts))
         if time.monotonic() > deadline:
             raise NetdamError(f"only {len(ranks)} of {size} ranks of job {job!r} joined "
                               f"within {timeout:g} s")

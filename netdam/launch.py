@@ -122,6 +122,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--mtu", type=int, default=None, help="datagram size (default 65000)")
     p.add_argument("--pcap", metavar="FILE", help="write every netdam datagram to FILE")
     p.add_argument("--timeout", type=float, default=None, help="give up after SECONDS")
+    p.add_argument("--check-args", action="store_true",
+                   help="check before each collective that every rank passed the same "
+                        "arguments (NETDAM_CHECK_ARGS=1)")
     add_fault_arguments(p)
     p.add_argument("script", help="Python script (or a program, with --exec)")
     p.add_argument("args", nargs=argparse.REMAINDER, help="arguments of the script")
@@ -150,6 +153,7 @@ def run(args: argparse.Namespace) -> int:
     with LocalCluster(nodes=nodes, devices_per_node=args.devices_per_node,
                       mem_size=args.mem_size, mtu=args.mtu, pcap=args.pcap, **faults) as c:
         try:
-            return run_hosts(c, args.nprocs, argv, timeout=args.timeout, bind=args.bind)
+            return run_hosts(c, args.nprocs, argv, timeout=args.timeout, bind=args.bind,
+                             extra_env={"NETDAM_CHECK_ARGS": "1"} if args.check_args else None)
         except KeyboardInterrupt:
             return 130

@@ -116,7 +116,8 @@ SCRIPT = textwrap.dedent("""
     comm = netdam.init(timeout=20)
     x = np.full(4, comm.rank + 1, np.int64)
     total = comm.all_reduce(x)
-    print("rank", comm.rank, "of", comm.size, "sum", int(total[0]))
+    print("rank", comm.rank, "of", comm.size, "sum", int(total[0]),
+          "checked" if comm.check_args else "unchecked")
     sys.exit(int(sys.argv[1]) if comm.rank == comm.size - 1 else 0)
 """)
 
@@ -163,7 +164,13 @@ def test_netdam_launch_command(tmp_path):
     p = subprocess.run([sys.executable, "-m", "netdam", "launch", "-n", "2", str(script), "0"],
                        capture_output=True, text=True, timeout=90)
     assert p.returncode == 0, p.stderr
-    assert "[0] rank 0 of 2 sum 3" in p.stdout and "[1] rank 1 of 2 sum 3" in p.stdout
+    assert "[0] rank 0 of 2 sum 3 unchecked" in p.stdout and "[1] rank 1 of 2 sum 3" in p.stdout
+    checked = subprocess.run([sys.executable, "-m", "netdam", "launch", "-n", "2",
+                              "--check-args", str(script), "0"],
+                             capture_output=True, text=True, timeout=90)
+    assert checked.returncode == 0, checked.stderr
+    assert "[0] rank 0 of 2 sum 3 checked" in checked.stdout, checked.stdout
+    assert "[1] rank 1 of 2 sum 3 checked" in checked.stdout, checked.stdout
     assert _orphans() <= before
     for argv, text in ((["-n", "0", str(script)], "must be at least 1"),
                        (["-n", "1", "--timeout", "0", str(script)], "--timeout must be positive"),

@@ -2,8 +2,9 @@
 
 Owns the user-facing collective API (``all_reduce, reduce, broadcast, all_gather,
 reduce_scatter, all_to_all, all_to_allv, barrier``, each with a ``*_nb`` form returning a
-``Request``), argument checking, the choice of algorithm (``algo=`` or automatic), and
-the queue of requests (request.py) that run algorithm generators (algorithms.py,
+``Request``), argument checking (and, with ``check_args``, the check that every rank
+passed the same arguments: agree.py), the choice of algorithm (``algo=`` or automatic),
+and the queue of requests (request.py) that run algorithm generators (algorithms.py,
 offload.py) over the point-to-point channels (p2p.py). Non-blocking collectives of one communicator run in
 the order they were started, like MPI's; they progress whenever any request of the
 communicator, its world or a sibling split is waited on or tested, so ranks may wait on
@@ -22,7 +23,7 @@ from firmware_model import alu
 from firmware_model import fp8 as fp8_codec
 from netdam.agent import Addr, Agent
 from netdam.collectives import algorithms as A
-from netdam.collectives import moe, offload, scaleup
+from netdam.collectives import agree, moe, offload, scaleup
 from netdam.collectives.p2p import Channels, Layout, address_of, as_bytes
 from netdam.collectives.request import Request
 from netdam.collectives.types import resolve_dtype, resolve_op
@@ -99,6 +100,9 @@ class Communicator:
         self._work: np.ndarray | None = None    # the mapped work area (work_buffer)
         self._work_address: int | None = None   # ... and where it starts (asked per call)
         self._at_work_last = None   # the last array found to start there (``_at_work``)
+        #: before each collective, check that every rank passed the same arguments
+        #: (``agree``; NETDAM_CHECK_ARGS): one small all-gather more per call
+        self.check_args = False
 
     # -- registered buffers --------------------------------------------------------------
     def work_buffer(self, count: int, dtype="float32") -> np.ndarray:
@@ -190,7 +194,8 @@ class Communicator:
             # could pair the wrong messages (RELIABILITY.md, retries)
             raise NetdamError(f"rank {self.rank}: communicator broken by an earlier "
                               f"failure ({self.broken}); start a new job")
-        if inline and block and not self._queue and not self._others_to_advance():
+        if inline and block and not self.check_args and not self._queue and \
+                not self._others_to_advance():
             try:
                 for step in gen:
                     step()
@@ -204,6 +209,12 @@ class Communicator:
         return req.wait() if block else req
 
     # -- helpers -------------------------------------------------------------------------
+    def _checked(self, gen, collective: str, **call):
+        """``gen`` after the check that every rank called ``collective`` with the same
+        arguments (``call``, as ``agree.fingerprint`` takes them; ``check_args``)."""
+        return agree.checked(self.rank, self.size,
+                             agree.fingerprint(self.size, collective, **call), gen)
+
     def _waits_only(self, algo: str) -> bool:
         """Whether ``algo``'s generator only waits on memory (``_start``'s ``inline``):
         a load/store round (``scaleup``), or an in-network algorithm whose rounds start
@@ -249,19 +260,21 @@ class Communicator:
             gen = offload.chain_allreduce(self, src, dst, dt, rop, deterministic=det,
                                           at_work=at_work) if name == "chain" \
                 else offload.tree_allreduce(self, src, dst, dt, rop, at_work=at_work)
-            return self._start(f"all_reduce({name})", gen, lambda: res, block,
-                               inline=self._waits_only(name))
-        res = self._out(x, out)
-        buf = as_bytes(res)
-        if name == "hierarchical":
-            self._hier_comms()   # collective splits, before this request is queued
-            gen = self._hierarchical(res, op, dtype)
-        elif name == "load_store":
-            gen = scaleup.allreduce_load_store(self, buf, red)
-        elif det and name != "one_shot":     # one-shot sums in rank order already
-            gen = A.allreduce_canonical(self.rank, self.size, buf, esize, red)
         else:
-            gen = A.ALLREDUCE[name](self.rank, self.size, buf, esize, red)
+            res = self._out(x, out)
+            buf = as_bytes(res)
+            if name == "hierarchical":
+                self._hier_comms()   # collective splits, before this request is queued
+                gen = self._hierarchical(res, op, dtype)
+            elif name == "load_store":
+                gen = scaleup.allreduce_load_store(self, buf, red)
+            elif det and name != "one_shot":     # one-shot sums in rank order already
+                gen = A.allreduce_canonical(self.rank, self.size, buf, esize, red)
+            else:
+                gen = A.ALLREDUCE[name](self.rank, self.size, buf, esize, red)
+        if self.check_args:
+            gen = self._checked(gen, "all_reduce", algorithm=name, reproducible=det,
+                                dtype=x.dtype, reduce_dtype=dt, op=rop, count=x.size)
         return self._start(f"all_reduce({name})", gen, lambda: res, block,
                            inline=self._waits_only(name))
 
@@ -394,6 +407,9 @@ class Communicator:
                                         x.dtype.itemsize, red)
         else:
             gen = A.reduce_binomial(self.rank, self.size, as_bytes(work), root, red)
+        if self.check_args:
+            gen = self._checked(gen, "reduce", dtype=x.dtype, reduce_dtype=dt, op=rop,
+                                root=root, count=x.size)
 
         def finish():
             if self.rank != root:
@@ -422,6 +438,9 @@ class Communicator:
             gen = scaleup.broadcast_load_store(self, as_bytes(x), root)
         else:
             gen = A.broadcast_binomial(self.rank, self.size, as_bytes(x), root)
+        if self.check_args:
+            gen = self._checked(gen, "broadcast", algorithm=name, dtype=x.dtype, root=root,
+                                count=x.size)
         return self._start("broadcast", gen, lambda: x, block,
                            inline=self._waits_only(name))
 
@@ -449,6 +468,9 @@ class Communicator:
             gen = scaleup.all_gather_load_store(self, as_bytes(res), spans)
         else:
             gen = A.all_gather_ring(self.rank, self.size, as_bytes(res), spans)
+        if self.check_args:
+            gen = self._checked(gen, "all_gather", algorithm=name, dtype=x.dtype,
+                                shape=x.shape)
         return self._start("all_gather", gen, lambda: res, block,
                            inline=self._waits_only(name))
 
@@ -522,6 +544,10 @@ class Communicator:
         else:
             fn = A.reduce_scatter_canonical if self.deterministic else A.reduce_scatter_ring
             gen = fn(self.rank, self.size, buf, spans, red)
+        if self.check_args:
+            gen = self._checked(gen, "reduce_scatter", dtype=x.dtype, reduce_dtype=dt,
+                                op=rop, count=x.size, counts=None if counts is None else
+                                [(hi - lo) // x.dtype.itemsize for lo, hi in spans])
         es = x.dtype.itemsize
         lo, hi = spans[self.rank]
         return self._start("reduce_scatter", gen, lambda: work[lo // es:hi // es].copy(),
@@ -552,6 +578,8 @@ class Communicator:
             res = np.empty(x.size, x.dtype)
             gen = scaleup.all_to_all_load_store(self, as_bytes(x), as_bytes(res),
                                                 x.nbytes // self.size)
+            if self.check_args:     # (the other branch's all_to_allv checks its counts)
+                gen = self._checked(gen, "all_to_all", dtype=x.dtype, shape=x.shape)
             req = self._start("all_to_all", gen, lambda: res, block, inline=True)
         else:
             counts = [per * int(np.prod(x.shape[1:], dtype=np.int64))] * self.size
@@ -577,6 +605,9 @@ class Communicator:
         recv_spans = self._spans(res, recv_counts)
         gen = A.all_to_all_pairwise(self.rank, self.size, as_bytes(x), send_spans,
                                     as_bytes(res), recv_spans)
+        if self.check_args:
+            gen = self._checked(gen, "all_to_allv", dtype=x.dtype, recv_counts=recv_counts,
+                                counts=[(hi - lo) // x.dtype.itemsize for lo, hi in send_spans])
         return self._start("all_to_allv", gen, lambda: res, block)
 
     def barrier(self, *, block: bool = True):
@@ -584,6 +615,8 @@ class Communicator:
         each other's areas (``scaleup``), else a dissemination barrier of messages."""
         gen = scaleup.barrier_load_store(self) if self.load_store_ok else \
             A.barrier_dissemination(self.rank, self.size)
+        if self.check_args:
+            gen = self._checked(gen, "barrier")
         return self._start("barrier", gen, lambda: None, block, inline=self.load_store_ok)
 
     # -- expert parallelism (moe.py) -------------------------------------------------------
@@ -600,7 +633,11 @@ class Communicator:
                      fp8)
         if self.node_groups is None:
             self.node_groups = moe.node_groups(self)   # collective, once, before queueing
-        return self._start("moe_dispatch", moe.dispatch(self, p), lambda: p.result, block)
+        gen = moe.dispatch(self, p)
+        if self.check_args:
+            gen = self._checked(gen, "moe_dispatch", dtype=x.dtype, shape=x.shape[1:],
+                                experts=num_experts)
+        return self._start("moe_dispatch", gen, lambda: p.result, block)
 
     def moe_combine(self, y: np.ndarray, dispatch: "moe.Dispatch", *,
                     dtype: str | None = None, block: bool = True):
@@ -620,8 +657,10 @@ class Communicator:
         else:
             raise UsageError(f"moe_combine takes float or bfloat16 outputs, not {dt.name}")
         out = np.empty((dispatch.tokens, dispatch.hidden), np.uint16)
-        return self._start("moe_combine", moe.combine(self, dispatch, bits, out),
-                           lambda: out, block)
+        gen = moe.combine(self, dispatch, bits, out)
+        if self.check_args:
+            gen = self._checked(gen, "moe_combine", dtype=y.dtype, shape=y.shape[1:])
+        return self._start("moe_combine", gen, lambda: out, block)
 
     # non-blocking forms (MPI's I-prefixed calls)
     def all_reduce_nb(self, x, op="sum", **kw) -> Request:
@@ -684,6 +723,7 @@ class Communicator:
                                control=self.control, parent=self,
                                nodes=[self.nodes[r] for r in ranks],
                                load_store=self.load_store)
+            sub.check_args = self.check_args
             sub.channels.reset()
             self._children.append(sub)
         self.barrier()   # nobody sends in a new communicator before everyone has reset
