@@ -94,7 +94,7 @@ def init(*, timeout: float = 30.0, deterministic: bool = False, env=None,
     rank (each publishes its own when it registers), so all ranks choose alike.
 
     ``check_args``: before each collective, check that every rank passed the same
-    arguments (``netdam.collectives.agree``), at the cost of one small all-gather per
+    arguments (``netdam.collectives.agree``), at the cost of one small all_reduce per
     call; default: NETDAM_CHECK_ARGS=1. On for the job if any rank asks for it."""
     env = os.environ if env is None else env
     b = detect(env)

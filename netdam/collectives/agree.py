@@ -5,20 +5,26 @@ Owns the argument check a communicator runs before each collective when its
 ranks that disagree (a different count, dtype, op, root or algorithm, or a different
 collective altogether) run out of step and get wrong results or a timeout, as with MPI
 or NCCL. A call is summed up as one row of integers of the same length on every rank
-(``fingerprint``); the ranks all-gather their rows first, before any byte of the
-collective moves, and every rank reads the same table, so every rank raises the same
-error (``disagreement`` says which) and none runs the collective. The rows have the
-same size whatever the arguments, so the check itself cannot go out of step.
+(``fingerprint``). Before any byte of the collective moves, the ranks take the
+element-wise maximum of a vector made from their rows (``bounds``: the row, its
+negation, and an all_to_allv's counts as matrices), one recursive-doubling all_reduce
+of log2(n) steps, and every rank learns whether all rows agree (``agreed``). Only if
+they do not, the ranks all-gather their rows; every rank reads the same table, so
+every rank raises the same error (``disagreement`` says which) and none runs the
+collective. The vectors and rows have the same size whatever the arguments, so the
+check itself cannot go out of step.
 
-Sans-I/O: ``fingerprint`` and ``disagreement`` are plain functions of their arguments;
-``checked`` is the generator that the communicator's progress engine runs (an
-all-gather over the ranks' channels, then the collective's own generator).
+Sans-I/O: ``fingerprint``, ``bounds``, ``agreed`` and ``disagreement`` are plain
+functions of their arguments; ``checked`` is the generator that the communicator's
+progress engine runs (the exchanges over the ranks' channels, then the collective's own
+generator).
 
 What is compared, per collective: its name; the algorithm each rank runs (after the
 automatic choice, which depends on per-rank state such as a registered buffer);
-reproducible mode; dtype (and a reduction's element type); op; root; the element count; the shape where the collective
-needs one (all_gather and all_to_all stack or split rows); a reduce_scatter's block
-counts; an all_to_allv's send counts against the receivers' receive counts.
+reproducible mode; dtype (and a reduction's element type); op; root; the element
+count; the shape where the collective needs one (all_gather and all_to_all stack or
+split rows); a reduce_scatter's block counts; an all_to_allv's send counts against the
+receivers' receive counts.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ from typing import Sequence
 
 import numpy as np
 
+from firmware_model import alu
 from netdam.collectives import algorithms as A
 from netdam.errors import UsageError
 from netdam.wire.fields import DType, RedOp
@@ -159,20 +166,61 @@ def disagreement(table: np.ndarray) -> str | None:
     return None
 
 
+def _split(row: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A row's scalar and shape columns, and its two count vectors."""
+    at = len(SCALARS) + 1 + SHAPE_DIMS
+    return row[:at], row[at:at + n], row[at + n:at + 2 * n]
+
+
+def bounds(row: np.ndarray, rank: int, n: int) -> np.ndarray:
+    """The vector whose element-wise maximum over the ranks says whether their rows
+    agree (``agreed``). First the columns every rank must have alike (the scalars, the
+    shape, and the block counts unless they are an all_to_allv's send counts, that is
+    unless ``recv_counts`` is set), then their negations, so that the maximum carries
+    the minimum too; then the send counts as row ``rank`` of an n x n matrix and the
+    receive counts as column ``rank`` of another, every other entry ``UNSET`` (a count
+    is never negative), so that the maximum holds every rank's sends and receives."""
+    alike, sent, wanted = _split(row, n)
+    pair = bool((wanted != UNSET).any())     # an all_to_allv: the counts go apart
+    alike = np.concatenate([alike, np.full(n, UNSET, np.int64) if pair else sent])
+    sends = np.full((n, n), UNSET, np.int64)
+    wants = np.full((n, n), UNSET, np.int64)
+    if pair:
+        sends[rank, :] = sent
+        wants[:, rank] = wanted              # wants[p, r]: what r expects from p
+    return np.concatenate([alike, -alike, sends.ravel(), wants.ravel()])
+
+
+def agreed(top: np.ndarray, n: int) -> bool:
+    """Whether the ranks' rows agree, from the element-wise maximum of their
+    ``bounds``: each alike column's maximum equals its minimum (minus the maximum of
+    its negation), and what each rank sends each other is what that one expects."""
+    k = (len(top) - 2 * n * n) // 2
+    high, low = top[:k], -top[k:2 * k]
+    sends, wants = top[2 * k:2 * k + n * n], top[2 * k + n * n:]
+    return bool((high == low).all() and (sends == wants).all())
+
+
 def checked(rank: int, n: int, row: np.ndarray, collective):
-    """The generator of a checked call: gather every rank's ``row``, raise
-    ``UsageError`` on every rank if they disagree, else run ``collective`` (the call's
-    own generator) and return its value."""
+    """The generator of a checked call: learn whether every rank's ``row`` agrees
+    (``bounds``, ``agreed``: one all_reduce); if not, gather the rows and raise
+    ``UsageError`` on every rank (``disagreement``); else run ``collective`` (the
+    call's own generator) and return its value."""
+    top = bounds(row, rank, n)
+    yield from A.allreduce_recursive_doubling(rank, n, memoryview(top).cast("B"),
+                                              top.itemsize, _MAX)
+    if agreed(top, n):
+        return (yield from collective)
     table = np.empty((n, len(row)), np.int64)
     table[rank] = row
     step = row.nbytes
     yield from A.all_gather_ring(rank, n, memoryview(table).cast("B"),
                                  [(r * step, (r + 1) * step) for r in range(n)])
-    problem = disagreement(table)
-    if problem is not None:
-        raise UsageError(f"the ranks called {problem} (argument check)")
-    return (yield from collective)
+    raise UsageError(f"the ranks called {disagreement(table)} (argument check)")
 
 
-__all__ = ["ALGORITHMS", "COLLECTIVES", "SCALARS", "checked", "disagreement",
-           "fingerprint", "width"]
+_MAX = alu.reducer(DType.INT64, RedOp.MAX)
+
+
+__all__ = ["ALGORITHMS", "COLLECTIVES", "SCALARS", "agreed", "bounds", "checked",
+           "disagreement", "fingerprint", "width"]

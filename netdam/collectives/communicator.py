@@ -101,7 +101,7 @@ class Communicator:
         self._work_address: int | None = None   # ... and where it starts (asked per call)
         self._at_work_last = None   # the last array found to start there (``_at_work``)
         #: before each collective, check that every rank passed the same arguments
-        #: (``agree``; NETDAM_CHECK_ARGS): one small all-gather more per call. Alike on
+        #: (``agree``; NETDAM_CHECK_ARGS): one small all_reduce more per call. Alike on
         #: every rank (``init`` makes it so; a rank that changes it alone desynchronizes)
         self.check_args = False
 

@@ -101,6 +101,38 @@ def test_a_verdict_iff_some_row_differs_naming_each_rank_under_its_value(values,
         assert said == dict(enumerate(values))
 
 
+def _rank_call(draw, n):
+    kind = draw(st.sampled_from(["all_reduce", "reduce_scatter", "all_to_allv"]))
+    small = st.integers(0, 1)
+    if kind == "all_to_allv":
+        return call(n, collective=kind, counts=draw(st.lists(small, min_size=n, max_size=n)),
+                    recv_counts=draw(st.lists(small, min_size=n, max_size=n)))
+    if kind == "reduce_scatter":
+        return call(n, collective=kind, counts=draw(st.one_of(
+            st.none(), st.lists(small, min_size=n, max_size=n))))
+    return call(n, collective=kind, count=draw(small), root=draw(small),
+                shape=draw(st.one_of(st.none(), st.lists(small, max_size=3))))
+
+
+@st.composite
+def tables(draw):
+    n = draw(st.integers(1, 4))
+    rows = [_rank_call(draw, n)]
+    for _ in range(n - 1):          # often a copy of rank 0's call, so agreement happens
+        rows.append(rows[0].copy() if draw(st.booleans()) else _rank_call(draw, n))
+    return np.stack(rows)
+
+
+@given(tables())
+def test_the_max_reduction_agrees_exactly_when_the_table_does(t):
+    """``checked`` runs the collective when the maximum of the ranks' bounds says they
+    agree and reports ``disagreement`` of the gathered table otherwise: the two must
+    never differ, or a check would pass ranks that disagree or fail with no reason."""
+    n = len(t)
+    top = np.max([agree.bounds(row, r, n) for r, row in enumerate(t)], axis=0)
+    assert agree.agreed(top, n) == (agree.disagreement(t) is None)
+
+
 SCRIPT = textwrap.dedent("""
     import os
     import numpy as np, netdam
