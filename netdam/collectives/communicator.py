@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import functools
 from collections import deque
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 import numpy as np
 
@@ -59,6 +59,31 @@ LARGE_SHARED = 4 << 20
 MAX_SPLITS = 3
 
 
+class _InNetwork(NamedTuple):
+    """An in-network all_reduce's arguments, checked and resolved. The last in-place one
+    is kept (``Communicator._again``): a training loop reduces the same buffers call
+    after call, and for a registered buffer this work was a third of the host's CPU per
+    call (tools/dispatch_cost.py). It holds while the call names the same array, the
+    same arguments and reproducible setting, the same registered buffer (the
+    automatic choice and the staging check depend on it) and the array's dtype and
+    shape. It holds no view of the array (so nothing stops the array's owner from
+    resizing it)."""
+
+    x: np.ndarray
+    key: tuple              # (op, algo, dtype, deterministic, comm.deterministic)
+    dtype: np.dtype
+    shape: tuple
+    work: np.ndarray | None  # comm._work when it was made
+    name: str               # "chain" or "tree"
+    what: str               # the request's name
+    inline: bool            # may a blocking call run it inline (``_start``)
+    dt: DType
+    op: RedOp
+    det: bool
+    at_work: tuple[bool, bool]
+    res: np.ndarray
+
+
 class Communicator:
     """A group of ranks that run collectives together (``netdam.init()`` returns one)."""
 
@@ -100,6 +125,7 @@ class Communicator:
         self._work: np.ndarray | None = None    # the mapped work area (work_buffer)
         self._work_address: int | None = None   # ... and where it starts (asked per call)
         self._at_work_last = None   # the last array found to start there (``_at_work``)
+        self._again: _InNetwork | None = None   # the last in-place in-network all_reduce
         #: before each collective, check that every rank passed the same arguments
         #: (``agree``; NETDAM_CHECK_ARGS): one small all_reduce more per call. Alike on
         #: every rank (``init`` makes it so; a rank that changes it alone desynchronizes)
@@ -246,36 +272,56 @@ class Communicator:
                    algo: str | None = None, dtype: str | None = None,
                    deterministic: bool | None = None, block: bool = True):
         """Every rank gets op(x_0, ..., x_{n-1}). ``out=x`` reduces in place."""
-        x = self._contiguous(x)
-        dt, rop = resolve_dtype(x, dtype), resolve_op(op)
-        red = self._reducer(dt, rop)
-        det = self.deterministic if deterministic is None else deterministic
-        name = self._choose_allreduce(algo, x.nbytes, det, self._may_stage(x))
-        esize = x.dtype.itemsize
-        if name in ("chain", "tree"):     # the devices read x and write the result: no copy
+        key = (op, algo, dtype, deterministic, self.deterministic)
+        p = self._again
+        if p is None or p.x is not x or out is not x or p.key != key or \
+                p.work is not self._work or p.dtype is not x.dtype or \
+                p.shape != x.shape or self.check_args:
+            x = self._contiguous(x)
+            dt, rop = resolve_dtype(x, dtype), resolve_op(op)
+            red = self._reducer(dt, rop)
+            det = self.deterministic if deterministic is None else deterministic
+            name = self._choose_allreduce(algo, x.nbytes, det, self._may_stage(x))
+            if name not in ("chain", "tree"):
+                return self._host_all_reduce(x, out, name, red, det, op, dtype, block)
+            # the devices read x and write the result: no copy
             res = self._out_buffer(x, out)
-            self._staged(f"all_reduce({name})", x, res)
-            src = as_bytes(x)
-            dst = src if res is x else as_bytes(res)   # in place: one buffer to look at
-            at_work = self._at_work(x), self._at_work(res)
-            gen = offload.chain_allreduce(self, src, dst, dt, rop, deterministic=det,
-                                          at_work=at_work) if name == "chain" \
-                else offload.tree_allreduce(self, src, dst, dt, rop, at_work=at_work)
+            what = f"all_reduce({name})"
+            self._staged(what, x, res)
+            p = _InNetwork(x, key, x.dtype, x.shape, self._work, name, what,
+                           self._waits_only(name), dt, rop, det,
+                           (self._at_work(x), self._at_work(res)), res)
+            if out is x:
+                self._again = p
+        src = as_bytes(x)
+        dst = src if p.res is x else as_bytes(p.res)   # in place: one buffer to look at
+        gen = offload.chain_allreduce(self, src, dst, p.dt, p.op, deterministic=p.det,
+                                      at_work=p.at_work) if p.name == "chain" \
+            else offload.tree_allreduce(self, src, dst, p.dt, p.op, at_work=p.at_work)
+        if self.check_args:
+            gen = self._checked(gen, "all_reduce", algorithm=p.name, reproducible=p.det,
+                                dtype=x.dtype, reduce_dtype=p.dt, op=p.op, count=x.size)
+        res = p.res
+        return self._start(p.what, gen, lambda: res, block, inline=p.inline)
+
+    def _host_all_reduce(self, x: np.ndarray, out, name: str, red, det: bool, op, dtype,
+                         block: bool):
+        """``all_reduce`` by the hosts (``name`` is not an in-network algorithm)."""
+        res = self._out(x, out)
+        buf = as_bytes(res)
+        if name == "hierarchical":
+            self._hier_comms()   # collective splits, before this request is queued
+            gen = self._hierarchical(res, op, dtype)
+        elif name == "load_store":
+            gen = scaleup.allreduce_load_store(self, buf, red)
+        elif det and name != "one_shot":     # one-shot sums in rank order already
+            gen = A.allreduce_canonical(self.rank, self.size, buf, x.dtype.itemsize, red)
         else:
-            res = self._out(x, out)
-            buf = as_bytes(res)
-            if name == "hierarchical":
-                self._hier_comms()   # collective splits, before this request is queued
-                gen = self._hierarchical(res, op, dtype)
-            elif name == "load_store":
-                gen = scaleup.allreduce_load_store(self, buf, red)
-            elif det and name != "one_shot":     # one-shot sums in rank order already
-                gen = A.allreduce_canonical(self.rank, self.size, buf, esize, red)
-            else:
-                gen = A.ALLREDUCE[name](self.rank, self.size, buf, esize, red)
+            gen = A.ALLREDUCE[name](self.rank, self.size, buf, x.dtype.itemsize, red)
         if self.check_args:
             gen = self._checked(gen, "all_reduce", algorithm=name, reproducible=det,
-                                dtype=x.dtype, reduce_dtype=dt, op=rop, count=x.size)
+                                dtype=x.dtype, reduce_dtype=resolve_dtype(x, dtype),
+                                op=resolve_op(op), count=x.size)
         return self._start(f"all_reduce({name})", gen, lambda: res, block,
                            inline=self._waits_only(name))
 

@@ -102,6 +102,41 @@ def test_in_network_allreduce_back_to_back_gives_each_call_its_own_sum(run_job):
         run_job(c, SCRIPT, 4, job="offload-back-to-back", timeout=150)
 
 
+REPEATED = textwrap.dedent("""
+    import numpy as np, netdam
+    comm = netdam.init(timeout=30)
+    r, n = comm.rank, comm.size
+    total = n * (n + 1) // 2
+    x = np.full(1 << 18, r + 1, np.float32)        # 1 MiB: the automatic choice is the chain
+    assert comm.algorithm_for(x.nbytes) == "chain"
+    for it in range(3):
+        x[:] = (r + 1) * (it + 1)
+        assert (comm.all_reduce(x, out=x) == total * (it + 1)).all(), (it, x[:3])
+    x.dtype = np.int32                              # the same array, of integers now
+    x[:] = (r + 1) << 24        # (small ones would add alike as float32 denormals)
+    assert (comm.all_reduce(x, out=x) == total << 24).all(), x[:3]
+    # a registered buffer from now on: the same call leaves it to the hosts
+    b = comm.work_buffer(1 << 10, np.int32)
+    b[:] = 7
+    x[:] = r + 1
+    assert (comm.all_reduce(x, out=x) == total).all() and (b == 7).all(), (x[:3], b[:3])
+    for it in range(3):                             # and the buffer itself, again and again
+        b[:] = r + it
+        assert (comm.all_reduce(b, out=b) == total - n + n * it).all(), (it, b[:3])
+    comm.barrier()
+    print("rank", r, "ok", flush=True)
+""")
+
+
+@pytest.mark.timeout(120)
+def test_a_repeated_in_place_call_sees_what_changed_since_the_last(run_job):
+    """An in-place in-network all_reduce that repeats the last one's arguments reuses
+    their checks and choices (communicator.py); it must still notice the array's new
+    dtype and a buffer registered since, which change them."""
+    with LocalCluster(nodes=3, mem_size=64 << 20) as c:
+        run_job(c, REPEATED, 3, job="offload-repeated")
+
+
 AWAY = textwrap.dedent("""
     import time
     import numpy as np, netdam
