@@ -86,17 +86,17 @@ def _v_counts(n: int, count: int) -> list[list[int]]:
     return out
 
 
-def _prepare(comm, case: dict, x):
-    """The argument of one iteration, made before the clock starts (a registered case
-    puts it in the device's work area, as nccl-tests -R fills registered buffers)."""
+def _prepare(comm, case: dict, x, registered=None):
+    """The argument of one iteration, made before the clock starts. A registered case
+    fills ``registered``, its buffer in the device's work area (one per case, reused by
+    every iteration, as nccl-tests -R registers its buffers once)."""
     if case["collective"] == "broadcast":
         x = x if comm.rank == case.get("root", 0) else np.zeros_like(x)
-        if not case.get("registered"):
+        if registered is None:
             return x.copy()
-    if case.get("registered"):
-        buf = comm.work_buffer(len(x), x.dtype)
-        buf[:] = x
-        return buf
+    if registered is not None:
+        registered[:] = x
+        return registered
     return x
 
 
@@ -142,8 +142,10 @@ def run_case(comm, case: dict) -> dict:
     want = _reference(case, n, rank, inputs) if case.get("check", True) else None
     times, wrong, digest, got = [], 0, None, None
     cpu = []            # host CPU seconds of each timed collective (not the checks)
+    mine = inputs[rank]
+    registered = comm.work_buffer(len(mine), mine.dtype) if case.get("registered") else None
     for i in range(case.get("warmup", 1) + case.get("iters", 1)):
-        arg = _prepare(comm, case, inputs[rank])
+        arg = _prepare(comm, case, mine, registered)
         comm.barrier()
         comm.channels.flush()   # the barrier's last answers are the barrier's, not timed
         c0 = _cpu_seconds()
