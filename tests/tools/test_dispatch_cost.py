@@ -3,9 +3,6 @@ call and as the same round written with the agent's primitives: both give the ri
 sums (the tool checks every round), both cost some CPU, the report names the
 difference, and a bad argument is one readable line."""
 
-import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -14,17 +11,12 @@ TOOL = Path(__file__).resolve().parents[2] / "tools" / "dispatch_cost.py"
 
 
 @pytest.mark.timeout(150)
-def test_a_short_run_reports_both_ways_and_their_difference(tmp_path):
-    out = tmp_path / "dc.json"
-    p = subprocess.run([sys.executable, str(TOOL), "--nodes", "2", "--size", "64K",
-                        "--count", "5", "--json", str(out)], capture_output=True, text=True,
-                       timeout=140)
-    assert p.returncode == 0, p.stderr
-    fig = json.loads(out.read_text())
+def test_a_short_run_reports_both_ways_and_their_difference(ran):
+    printed, fig = ran(TOOL, ["--nodes", "2", "--size", "64K", "--count", "5"])
     assert fig["size"] == 64 << 10 and fig["count"] == 5
     assert fig["call_us"] > 0 and fig["bare_us"] > 0
     assert fig["dispatch_us"] == pytest.approx(fig["call_us"] - fig["bare_us"])
-    assert "host CPU per round: call" in p.stdout
+    assert "host CPU per round: call" in printed
 
 
 @pytest.mark.parametrize("args, msg", [(["--count", "0"], "--count must be at least 1"),

@@ -3,9 +3,6 @@ hosts away between start and wait: every sum is right, a start never outlasts it
 call, a call with hosts away lasts at least as long as they were away, and a bad
 argument is one readable line."""
 
-import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -14,20 +11,15 @@ TOOL = Path(__file__).resolve().parents[2] / "tools" / "overlap.py"
 
 
 @pytest.mark.timeout(150)
-def test_a_short_run_reports_start_and_whole_call_per_algorithm(tmp_path):
-    out = tmp_path / "ov.json"
-    p = subprocess.run([sys.executable, str(TOOL), "--nodes", "2", "--size", "64K",
-                        "--count", "3", "--json", str(out)], capture_output=True, text=True,
-                       timeout=140)
-    assert p.returncode == 0, p.stderr
-    fig = json.loads(out.read_text())
+def test_a_short_run_reports_start_and_whole_call_per_algorithm(ran):
+    printed, fig = ran(TOOL, ["--nodes", "2", "--size", "64K", "--count", "3"])
     assert fig["size"] == 64 << 10 and sorted(fig["algos"]) == ["chain", "ring", "tree"]
     for algo, f in fig["algos"].items():
         assert 0 < f["start_us"] <= f["call_us"], (algo, f)
         for ph in ("others_away", "all_away"):
             assert f[f"call_{ph}_us"] >= f["away_us"] > 0, (algo, ph, f)
             assert 0 <= f[f"overlap_{ph}"] <= 1, (algo, ph, f)
-        assert f"{algo:>6}: start" in p.stdout
+        assert f"{algo:>6}: start" in printed
 
 
 @pytest.mark.parametrize("args, msg", [(["--count", "0"], "--count must be at least 1"),

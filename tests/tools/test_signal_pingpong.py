@@ -2,9 +2,6 @@
 trip's payload arrives intact, every wait on the waiter's own node looks in place, and
 a bad argument is one readable line."""
 
-import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -13,13 +10,9 @@ TOOL = Path(__file__).resolve().parents[2] / "tools" / "signal_pingpong.py"
 
 
 @pytest.mark.timeout(120)
-def test_a_short_pingpong_reports_its_round_trips(tmp_path):
-    out = tmp_path / "pp.json"
-    p = subprocess.run([sys.executable, str(TOOL), "--count", "40", "--bytes", "100",
-                        "--json", str(out)], capture_output=True, text=True, timeout=110)
-    assert p.returncode == 0, p.stderr
-    assert "round trip of 100-byte signals over 40" in p.stdout
-    fig = json.loads(out.read_text())
+def test_a_short_pingpong_reports_its_round_trips(ran):
+    printed, fig = ran(TOOL, ["--count", "40", "--bytes", "100"])
+    assert "round trip of 100-byte signals over 40" in printed
     assert 0 < fig["min_us"] <= fig["round_trip_us"] <= fig["max_us"]
     # the tool's warm-up and timed waits, every one on the waiter's own node's device
     assert fig["waits_in_place"] == [90, 90]
