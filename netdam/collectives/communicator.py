@@ -5,10 +5,10 @@ reduce_scatter, all_to_all, all_to_allv, barrier``, each with a ``*_nb`` form re
 ``Request``), argument checking (and, with ``check_args``, the check that every rank
 passed the same arguments: agree.py), the choice of algorithm (``algo=`` or automatic),
 and the queue of requests (request.py) that run algorithm generators (algorithms.py,
-offload.py) over the point-to-point channels (p2p.py). Non-blocking collectives of one communicator run in
-the order they were started, like MPI's; they progress whenever any request of the
-communicator, its world or a sibling split is waited on or tested, so ranks may wait on
-the requests of different communicators in different orders.
+offload.py) over the point-to-point channels (p2p.py). Non-blocking collectives of one
+communicator run in the order they were started, like MPI's; they progress whenever any
+request of the communicator, its world or a sibling split is waited on or tested, so
+ranks may wait on the requests of different communicators in different orders.
 """
 
 from __future__ import annotations
