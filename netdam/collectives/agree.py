@@ -179,7 +179,9 @@ def bounds(row: np.ndarray, rank: int, n: int) -> np.ndarray:
     unless ``recv_counts`` is set), then their negations, so that the maximum carries
     the minimum too; then the send counts as row ``rank`` of an n x n matrix and the
     receive counts as column ``rank`` of another, every other entry ``UNSET`` (a count
-    is never negative), so that the maximum holds every rank's sends and receives."""
+    is never negative), so that the maximum holds every rank's sends and receives.
+    Every call carries the matrices, whatever its collective (the ranks may not agree
+    on that either): 2 n^2 integers, 1 KiB at 8 ranks, 64 KiB at 64."""
     alike, sent, wanted = _split(row, n)
     pair = bool((wanted != UNSET).any())     # an all_to_allv: the counts go apart
     alike = np.concatenate([alike, np.full(n, UNSET, np.int64) if pair else sent])
