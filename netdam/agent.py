@@ -57,7 +57,7 @@ _FIRST_CUT = 16      # fragments of a large message sent before the rest are cut
 _U64 = struct.Struct("<Q")
 _U64x2 = struct.Struct("<QQ")
 _MASK64 = (1 << 64) - 1
-_READ, _WRITE, _REDUCE_FWD = int(Opcode.READ), int(Opcode.WRITE), int(Opcode.REDUCE_FWD)
+_READ, _WRITE = int(Opcode.READ), int(Opcode.WRITE)
 _MORE_FRAGS = int(Flag.MORE_FRAGS)
 # a chain descriptor's flags as plain ints: IntFlag arithmetic costs microseconds a call
 _NO_RESPONSE = int(Flag.NO_RESPONSE)
@@ -491,11 +491,10 @@ class Agent(Completer, Waiting):
                          + ("" if join is None else f", joined at device {to}"), to, timeout)
         flags = (0 if signal is None else _SIGNAL) | (0 if group is None else _RESULT_MCAST) \
             | (0 if join is None else _JOIN) | (_NO_RESPONSE if quiet else 0)
-        rkey, pkey, _ = self._target(first, length)
-        # every field in place, as _template would set them (a call per in-network round)
-        pkt = Packet(_REDUCE_FWD, flags, 0, dtype, op, 0, self.host_id, to, pkey, group or 0,
-                     rkey, 0, 0, self._next_req(), first.offset,
-                     0 if signal is None else signal.offset, value & _MASK64, length, 0, route)
+        pkt = self._template(Opcode.REDUCE_FWD, first, length, dtype=dtype, redop=op,
+                             route=route, hop=0, group=group or 0, flags=flags, dst=to,
+                             addr2=signal.offset if signal is not None else 0,
+                             imm=value & _MASK64)
         now = time.monotonic()
         self._submit(h, pkt, now)
         self._pump(now)
