@@ -22,6 +22,10 @@ when ``ServerAuth.reload`` is called). A member names its keypair with
 
 The handshake failure a rejected client sees is reported by ``HandshakeWatch`` so that
 the client fails at once with a readable reason instead of waiting for a timeout.
+
+``zmq.auth`` and the monitor helpers are imported where keys are made, read or watched:
+every member imports this module, and those imports (asyncio among them) cost a process
+that does not authenticate about 50 ms at start.
 """
 
 from __future__ import annotations
@@ -32,9 +36,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import zmq
-import zmq.auth
-from zmq.auth.thread import ThreadAuthenticator
-from zmq.utils.monitor import recv_monitor_message
 
 SERVER = "coordinator"
 DEFAULT_CLIENT = "member"
@@ -60,6 +61,7 @@ _PRIORITY = (zmq.EVENT_HANDSHAKE_FAILED_AUTH, zmq.EVENT_HANDSHAKE_FAILED_PROTOCO
 def create_keys(directory: str | os.PathLike, clients=(DEFAULT_CLIENT,)) -> Path:
     """Create a key directory: the coordinator's keypair (unless present) and one
     admitted keypair per name in ``clients``. Secret files are mode 0600."""
+    import zmq.auth
     d = Path(directory)
     (d / ALLOWED).mkdir(parents=True, exist_ok=True)
     os.chmod(d, 0o700)
@@ -91,6 +93,7 @@ def _load(path: Path, secret: bool) -> tuple[bytes, bytes | None]:
         from netdam.errors import UsageError
         raise UsageError(f"no CURVE certificate {path} (create keys with "
                          f"`python -m netdam.control.auth DIR`)")
+    import zmq.auth
     public, sec = zmq.auth.load_certificate(path)
     if secret and sec is None:
         from netdam.errors import UsageError
@@ -138,6 +141,7 @@ class ServerAuth:
         if not self.allowed.is_dir():
             from netdam.errors import UsageError
             raise UsageError(f"{self.allowed} is missing: the allow-list of client keys")
+        from zmq.auth.thread import ThreadAuthenticator
         self._auth = ThreadAuthenticator(ctx)
         self._auth.start()
         self.reload()
@@ -164,6 +168,8 @@ class HandshakeWatch:
         _EVENTS |= _ev
 
     def __init__(self, sock: zmq.Socket):
+        from zmq.utils.monitor import recv_monitor_message
+        self._event = recv_monitor_message
         self._sock = sock
         self.monitor = sock.get_monitor_socket(self._EVENTS)
 
@@ -172,7 +178,7 @@ class HandshakeWatch:
         events and reports the most specific."""
         seen = set()
         while self.monitor.poll(int(settle * 1000) if seen else 0):
-            seen.add(recv_monitor_message(self.monitor)["event"])
+            seen.add(self._event(self.monitor)["event"])
         for ev in _PRIORITY:
             if ev in seen:
                 return _FAILURES[ev]
@@ -195,7 +201,7 @@ class FailureCounter(HandshakeWatch):
 
     def poll(self) -> int:
         while self.monitor.poll(0):
-            if recv_monitor_message(self.monitor)["event"] in _FAILURES:
+            if self._event(self.monitor)["event"] in _FAILURES:
                 self.count += 1
         return self.count
 

@@ -46,3 +46,29 @@ def test_trailing_bytes_are_padding_not_payload():
     data = encode(Packet(opcode=Opcode.ACK)) + b"\x00\x00"
     layer = NetDAM(data)
     assert layer.opcode == Opcode.ACK and bytes(layer.payload) == b"\x00\x00"
+
+
+def _fresh(code: str) -> str:
+    """Run ``code`` in a new interpreter (nothing imported yet); its stdout."""
+    import subprocess
+    import sys
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=True, timeout=60).stdout.strip()
+
+
+def test_processes_that_never_capture_do_not_import_scapy():
+    out = _fresh("import sys, netdam.wire, netdam.device, netdam.api, netdam.cluster, "
+                 "netdam.control.coordinator; print(sorted(m for m in sys.modules "
+                 "if m == 'scapy' or m.startswith('scapy.')))")
+    assert out == "[]"
+
+
+def test_naming_the_layer_registers_it_for_rdpcap(tmp_path):
+    pkt = Packet(opcode=Opcode.READ, src=1, dst=2, seq=5, req_id=77, addr=0x100, length=8)
+    path = tmp_path / "one.pcap"
+    wrpcap(str(path), [_frame(pkt)])
+    for code in (   # the layer named, and the old way: scapy first, then the package
+            "from netdam.wire import NetDAM\nfrom scapy.all import rdpcap\n",
+            "from scapy.all import rdpcap\nimport netdam.wire\n"):
+        out = _fresh(code + f"print(rdpcap({str(path)!r})[0].lastlayer().name)")
+        assert out == "NetDAM", code
