@@ -34,6 +34,7 @@ from dataclasses import dataclass, field, replace
 
 from netdam import limits as _limits
 from netdam.errors import UsageError
+from netdam.signals import stop_on_signals
 from netdam.transport.credit import Credit
 from netdam.transport.fair import FairQueue
 from netdam.transport.faults import FaultConfig, add_fault_arguments
@@ -55,7 +56,8 @@ _VIA_SHM = "shm"     # marks a learned address that is a shared-memory slot
 _BATCH = 64          # datagrams served per turn before looking at timers again
 _QUANTUM = 32        # datagrams of one source served together per round (fair queue)
 _INGEST = 1024       # datagrams drained from the socket per turn (cheap: no decoding)
-_MAX_WAIT = 0.1      # longest sleep, so a signal is noticed promptly
+_MAX_WAIT = 0.1      # longest sleep: how late a stop() from another thread is seen
+                     # (a signal's stop ends the sleep at once: netdam.signals)
 #: longest sleep of an idle device with shared-memory rings (the sleeps grow to it): a
 #: host's doorbell wakes it sooner, so this only bounds a doorbell lost to the race the
 #: rings document, and sets how often an idle device wakes (each costs a Python turn)
@@ -577,29 +579,28 @@ def serve(config: DeviceConfig, *, out=None) -> dict:
     (JSON), serve, print ``{"counters": ...}`` as the last line, return the counters."""
     out = sys.stdout if out is None else out
     server = DeviceServer(config)
-    old = {s: signal.signal(s, server.stop) for s in (signal.SIGTERM, signal.SIGINT)}
     member = None
-    try:
-        if config.coordinator:
-            from netdam.control.member import DeviceMember
-            member = DeviceMember(config.coordinator, server.info(), config.node,
-                                  set_peers=server.set_peers, set_group=server.set_group,
-                                  set_chain=server.set_chain,
-                                  counters=server.published_counters,
-                                  set_regions=server.set_regions, auth=config.auth)
-        print(json.dumps(server.info()), file=out, flush=True)
-        counters = server.serve()
+    with stop_on_signals(server.stop) as wake:
+        server.udp.wake_on(wake)     # a stop ends a sleep in poll() at once
         try:
-            print(json.dumps({"counters": counters}), file=out, flush=True)
-        except OSError:   # the parent went away (broken pipe): the counters go unread
-            pass
-        return counters
-    finally:
-        if member is not None:
-            member.close()
-        for s, h in old.items():
-            signal.signal(s, h)
-        server.close()
+            if config.coordinator:
+                from netdam.control.member import DeviceMember
+                member = DeviceMember(config.coordinator, server.info(), config.node,
+                                      set_peers=server.set_peers, set_group=server.set_group,
+                                      set_chain=server.set_chain,
+                                      counters=server.published_counters,
+                                      set_regions=server.set_regions, auth=config.auth)
+            print(json.dumps(server.info()), file=out, flush=True)
+            counters = server.serve()
+            try:
+                print(json.dumps({"counters": counters}), file=out, flush=True)
+            except OSError:   # the parent went away (broken pipe): the counters go unread
+                pass
+            return counters
+        finally:
+            if member is not None:
+                member.close()
+            server.close()
 
 
 class DeviceProcess:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import signal
 import threading
 import time
 
@@ -26,6 +25,7 @@ import zmq
 from netdam.control.auth import FailureCounter, ServerAuth
 from netdam.control.state import ClusterState
 from netdam.errors import UsageError
+from netdam.signals import stop_on_signals
 from netdam.transport.udp import warn_if_exposed
 
 TICK = 0.1  # seconds between health checks when idle
@@ -101,12 +101,18 @@ class Coordinator:
             reply["auth_failures"] = self.auth_failures
         self._router.send_multipart([ident, json.dumps(reply).encode()])
 
-    def serve(self) -> None:
+    def serve(self, wake: int | None = None) -> None:
+        """``wake``: a file descriptor that ends a wait at once when readable (a stop
+        asked for by a signal, ``netdam.signals``)."""
         poller = zmq.Poller()
         poller.register(self._router, zmq.POLLIN)
+        if wake is not None:
+            poller.register(wake, zmq.POLLIN)
         try:
             while not self._stop.is_set():
-                for _sock, _ in poller.poll(int(TICK * 1000)):
+                for sock, _ in poller.poll(int(TICK * 1000)):
+                    if sock is not self._router:
+                        continue          # the wake-up: the loop's test sees the stop
                     frames = self._router.recv_multipart()
                     self.requests += 1
                     if len(frames) != 2:  # a DEALER sends [payload]; ROUTER adds identity
@@ -148,9 +154,8 @@ def run(args: argparse.Namespace) -> int:
     from netdam.control.auth import from_env
     coord = Coordinator(args.host, args.port, dead_after=args.dead_after, cluster=args.cluster,
                         auth=args.auth or from_env())
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: coord.stop())
-    print(json.dumps({"control": coord.address, "events": coord.events_address,
-                      "pkey": coord.state.pkey}), flush=True)
-    coord.serve()
+    with stop_on_signals(coord.stop) as wake:
+        print(json.dumps({"control": coord.address, "events": coord.events_address,
+                          "pkey": coord.state.pkey}), flush=True)
+        coord.serve(wake=wake)
     return 0

@@ -300,6 +300,12 @@ class UdpEndpoint:
         ms = -1 if timeout is None else max(0, int(timeout * 1000 + 0.999))
         return bool(self._poll.poll(ms))
 
+    def wake_on(self, fd: int) -> None:
+        """Also end every wait of this endpoint in poll() once ``fd`` is readable (a
+        signal's wakeup fd: a sleeping device then stops at once on SIGTERM, not after
+        its sleep); a receive that finds nothing then returns nothing."""
+        self._poll.register(fd, select.POLLIN)
+
     def waiting(self) -> bool:
         """Whether a datagram is waiting, by one poll() that does not wait: cheaper than
         a receive that finds nothing (that one raises inside the socket module)."""

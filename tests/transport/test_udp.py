@@ -1,9 +1,13 @@
 """The UDP glue moves netdam datagrams byte-exact at every MTU, with large socket
 buffers, and its injector's corruption is caught by the receiver's CRC."""
 
+import os
+import time
+
 import pytest
 
 from netdam.transport.faults import FaultConfig
+from netdam.transport.rxpool import RecvPool
 from netdam.transport.udp import UdpEndpoint, check_mtu
 from netdam.wire import Opcode, Packet, WireError, decode
 from netdam.wire.fields import DEFAULT_MTU, MAX_DATAGRAM
@@ -98,3 +102,18 @@ def test_injected_faults_are_seen_by_the_receiver():
     finally:
         a.close()
         b.close()
+
+
+def test_a_wake_fd_ends_a_wait_for_datagrams(pair):
+    _, b = pair
+    r, w = os.pipe()
+    try:
+        b.wake_on(r)
+        os.write(w, b"x")
+        start = time.monotonic()
+        assert b.recv(30.0) is None            # nothing came, but the wait is over
+        assert b.recv_batch(RecvPool(2048, 2), 8, 30.0) == []
+        assert time.monotonic() - start < 15   # far from the 30 s asked for, twice
+    finally:
+        os.close(r)
+        os.close(w)
