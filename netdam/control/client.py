@@ -184,8 +184,18 @@ class EventStream:
         self._sock.setsockopt(zmq.SUBSCRIBE, b"event")
         self._sock.connect(address)
 
-    def next(self, timeout: float) -> dict | None:
-        if not self._sock.poll(int(timeout * 1000)):
+    def next(self, timeout: float, *, wake: int | None = None) -> dict | None:
+        """The next event, or None after ``timeout`` seconds; or None as soon as the
+        file descriptor ``wake`` is readable (another thread ends the wait: the caller
+        drains it)."""
+        if wake is None:
+            ready = self._sock.poll(int(timeout * 1000))
+        else:
+            poller = zmq.Poller()
+            poller.register(self._sock, zmq.POLLIN)
+            poller.register(wake, zmq.POLLIN)
+            ready = dict(poller.poll(int(timeout * 1000))).get(self._sock)
+        if not ready:
             return None
         _topic, body = self._sock.recv_multipart()
         return json.loads(body)

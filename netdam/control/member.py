@@ -14,6 +14,7 @@ place) are atomic for the device's loop thread.
 
 from __future__ import annotations
 
+import os
 import threading
 from typing import Callable
 
@@ -38,6 +39,9 @@ class DeviceMember:
         self.errors = 0     # unexpected errors in the member thread (reported, survived)
         self.last_error = ""
         self._stop = threading.Event()
+        # written by close(): ends the thread's wait for events at once, so a device
+        # stops in milliseconds, not up to an interval later
+        self._wake_r, self._wake_w = os.pipe()
         self.client = ControlClient(coordinator, timeout=5.0, auth=auth)
         reply = self.client.register("device", node=node, want_id=int(info["id"]),
                                      endpoint=[info["host"], info["port"]], info=info,
@@ -87,8 +91,11 @@ class DeviceMember:
                     reply = client.request("heartbeat", id=int(self.info["id"]),
                                            counters=self.heartbeat_counters())
                     if reply["version"] != self.version:   # an event we may have missed
-                        self._refresh(client)
-                    ev = events.next(self.interval)
+                        self._refresh(client)   # (one published before our SUB joined)
+                        continue                # and report it now, not an interval later
+                    ev = events.next(self.interval, wake=self._wake_r)
+                    if self._stop.is_set():
+                        break
                     changed = ev is not None
                     while ev is not None:  # drain a burst of events, refresh once
                         ev = events.next(0.0)
@@ -107,7 +114,10 @@ class DeviceMember:
 
     def close(self) -> None:
         self._stop.set()
+        os.write(self._wake_w, b"x")
         self._thread.join(timeout=5.0)
+        os.close(self._wake_r)
+        os.close(self._wake_w)
         self.client.timeout = 1.0
         self.client.leave()
         self.client.close()

@@ -2,6 +2,7 @@
 silent member declared dead within the bound."""
 
 import json
+import os
 import threading
 import time
 
@@ -97,3 +98,19 @@ def test_a_port_it_cannot_have_is_one_usage_error():
         port = taken.getsockname()[1]
         with pytest.raises(UsageError, match=f"cannot bind tcp://127.0.0.1:{port}: "):
             Coordinator(port=port)
+
+
+def test_an_event_wait_ends_when_its_wake_fd_is_readable(coordinator):
+    c = ControlClient(coordinator.address, timeout=2.0)
+    events = c.events()
+    r, w = os.pipe()
+    try:
+        os.write(w, b"x")
+        start = time.monotonic()
+        assert events.next(30.0, wake=r) is None
+        assert time.monotonic() - start < 15    # the fd ended it, not the 30 s
+    finally:
+        os.close(r)
+        os.close(w)
+        events.close()
+        c.close()
