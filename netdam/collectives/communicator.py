@@ -208,14 +208,15 @@ class Communicator:
             self._queue.popleft()
 
     def _start(self, name: str, gen, finish: Callable[[], Any], block: bool, *,
-               inline: bool = False):
+               inline: bool = False, now: Callable[[], None] | None = None):
         """Queue the algorithm ``gen`` as a request; wait for it when ``block``.
         ``inline``: ``gen`` only yields steps that wait on memory (a load/store round,
         ``scaleup``; an in-network round started at one device, ``offload``), so a
         blocking call with nothing queued, here or in another communicator whose
         requests its waits would have to advance, runs them right here, without the
         request machinery (a fifth of a small call's time, a tenth of a registered
-        chain's host CPU)."""
+        chain's host CPU); ``now``, when given, is ``gen`` written as one function,
+        which that case calls instead (``scaleup.allreduce_now``)."""
         if self.broken:
             # the ranks' message streams are out of step after a failure: a retry here
             # could pair the wrong messages (RELIABILITY.md, retries)
@@ -224,8 +225,11 @@ class Communicator:
         if inline and block and not self.check_args and not self._queue and \
                 not self._others_to_advance():
             try:
-                for step in gen:
-                    step()
+                if now is not None:
+                    now()
+                else:
+                    for step in gen:
+                        step()
             except BaseException as exc:
                 self.broken = self.broken or f"{name} failed: {exc}"
                 raise
@@ -309,11 +313,13 @@ class Communicator:
         """``all_reduce`` by the hosts (``name`` is not an in-network algorithm)."""
         res = self._out(x, out)
         buf = as_bytes(res)
+        now = None
         if name == "hierarchical":
             self._hier_comms()   # collective splits, before this request is queued
             gen = self._hierarchical(res, op, dtype)
         elif name == "load_store":
             gen = scaleup.allreduce_load_store(self, buf, red)
+            now = lambda: scaleup.allreduce_now(self, buf, red)  # noqa: E731
         elif det and name != "one_shot":     # one-shot sums in rank order already
             gen = A.allreduce_canonical(self.rank, self.size, buf, x.dtype.itemsize, red)
         else:
@@ -323,7 +329,7 @@ class Communicator:
                                 dtype=x.dtype, reduce_dtype=resolve_dtype(x, dtype),
                                 op=resolve_op(op), count=x.size)
         return self._start(f"all_reduce({name})", gen, lambda: res, block,
-                           inline=self._waits_only(name))
+                           inline=self._waits_only(name), now=now)
 
     def _choose_allreduce(self, algo: str | None, nbytes: int, det: bool,
                           devices: bool) -> str:
@@ -660,11 +666,14 @@ class Communicator:
     def barrier(self, *, block: bool = True):
         """Every rank has entered: one round of posted words where ranks load and store
         each other's areas (``scaleup``), else a dissemination barrier of messages."""
-        gen = scaleup.barrier_load_store(self) if self.load_store_ok else \
-            A.barrier_dissemination(self.rank, self.size)
+        if self.load_store_ok:
+            gen, now = scaleup.barrier_load_store(self), lambda: scaleup.barrier_now(self)
+        else:
+            gen, now = A.barrier_dissemination(self.rank, self.size), None
         if self.check_args:
             gen = self._checked(gen, "barrier")
-        return self._start("barrier", gen, lambda: None, block, inline=self.load_store_ok)
+        return self._start("barrier", gen, lambda: None, block, inline=self.load_store_ok,
+                           now=now)
 
     # -- expert parallelism (moe.py) -------------------------------------------------------
     def moe_dispatch(self, x: np.ndarray, topk_idx, num_experts: int, *, topk_weights=None,

@@ -89,6 +89,14 @@ def allreduce_load_store(comm, buf: memoryview, red):
                  lambda: _fold(comm, k, buf, 0, red, range(comm.size)))
 
 
+def allreduce_now(comm, buf: memoryview, red) -> None:
+    """``allreduce_load_store`` run to its end by the caller: the same round for a
+    blocking call that runs inline (``Communicator._start``), without the generator and
+    its steps, which cost a 4 KiB call a third of its CPU (BENCHMARKS.md)."""
+    k = _round_now(comm, buf)
+    _fold(comm, k, buf, 0, red, range(comm.size))
+
+
 def reduce_load_store(comm, buf: memoryview, root: int, red):
     """The reduce: every rank stages ``buf``; the root folds the stages in rank order
     into its ``buf``, the others are done once they have posted."""
@@ -146,6 +154,11 @@ def barrier_load_store(comm):
     yield Posted(comm, k, range(comm.size), lambda: None)
 
 
+def barrier_now(comm) -> None:
+    """``barrier_load_store`` run to its end by the caller, as ``allreduce_now``."""
+    _round_now(comm, b"")
+
+
 def _fold(comm, k: int, out: memoryview, at: int, red, ranks) -> None:
     """``out`` = the bytes at offset ``at`` of the round-k stages of ``ranks``, folded
     with ``red`` in that order (``red`` None: one rank, copied); every one of them has
@@ -167,16 +180,45 @@ def _post(comm, data):
     store the round number in the posted word. The stage was last used ``slots`` rounds
     ago, so this is a ``Posted`` step for the round after that one: once every rank has
     posted it, each has read the stage."""
-    ch, lay, rank = comm.channels, comm.layout, comm.rank
-    k = ch.load_store_rounds = ch.load_store_rounds + 1
-
-    def stage() -> None:
-        mine, at = ch.stores[rank], lay.slot(rank, k)
-        if len(data):
-            mine.view[at:at + len(data)] = data
-        mine.words[_posted(comm, rank)] = k   # posted: after the data
-    yield Posted(comm, k - lay.slots + 1, range(comm.size), stage)
+    k = _next_round(comm)
+    yield Posted(comm, k - comm.layout.slots + 1, range(comm.size),
+                 lambda: _stage(comm, k, data))
     return k
+
+
+def _round_now(comm, data) -> int:
+    """This rank's next round, all of it here: wait until every rank has read the stage
+    it reuses, stage ``data`` and post, wait until every rank has posted; returns k."""
+    k = _next_round(comm)
+    _await_round(comm, k - comm.layout.slots + 1)
+    _stage(comm, k, data)
+    _await_round(comm, k)
+    return k
+
+
+def _next_round(comm) -> int:
+    ch = comm.channels
+    k = ch.load_store_rounds = ch.load_store_rounds + 1
+    return k
+
+
+def _stage(comm, k: int, data) -> None:
+    """Copy ``data`` into this rank's round-k stage, then post round k."""
+    rank = comm.rank
+    mine = comm.channels.stores[rank]
+    if len(data):
+        at = comm.layout.slot(rank, k)
+        mine.view[at:at + len(data)] = data
+    mine.words[_posted(comm, rank)] = k   # posted: after the data
+
+
+def _await_round(comm, k: int) -> None:
+    """Block until every other rank has posted round ``k`` (mostly they have: a glance
+    at each word), as a called ``Posted`` step does."""
+    stores, rank = comm.channels.stores, comm.rank
+    for p in range(comm.size):
+        if p != rank and stores[p].words[_posted(comm, p)] < k:
+            _wait_posted(comm, p, k)
 
 
 def _posted(comm, rank: int) -> int:

@@ -102,6 +102,19 @@ SCRIPT = textwrap.dedent("""
     h3 = comm.broadcast_nb(np.full(5, r, np.int16), root=n - 1)
     assert (h1.wait() == n).all() and (h2.wait() == n * (n - 1) // 2).all()
     assert h3.wait().tolist() == [n - 1] * 5
+    # a blocking call runs its round as one function, a non-blocking one as steps: ranks
+    # that mix the two, round after round, stay in step and agree bit for bit
+    for i in range(2 * comm.layout.slots + 1):
+        x = make_input(r, 777, "float32", 100 + i, "sum")
+        want = reduce_all([make_input(q, 777, "float32", 100 + i, "sum") for q in range(n)],
+                          "sum", None)
+        if (r + i) % 2:
+            got = comm.all_reduce_nb(x, algo="load_store").wait()
+            comm.barrier_nb().wait()
+        else:
+            got = comm.all_reduce(x, algo="load_store")
+            comm.barrier()
+        assert got.tobytes() == want.tobytes(), i
     sub = comm.split(color=r % 2, key=-r)
     members = [q for q in range(n) if q % 2 == r % 2]
     if sub.size > 1:
