@@ -204,6 +204,7 @@ def reducer(dtype: int, op: int):
     results and errors (a call it cannot take plainly goes through ``reduce_into``,
     which raises or copies an overlapping ``src``). Raises AluError for a bad pair."""
     esize = _pair_esize(dtype, op)
+    dt, o = int(dtype), int(op)           # (an IntEnum costs each C call a conversion)
 
     def red(dst, src) -> None:
         if BACKEND != "c":
@@ -211,10 +212,12 @@ def reducer(dtype: int, op: int):
         d = _ffi.from_buffer(dst, require_writable=True)
         s = _ffi.from_buffer(src)
         n = len(d)
-        if n != len(s) or n % esize or _overlaps(d, s, n):
+        if n != len(s) or n % esize:
             return reduce_into(dst, src, dtype, op)
-        st = _lib.alu_reduce(dtype, op, d, s, n // esize) if n else 0
+        st = _lib.alu_reduce_apart(dt, o, d, s, n // esize, esize)   # overlap checked in C
         if st:
+            if st == _lib.ALU_OVERLAP:
+                return reduce_into(dst, src, dtype, op)
             raise AluError(st, f"C ALU rejected dtype={dtype} redop={op}")
     return red
 

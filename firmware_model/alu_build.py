@@ -25,6 +25,8 @@ const char *alu_isa(void);
 const char *alu_select(int best);
 int alu_check(int dtype, int op);
 int alu_reduce(int dtype, int op, void *dst, const void *src, size_t n);
+#define ALU_OVERLAP ...
+int alu_reduce_apart(int dtype, int op, void *dst, const void *src, size_t n, size_t esize);
 int alu_quantize(int src_dtype, int fp8, const void *src, size_t n, size_t block,
                  uint8_t *q, void *scales);
 int alu_dequantize(int fp8, int out_dtype, const uint8_t *q, const void *scales,

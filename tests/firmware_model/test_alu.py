@@ -321,6 +321,14 @@ def test_a_reducer_refuses_what_reduce_into_refuses_and_takes_overlaps():
     view = memoryview(buf)
     red(view[0:48], view[16:64])
     assert np.frombuffer(bytes(buf[:48]), "<i4").tolist() == [i + i + 4 for i in range(12)]
+    for d, s in ((slice(16, 64), slice(0, 48)),     # src first, overlapping
+                 (slice(32, 64), slice(0, 32)),     # adjacent: no byte shared
+                 (slice(0, 4), slice(3, 7))):       # one byte shared
+        buf = bytearray(np.arange(16, dtype="<i4").tobytes())
+        want = bytearray(buf)
+        alu.reduce_ref(memoryview(want)[d], bytes(want[s]), DType.INT32, RedOp.SUM)
+        red(memoryview(buf)[d], memoryview(buf)[s])
+        assert buf == want, (d, s)
 
 
 # -- backends -----------------------------------------------------------------------------
