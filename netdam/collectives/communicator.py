@@ -305,8 +305,11 @@ class Communicator:
         if self.check_args:
             gen = self._checked(gen, "all_reduce", algorithm=p.name, reproducible=p.det,
                                 dtype=x.dtype, reduce_dtype=p.dt, op=p.op, count=x.size)
-        res = p.res
-        return self._start(p.what, gen, lambda: res, block, inline=p.inline)
+        res, now = p.res, None
+        if p.name == "chain":
+            now = lambda: offload.chain_now(self, src, dst, p.dt, p.op,  # noqa: E731
+                                            deterministic=p.det, at_work=p.at_work)
+        return self._start(p.what, gen, lambda: res, block, inline=p.inline, now=now)
 
     def _host_all_reduce(self, x: np.ndarray, out, name: str, red, det: bool, op, dtype,
                          block: bool):

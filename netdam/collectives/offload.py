@@ -98,7 +98,22 @@ def rounds(comm, src: memoryview, dst: memoryview, esize: int, body, *,
     knows already (the communicator does); else asked here."""
     n, rank, lay = comm.size, comm.rank, comm.layout
     home = comm.areas[rank]
-    step = lay.work_bytes - lay.work_bytes % (esize * n)
+    for part, out, copy_in, copy_out in _parts(comm, src, dst, esize, at_work):
+        if copy_in:
+            yield lambda: comm.agent.write(home + lay.work, part, timeout=comm.timeout)
+        if barrier:
+            yield from A.barrier_dissemination(rank, n)
+        yield from body(A.blocks(len(part) // esize, n, esize))
+        if copy_out:
+            yield lambda: comm.channels.home.read_into(lay.work, out)
+
+
+def _parts(comm, src: memoryview, dst: memoryview, esize: int,
+           at_work: tuple[bool, bool] | None):
+    """The rounds of ``rounds``: ``(part of src, its part of dst, copy in?, copy out?)``,
+    each part as much as the work area takes (a whole number of elements per rank)."""
+    lay = comm.layout
+    step = lay.work_bytes - lay.work_bytes % (esize * comm.size)
     # only a round that starts where its buffer starts can be the work area itself
     if at_work is None:
         src_work = _is_work(comm, src)
@@ -106,14 +121,8 @@ def rounds(comm, src: memoryview, dst: memoryview, esize: int, body, *,
     src_work, dst_work = at_work
     for start in range(0, len(src), step):
         part = src[start:start + step]
-        out = dst[start:start + len(part)]
-        if not (src_work and start == 0):
-            yield lambda: comm.agent.write(home + lay.work, part, timeout=comm.timeout)
-        if barrier:
-            yield from A.barrier_dissemination(rank, n)
-        yield from body(A.blocks(len(part) // esize, n, esize))
-        if not (dst_work and start == 0):
-            yield lambda: comm.channels.home.read_into(lay.work, out)
+        yield (part, dst[start:start + len(part)], not (src_work and start == 0),
+               not (dst_work and start == 0))
 
 
 #: up to this many ranks a chain round opens with a start gathered at rank 0's device
@@ -159,26 +168,35 @@ def _descriptor(comm, route, addr, length: int, *, dtype: DType, op: RedOp,
     offload word and multicasts to the group. With ``join`` (a meeting device) it is a
     joined start sent without asking for its ACK (NO_RESPONSE), its handle kept in
     ``joined``: the round's signal word answers it (``_answered``)."""
-    agent, ch = comm.agent, comm.channels
-    signal = comm.areas[comm.rank] + comm.layout.offload_signal
-    quiet = join is not None
+    return lambda: _send_chain(comm, route, addr, length, dtype=dtype, op=op, join=join,
+                               joined=joined)
 
-    def send():
-        h = agent.reduce_chain_nb(route, addr, length, dtype=dtype, op=op, signal=signal,
-                                  group=comm.group, join=join, quiet=quiet,
-                                  timeout=comm.timeout)
-        ch.track(h)
-        if quiet:
-            joined.append(h)
-    return send
+
+def _send_chain(comm, route, addr, length: int, *, dtype: DType, op: RedOp,
+                join: int | None, joined: list | None) -> None:
+    """Hand over the descriptor ``_descriptor`` describes, now."""
+    quiet = join is not None
+    h = comm.agent.reduce_chain_nb(route, addr, length, dtype=dtype, op=op,
+                                   signal=comm.areas[comm.rank] + comm.layout.offload_signal,
+                                   group=comm.group, join=join, quiet=quiet,
+                                   timeout=comm.timeout)
+    comm.channels.track(h)
+    if quiet:
+        joined.append(h)
 
 
 def _answered(comm, joined: list):
-    """What a round's signal wait runs once the word is in: the round's chains ran, and
-    the meeting device starts none before it holds every member's join (SPEC §4.9),
-    so this rank's quiet JOIN arrived; it is retired as its ACK would have retired it.
-    (Were the word late, the agent's retransmission would have asked for that ACK.)"""
-    return lambda: comm.agent.answered(joined.pop()) if joined else None
+    """What a round's signal wait runs once the word is in (``_retire``)."""
+    return lambda: _retire(comm, joined)
+
+
+def _retire(comm, joined: list) -> None:
+    """The round's signal word is in: its chains ran, and the meeting device starts
+    none before it holds every member's join (SPEC §4.9), so this rank's quiet JOIN
+    arrived; it is retired as its ACK would have retired it. (Were the word late, the
+    agent's retransmission would have asked for that ACK.)"""
+    if joined:
+        comm.agent.answered(joined.pop())
 
 
 def _spread(comm, member: int, offset: int, length: int, join: int | None = None,
@@ -275,9 +293,9 @@ def chain_allreduce(comm, src: memoryview, dst: memoryview, dtype: DType, op: Re
         """Block b's chain descriptor, to the first device of its route or (``join``)
         to that meeting device (not waited for: the signal word says when the chain
         is through)."""
-        route = devices if deterministic else devices[b:] + devices[:b]
-        return _descriptor(comm, route, comm.areas[b] + (lay.work + lo), hi - lo,
-                           dtype=dtype, op=op, join=join, joined=joined)
+        return _descriptor(comm, _route(devices, b, deterministic),
+                           comm.areas[b] + (lay.work + lo), hi - lo, dtype=dtype, op=op,
+                           join=join, joined=joined)
 
     def body(spans):
         comm.chain_blocks += sum(1 for a, b in spans if b > a)  # empty blocks run no chain
@@ -298,6 +316,42 @@ def chain_allreduce(comm, src: memoryview, dst: memoryview, dtype: DType, op: Re
 
     yield from rounds(comm, src, dst, DTYPE_SIZE[dtype], body, barrier=not gathered,
                       at_work=at_work)
+
+
+def chain_now(comm, src: memoryview, dst: memoryview, dtype: DType, op: RedOp, *,
+              deterministic: bool = False, at_work: tuple[bool, bool] | None = None) -> None:
+    """``chain_allreduce`` run to its end by the caller: the same rounds for a blocking
+    call that runs inline (``Communicator._start``'s ``now``), as plain calls instead of
+    generators and their steps, which cost a registered 256 KiB call a fifth of its host
+    CPU (BENCHMARKS.md). Joined starts only: the other ways to open a round run the
+    generator's steps here."""
+    if not (chain_starts_gathered(comm) and comm.device_joins):
+        for step in chain_allreduce(comm, src, dst, dtype, op, deterministic=deterministic,
+                                    at_work=at_work):
+            step()
+        return
+    n, rank, lay, ch = comm.size, comm.rank, comm.layout, comm.channels
+    home, esize = comm.areas[rank], DTYPE_SIZE[dtype]
+    devices = [a.device for a in comm.areas]
+    for part, out, copy_in, copy_out in _parts(comm, src, dst, esize, at_work):
+        if copy_in:
+            comm.agent.write(home + lay.work, part, timeout=comm.timeout)
+        spans = A.blocks(len(part) // esize, n, esize)
+        comm.chain_blocks += sum(1 for a, b in spans if b > a)  # empty blocks run no chain
+        lo, hi = spans[rank]
+        joined: list = []                      # an empty block: an empty join
+        _send_chain(comm, _route(devices, rank, deterministic), home + (lay.work + lo),
+                    hi - lo, dtype=dtype, op=op, join=devices[0], joined=joined)
+        ch.wait_word(lay.offload_signal, comm.chain_blocks, "in-network allreduce")
+        _retire(comm, joined)
+        if copy_out:
+            ch.home.read_into(lay.work, out)
+
+
+def _route(devices: list[int], b: int, deterministic: bool) -> list[int]:
+    """Block b's chain: from rank b's device around the ring, or (reproducible mode)
+    every device in rank order."""
+    return devices if deterministic else devices[b:] + devices[:b]
 
 
 def tree_children(pos: int, n: int, radix: int) -> range:

@@ -45,6 +45,22 @@ SCRIPT = textwrap.dedent("""
     for it in range(3):
         got = comm.all_reduce(np.full(3, (r + 1) * (it + 1), np.float32), algo="chain")
         assert (got == (n * (n + 1) // 2) * (it + 1)).all(), (it, got)
+    # a blocking call runs its rounds as plain calls, a non-blocking one as steps: ranks
+    # that mix the two, registered buffer or not, stay in step (x is staged in the work
+    # area, which the registered b is: b is filled after x's call)
+    b = comm.work_buffer(5000, np.float32)
+    for it in range(4):
+        x = ((r + 1) * (it + 1) + np.arange(3000)).astype(np.float32)
+        nb = (r + it) % 2
+        got = comm.all_reduce_nb(x, algo="chain").wait() if nb else \
+            comm.all_reduce(x, algo="chain")
+        b[:] = (r + 1) * (it + 1) + np.arange(len(b))
+        if nb:
+            comm.all_reduce_nb(b, out=b, algo="chain").wait()
+        else:
+            comm.all_reduce(b, out=b, algo="chain")
+        assert np.array_equal(got, expect(it, 3000)), ("mixed", it, got[:3])
+        assert np.array_equal(b, expect(it, len(b))), ("mixed, registered", it, b[:3])
     # each join went without asking for an ACK (NO_RESPONSE): its round's signal answered
     # it, or, were the round slower than the retransmission timeout, a retransmission
     rel = comm.agent.rel.counters
