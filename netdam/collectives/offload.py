@@ -322,9 +322,9 @@ def chain_now(comm, src: memoryview, dst: memoryview, dtype: DType, op: RedOp, *
               deterministic: bool = False, at_work: tuple[bool, bool] | None = None) -> None:
     """``chain_allreduce`` run to its end by the caller: the same rounds for a blocking
     call that runs inline (``Communicator._start``'s ``now``), as plain calls instead of
-    generators and their steps, which cost a registered 256 KiB call a fifth of its host
-    CPU (BENCHMARKS.md). Joined starts only: the other ways to open a round run the
-    generator's steps here."""
+    generators and their steps, which cost a registered 256 KiB call about 10 of its 176
+    us of host CPU (BENCHMARKS.md). Joined starts only: the other ways to open a round
+    run the generator's steps here."""
     if not (chain_starts_gathered(comm) and comm.device_joins):
         for step in chain_allreduce(comm, src, dst, dtype, op, deterministic=deterministic,
                                     at_work=at_work):
