@@ -25,19 +25,14 @@ sitting.
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import statistics
 import sys
 import time
-from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from rankjob import run_ranks, save  # noqa: E402  (this folder: run as a script)
-
-from netdam.collectives.run_cmd import parse_size  # noqa: E402
+from rankjob import check_job, job_parser, report, run_ranks, save  # noqa: E402
 
 WARMUP = 5
 WAYS = ("call", "bare")
@@ -79,26 +74,14 @@ def rank_main(size: int, count: int, out: str) -> int:
                 spent[way] += time.thread_time_ns() - t
             if b[0] != n or b[-1] != n:
                 raise SystemExit(f"rank {r}: {way} gave {b[0]}, {b[-1]}, not {n}")
-    figures = {way: total / count / 1e3 for way, total in spent.items()}
-    comm.barrier()
-    Path(out, f"rank{r}.json").write_text(json.dumps(figures))
-    return 0
+    return report(comm, out, {way: total / count / 1e3 for way, total in spent.items()})
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--nodes", type=int, default=4, help="nodes of one device and rank each")
-    ap.add_argument("--size", type=parse_size, default="1M", help="bytes per rank (float32)")
-    ap.add_argument("--count", type=int, default=300, help="timed rounds of each way")
-    ap.add_argument("--json", help="write the figures as JSON")
-    ap.add_argument("--rank-body", nargs=1, help=argparse.SUPPRESS)
+    ap = job_parser(__doc__.splitlines()[0], size="1M", count=300,
+                    count_help="timed rounds of each way")
     a = ap.parse_args(argv)
-    if a.nodes < 2:
-        ap.error("--nodes must be at least 2")
-    if a.count < 1:
-        ap.error("--count must be at least 1")
-    if a.size < 4 * a.nodes or a.size % 4 or a.size > 64 << 20:
-        ap.error(f"--size must be a multiple of 4 from {4 * a.nodes} bytes to 64 MiB")
+    check_job(ap, a, most=64 << 20)
     if a.rank_body:
         return rank_main(a.size, a.count, a.rank_body[0])
     ranks = run_ranks(__file__, ["--size", str(a.size), "--count", str(a.count)], a.nodes,

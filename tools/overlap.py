@@ -28,19 +28,14 @@ slowest rank; compare runs of one sitting.
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import statistics
 import sys
 import time
-from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from rankjob import run_ranks, save  # noqa: E402  (this folder: run as a script)
-
-from netdam.collectives.run_cmd import parse_size  # noqa: E402
+from rankjob import check_job, job_parser, report, run_ranks, save  # noqa: E402
 
 WARMUP = 3
 ALGOS = ("ring", "chain", "tree")
@@ -83,29 +78,18 @@ def rank_main(size: int, count: int, algos: list[str], out: str) -> int:
         others = phase(0.0 if comm.rank == 0 else d * 1e-6)
         figures[algo] = {"alone": alone, "others_away": others, "all_away": phase(d * 1e-6),
                          "away_us": float(d)}
-    comm.barrier()
-    Path(out, f"rank{comm.rank}.json").write_text(json.dumps(figures))
-    return 0
+    return report(comm, out, figures)
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--nodes", type=int, default=4, help="nodes of one device and rank each")
-    ap.add_argument("--size", type=parse_size, default="4M", help="bytes per rank (float32)")
-    ap.add_argument("--count", type=int, default=20, help="timed calls per algorithm")
+    ap = job_parser(__doc__.splitlines()[0], size="4M", count=20,
+                    count_help="timed calls per algorithm")
     ap.add_argument("--algo", action="append", choices=ALGOS,
                     help="algorithms (repeatable; default: all)")
-    ap.add_argument("--json", help="write the figures as JSON")
-    ap.add_argument("--rank-body", nargs=1, help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
     size = a.size
     algos = a.algo or list(ALGOS)
-    if a.nodes < 2:
-        ap.error("--nodes must be at least 2")
-    if a.count < 1:
-        ap.error("--count must be at least 1")
-    if size < 4 * a.nodes or size % 4:
-        ap.error(f"--size must be a multiple of 4 of at least {4 * a.nodes} bytes")
+    check_job(ap, a)
     if a.rank_body:
         return rank_main(size, a.count, algos, a.rank_body[0])
     ranks = run_ranks(__file__, ["--size", str(size), "--count", str(a.count),

@@ -18,7 +18,6 @@ many of its waits looked in place. Like every figure here, compare runs of one s
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import resource
 import statistics
@@ -27,7 +26,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from rankjob import run_ranks, save  # noqa: E402  (this folder: run as a script)
+from rankjob import report, run_ranks, save  # noqa: E402  (this folder: run as a script)
 
 WARMUP = 50
 
@@ -62,12 +61,9 @@ def rank_main(count: int, nbytes: int, out: str) -> int:
     got = bytes(agent.read(mine + 64, nbytes))
     if got != payload:
         raise SystemExit(f"rank {rank}: the payload arrived damaged")
-    comm.barrier()
-    with open(os.path.join(out, f"rank{rank}.json"), "w") as f:
-        json.dump({"rank": rank, "times_us": times, "cpu_us": t_cpu / count * 1e6,
-                   "sleeps": (r1.ru_nvcsw - r0.ru_nvcsw) / count,
-                   "in_place": agent.counters.get("signals_in_place", 0)}, f)
-    return 0
+    return report(comm, out, {"rank": rank, "times_us": times, "cpu_us": t_cpu / count * 1e6,
+                              "sleeps": (r1.ru_nvcsw - r0.ru_nvcsw) / count,
+                              "in_place": agent.counters.get("signals_in_place", 0)})
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,5 +1,6 @@
-"""What the tools' tests share: a tool run to its JSON figures, and a tool that refused
-a bad argument in one readable line."""
+"""What the tools' tests share: a tool run to its JSON figures, a tool that refused a bad
+argument in one readable line, and the bad arguments every tool that runs a job of
+float32 ranks (``rankjob.check_job``) refuses."""
 
 import json
 import subprocess
@@ -31,3 +32,13 @@ def ran(tmp_path):
         assert p.returncode == 0, p.stderr
         return p.stdout, json.loads(out.read_text())
     return run
+
+
+@pytest.fixture(params=[(["--count", "0"], "--count must be at least 1"),
+                        (["--nodes", "1"], "--nodes must be at least 2"),
+                        (["--size", "lots"], "not a size"),
+                        (["--size", "6"], "--size must be a multiple of 4")],
+                ids=["count", "nodes", "size-text", "size-odd"])
+def bad_job_args(request):
+    """``(args, message)``: a bad argument of a job tool and what its refusal says."""
+    return request.param

@@ -22,9 +22,5 @@ def test_a_short_run_reports_start_and_whole_call_per_algorithm(ran):
         assert f"{algo:>6}: start" in printed
 
 
-@pytest.mark.parametrize("args, msg", [(["--count", "0"], "--count must be at least 1"),
-                                       (["--nodes", "1"], "--nodes must be at least 2"),
-                                       (["--size", "lots"], "not a size"),
-                                       (["--size", "6"], "--size must be a multiple of 4")])
-def test_a_bad_argument_is_one_readable_line(refused, args, msg):
-    refused(TOOL, args, msg)
+def test_a_bad_argument_is_one_readable_line(refused, bad_job_args):
+    refused(TOOL, *bad_job_args)
