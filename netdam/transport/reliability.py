@@ -26,8 +26,13 @@ Two kinds of datagram (``submit(..., needs_reply=...)``):
 Every datagram the core emits carries ACK_REQ; retransmissions also carry RETRANSMIT.
 A caller may send a request with NO_RESPONSE when it will see the request's effect some
 other way (a joined chain start, answered by the round's signal word): ``answered``
-retires it then, without an RTT sample, and a retransmission, the effect being late,
-goes without NO_RESPONSE so that the receiver answers it (SPEC §8.2).
+retires it then, and a retransmission, the effect being late, goes without NO_RESPONSE
+so that the receiver answers it (SPEC §8.2). Such an answer takes as long as the
+effect, not the path, so it is no RTT sample; it is a sample of a second estimate, kept
+per peer in the same way (RFC 6298 §2), which times quiet requests alone: a round
+slower than the path's RTO is waited for, not resent every time. A quiet request resent
+all the same doubles that timeout until an answer comes to a first copy (Karn's rule,
+RFC 6298 §5.7), so a round longer than any timeout so far is learnt in a few calls.
 A ``token`` chosen by the caller comes back with each retired or failed datagram.
 
 Timers are kept per *flight*: the datagrams to one peer that one ``datagrams_to_send``
@@ -68,6 +73,7 @@ class RelConfig:
     rto_min: float = 0.03       #: loopback RTTs are tiny, but a busy peer stalls for ms
     rto_max: float = 0.5
     backoff: float = 2.0        #: RTO multiplier per retransmission of one datagram
+    quiet_max: float = 5.0      #: longest wait for a quiet request's answer before a resend
     deadline: float = 5.0       #: give up on a datagram this long after submit (default)
     max_queue: int = 1 << 20    #: datagrams queued (not yet sent) per peer; more fail
 
@@ -127,7 +133,7 @@ class _Entry:
 
 class _Peer:
     __slots__ = ("next_seq", "base", "cum", "outstanding", "queue", "bytes", "credit",
-                 "srtt", "rttvar", "rto", "anchored")
+                 "srtt", "rttvar", "rto", "anchored", "qsrtt", "qvar", "qrto")
 
     def __init__(self, initial_seq: int, rto: float):
         self.next_seq = initial_seq
@@ -144,6 +150,11 @@ class _Peer:
         # anchors its replay window at the first sequence number it sees (SPEC §8.3), so
         # that number must be our first one, not a later one overtaking a lost first.
         self.anchored = False
+        # the same estimate for how long the answer of a quiet request takes (None: as
+        # the RTO until one has come)
+        self.qsrtt: float | None = None
+        self.qvar = 0.0
+        self.qrto: float | None = None
 
 
 class Reliability:
@@ -272,7 +283,7 @@ class Reliability:
             outstanding, seq, nbytes, rto = p.outstanding, p.next_seq, p.bytes, p.rto
             span = (seq - p.base) & _SEQ_MASK      # numbers in flight (<= window)
             credit = p.credit or max_bytes
-            first_span, flight, deadline = span, None, None
+            first_span, flight, deadline, alone = span, None, None, False
             while q:
                 e = q[0]
                 if span >= window or (outstanding and (not p.anchored or nbytes + e.size > (
@@ -283,14 +294,17 @@ class Reliability:
                 e.seq = seq
                 pkt = e.packet
                 pkt.seq = seq
-                pkt.flags = int(pkt.flags) | _ACK_REQ
+                flags = int(pkt.flags)
+                pkt.flags = flags | _ACK_REQ
                 outstanding[seq] = e
                 nbytes += e.size
-                if e.deadline != deadline:       # a new deadline: a new flight
-                    if flight is not None:
+                quiet = flags & _NO_RESPONSE
+                if e.deadline != deadline or quiet or alone:   # a new flight: a new
+                    if flight is not None:          # deadline, or a quiet request's own
                         flight.count = flight.live = (seq - flight.seq) & _SEQ_MASK
-                    deadline = e.deadline
-                    flight = _Flight(seq, now, rto, min(now + rto, deadline))
+                    deadline, alone = e.deadline, bool(quiet)
+                    wait = rto if not quiet or p.qrto is None else max(rto, p.qrto)
+                    flight = _Flight(seq, now, wait, min(now + wait, deadline))
                     tick += 1
                     heapq.heappush(timers, (flight.due, tick, peer, flight))
                 e.flight = flight
@@ -393,20 +407,21 @@ class Reliability:
             return []
         done: list[Retired] = []
         for e in [e for e in p.outstanding.values() if e.token is token]:
-            self._retire(peer, p, e, now, done, sample=False)  # the delay is not the path's
+            self._retire(peer, p, e, now, done)
         if done:
             p.anchored = True
         self.counters["answered"] += len(done)
         self._advance(p)
         return done
 
-    def _retire(self, peer, p: _Peer, e: _Entry, now: float, done: list, *,
-                sample: bool = True) -> None:
+    def _retire(self, peer, p: _Peer, e: _Entry, now: float, done: list) -> None:
         del p.outstanding[e.seq]
         p.bytes -= e.size
         f = e.flight
         f.live -= 1
-        if f.tries == 1 and sample:  # Karn: sample only datagrams sent once
+        if e.packet.flags & _NO_RESPONSE:    # its answer's delay is the effect's
+            self._quiet_sample(p, now - f.sent if f.tries == 1 else None)
+        elif f.tries == 1:                   # Karn: sample only datagrams sent once
             self._sample(p, now - f.sent)
         self.counters["retired"] += 1
         done.append(Retired(peer, e.seq, e.token))
@@ -419,6 +434,25 @@ class Reliability:
             p.rttvar = 0.75 * p.rttvar + 0.25 * abs(p.srtt - rtt)
             p.srtt = 0.875 * p.srtt + 0.125 * rtt
         p.rto = min(max(p.srtt + 4 * p.rttvar, c.rto_min), c.rto_max)
+
+    def _quiet_sample(self, p: _Peer, wait: float | None) -> None:
+        """A quiet request was answered ``wait`` after its only copy went, or (None)
+        after it was resent: the timeout used was short, and it doubles."""
+        c = self.config
+        if wait is None:
+            p.qrto = min(2 * max(p.qrto or 0.0, p.rto), c.quiet_max)
+            return
+        if p.qsrtt is None:
+            p.qsrtt, p.qvar = wait, wait / 2
+        else:
+            p.qvar = 0.75 * p.qvar + 0.25 * abs(p.qsrtt - wait)
+            p.qsrtt = 0.875 * p.qsrtt + 0.125 * wait
+        p.qrto = min(max(p.qsrtt + 4 * p.qvar, c.rto_min), c.quiet_max)
+
+    def quiet_timeout(self, peer: Hashable) -> float:
+        """How long a quiet request to ``peer`` is now given before it is resent."""
+        p = self._peer(peer)
+        return p.rto if p.qrto is None else max(p.rto, p.qrto)
 
     @staticmethod
     def _advance(p: _Peer) -> None:

@@ -360,3 +360,59 @@ def test_a_late_quiet_request_asks_for_its_ack_when_retransmitted():
     assert again.has(Flag.RETRANSMIT) and again.has(Flag.JOIN)
     assert not again.has(Flag.NO_RESPONSE) and first.has(Flag.NO_RESPONSE)
     assert [r.token for r in rel.on_reply(PEER, _ack(again), 0.15)] == ["join"]
+
+
+def _quiet_round(rel: Reliability, now: float, answer_at: float | None, token="join"):
+    """Send one quiet request at ``now``; answer it at ``answer_at`` by its effect, or
+    (None) let its timer fire and answer the resent copy. Returns the resend's time."""
+    rel.submit(PEER, Packet(opcode=Opcode.REDUCE_FWD, flags=Flag.NO_RESPONSE | Flag.JOIN),
+               now, token=token, needs_reply=True)
+    (_, first), = rel.datagrams_to_send(now)
+    due = rel.next_timer()
+    if answer_at is not None and answer_at < due:
+        assert [r.token for r in rel.answered(PEER, token, answer_at)] == [token]
+        return None
+    rel.handle_timer(due)
+    (_, again), = rel.datagrams_to_send(due)
+    assert again.has(Flag.RETRANSMIT) and not again.has(Flag.NO_RESPONSE)
+    assert [r.token for r in rel.on_reply(PEER, _ack(again), due)] == [token]
+    return due
+
+
+def test_a_slow_round_is_learnt_and_then_waited_for_not_resent():
+    """A quiet request's answer takes as long as its effect (a round of seconds, say),
+    not the path: the first such request is resent at the path's RTO, which doubles the
+    quiet timeout (Karn); once a first copy is answered, the quiet timeout follows those
+    answers (RFC 6298's estimator) and later rounds of that length go unresent, while
+    the path's own RTO and ordinary requests keep their short timer."""
+    rel = Reliability(RelConfig(rto_initial=0.1, rto_min=0.01, quiet_max=5.0), initial_seq=0)
+    _anchor(rel)                                    # an RTT sample of 0: RTO at its floor
+    rto = rel.rto(PEER)
+    assert rel.quiet_timeout(PEER) == rto == 0.01
+    resends, now = [], 1.0
+    for _ in range(8):                              # rounds of 0.3 s
+        resends.append(_quiet_round(rel, now, now + 0.3))
+        now += 1.0
+    assert resends[0] is not None and resends[-3:] == [None] * 3
+    assert sum(r is not None for r in resends) <= 6          # doubling: 0.01 -> 0.32
+    assert 0.3 < rel.quiet_timeout(PEER) <= 5.0
+    assert rel.rto(PEER) == rto                     # the path's estimate is untouched
+    rel.submit(PEER, _req(8), now, token="write")   # an ordinary request: the short timer
+    rel.datagrams_to_send(now)
+    assert rel.next_timer() == pytest.approx(now + rto)
+
+
+def test_the_quiet_timeout_is_bounded_and_a_fast_round_brings_it_back():
+    """Doubling stops at ``quiet_max``; answers that come quickly bring the timeout back
+    down toward them, never under the path's RTO."""
+    rel = Reliability(RelConfig(rto_initial=0.1, rto_min=0.01, quiet_max=0.5), initial_seq=0)
+    _anchor(rel)
+    now = 1.0
+    for _ in range(10):                             # never answered but by resends
+        _quiet_round(rel, now, None)
+        now += 1.0
+    assert rel.quiet_timeout(PEER) == 0.5
+    for _ in range(40):                             # rounds of 5 ms
+        assert _quiet_round(rel, now, now + 0.005) is None
+        now += 1.0
+    assert rel.rto(PEER) <= rel.quiet_timeout(PEER) < 0.05
