@@ -503,3 +503,36 @@ def test_quiet_joins_are_answered_by_the_signal_or_asked_again_when_late():
         for ag, h in zip((a, b), hs):
             ag.answered(h)
             h.wait(1)
+
+
+def test_a_join_that_usually_waits_long_is_learnt_and_not_resent():
+    """Round after round host a's join waits 0.15 s for b's, longer than a's path RTO
+    to the meeting device: the first joins are resent while a's quiet timeout grows
+    (RELIABILITY.md), and once it has learnt how long its joins take to be answered, no
+    more are resent, while its RTO stays the path's. Every round's sums are right."""
+    with _two_hosts_two_devices() as (a, b):
+        data, signal_at, n = 4096, 64 << 10, 1024
+        spans = ((a, 0, (1, 2)), (b, n, (2, 1)))
+        resent = []
+        for r in range(1, 10):
+            for dev in (1, 2):
+                a.write(Addr(dev, data), np.full(2 * n, dev, np.float32))
+            hs = []
+            for ag, first, route in spans:
+                hs.append(ag.reduce_chain_nb(
+                    route, Addr(route[0], data + 4 * first), 4 * n, dtype=DType.FLOAT32,
+                    signal=Addr(route[0], signal_at), group=1, join=1, quiet=True))
+                end = time.monotonic() + (0.15 if ag is a else 0.0)
+                while time.monotonic() < end:
+                    ag.progress(0.005)
+            for dev in (1, 2):
+                assert a.wait_signal(Addr(dev, signal_at), 2 * r, timeout=5) >= 2 * r
+                got = np.frombuffer(a.read(Addr(dev, data), 8 * n), np.float32)
+                assert (got == 3).all(), (r, dev)
+            for ag, h in zip((a, b), hs):
+                ag.answered(h)
+                h.wait(1)
+            resent.append(a.rel.counters["retransmitted"])
+        assert resent[0] >= 1                         # the path's RTO: resent at first
+        assert resent[-1] == resent[-4]               # learnt: the last three not resent
+        assert a.rel.rto(1) < 0.15 <= a.rel.quiet_timeout(1)
