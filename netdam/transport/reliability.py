@@ -32,7 +32,9 @@ effect, not the path, so it is no RTT sample; it is a sample of a second estimat
 per peer in the same way (RFC 6298 §2), which times quiet requests alone: a round
 slower than the path's RTO is waited for, not resent every time. A quiet request resent
 all the same doubles that timeout until an answer comes to a first copy (Karn's rule,
-RFC 6298 §5.7), so a round longer than any timeout so far is learnt in a few calls.
+RFC 6298 §5.7), so a round longer than any timeout so far is learnt in a few calls. It
+never takes more than half of what is left to a request's deadline, so a lost quiet
+request is still resent before it fails.
 A ``token`` chosen by the caller comes back with each retired or failed datagram.
 
 Timers are kept per *flight*: the datagrams to one peer that one ``datagrams_to_send``
@@ -303,7 +305,8 @@ class Reliability:
                     if flight is not None:          # deadline, or a quiet request's own
                         flight.count = flight.live = (seq - flight.seq) & _SEQ_MASK
                     deadline, alone = e.deadline, bool(quiet)
-                    wait = rto if not quiet or p.qrto is None else max(rto, p.qrto)
+                    wait = rto if not quiet or p.qrto is None else \
+                        max(rto, min(p.qrto, (deadline - now) / 2))   # room to resend
                     flight = _Flight(seq, now, wait, min(now + wait, deadline))
                     tick += 1
                     heapq.heappush(timers, (flight.due, tick, peer, flight))

@@ -416,3 +416,25 @@ def test_the_quiet_timeout_is_bounded_and_a_fast_round_brings_it_back():
         assert _quiet_round(rel, now, now + 0.005) is None
         now += 1.0
     assert rel.rto(PEER) <= rel.quiet_timeout(PEER) < 0.05
+
+
+def test_a_lost_quiet_request_is_resent_before_its_deadline_whatever_was_learnt():
+    """However long quiet answers have taken, a quiet request's first timer takes at
+    most half of what is left to its deadline: one that was lost is resent in time, not
+    failed unsent."""
+    rel = Reliability(RelConfig(rto_initial=0.1, rto_min=0.01, quiet_max=5.0), initial_seq=0)
+    _anchor(rel)
+    now = 1.0
+    for _ in range(12):                              # rounds of 2 s: the timeout grows
+        _quiet_round(rel, now, now + 2.0)
+        now += 10.0
+    assert rel.quiet_timeout(PEER) > 2.0
+    assert _quiet_round(rel, now, now + 2.0) is None   # and such rounds are waited for
+    now += 10.0
+    rel.submit(PEER, Packet(opcode=Opcode.REDUCE_FWD, flags=Flag.NO_RESPONSE), now,
+               token="lost", needs_reply=True, deadline=now + 1.0)
+    rel.datagrams_to_send(now)                       # and lost on the way
+    assert rel.next_timer() == pytest.approx(now + 0.5)
+    assert rel.handle_timer(now + 0.5) == []
+    (_, again), = rel.datagrams_to_send(now + 0.5)
+    assert again.has(Flag.RETRANSMIT) and not again.has(Flag.NO_RESPONSE)
