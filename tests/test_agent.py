@@ -457,6 +457,29 @@ def test_joined_starts_run_once_every_member_has_joined():
             a.reduce_chain((1, 2), Addr(1, data), 64, dtype=DType.FLOAT32, join=1)
 
 
+def _joined_round(a, b, expect: int, late: float) -> list:
+    """One round of two quiet joined starts on devices 1 and 2 (block 1 from host a,
+    block 2 from host b, each device's data all its own id): a's join goes ``late``
+    seconds before b's, the hosts keep progressing meanwhile; then the round's signals
+    reach ``expect`` on both devices and both hold the sums. Returns the two handles."""
+    data, signal_at, n = 4096, 64 << 10, 1024
+    for dev in (1, 2):
+        a.write(Addr(dev, data), np.full(2 * n, dev, np.float32))
+    hs = []
+    for ag, first, route, wait in ((a, 0, (1, 2), late), (b, n, (2, 1), 0.0)):
+        hs.append(ag.reduce_chain_nb(
+            route, Addr(route[0], data + 4 * first), 4 * n, dtype=DType.FLOAT32,
+            signal=Addr(route[0], signal_at), group=1, join=1, quiet=True))
+        end = time.monotonic() + wait
+        while time.monotonic() < end:
+            ag.progress(0.005)
+    for dev in (1, 2):
+        assert a.wait_signal(Addr(dev, signal_at), expect, timeout=5) >= expect
+        got = np.frombuffer(a.read(Addr(dev, data), 8 * n), np.float32)
+        assert (got == 3).all(), (expect, dev)
+    return hs
+
+
 def test_quiet_joins_are_answered_by_the_signal_or_asked_again_when_late():
     """Joins sent with ``quiet`` (NO_RESPONSE, SPEC §4.9) get no ACK: each handle stays
     pending until its host has seen the round's signal and says ``answered``, and no
@@ -467,27 +490,7 @@ def test_quiet_joins_are_answered_by_the_signal_or_asked_again_when_late():
     first round.)"""
     with _two_hosts_two_devices(RelConfig(rto_initial=0.3, rto_min=0.3, rto_max=0.6)) \
             as (a, b):
-        data, signal_at, n = 4096, 64 << 10, 1024
-        spans = ((a, 0, (1, 2)), (b, n, (2, 1)))     # host, first element, route
-
-        def round_(expect: int, late: float) -> list:
-            for dev in (1, 2):
-                a.write(Addr(dev, data), np.full(2 * n, dev, np.float32))
-            hs = []
-            for ag, first, route in spans:
-                hs.append(ag.reduce_chain_nb(
-                    route, Addr(route[0], data + 4 * first), 4 * n, dtype=DType.FLOAT32,
-                    signal=Addr(route[0], signal_at), group=1, join=1, quiet=True))
-                end = time.monotonic() + late
-                while time.monotonic() < end:
-                    ag.progress(0.005)
-            for dev in (1, 2):
-                assert a.wait_signal(Addr(dev, signal_at), expect, timeout=5) >= expect
-                got = np.frombuffer(a.read(Addr(dev, data), 8 * n), np.float32)
-                assert (got == 3).all(), dev
-            return hs
-
-        hs = round_(2, 0.0)
+        hs = _joined_round(a, b, 2, 0.0)
         assert not any(h.done() for h in hs)           # no ACK: still pending
         for ag, h in zip((a, b), hs):
             ag.answered(h)
@@ -498,7 +501,7 @@ def test_quiet_joins_are_answered_by_the_signal_or_asked_again_when_late():
             assert ag.rel.counters["retransmitted"] == 0
             assert ag.rel.counters["duplicate_replies"] == 0
             assert ag.rel.counters["answered"] == 1
-        hs = round_(4, 2 * a.rel.rto(1))
+        hs = _joined_round(a, b, 4, 2 * a.rel.rto(1))
         assert a.rel.counters["retransmitted"] >= 1 and hs[0].done()
         for ag, h in zip((a, b), hs):
             ag.answered(h)
@@ -511,25 +514,9 @@ def test_a_join_that_usually_waits_long_is_learnt_and_not_resent():
     (RELIABILITY.md), and once it has learnt how long its joins take to be answered, no
     more are resent, while its RTO stays the path's. Every round's sums are right."""
     with _two_hosts_two_devices() as (a, b):
-        data, signal_at, n = 4096, 64 << 10, 1024
-        spans = ((a, 0, (1, 2)), (b, n, (2, 1)))
         resent = []
         for r in range(1, 10):
-            for dev in (1, 2):
-                a.write(Addr(dev, data), np.full(2 * n, dev, np.float32))
-            hs = []
-            for ag, first, route in spans:
-                hs.append(ag.reduce_chain_nb(
-                    route, Addr(route[0], data + 4 * first), 4 * n, dtype=DType.FLOAT32,
-                    signal=Addr(route[0], signal_at), group=1, join=1, quiet=True))
-                end = time.monotonic() + (0.15 if ag is a else 0.0)
-                while time.monotonic() < end:
-                    ag.progress(0.005)
-            for dev in (1, 2):
-                assert a.wait_signal(Addr(dev, signal_at), 2 * r, timeout=5) >= 2 * r
-                got = np.frombuffer(a.read(Addr(dev, data), 8 * n), np.float32)
-                assert (got == 3).all(), (r, dev)
-            for ag, h in zip((a, b), hs):
+            for ag, h in zip((a, b), _joined_round(a, b, 2 * r, 0.15)):
                 ag.answered(h)
                 h.wait(1)
             resent.append(a.rel.counters["retransmitted"])

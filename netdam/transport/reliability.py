@@ -86,6 +86,14 @@ class RelConfig:
             raise ValueError("max_bytes, max_queue, rto_min and backoff must be positive")
 
 
+def _smoothed(srtt: float | None, var: float, sample: float) -> tuple[float, float]:
+    """One step of RFC 6298 §2's estimator: the smoothed mean and mean deviation after
+    ``sample`` (the first sample sets both)."""
+    if srtt is None:
+        return sample, sample / 2
+    return 0.875 * srtt + 0.125 * sample, 0.75 * var + 0.25 * abs(srtt - sample)
+
+
 class Retired(NamedTuple):    # a tuple: one is made per datagram on the hot path
     """A datagram is done: its answer arrived (or a cumulative ack covered it)."""
 
@@ -431,11 +439,7 @@ class Reliability:
 
     def _sample(self, p: _Peer, rtt: float) -> None:
         c = self.config
-        if p.srtt is None:
-            p.srtt, p.rttvar = rtt, rtt / 2
-        else:
-            p.rttvar = 0.75 * p.rttvar + 0.25 * abs(p.srtt - rtt)
-            p.srtt = 0.875 * p.srtt + 0.125 * rtt
+        p.srtt, p.rttvar = _smoothed(p.srtt, p.rttvar, rtt)
         p.rto = min(max(p.srtt + 4 * p.rttvar, c.rto_min), c.rto_max)
 
     def _quiet_sample(self, p: _Peer, wait: float | None) -> None:
@@ -445,11 +449,7 @@ class Reliability:
         if wait is None:
             p.qrto = min(2 * max(p.qrto or 0.0, p.rto), c.quiet_max)
             return
-        if p.qsrtt is None:
-            p.qsrtt, p.qvar = wait, wait / 2
-        else:
-            p.qvar = 0.75 * p.qvar + 0.25 * abs(p.qsrtt - wait)
-            p.qsrtt = 0.875 * p.qsrtt + 0.125 * wait
+        p.qsrtt, p.qvar = _smoothed(p.qsrtt, p.qvar, wait)
         p.qrto = min(max(p.qsrtt + 4 * p.qvar, c.rto_min), c.quiet_max)
 
     def quiet_timeout(self, peer: Hashable) -> float:
