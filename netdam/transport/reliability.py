@@ -167,6 +167,11 @@ class _Peer:
         self.qrto: float | None = None
 
 
+def _quiet_wait(p: _Peer) -> float:
+    """The timeout of a quiet request to ``p``: the learnt one, never under the path's."""
+    return p.rto if p.qrto is None else max(p.rto, p.qrto)
+
+
 class Reliability:
     """Sender-side reliability for one endpoint and all of its peers (SPEC §8.2).
 
@@ -313,8 +318,8 @@ class Reliability:
                     if flight is not None:          # deadline, or a quiet request's own
                         flight.count = flight.live = (seq - flight.seq) & _SEQ_MASK
                     deadline, alone = e.deadline, bool(quiet)
-                    wait = rto if not quiet or p.qrto is None else \
-                        max(rto, min(p.qrto, (deadline - now) / 2))   # room to resend
+                    wait = rto if not quiet else \
+                        min(_quiet_wait(p), max(rto, (deadline - now) / 2))  # room to resend
                     flight = _Flight(seq, now, wait, min(now + wait, deadline))
                     tick += 1
                     heapq.heappush(timers, (flight.due, tick, peer, flight))
@@ -447,15 +452,14 @@ class Reliability:
         after it was resent: the timeout used was short, and it doubles."""
         c = self.config
         if wait is None:
-            p.qrto = min(2 * max(p.qrto or 0.0, p.rto), c.quiet_max)
+            p.qrto = min(2 * _quiet_wait(p), c.quiet_max)
             return
         p.qsrtt, p.qvar = _smoothed(p.qsrtt, p.qvar, wait)
         p.qrto = min(max(p.qsrtt + 4 * p.qvar, c.rto_min), c.quiet_max)
 
     def quiet_timeout(self, peer: Hashable) -> float:
         """How long a quiet request to ``peer`` is now given before it is resent."""
-        p = self._peer(peer)
-        return p.rto if p.qrto is None else max(p.rto, p.qrto)
+        return _quiet_wait(self._peer(peer))
 
     @staticmethod
     def _advance(p: _Peer) -> None:
