@@ -21,15 +21,15 @@
 
 Loopback only. Each latency figure is the median of several interleaved trials, so the
 baselines and netdam see the same machine noise; each throughput figure is the median
-of as many runs, after one warm-up. The UDP WRITE runs alternate with the C stream's,
-and each target ratio is the median of the ratios of the trials (a READ trial over the
-echo trial next to it; the median of a block of three WRITE runs, after an untimed one,
-over the stream run right after the block), so a change of the machine's speed between
-the two halves of a run does not show as a ratio. (A WRITE run right after a stream run
-is often slow for a few tens of milliseconds, with no retransmission: the machine, not
-the library; the block's untimed run and median absorb that.) Every row gives the median,
-the minimum and the maximum of its trials, except the shm / UDP ratios: ratios of two
-medians whose runs were not taken side by side, so they have no min or max.
+of as many runs, after one warm-up. A 16 MiB trial moves 16 MiB each way over shared
+memory (rings, then mapped), then over UDP, then runs the C streams; each transfer's
+figure is the median of a block of three runs after an untimed one. Each ratio is the
+median of the ratios of the trials (a READ trial over the echo trial next to it; a
+trial's UDP WRITE over its shared-memory transfers and its streams), so a change of the
+machine's speed between the two halves of a run does not show as a ratio. (A WRITE run
+right after a stream run is often slow for a few tens of milliseconds, with no
+retransmission: the machine, not the library; the block's untimed run and median absorb
+that.) Every row gives the median, the minimum and the maximum of its trials.
 
 Placement (``--pin``, the default where two CPUs are allowed): as on two hosts, every
 client (this process with its agents, the echo clients, the C stream's sender) runs on
@@ -245,11 +245,10 @@ def crc_rates(trials: int) -> dict[str, tuple[list[float], list[float]]]:
 
 
 class Table:
-    """The rows printed: (measurement, median, min, max, unit); min and max are None
-    for a ratio of two medians, whose runs were not taken side by side."""
+    """The rows printed: (measurement, median, min, max, unit)."""
 
     def __init__(self):
-        self.rows: list[tuple[str, float, float | None, float | None, str]] = []
+        self.rows: list[tuple[str, float, float, float, str]] = []
 
     def runs(self, name: str, values, unit: str) -> float:
         """A row from the figures of several runs (trials); returns their median."""
@@ -258,16 +257,11 @@ class Table:
         self.rows.append((name, med, min(values), max(values), unit))
         return med
 
-    def value(self, name: str, value: float, unit: str) -> None:
-        self.rows.append((name, value, None, None, unit))
-
     def print(self) -> None:
         width = max(len(r[0]) for r in self.rows)
         print(f"{'measurement':<{width}}  {'median':>9}  {'min':>9}  {'max':>9}  unit")
         for name, med, lo, hi, unit in self.rows:
-            spread = "".join(f"  {'-' if v is None else format(v, '.3f'):>9}"
-                             for v in (lo, hi))
-            print(f"{name:<{width}}  {med:>9.3f}{spread}  {unit}")
+            print(f"{name:<{width}}  {med:>9.3f}  {lo:>9.3f}  {hi:>9.3f}  {unit}")
 
     def as_json(self) -> list[dict]:
         return [{"measurement": n, "value": m, "min": lo, "max": hi, "unit": u}
@@ -370,38 +364,38 @@ def main(argv=None) -> int:
                            [udp_ag.write_nb(a + (i % 64) * len(blob64), blob64)
                             for i in range(256)]), 256 * len(blob64), args.trials), "GB/s")
             blob = os.urandom(big)
-            runs = {}
-            trials = []        # one dict per trial: GB/s of each sender, side by side
-            if exe:           # UDP WRITE runs alternating with C stream runs
-                for _ in range(args.trials):    # a block of WRITE runs, then the streams
-                    trials.append({
-                        "write": statistics.median(
-                            throughput(lambda: udp_ag.write(a, blob), big, 3)),
-                        "plain": c_stream(exe, DEFAULT_MTU, big * 4, sink_cpu=server),
-                        "work": c_stream(exe, DEFAULT_MTU, big * 4, memory=big,
-                                         sink_cpu=server),
-                        "work_cached": c_stream(exe, DEFAULT_MTU, big * 4, memory=CACHED,
-                                                sink_cpu=server),
-                        "mem": c_stream(exe, DEFAULT_MTU, big * 4, memory=big,
-                                        sink_cpu=server, crc=False)})
-                runs["wUDP"] = [t["write"] for t in trials]
-            med = {}
-            for name, ag in (("UDP", udp_ag), ("shm rings", ring_ag), ("shm", shm_ag)):
-                if f"w{name}" not in runs:
-                    runs[f"w{name}"] = throughput(lambda: ag.write(a, blob), big, args.trials)
-                out = bytearray(big)
-                runs[f"r{name}"] = throughput(lambda: ag.read(a, big, out=out), big,
-                                              args.trials)
-                assert out == blob, f"{name} read back differs"
+            out = bytearray(big)
+            paths = (("shm rings", ring_ag), ("shm", shm_ag), ("UDP", udp_ag))
+            udp_ag.write(a, blob)   # every READ below reads back what every WRITE writes
+            trials = []        # one dict per trial: GB/s of each transfer, side by side
+            for _ in range(args.trials):
+                trial = {}
+                for name, ag in paths:   # UDP's WRITE last: the C streams come right after
+                    for d, fn in (("r", lambda: ag.read(a, big, out=out)),
+                                  ("w", lambda: ag.write(a, blob))):
+                        trial[d + name] = statistics.median(throughput(fn, big, 3))
+                    assert out == blob, f"{name} read back something else"
+                    out[:] = bytes(big)
+                if exe:
+                    trial.update(
+                        plain=c_stream(exe, DEFAULT_MTU, big * 4, sink_cpu=server),
+                        work=c_stream(exe, DEFAULT_MTU, big * 4, memory=big,
+                                      sink_cpu=server),
+                        work_cached=c_stream(exe, DEFAULT_MTU, big * 4, memory=CACHED,
+                                             sink_cpu=server),
+                        mem=c_stream(exe, DEFAULT_MTU, big * 4, memory=big,
+                                     sink_cpu=server, crc=False))
+                trials.append(trial)
+
+            def col(key, over=None):
+                return [t[key] / (t[over] if over else 1) for t in trials]
+            for name in ("UDP", "shm rings", "shm"):
                 for d, what in (("w", "WRITE"), ("r", "READ")):
-                    med[d + name] = table.runs(f"{what} 16 MiB, {name}", runs[d + name],
-                                               "GB/s")
-            if trials:
-                def col(key, over=None):
-                    return [t[key] / (t[over] if over else 1) for t in trials]
+                    table.runs(f"{what} 16 MiB, {name}", col(d + name), "GB/s")
+            if exe:
                 table.runs(f"C UDP stream, {DEFAULT_MTU} B datagrams", col("plain"), "GB/s")
                 table.runs("  WRITE 16 MiB UDP / C stream (target >= 0.6)",
-                           col("write", "plain"), "x")
+                           col("wUDP", "plain"), "x")
                 table.runs("C UDP stream from 16 MiB of memory, no CRC32C", col("mem"),
                            "GB/s")
                 table.runs("  C stream from memory / C stream", col("mem", "plain"), "x")
@@ -410,7 +404,7 @@ def main(argv=None) -> int:
                 table.runs("  C stream with the byte work / C stream", col("work", "plain"),
                            "x")
                 table.runs("  WRITE 16 MiB UDP / C stream with the byte work",
-                           col("write", "work"), "x")
+                           col("wUDP", "work"), "x")
                 table.runs(f"C UDP stream with the byte work, {CACHED >> 20} MiB (cached)",
                            col("work_cached"), "GB/s")
                 table.runs("  C stream with the byte work, cached / C stream",
@@ -423,10 +417,9 @@ def main(argv=None) -> int:
                        throughput(lambda: relay_ag.write(Addr(2, 0), blob), big, args.trials),
                        "GB/s")
             for kind in ("shm", "shm rings"):
-                table.value(f"  {kind} / UDP WRITE 16 MiB (target >= 3)",
-                            med[f"w{kind}"] / med["wUDP"], "x")
-                table.value(f"  {kind} / UDP READ 16 MiB (target >= 3)",
-                            med[f"r{kind}"] / med["rUDP"], "x")
+                for d, what in (("w", "WRITE"), ("r", "READ")):
+                    table.runs(f"  {kind} / UDP {what} 16 MiB (target >= 3)",
+                               col(d + kind, d + "UDP"), "x")
             for ag in (udp_ag, ring_ag, shm_ag, relay_ag):
                 ag.close()
         finally:
